@@ -1,0 +1,329 @@
+//! The pure datapath: encapsulation and decapsulation decisions, no I/O.
+//!
+//! Egress (TUN → underlay), for a packet read into `buf[HEADROOM..]`:
+//!  1. validate the inner IPv4 header;
+//!  2. the destination must be in the overlay, on another VM, not a reserved host
+//!     part, and that VM must be a unicast underlay address;
+//!  3. the source must belong to this VM's block (we never relay foreign sources);
+//!  4. write GRE and then the outer IPv4 header backwards into the headroom
+//!     (src = local underlay, dst = peer VM, TTL 64, DF, TOS copied from inner);
+//!  5. return the peer and the range of the finished outer packet.
+//!
+//! Ingress (underlay → TUN), for a packet from a raw socket (outer header included):
+//!  1. validate the outer IPv4 header, protocol 47, outer source in the underlay;
+//!  2. validate GRE: version 0, no routing/reserved bits, protocol 0x0800,
+//!     checksum if present, key exactly as configured;
+//!  3. validate the inner IPv4 header; its source must be an overlay address of
+//!     the outer sender's VM (anti-spoofing), its destination on this VM;
+//!  4. RFC 6040 ECN: CE on the outer header is copied into an ECT inner packet;
+//!     CE over a Not-ECT inner packet is dropped;
+//!  5. return the range of the inner packet, to be written to the TUN.
+//!
+//! Every refusal is a [`DropReason`]; the I/O shell counts it. Nothing here panics.
+
+use crate::layout::Layout;
+use crate::wire::gre::{self, GreError, GrePacket, GreRepr};
+use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
+use crate::wire::WireError;
+use std::net::Ipv4Addr;
+
+/// Bytes reserved in front of every packet read from the TUN, so outer headers
+/// (20 IPv4 + up to 16 GRE) are written in place without copying the payload.
+pub const HEADROOM: usize = 64;
+/// TTL of outer packets, like a fresh packet of the host's own stack.
+pub const OUTER_TTL: u8 = 64;
+
+macro_rules! drop_reasons {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
+        /// Why a packet was not forwarded. Each reason is one counter.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Stable snake_case name used in logs, stats JSON and metrics labels.
+            pub const fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            #[inline]
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than an IPv4 header, the length it announces, or the GRE header.
+    TooShort => "too_short",
+    /// IP version is not 4.
+    NotIpv4 => "not_ipv4",
+    /// IHL < 5 or total length smaller than the header.
+    BadIpHeader => "bad_ip_header",
+    /// Egress: destination outside the overlay prefix.
+    DstNotInOverlay => "dst_not_in_overlay",
+    /// Egress: destination inside this VM's own block (no such container here).
+    DstLocalVm => "dst_local_vm",
+    /// Egress: destination host part 0 (a block's network address).
+    DstReserved => "dst_reserved",
+    /// Egress: the destination's VM would be the underlay network or broadcast address.
+    PeerNotUnicast => "peer_not_unicast",
+    /// Egress: source is not an address of this VM's block.
+    SrcNotLocal => "src_not_local",
+    /// Egress: the encapsulated packet would exceed 65535 bytes.
+    Oversize => "oversize",
+    /// Ingress: outer protocol is not GRE.
+    NotGre => "not_gre",
+    /// Ingress: outer source outside the underlay prefix.
+    OuterSrcNotUnderlay => "outer_src_not_underlay",
+    /// Ingress: GRE version is not 0.
+    GreVersion => "gre_version",
+    /// Ingress: GRE routing bit or a reserved bit set.
+    GreFlags => "gre_flags",
+    /// Ingress: GRE payload is not IPv4 (protocol type ≠ 0x0800).
+    GreNotIpv4 => "gre_not_ipv4",
+    /// Ingress: GRE checksum present and wrong.
+    GreChecksum => "gre_checksum",
+    /// Ingress: key missing, unexpected or different from ours.
+    KeyMismatch => "key_mismatch",
+    /// Ingress: inner IPv4 header truncated or inconsistent.
+    InnerMalformed => "inner_malformed",
+    /// Ingress: inner source outside the overlay.
+    InnerSrcNotOverlay => "inner_src_not_overlay",
+    /// Ingress: inner source belongs to another VM than the outer sender.
+    SpoofedSource => "spoofed_source",
+    /// Ingress: inner destination not in this VM's block.
+    InnerDstNotLocal => "inner_dst_not_local",
+    /// Ingress: outer CE over a Not-ECT inner packet (RFC 6040).
+    EcnCeNotEct => "ecn_ce_not_ect",
+    /// Ingress: the datagram did not fit the receive buffer.
+    Truncated => "truncated",
+}
+
+impl From<WireError> for DropReason {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Truncated => DropReason::TooShort,
+            WireError::Version => DropReason::NotIpv4,
+            WireError::Malformed => DropReason::BadIpHeader,
+            WireError::TooLong => DropReason::Oversize,
+        }
+    }
+}
+
+/// A packet ready to send: `buf[start..start + len]` goes to underlay `peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encapsulated {
+    pub peer: Ipv4Addr,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// A packet ready for the TUN: `buf[start..start + len]` is the inner packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decapsulated {
+    pub start: usize,
+    pub len: usize,
+    /// The VM that sent it.
+    pub peer: Ipv4Addr,
+}
+
+/// Per-node datapath configuration with everything precomputed for the hot path.
+#[derive(Debug, Clone)]
+pub struct Datapath {
+    layout: Layout,
+    local: Ipv4Addr,
+    /// This VM's overlay block, as (network, mask).
+    block_net: u32,
+    block_mask: u32,
+    key: Option<u32>,
+    gre: GreRepr,
+}
+
+impl Datapath {
+    /// `local` must be a unicast address inside the layout's underlay
+    /// (see [`Layout::check_local`]).
+    pub fn new(layout: Layout, local: Ipv4Addr, key: Option<u32>) -> Datapath {
+        let block = layout
+            .block(local)
+            .unwrap_or_else(|| crate::layout::Cidr::new(Ipv4Addr::BROADCAST, 32).unwrap());
+        Datapath {
+            layout,
+            local,
+            block_net: block.addr().into(),
+            block_mask: block.mask(),
+            key,
+            gre: GreRepr {
+                protocol: gre::PROTO_IPV4,
+                checksum: false,
+                key,
+                seq: None,
+            },
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn local(&self) -> Ipv4Addr {
+        self.local
+    }
+
+    pub fn key(&self) -> Option<u32> {
+        self.key
+    }
+
+    /// Outer IPv4 + GRE bytes added to each packet (24 plain, 28 with a key).
+    pub fn overhead(&self) -> usize {
+        ipv4::HEADER_LEN + self.gre.header_len()
+    }
+
+    #[inline]
+    fn is_local_block(&self, a: u32) -> bool {
+        a & self.block_mask == self.block_net
+    }
+
+    /// The egress decision alone: which VM an inner packet goes to.
+    #[inline]
+    pub fn egress(&self, inner: &[u8]) -> Result<Ipv4Addr, DropReason> {
+        let ip = Ipv4Packet::new_checked(inner)?;
+        self.route(&ip)
+    }
+
+    #[inline]
+    fn route<T: AsRef<[u8]>>(&self, ip: &Ipv4Packet<T>) -> Result<Ipv4Addr, DropReason> {
+        let dst = ip.dst_raw();
+        if !self.layout.overlay().contains(Ipv4Addr::from(dst)) {
+            return Err(DropReason::DstNotInOverlay);
+        }
+        if self.is_local_block(dst) {
+            return Err(DropReason::DstLocalVm);
+        }
+        if dst & !self.block_mask == 0 {
+            return Err(DropReason::DstReserved);
+        }
+        let peer = Ipv4Addr::from(self.layout.vm_of_raw(dst));
+        if !self.layout.is_unicast_vm(peer) {
+            return Err(DropReason::PeerNotUnicast);
+        }
+        if !self.is_local_block(ip.src_raw()) {
+            return Err(DropReason::SrcNotLocal);
+        }
+        Ok(peer)
+    }
+
+    /// Egress decision plus header write. The inner packet is `buf[headroom..headroom + len]`
+    /// (`headroom ≥ overhead()`); outer IPv4 + GRE are written just in front of it.
+    #[inline]
+    pub fn encapsulate(
+        &self,
+        buf: &mut [u8],
+        headroom: usize,
+        len: usize,
+    ) -> Result<Encapsulated, DropReason> {
+        let overhead = self.overhead();
+        if headroom < overhead {
+            // A programming error of the caller, but never a panic on the hot path.
+            return Err(DropReason::Oversize);
+        }
+        let inner_buf = buf
+            .get(headroom..headroom.saturating_add(len))
+            .ok_or(DropReason::TooShort)?;
+        let ip = Ipv4Packet::new_checked(inner_buf)?;
+        let peer = self.route(&ip)?;
+        let inner_len = usize::from(ip.total_len());
+        let tos = ip.tos();
+        let start = headroom - overhead;
+        let gre_at = start + ipv4::HEADER_LEN;
+        let end = headroom + inner_len;
+        self.gre
+            .emit(&mut buf[gre_at..end])
+            .map_err(DropReason::from)?;
+        Ipv4Repr {
+            src: self.local,
+            dst: peer,
+            protocol: ipv4::PROTO_GRE,
+            tos,
+            ttl: OUTER_TTL,
+            dont_frag: true,
+            ident: 0,
+            payload_len: overhead - ipv4::HEADER_LEN + inner_len,
+        }
+        .emit(&mut buf[start..gre_at])
+        .map_err(DropReason::from)?;
+        Ok(Encapsulated {
+            peer,
+            start,
+            len: end - start,
+        })
+    }
+
+    /// The ingress decision for `buf[..len]` as received from a raw socket (outer
+    /// IPv4 header included). May rewrite the inner ECN bits (RFC 6040).
+    #[inline]
+    pub fn decapsulate(&self, buf: &mut [u8], len: usize) -> Result<Decapsulated, DropReason> {
+        let outer_buf = buf.get(..len).ok_or(DropReason::Truncated)?;
+        let outer = Ipv4Packet::new_checked(outer_buf)?;
+        if outer.protocol() != ipv4::PROTO_GRE {
+            return Err(DropReason::NotGre);
+        }
+        let sender = outer.src_addr();
+        if !self.layout.in_underlay(sender) {
+            return Err(DropReason::OuterSrcNotUnderlay);
+        }
+        let outer_ecn = outer.ecn();
+        let gre_start = outer.header_len();
+        let gre_end = usize::from(outer.total_len());
+        let g = GrePacket::new_checked(&outer_buf[gre_start..gre_end]).map_err(|e| match e {
+            GreError::Truncated => DropReason::TooShort,
+            GreError::Version => DropReason::GreVersion,
+            GreError::Flags => DropReason::GreFlags,
+        })?;
+        if g.protocol() != gre::PROTO_IPV4 {
+            return Err(DropReason::GreNotIpv4);
+        }
+        if !g.verify_checksum() {
+            return Err(DropReason::GreChecksum);
+        }
+        if g.key() != self.key {
+            return Err(DropReason::KeyMismatch);
+        }
+        let inner_start = gre_start + g.header_len();
+        let inner = Ipv4Packet::new_checked(&outer_buf[inner_start..gre_end])
+            .map_err(|_| DropReason::InnerMalformed)?;
+        let src = inner.src_addr();
+        if !self.layout.in_overlay(src) {
+            return Err(DropReason::InnerSrcNotOverlay);
+        }
+        if self.layout.vm_of_raw(src.into()) != u32::from(sender) {
+            return Err(DropReason::SpoofedSource);
+        }
+        if !self.is_local_block(inner.dst_raw()) {
+            return Err(DropReason::InnerDstNotLocal);
+        }
+        let inner_len = usize::from(inner.total_len());
+        let inner_ecn = inner.ecn();
+        if outer_ecn == ipv4::ECN_CE && inner_ecn != ipv4::ECN_CE {
+            if inner_ecn == ipv4::ECN_NOT_ECT {
+                return Err(DropReason::EcnCeNotEct);
+            }
+            Ipv4Packet::new_unchecked(&mut buf[inner_start..inner_start + inner_len])
+                .set_ecn(ipv4::ECN_CE);
+        }
+        Ok(Decapsulated {
+            start: inner_start,
+            len: inner_len,
+            peer: sender,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

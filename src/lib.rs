@@ -1,0 +1,10 @@
+//! meshfwd: a userspace GRE mesh forwarder for container grids.
+//!
+//! Overlay addresses embed their VM's underlay address ([`layout`]), so every
+//! node routes every packet with no table. The pure core ([`layout`], [`wire`],
+//! [`datapath`]) makes every decision; the I/O shell (`sys`, `worker`,
+//! `runtime`) moves bytes.
+
+pub mod datapath;
+pub mod layout;
+pub mod wire;
