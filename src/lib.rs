@@ -2,9 +2,13 @@
 //!
 //! Overlay addresses embed their VM's underlay address ([`layout`]), so every
 //! node routes every packet with no table. The pure core ([`layout`], [`wire`],
-//! [`datapath`]) makes every decision; the I/O shell (`sys`, `worker`,
-//! `runtime`) moves bytes.
+//! [`datapath`]) makes every decision; the I/O shell ([`sys`], [`worker`],
+//! [`runtime`]) moves bytes and is the only place with syscalls.
 
+pub mod addr;
+pub mod cli;
+pub mod counters;
 pub mod datapath;
 pub mod layout;
+pub mod runtime;
 pub mod wire;

@@ -1,0 +1,241 @@
+//! Command-line interface: argument definitions and their validation into
+//! typed configuration. Nothing here touches the system.
+
+use crate::layout::{Cidr, Layout, Preset};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  meshfwd tun0                          wide layout, this host's 192.168.x.y address, all CPUs
+  meshfwd --layout classic tun0         10.0.0.0/8 overlay over 192.168.0.0/16
+  meshfwd --overlay 240.0.0.0/4 --underlay 192.168.0.0/17 tun0
+                                        8,192 addresses per VM
+  meshfwd --local 192.168.16.32 --threads 2 --key 42 tun0
+  meshfwd addr 10.16.32.91 --layout classic
+                                        explain an address (see `meshfwd addr --help`)
+
+Exit codes: 0 clean shutdown (SIGINT/SIGTERM), 1 runtime failure (e.g. TUN deleted),
+2 bad configuration or usage. Must run as root (CAP_NET_ADMIN + CAP_NET_RAW).";
+
+const ADDR_EXAMPLES: &str = "\
+Examples:
+  meshfwd addr 241.2.15.253             container #4092 on VM 192.168.16.32 (wide layout)
+  meshfwd addr --layout classic 10.16.32.91
+  meshfwd addr 192.168.16.32            the VM's block and its own overlay address
+  meshfwd addr --vm 192.168.16.32 --container 1 --json
+  meshfwd addr --overlay 240.0.0.0/4 --underlay 192.168.0.0/17 --vm 192.168.1.2 --host 8191";
+
+/// meshfwd: userspace GRE mesh forwarder with stateless overlay addressing.
+///
+/// Reads IPv4 packets from a TUN device, derives the peer VM from the destination
+/// overlay address, GRE-encapsulates them and sends them over raw sockets; GRE
+/// received from peers is checked and written back to the TUN.
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshfwd",
+    version,
+    about,
+    long_about = None,
+    after_help = RUN_EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Explain an overlay or underlay address, or compose one from a VM and a container number.
+    #[command(after_help = ADDR_EXAMPLES)]
+    Addr(AddrArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LayoutName {
+    /// 240.0.0.0/4 over 192.168.0.0/16: 4,096 addresses per VM.
+    Wide,
+    /// 10.0.0.0/8 over 192.168.0.0/16: 256 addresses per VM.
+    Classic,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LayoutArgs {
+    /// Address layout preset.
+    #[arg(long, value_enum, default_value_t = LayoutName::Wide)]
+    pub layout: LayoutName,
+    /// Custom overlay prefix (with --underlay; overrides --layout).
+    #[arg(long, value_name = "CIDR", requires = "underlay")]
+    pub overlay: Option<String>,
+    /// Custom underlay prefix (with --overlay; overrides --layout).
+    #[arg(long, value_name = "CIDR", requires = "overlay")]
+    pub underlay: Option<String>,
+}
+
+impl LayoutArgs {
+    pub fn resolve(&self) -> Result<Layout, String> {
+        match (&self.overlay, &self.underlay) {
+            (Some(o), Some(u)) => {
+                let o: Cidr = o.parse().map_err(|e| format!("--overlay: {e}"))?;
+                let u: Cidr = u.parse().map_err(|e| format!("--underlay: {e}"))?;
+                Layout::new(o, u).map_err(|e| format!("layout: {e}"))
+            }
+            _ => Ok(Layout::preset(match self.layout {
+                LayoutName::Wide => Preset::Wide,
+                LayoutName::Classic => Preset::Classic,
+            })),
+        }
+    }
+
+    /// A short name for logs: the preset name or "custom".
+    pub fn name(&self) -> &'static str {
+        if self.overlay.is_some() {
+            "custom"
+        } else {
+            match self.layout {
+                LayoutName::Wide => "wide",
+                LayoutName::Classic => "classic",
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// TUN device to create or attach to (e.g. tun0).
+    #[arg(value_name = "TUN", required = true)]
+    pub tun: Option<String>,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// This VM's underlay address [default: the one address of this host inside the underlay prefix].
+    #[arg(long, value_name = "IPV4")]
+    pub local: Option<Ipv4Addr>,
+    /// Worker threads [default: number of CPUs this process may run on, or of --cpus].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// Pin workers to these CPUs, e.g. 0,1 or 0-3 [default: every allowed CPU].
+    #[arg(long, value_name = "LIST", conflicts_with = "no_pin")]
+    pub cpus: Option<String>,
+    /// Do not pin workers to CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// GRE key (RFC 2890) to send and to require on receive [default: no key].
+    #[arg(long, value_name = "N")]
+    pub key: Option<u32>,
+    /// TUN MTU [default: underlay interface MTU minus encapsulation overhead (24, 28 with --key)].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(68..))]
+    pub mtu: Option<u16>,
+    /// Leave address, MTU and link state of the TUN to the operator.
+    #[arg(long)]
+    pub no_configure: bool,
+    /// Write a JSON counters snapshot here once start-up is complete, every second, and at exit.
+    #[arg(long, value_name = "PATH")]
+    pub stats_file: Option<PathBuf>,
+    /// Log a one-line counter summary every SECS seconds (0 = never).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub stats_interval: u64,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less logging (-q warnings only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+impl RunArgs {
+    pub fn log_level(&self) -> log::LevelFilter {
+        match (self.verbose, self.quiet) {
+            (0, 0) => log::LevelFilter::Info,
+            (1, _) => log::LevelFilter::Debug,
+            (v, _) if v >= 2 => log::LevelFilter::Trace,
+            (_, 1) => log::LevelFilter::Warn,
+            _ => log::LevelFilter::Error,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["address", "vm"])))]
+pub struct AddrArgs {
+    /// Overlay or underlay IPv4 address to explain.
+    #[arg(value_name = "IPV4")]
+    pub address: Option<String>,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Compose: the VM's underlay address (with --container or --host).
+    #[arg(long, value_name = "IPV4", conflicts_with = "address")]
+    pub vm: Option<String>,
+    /// Compose: container number (1 = host part 2).
+    #[arg(long, value_name = "N", requires = "vm", conflicts_with = "host")]
+    pub container: Option<u64>,
+    /// Compose: raw host part (0 = reserved, 1 = the VM itself).
+    #[arg(long, value_name = "N", requires = "vm")]
+    pub host: Option<u64>,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a CPU list such as `0,2-3`.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(format!("--cpus '{s}': empty item"));
+        }
+        let bad = || format!("--cpus '{s}': '{part}' is not a CPU number or range like 0-3");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: usize = a.trim().parse().map_err(|_| bad())?;
+                let b: usize = b.trim().parse().map_err(|_| bad())?;
+                if a > b || b - a > 4096 {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|c| seen.insert(*c));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0,1").unwrap(), vec![0, 1]);
+        assert_eq!(parse_cpu_list("0-3").unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(parse_cpu_list("3,1-2,3").unwrap(), vec![3, 1, 2]);
+        assert!(parse_cpu_list("a").is_err());
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("1,,2").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_run_and_addr() {
+        let c =
+            Cli::try_parse_from(["meshfwd", "--layout", "classic", "--key", "42", "tun0"]).unwrap();
+        assert!(c.command.is_none());
+        assert_eq!(c.run.tun.as_deref(), Some("tun0"));
+        assert_eq!(c.run.key, Some(42));
+        let c = Cli::try_parse_from(["meshfwd", "addr", "--json", "10.16.32.91"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Addr(_))));
+        assert!(Cli::try_parse_from(["meshfwd"]).is_err());
+        assert!(Cli::try_parse_from(["meshfwd", "--overlay", "10.0.0.0/8", "tun0"]).is_err());
+    }
+}
