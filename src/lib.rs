@@ -11,4 +11,6 @@ pub mod counters;
 pub mod datapath;
 pub mod layout;
 pub mod runtime;
+pub mod sys;
+pub mod worker;
 pub mod wire;

@@ -1,7 +1,380 @@
-//! Placeholder until the I/O shell lands.
-use crate::cli::RunArgs;
+//! Start-up, supervision and shutdown of the forwarder.
+//!
+//! 1. Validate everything that can be validated without side effects: layout,
+//!    local underlay address, CPUs, MTU. Errors exit 2 with one line.
+//! 2. Open one raw GRE socket per worker (fails early without CAP_NET_RAW), then
+//!    the multi-queue TUN (creating and configuring it unless --no-configure).
+//! 3. Spawn one pinned worker per queue, log one summary line, write the stats file.
+//! 4. Supervise: on SIGINT/SIGTERM stop the workers and exit 0; if a worker fails
+//!    (e.g. the TUN was deleted) stop the others and exit 1. Final counters are
+//!    logged in both cases.
+
+use crate::cli::{parse_cpu_list, RunArgs};
+use crate::counters::{aggregate, SharedCounters};
+use crate::datapath::Datapath;
+use crate::layout::Layout;
+use crate::sys;
+use crate::worker::{Worker, WAKE};
+use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::ExitCode;
-pub fn main(_args: RunArgs) -> ExitCode {
-    eprintln!("meshfwd: the forwarder is not built yet");
-    ExitCode::from(1)
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+/// Socket buffers sized for bursts of a full batch on every worker.
+const SOCK_RCVBUF: usize = 8 << 20;
+const SOCK_SNDBUF: usize = 4 << 20;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tun: String,
+    pub layout: Layout,
+    pub layout_name: &'static str,
+    pub local: Ipv4Addr,
+    pub underlay_if: Option<String>,
+    pub underlay_mtu: Option<u32>,
+    pub mtu: u16,
+    pub key: Option<u32>,
+    pub cpus: Vec<Option<core_affinity::CoreId>>,
+    pub configure: bool,
+}
+
+/// Turns arguments into a configuration, reading (not changing) the system.
+pub fn resolve(args: &RunArgs) -> Result<Config, String> {
+    let tun = args.tun.clone().ok_or("missing TUN device name")?;
+    if tun.is_empty() || tun.len() >= libc::IFNAMSIZ || tun.contains('/') || tun.contains(' ') {
+        return Err(format!(
+            "'{tun}' is not a valid interface name (1-15 characters, no '/' or spaces)"
+        ));
+    }
+    let layout = args.layout.resolve()?;
+    let addrs = sys::netdev::ipv4_addrs().map_err(|e| format!("list interface addresses: {e}"))?;
+    let (local, underlay_if) = match args.local {
+        Some(l) => {
+            layout.check_local(l).map_err(|e| format!("--local: {e}"))?;
+            let ifname = addrs.iter().find(|a| a.addr == l).map(|a| a.ifname.clone());
+            if ifname.is_none() {
+                log::warn!("--local {l} is not assigned to any interface of this host; peers will not reach it");
+            }
+            (l, ifname)
+        }
+        None => {
+            let mine: Vec<_> = addrs
+                .iter()
+                .filter(|a| layout.is_unicast_vm(a.addr))
+                .collect();
+            match mine.as_slice() {
+                [one] => (one.addr, Some(one.ifname.clone())),
+                [] => {
+                    return Err(format!(
+                        "no address of this host is inside the underlay {}; assign one or pass --local",
+                        layout.underlay()
+                    ))
+                }
+                many => {
+                    let list: Vec<String> = many
+                        .iter()
+                        .map(|a| format!("{} on {}", a.addr, a.ifname))
+                        .collect();
+                    return Err(format!(
+                        "several addresses of this host are inside the underlay {} ({}); choose one with --local",
+                        layout.underlay(),
+                        list.join(", ")
+                    ));
+                }
+            }
+        }
+    };
+    let dp = Datapath::new(layout, local, args.key);
+    let overhead = dp.overhead() as u32;
+    let underlay_mtu = underlay_if
+        .as_deref()
+        .and_then(|i| sys::netdev::interface_mtu(i).ok());
+    let mtu = match (args.mtu, underlay_mtu) {
+        (Some(m), _) => {
+            if u32::from(m) + overhead > 65535 {
+                return Err(format!("--mtu {m} plus {overhead} bytes of encapsulation exceeds 65535"));
+            }
+            if let Some(u) = underlay_mtu {
+                if u32::from(m) + overhead > u {
+                    log::warn!("--mtu {m} + {overhead} bytes of GRE exceeds the underlay MTU {u}; large packets will be dropped (send_emsgsize)");
+                }
+            }
+            m
+        }
+        (None, Some(u)) if u > overhead + 68 => (u - overhead).min(65535 - overhead) as u16,
+        (None, Some(u)) => {
+            return Err(format!(
+                "underlay MTU {u} is too small for {overhead} bytes of encapsulation; pass --mtu"
+            ))
+        }
+        (None, None) => (1500 - overhead) as u16,
+    };
+
+    let allowed = core_affinity::get_core_ids().unwrap_or_default();
+    let allowed_ids: Vec<usize> = allowed.iter().map(|c| c.id).collect();
+    let pin_list: Vec<usize> = match &args.cpus {
+        Some(s) => {
+            let list = parse_cpu_list(s)?;
+            for c in &list {
+                if !allowed_ids.contains(c) {
+                    return Err(format!(
+                        "--cpus: CPU {c} is not available to this process (allowed: {})",
+                        fmt_list(&allowed_ids)
+                    ));
+                }
+            }
+            list
+        }
+        None => allowed_ids.clone(),
+    };
+    let threads = match args.threads {
+        Some(t) => usize::from(t),
+        None => pin_list.len().max(1),
+    };
+    let cpus = (0..threads)
+        .map(|i| {
+            if args.no_pin || pin_list.is_empty() {
+                None
+            } else {
+                Some(core_affinity::CoreId {
+                    id: pin_list[i % pin_list.len()],
+                })
+            }
+        })
+        .collect();
+    Ok(Config {
+        tun,
+        layout,
+        layout_name: args.layout.name(),
+        local,
+        underlay_if,
+        underlay_mtu,
+        mtu,
+        key: args.key,
+        cpus,
+        configure: !args.no_configure,
+    })
+}
+
+fn fmt_list(v: &[usize]) -> String {
+    v.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn init_logging(level: log::LevelFilter) {
+    // Timestamps in UTC: local timestamps panic in multi-threaded programs.
+    let _ = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .with_utc_timestamps()
+        .init();
+}
+
+pub fn main(args: RunArgs) -> ExitCode {
+    init_logging(args.log_level());
+    let cfg = match resolve(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match run(&cfg, args.stats_file.as_deref(), args.stats_interval) {
+        Ok(code) => ExitCode::from(code),
+        Err((code, e)) => {
+            log::error!("{e}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn permission_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            " (meshfwd needs CAP_NET_ADMIN and CAP_NET_RAW: run as root)"
+        }
+        _ => "",
+    }
+}
+
+fn run(
+    cfg: &Config,
+    stats_file: Option<&Path>,
+    stats_interval: u64,
+) -> Result<u8, (u8, String)> {
+    let n = cfg.cpus.len();
+    let dp = Datapath::new(cfg.layout, cfg.local, cfg.key);
+    let block = cfg.layout.block(cfg.local).expect("local checked");
+    let vm_overlay = cfg.layout.vm_overlay_addr(cfg.local).expect("local checked");
+
+    // Raw sockets first: they fail fast without privileges and change nothing.
+    let mut socks = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = sys::raw::RawGreSocket::open(cfg.local, i as u32, n as u32, SOCK_RCVBUF, SOCK_SNDBUF)
+            .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
+        socks.push(s);
+    }
+    let tun_cfg = sys::tun::TunConfig {
+        addr: vm_overlay,
+        prefix: cfg.layout.overlay().prefix(),
+        mtu: cfg.mtu,
+    };
+    let queues = sys::tun::open_tun(&cfg.tun, n, cfg.configure.then_some(&tun_cfg))
+        .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
+    if cfg.configure {
+        // The overlay is IPv4 only; without this the kernel sends IPv6 router
+        // solicitations and MLD reports into the TUN, counted as not_ipv4 drops.
+        let knob = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", cfg.tun);
+        if let Err(e) = std::fs::write(&knob, "1") {
+            log::debug!("disable IPv6 on {}: {knob}: {e}", cfg.tun);
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let signalled = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, signalled.clone())
+            .map_err(|e| (EXIT_RUNTIME, format!("install signal handler: {e}")))?;
+    }
+    let shared: Arc<Vec<SharedCounters>> =
+        Arc::new((0..n).map(|_| SharedCounters::default()).collect());
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, Result<(), String>)>();
+    let mut wakers = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for (i, (tun, (sock, flushed))) in queues.into_iter().zip(socks).enumerate() {
+        let poll = mio::Poll::new().map_err(|e| (EXIT_RUNTIME, format!("create poll: {e}")))?;
+        let waker = mio::Waker::new(poll.registry(), WAKE)
+            .map_err(|e| (EXIT_RUNTIME, format!("create waker: {e}")))?;
+        wakers.push(waker);
+        let w = Worker {
+            id: i,
+            tun_name: cfg.tun.clone(),
+            tun,
+            sock,
+            dp: dp.clone(),
+            poll,
+            shared: shared.clone(),
+            stop: stop.clone(),
+            cpu: cfg.cpus[i],
+            flushed,
+        };
+        let tx = done_tx.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("meshfwd-w{i}"))
+            .spawn(move || {
+                let r = w.run();
+                let _ = tx.send((i, r));
+            })
+            .map_err(|e| (EXIT_RUNTIME, format!("spawn worker {i}: {e}")))?;
+        handles.push(h);
+    }
+    drop(done_tx);
+
+    let cpus: Vec<String> = cfg
+        .cpus
+        .iter()
+        .map(|c| c.map_or("-".into(), |c| c.id.to_string()))
+        .collect();
+    log::info!(
+        "meshfwd {} on {}: layout {} ({}), local VM {} (underlay if {}), block {}, VM overlay {}, {} worker(s) on CPUs [{}], MTU {}{}, key {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.tun,
+        cfg.layout_name,
+        cfg.layout,
+        cfg.local,
+        cfg.underlay_if.as_deref().unwrap_or("?"),
+        block,
+        vm_overlay,
+        n,
+        cpus.join(","),
+        cfg.mtu,
+        cfg.underlay_mtu
+            .map_or(String::new(), |u| format!(" (underlay MTU {u})")),
+        cfg.key.map_or("none".into(), |k| k.to_string()),
+    );
+    if !cfg.configure {
+        log::info!("--no-configure: leaving address, MTU and link state of {} alone", cfg.tun);
+    }
+
+    write_stats(stats_file, &shared, n);
+    let started = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut last_log = Instant::now();
+    let mut exit = 0u8;
+    let mut finished = 0usize;
+    loop {
+        if signalled.load(Ordering::Relaxed) {
+            log::info!("signal received, shutting down");
+            break;
+        }
+        match done_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((i, r)) => {
+                finished += 1;
+                match r {
+                    Ok(()) => log::warn!("worker {i} stopped unexpectedly"),
+                    Err(e) => log::error!("{e}"),
+                }
+                exit = EXIT_RUNTIME;
+                break;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            write_stats(stats_file, &shared, n);
+            last_stats = Instant::now();
+        }
+        if stats_interval > 0 && last_log.elapsed() >= Duration::from_secs(stats_interval) {
+            log::info!("stats: {}", aggregate(&shared).summary());
+            last_log = Instant::now();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in &wakers {
+        let _ = w.wake();
+    }
+    while finished < n {
+        match done_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok((i, Err(e))) if exit == 0 => {
+                log::error!("worker {i}: {e}");
+                exit = EXIT_RUNTIME;
+                finished += 1;
+            }
+            Ok(_) => finished += 1,
+            Err(_) => {
+                log::error!("workers did not stop within 5 s");
+                exit = EXIT_RUNTIME;
+                break;
+            }
+        }
+    }
+    for h in handles {
+        if h.is_finished() {
+            let _ = h.join();
+        }
+    }
+    write_stats(stats_file, &shared, n);
+    log::info!(
+        "final counters after {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        aggregate(&shared).summary()
+    );
+    Ok(exit)
+}
+
+/// Atomically replaces the stats file (write to a temporary, then rename).
+fn write_stats(path: Option<&Path>, shared: &[SharedCounters], workers: usize) {
+    let Some(path) = path else { return };
+    let json = aggregate(shared).to_json(workers).to_string();
+    let tmp = path.with_extension("tmp");
+    let r = std::fs::write(&tmp, json + "\n").and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = r {
+        log::warn!("write stats file {}: {e}", path.display());
+    }
 }

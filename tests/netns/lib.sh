@@ -57,7 +57,7 @@ declare -A MF_VM_OF=()  # container -> vm
 MF_LAYOUT_ARGS=()       # layout flags shared by `meshfwd` and `meshfwd addr`
 MF_RC=""                # exit code collected by mf_stop / mf_reap
 MF_CLEANED=0
-MF_KEEP="${MF_KEEP:-0}" # 1: keep the run directory after cleanup
+MF_KEEP="${MF_KEEP:-0}" # 1: keep the run directory after cleanup (2: silently)
 
 mf_log() { printf '%s\n' "$*" >&2; }
 mf_die() { mf_log "error: $*"; return 1; }
@@ -133,8 +133,11 @@ _mf_cleanup() {
     MF_NETNS=()
     rmdir /etc/netns 2>/dev/null
     if [[ -n $MF_RUN_DIR && -d $MF_RUN_DIR ]]; then
-        if [[ $MF_KEEP == 1 ]]; then mf_log "run directory kept: $MF_RUN_DIR"
-        else rm -rf "$MF_RUN_DIR"; fi
+        case $MF_KEEP in
+            1) mf_log "run directory kept: $MF_RUN_DIR" ;;
+            2) ;; # kept, the caller reports it
+            *) rm -rf "$MF_RUN_DIR" ;;
+        esac
     fi
     return "$rc"
 }
@@ -181,8 +184,8 @@ mf_container_addr() { mf_addr_json "$1" "$2" | _mf_json_get overlay; }
 # mf_vm_addr VM_UNDERLAY — the VM's own overlay address (host part 1 of its block)
 mf_vm_addr() {
     mf_addr_json "$1" 1 | "$MF_PY" -c 'import json,sys,ipaddress
-b=ipaddress.ip_network(json.load(sys.stdin)["block"], strict=False)
-print(b.network_address+1)'
+j=json.load(sys.stdin)
+print(j.get("vm_overlay") or ipaddress.ip_network(j["block"], strict=False).network_address+1)'
 }
 
 mf_ovl() { printf '%s\n' "${MF_OVL[$1]}"; }
@@ -273,11 +276,19 @@ mf_describe() {
 
 # --- processes -------------------------------------------------------------------
 
+# Background jobs of a non-interactive bash start with SIGINT/SIGQUIT ignored;
+# restore the default disposition so meshfwd and friends see SIGINT like they
+# would under a terminal or a service manager (env execs: the PID stays the same).
+if env --default-signal=INT true 2>/dev/null; then _MF_ENV_DFL=1; else _MF_ENV_DFL=0; fi
+_mf_dfl() {
+    if ((_MF_ENV_DFL)); then exec env --default-signal=INT,QUIT "$@"; else exec "$@"; fi
+}
+
 # mf_bg LABEL NAME CMD... — start CMD in namespace NAME in the background,
 # stdout+stderr to $MF_RUN_DIR/LABEL.log, PID recorded (MF_LAST_PID).
 mf_bg() {
     local label=$1 name=$2; shift 2
-    mf_exec "$name" "$@" >"$MF_RUN_DIR/$label.log" 2>&1 &
+    _mf_dfl ip netns exec "$(mf_ns "$name")" "$@" >"$MF_RUN_DIR/$label.log" 2>&1 &
     MF_LAST_PID=$!
     MF_PIDS+=("$MF_LAST_PID"); MF_PIDNAME[$MF_LAST_PID]=$label
 }
@@ -305,7 +316,8 @@ mf_start() {
     local vm=$1 stats log pid i; shift
     stats=$(mf_stats_file "$vm"); log=$(mf_meshfwd_log "$vm")
     rm -f "$stats"
-    mf_exec "$vm" "$MESHFWD" "${MF_LAYOUT_ARGS[@]}" --stats-file "$stats" "$@" tun0 >>"$log" 2>&1 &
+    echo "# $(date +%T) meshfwd ${MF_LAYOUT_ARGS[*]} --stats-file $stats $* tun0" >>"$log"
+    _mf_dfl ip netns exec "$(mf_ns "$vm")" "$MESHFWD" "${MF_LAYOUT_ARGS[@]}" --stats-file "$stats" "$@" tun0 >>"$log" 2>&1 &
     pid=$!
     MF_PIDS+=("$pid"); MF_PIDNAME[$pid]="meshfwd-$vm"; MF_MESHFWD_PID[$vm]=$pid
     for ((i = 0; i < MF_START_TIMEOUT * 20; i++)); do

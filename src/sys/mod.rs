@@ -1,0 +1,18 @@
+//! Thin OS I/O shell: everything that crosses the user/kernel boundary.
+//!
+//! Underlay GRE packets flow through [`raw`] sockets (sharded per worker by the
+//! [`bpf`] filter) in batches via [`mmsg`]; overlay IP packets flow through the
+//! multi-queue TUN device from [`tun`]; [`netdev`] answers setup-time questions
+//! about interfaces. Nothing here knows about GRE beyond the shard hash.
+
+pub mod bpf;
+pub mod mmsg;
+pub mod netdev;
+pub mod raw;
+pub mod tun;
+
+pub use bpf::{shard_filter, shard_of};
+pub use mmsg::{Mmsg, SendItem};
+pub use netdev::{interface_exists, interface_mtu, ipv4_addrs, set_ipv4_addr, IfAddr};
+pub use raw::RawGreSocket;
+pub use tun::{open_tun, tun_mtu, TunConfig};

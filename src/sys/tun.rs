@@ -1,0 +1,118 @@
+//! The multi-queue overlay TUN device (tun-rs, sync, no default features).
+//!
+//! Plain IP packets (no packet-information header, no virtio-net header) flow
+//! between the kernel's overlay routes and the workers through it: each worker
+//! owns one queue (`IFF_MULTI_QUEUE`), and the kernel spreads flows over the
+//! queues. All queues are nonblocking.
+//!
+//! tun-rs notes (2.8.16, without `address-management`): `DeviceBuilder::new()`
+//! brings the link up by default, so an unconfigured open must call
+//! `inherit_enable_state()`; the builder's IPv4 address goes through
+//! `SIOCSIFADDR`/`SIOCSIFNETMASK`; every open resets the device-wide
+//! `TUNSETOFFLOAD` mask to 0. Name-based ioctls act in the calling thread's
+//! network namespace.
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use tun_rs::{DeviceBuilder, SyncDevice};
+
+use super::netdev::set_ipv4_addr;
+
+/// Link configuration applied by [`open_tun`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunConfig {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    pub mtu: u16,
+}
+
+/// Opens (creating if absent) TUN `name` with `IFF_MULTI_QUEUE` and `queues`
+/// queues, all nonblocking. An existing multi-queue TUN of that name is
+/// attached to. With `config`, sets the MTU, the IPv4 address/prefix and
+/// brings the link up; without, leaves address, MTU and link state alone.
+///
+/// A device this call creates is not persistent: it disappears when the
+/// last queue is closed.
+pub fn open_tun(
+    name: &str,
+    queues: usize,
+    config: Option<&TunConfig>,
+) -> io::Result<Vec<SyncDevice>> {
+    if queues == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("open TUN queue {name}: need at least one queue"),
+        ));
+    }
+    let open_err = |q: usize, e: io::Error| {
+        let hint = match e.raw_os_error() {
+            Some(libc::EINVAL) => " (an existing interface of that name must be a multi-queue TUN)",
+            Some(libc::EPERM) => " (need CAP_NET_ADMIN)",
+            _ => "",
+        };
+        io::Error::new(
+            e.kind(),
+            format!("open TUN queue {name} ({}/{queues}): {e}{hint}", q + 1),
+        )
+    };
+    let first = DeviceBuilder::new()
+        .name(name)
+        .inherit_enable_state()
+        .with(|b| {
+            b.multi_queue(true);
+        })
+        .build_sync()
+        .map_err(|e| open_err(0, e))?;
+    let mut devs = Vec::with_capacity(queues);
+    devs.push(first);
+    for q in 1..queues {
+        let dev = devs[0].try_clone().map_err(|e| open_err(q, e))?;
+        devs.push(dev);
+    }
+    for (q, dev) in devs.iter().enumerate() {
+        dev.set_nonblocking(true).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("set TUN queue {name} ({}/{queues}) nonblocking: {e}", q + 1),
+            )
+        })?;
+    }
+    if let Some(c) = config {
+        // The kernel may have expanded a pattern like "tun%d".
+        let ifname = devs[0].name().unwrap_or_else(|_| name.to_owned());
+        devs[0]
+            .set_mtu(c.mtu)
+            .map_err(|e| io::Error::new(e.kind(), format!("set MTU {} on {ifname}: {e}", c.mtu)))?;
+        set_ipv4_addr(&ifname, c.addr, c.prefix)?;
+        devs[0]
+            .enabled(true)
+            .map_err(|e| io::Error::new(e.kind(), format!("bring up {ifname}: {e}")))?;
+    }
+    Ok(devs)
+}
+
+/// Current MTU of the TUN device behind `dev`.
+pub fn tun_mtu(dev: &SyncDevice) -> io::Result<u16> {
+    dev.mtu().map_err(|e| {
+        let name = dev.name().unwrap_or_else(|_| "?".into());
+        io::Error::new(e.kind(), format!("get MTU of TUN {name}: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_queues_is_invalid() {
+        let Err(e) = open_tun("sysdevnone0", 0, None) else {
+            panic!("opened a TUN with zero queues");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            e.to_string().starts_with("open TUN queue sysdevnone0: "),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,537 @@
+#!/usr/bin/env bash
+# tests/netns/run.sh — meshfwd integration suite on network namespaces (root).
+#
+#   tests/netns/run.sh                 # everything
+#   tests/netns/run.sh 'crafted/*' wide/bulk_tcp_sha256   # only tests matching these globs
+#   MESHFWD=/path/to/meshfwd tests/netns/run.sh
+#   MF_KEEP_LOGS=1 tests/netns/run.sh  # keep the results dir even if all passed
+#
+# Prints "ok NAME" or "FAIL NAME (reason)" per test (plus the tail of its log),
+# and last a line "N passed, N failed".  Exit status 1 if anything failed.
+# Every group builds its own mesh (tests/netns/lib.sh) and tears it down.
+
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/netns/lib.sh
+source "$HERE/lib.sh"
+
+PATTERNS=("$@")
+RES_DIR=""
+PASS=0
+FAIL=0
+SUITE_START=$SECONDS
+
+# ----------------------------------------------------------------- framework --
+
+# fail REASON — end the current test (runs inside the test's subshell)
+fail() { printf '%s\n' "$*" >"$T_REASON"; mf_log "FAIL: $*"; exit 1; }
+# sfail REASON — in a group setup function: record the reason, return 1
+#   usage: cmd || sfail "what" || return 1
+sfail() { printf '%s\n' "$*" >"$T_REASON"; mf_log "SETUP FAIL: $*"; return 1; }
+note() { mf_log "# $*"; }
+
+_selected() {
+    local p
+    ((${#PATTERNS[@]})) || return 0
+    for p in "${PATTERNS[@]}"; do
+        # shellcheck disable=SC2053
+        [[ $1 == $p || $1 == *"$p"* ]] && return 0
+    done
+    return 1
+}
+
+_report() { # NAME RC REASON_FILE LOG [REASON_PREFIX]
+    local name=$1 rc=$2 reason
+    if [[ $rc == 0 ]]; then
+        echo "ok $name"; echo "ok $name" >>"$RES_DIR/results"
+    else
+        reason=$(head -n 1 "$3" 2>/dev/null)
+        [[ -n $reason ]] || reason="exit code $rc"
+        reason="${5:-}$reason"
+        echo "FAIL $name ($reason)"; echo "FAIL $name ($reason)" >>"$RES_DIR/results"
+        if [[ -s $4 ]]; then tail -n 15 "$4" | sed 's/^/    # /'; echo "    # full log: $4"; fi
+    fi
+}
+
+# run_group GROUP SETUP_FN TEST_FN... — one mesh for GROUP (built by SETUP_FN),
+# then each TEST_FN (named t_NAME) runs in its own subshell as GROUP/NAME.
+run_group() {
+    local group=$1 setup=$2 t sel=() name; shift 2
+    for t in "$@"; do _selected "$group/${t#t_}" && sel+=("$t"); done
+    ((${#sel[@]})) || return 0
+    (
+        mf_init "$RES_DIR" || exit 1
+        MF_KEEP=2 # artifacts stay under $RES_DIR (removed at the end if all passed)
+        T_REASON="$RES_DIR/$group.setup.reason"
+        : >"$T_REASON"
+        if ! "$setup" >"$RES_DIR/$group.setup.log" 2>&1 || [[ -s $T_REASON ]]; then
+            local log="$RES_DIR/$group.setup.log"
+            for t in "${sel[@]}"; do
+                _report "$group/${t#t_}" 1 "$T_REASON" "$log" "setup failed: "
+                log=/dev/null # show the setup log once per group
+            done
+            exit 1
+        fi
+        for t in "${sel[@]}"; do
+            name="$group/${t#t_}"
+            T_REASON="$RES_DIR/${name//\//.}.reason"
+            : >"$T_REASON"
+            (
+                MF_PIDS=(); MF_PIDNAME=()
+                trap 'mf_kill_pids' EXIT
+                trap 'exit 130' INT; trap 'exit 143' TERM
+                "$t"
+            ) >"$RES_DIR/${name//\//.}.log" 2>&1
+            _report "$name" $? "$T_REASON" "$RES_DIR/${name//\//.}.log"
+        done
+    )
+}
+
+# ---------------------------------------------------------------- helpers --
+
+# expect_ping FROM TO_ADDR COUNT — all COUNT echo replies must come back
+expect_ping() {
+    local r; r=$(mf_ping "$1" "$2" "$3")
+    note "ping $1 -> $2: ${r:-no output}"
+    [[ $r == "$3/$3" ]] || fail "ping $1 -> $2 got ${r:-nothing} (want $3/$3)"
+}
+
+expect_no_ping() {
+    local r; r=$(mf_ping "$1" "$2" "$3")
+    note "ping $1 -> $2: ${r:-no output} (expected to fail)"
+    [[ $r == "0/$3" ]] || fail "ping $1 -> $2 got ${r:-nothing}, expected no replies"
+}
+
+expect_alive() { mf_running "$1" || fail "meshfwd in $1 is not running any more"; }
+
+# all counters of the drops/errors objects that are non-zero, "k=v ..."
+nonzero() {
+    "$MF_PY" -c 'import json,sys
+s=json.load(open(sys.argv[1]))
+print(" ".join(f"{g}.{k}={v}" for g in ("drops","errors") for k,v in s[g].items() if v))' "$(mf_stats_file "$1")"
+}
+
+matrix_test() {
+    local out="$MF_RUN_DIR/matrix.txt" bad
+    mf_ping_matrix "$out" 3
+    mf_print_matrix "$out" >&2
+    bad=$(awk '{split($3,a,"/"); if ($3=="" || a[1]!=a[2] || a[1]==0) print $1"->"$2"("$3")"}' "$out" | tr '\n' ' ')
+    [[ $(wc -l <"$out") -eq $(( ${#MF_CONTAINERS[@]} * (${#MF_CONTAINERS[@]} - 1) )) ]] || fail "matrix incomplete"
+    [[ -z $bad ]] || fail "pairs without full replies: $bad"
+}
+
+# bulk_tcp FROM TO MIB — sha256-verified TCP transfer
+bulk_tcp() {
+    local from=$1 to=$2 mib=$3 out="$MF_RUN_DIR/tcp-recv.$1.$2.json" rpid i sender
+    rm -f "$out"
+    mf_bg "tcp-recv-$to" "$to" timeout 90 "$MF_PY" "$MF_TOOLS/flowcheck.py" tcp-recv 5001 "$out" --timeout 60
+    rpid=$MF_LAST_PID
+    for ((i = 0; i < 50; i++)); do grep -q listening "$MF_RUN_DIR/tcp-recv-$to.log" && break; sleep 0.1; done
+    sender=$(mf_exec "$from" timeout 90 "$MF_PY" "$MF_TOOLS/flowcheck.py" tcp-send "${MF_OVL[$to]}" 5001 "$mib" --timeout 60) ||
+        fail "sender failed: $sender $(tail -n 3 "$MF_RUN_DIR/tcp-recv-$to.log")"
+    mf_reap "$rpid" 30 || fail "receiver failed (code $MF_RC): $(tail -n 3 "$MF_RUN_DIR/tcp-recv-$to.log")"
+    note "sender: $sender"
+    note "receiver: $(cat "$out")"
+    "$MF_PY" - "$out" "$sender" "$((mib << 20))" <<'EOF' || fail "$(cat "$MF_RUN_DIR/cmp.txt")"
+import json, sys
+r = json.load(open(sys.argv[1])); s = json.loads(sys.argv[2]); want = int(sys.argv[3])
+msg = None
+if s["bytes"] != want: msg = f"sent {s['bytes']} bytes, want {want}"
+elif r["bytes"] != want: msg = f"received {r['bytes']} of {want} bytes"
+elif r["sha256"] != s["sha256"]: msg = f"sha256 mismatch: sent {s['sha256'][:16]}.. received {r['sha256'][:16]}.."
+if msg:
+    import os; open(os.path.dirname(sys.argv[1]) + "/cmp.txt", "w").write(msg); sys.exit(1)
+print(f"{want >> 20} MiB ok, sha256 {s['sha256'][:16]}.., {s['mbit_s']} Mbit/s")
+EOF
+}
+
+# ------------------------------------------------------------------ groups --
+
+setup_wide() {
+    mf_mesh --layout wide --containers 2 || sfail "mesh" || return 1
+    mf_describe
+    mf_start_all || sfail "meshfwd start" || return 1
+}
+setup_classic() {
+    mf_mesh --layout classic --containers 2 || sfail "mesh" || return 1
+    mf_describe
+    mf_start_all || sfail "meshfwd start" || return 1
+}
+
+t_all_pairs_ping() { matrix_test; }
+
+t_vm_host_to_remote_container() {
+    expect_ping vm1 "${MF_OVL[vm2c1]}" 3
+    expect_ping vm3 "${MF_OVL[vm1c2]}" 3
+    expect_ping vm2 "${MF_OVL[vm3c2]}" 3
+}
+
+t_bulk_tcp_sha256() { bulk_tcp vm1c1 vm2c2 48; }
+
+t_no_drops_or_errors() {
+    local vm nz
+    for vm in "${MF_VMS[@]}"; do
+        expect_alive "$vm"
+        note "$vm: $(mf_dump_stats "$vm" | tr '\n' ' ')"
+    done
+    sleep 1.2 # let the stats files catch up
+    for vm in "${MF_VMS[@]}"; do
+        nz=$(nonzero "$vm")
+        [[ -z $nz ]] || fail "$vm: $nz"
+        [[ $(mf_stat "$vm" tx_packets) -gt 0 && $(mf_stat "$vm" rx_packets) -gt 0 ]] || fail "$vm: no traffic counted"
+    done
+}
+
+# Capture meshfwd's underlay traffic in vm1 and decode it with tshark.
+t_underlay_capture_tshark() {
+    local pcap="$MF_RUN_DIR/underlay-vm1.pcap" tpid fields
+    mf_tcpdump underlay-vm1 vm1 eth0 'ip proto 47' || fail "tcpdump"
+    tpid=$MF_LAST_PID
+    mf_exec vm1c1 ping -n -q -c 5 -i 0.1 -Q 0xb8 "${MF_OVL[vm2c1]}" >/dev/null
+    mf_exec vm1c2 ping -n -q -c 3 -i 0.1 -s 1400 -M do "${MF_OVL[vm3c2]}" >/dev/null
+    mf_exec vm1 ping -n -q -c 2 -i 0.1 "${MF_OVL[vm2c2]}" >/dev/null
+    mf_exec vm3c1 ping -n -q -c 3 -i 0.1 -Q 0x20 "${MF_OVL[vm1c1]}" >/dev/null
+    mf_tcpdump_stop "$tpid"
+    fields=$(tshark -r "$pcap" -o ip.check_checksum:TRUE -T fields -E separator=/t -E occurrence=a \
+        -E aggregator=, -e frame.protocols -e ip.src -e ip.dst -e ip.ttl -e ip.flags.df \
+        -e ip.checksum.status -e ip.dsfield -e gre.flags.version -e gre.flags.checksum \
+        -e gre.flags.routing -e gre.checksum.status -e gre.proto 2>"$MF_RUN_DIR/tshark.err") ||
+        fail "tshark: $(tail -n 2 "$MF_RUN_DIR/tshark.err")"
+    printf '%s\n' "$fields" >"$MF_RUN_DIR/tshark.txt"
+    local map=() c
+    for c in "${MF_VMS[@]}" "${MF_CONTAINERS[@]}"; do
+        if [[ -n ${MF_VM_OF[$c]:-} ]]; then map+=("${MF_OVL[$c]}=${MF_UL[${MF_VM_OF[$c]}]}"); else map+=("${MF_OVL[$c]}=${MF_UL[$c]}"); fi
+    done
+    "$MF_PY" - "$MF_RUN_DIR/tshark.txt" "${MF_UL[vm1]}" "${map[@]}" <<'EOF' >&2 || fail "$(tail -n 1 "$MF_RUN_DIR/tshark.verdict")"
+import sys, collections
+path, me, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
+ul = dict(p.split("=") for p in pairs)
+bad, n, dirs = [], 0, collections.Counter()
+for ln, line in enumerate(open(path), 1):
+    f = line.rstrip("\n").split("\t")
+    protos, src, dst, ttl, df, cks, ds, gver, gc, gr, gcs, gproto = f + [""] * (12 - len(f))
+    src, dst, ttl, df, cks, ds = (x.split(",") for x in (src, dst, ttl, df, cks, ds))
+    n += 1
+    why = []
+    if not protos.startswith("eth:ethertype:ip:gre:ip:"): why.append(f"protocols {protos}")
+    if len(src) < 2: why.append("no inner IPv4")
+    else:
+        if cks[0] not in ("1", "Good"): why.append(f"outer checksum status {cks[0]}")
+        if cks[1] not in ("1", "Good"): why.append(f"inner checksum status {cks[1]}")
+        if ttl[0] != "64": why.append(f"outer TTL {ttl[0]}")
+        if df[0] not in ("1", "True"): why.append("outer DF not set")
+        if ul.get(src[1]) != src[0]: why.append(f"outer src {src[0]} for inner src {src[1]}")
+        if ul.get(dst[1]) != dst[0]: why.append(f"outer dst {dst[0]} for inner dst {dst[1]}")
+        if int(ds[0], 0) != int(ds[1], 0): why.append(f"outer TOS {ds[0]} != inner {ds[1]}")
+        dirs["out" if src[0] == me else "in"] += 1
+    if gver not in ("0",): why.append(f"GRE version {gver}")
+    if gr in ("1", "True"): why.append("GRE routing bit")
+    if gproto not in ("0x0800", "0x00000800", "2048"): why.append(f"GRE protocol {gproto}")
+    if gc in ("1", "True") and gcs not in ("1", "Good"): why.append(f"GRE checksum status {gcs}")
+    if why: bad.append(f"packet {ln}: " + "; ".join(why))
+verdict = open(path.replace("tshark.txt", "tshark.verdict"), "w")
+print(f"{n} GRE packets ({dirs['out']} sent by vm1, {dirs['in']} received)")
+# 5+3+2+3 requests out/in, the same number of replies the other way
+if n < 26 or dirs["out"] < 13 or dirs["in"] < 13:
+    bad.append(f"expected >= 13 packets each way, got {dirs['out']} out / {dirs['in']} in")
+for b in bad[:10]: print(b)
+verdict.write(("\n".join(bad[:10]) + "\n") if bad else "ok\n")
+if bad:
+    verdict.write(f"{len(bad)} bad packet(s) of {n}; first: {bad[0]}\n"); sys.exit(1)
+EOF
+}
+
+# ---------------------------------------------------------------- threads --
+
+setup_threads2() {
+    mf_mesh --containers 2 || sfail "mesh" || return 1
+    mf_start_all --threads 2 || sfail "meshfwd --threads 2 start" || return 1
+}
+
+t_thread_count() {
+    local vm n
+    for vm in "${MF_VMS[@]}"; do
+        n=$(ls "/proc/${MF_MESHFWD_PID[$vm]}/task" | wc -l)
+        note "$vm meshfwd pid ${MF_MESHFWD_PID[$vm]}: $n threads"
+        [[ $n -ge 2 ]] || fail "$vm: meshfwd has only $n thread(s) with --threads 2"
+    done
+}
+
+t_ping_no_dup() {
+    local pairs=("vm1c1 vm2c1" "vm2c2 vm3c1" "vm3c2 vm1c2" "vm1 vm3c2") p a b pids=() lbl out n
+    for p in "${pairs[@]}"; do
+        read -r a b <<<"$p"
+        mf_bg "flood-$a-$b" "$a" ping -n -c 300 -i 0.005 -W 1 "${MF_OVL[$b]}"
+        pids+=("$MF_LAST_PID")
+    done
+    for p in "${pids[@]}"; do mf_reap "$p" 30; done
+    for p in "${pairs[@]}"; do
+        read -r a b <<<"$p"; out="$MF_RUN_DIR/flood-$a-$b.log"
+        note "$a -> $b: $(grep -E 'transmitted' "$out")"
+        grep -q 'DUP!' "$out" && fail "$a -> $b: $(grep -c 'DUP!' "$out") DUP! replies"
+        grep -q duplicates "$out" && fail "$a -> $b: $(grep duplicates "$out")"
+        n=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' "$out")
+        [[ ${n:-0} -ge 297 ]] || fail "$a -> $b: only ${n:-0}/300 replies"
+    done
+}
+
+t_udp_no_reorder() {
+    local out="$MF_RUN_DIR/udp.json" rpid i s spids=()
+    mf_bg udp-recv vm2c1 timeout 60 "$MF_PY" "$MF_TOOLS/flowcheck.py" udp-recv 5002 "$out" --idle 2 --timeout 40
+    rpid=$MF_LAST_PID
+    for ((i = 0; i < 50; i++)); do grep -q listening "$MF_RUN_DIR/udp-recv.log" && break; sleep 0.1; done
+    local senders=("vm1c1 0" "vm1c2 10" "vm3c1 20")
+    for s in "${senders[@]}"; do
+        read -r a base <<<"$s"
+        mf_bg "udp-send-$a" "$a" timeout 40 "$MF_PY" "$MF_TOOLS/flowcheck.py" udp-send "${MF_OVL[vm2c1]}" 5002 \
+            --flows 4 --flow-base "$base" --count 4000 --burst 16 --gap 0.001 --size 300
+        spids+=("$MF_LAST_PID")
+    done
+    for s in "${spids[@]}"; do mf_reap "$s" 45 || fail "udp sender exited $MF_RC"; done
+    mf_reap "$rpid" 20 || fail "udp receiver exited $MF_RC: $(tail -n 2 "$MF_RUN_DIR/udp-recv.log")"
+    "$MF_PY" - "$out" <<'EOF' >&2 || fail "$(tail -n 1 "$MF_RUN_DIR/udp.verdict")"
+import json, sys
+r = json.load(open(sys.argv[1])); bad = []
+for fid, f in r.items():
+    print(f"flow {fid}: received {f['received']}/4000 dups {f['dups']} reordered {f['reordered']}")
+    if f["reordered"]: bad.append(f"flow {fid}: {f['reordered']} reordered")
+    if f["dups"]: bad.append(f"flow {fid}: {f['dups']} duplicates")
+    if f["received"] < 2000: bad.append(f"flow {fid}: only {f['received']}/4000 received")
+if len(r) != 12: bad.append(f"{len(r)} of 12 flows seen")
+open(sys.argv[1].replace("udp.json", "udp.verdict"), "w").write("; ".join(bad) + "\n")
+sys.exit(1 if bad else 0)
+EOF
+}
+
+t_bulk_tcp_threads() { bulk_tcp vm3c2 vm1c1 32; }
+
+# -------------------------------------------------------------------- keys --
+
+setup_key() {
+    mf_mesh --containers 1 || sfail "mesh" || return 1
+    mf_start_all --key 42 || sfail "meshfwd --key 42 start" || return 1
+}
+
+t_key42_both_sides() {
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 3
+    expect_ping vm3c1 "${MF_OVL[vm1c1]}" 3
+    sleep 1.2
+    [[ $(mf_stat vm1 drops.key_mismatch) == 0 ]] || fail "key_mismatch moved with matching keys"
+}
+
+t_key_mismatch_42_43() {
+    local before
+    mf_stop vm2; note "vm2 stopped (code $MF_RC)"
+    mf_start vm2 --key 43 || fail "restart vm2 with --key 43"
+    before=$(mf_stat vm2 tun_tx_packets)
+    expect_no_ping vm1c1 "${MF_OVL[vm2c1]}" 3
+    mf_wait_stat vm2 drops.key_mismatch -ge 3 4 >/dev/null || fail "vm2 key_mismatch=$(mf_stat vm2 drops.key_mismatch), want >= 3"
+    [[ $(mf_stat vm2 tun_tx_packets) == "$before" ]] || fail "vm2 wrote packets to tun0 despite key mismatch"
+    note "vm2: $(nonzero vm2)"
+    expect_alive vm2
+}
+
+t_keyless_to_keyed() {
+    mf_stop vm3; note "vm3 stopped (code $MF_RC)"
+    mf_start vm3 || fail "restart vm3 without key"
+    local before; before=$(mf_stat vm1 drops.key_mismatch)
+    expect_no_ping vm3c1 "${MF_OVL[vm1c1]}" 2
+    mf_wait_stat vm1 drops.key_mismatch -ge $((before + 2)) 4 >/dev/null ||
+        fail "vm1 key_mismatch=$(mf_stat vm1 drops.key_mismatch), want >= $((before + 2))"
+}
+
+# ----------------------------------------------------------------- crafted --
+# gre_craft.py runs in vm2's namespace (outer source = vm2's underlay address
+# unless the case says otherwise) and targets vm1c1 through vm1's meshfwd.
+
+setup_crafted() {
+    mf_mesh --containers 1 || sfail "mesh" || return 1
+    mf_start_all || sfail "meshfwd start" || return 1
+    mf_tcpdump target vm1c1 eth0 icmp || sfail "tcpdump in vm1c1" || return 1
+    CRAFT_PCAP="$MF_RUN_DIR/target.pcap"
+    CRAFT_ID=$((0x4d00))
+}
+
+# craft CASE_ID EXPECT [gre_craft options...]
+#   EXPECT = deliver, or a drop reason that must move on vm1
+craft() {
+    local id=$1 expect=$2 drops_before rx_before tun_before seen v; shift 2
+    [[ $expect == deliver ]] || drops_before=$(mf_stat vm1 "drops.$expect") || fail "no counter drops.$expect"
+    tun_before=$(mf_stat vm1 tun_tx_packets)
+    rx_before=$(mf_stat vm1 rx_packets)
+    local args=(--src "${MF_UL[vm2]}" --dst "${MF_UL[vm1]}" --inner-src "${MF_OVL[vm2c1]}"
+        --inner-dst "${MF_OVL[vm1c1]}" --icmp-id "$id" "$@")
+    note "gre_craft.py ${args[*]}"
+    mf_exec vm2 timeout 10 "$MF_PY" "$MF_TOOLS/gre_craft.py" "${args[@]}" >&2 || fail "gre_craft.py failed"
+    if [[ $expect == deliver ]]; then
+        mf_wait_stat vm1 tun_tx_packets -ge $((tun_before + 1)) 4 >/dev/null ||
+            fail "not delivered: tun_tx_packets $(mf_stat vm1 tun_tx_packets) (was $tun_before); $(nonzero vm1)"
+        for ((v = 0; v < 20; v++)); do
+            seen=$(tcpdump -r "$CRAFT_PCAP" -n "icmp[icmptype]=8 and icmp[4:2]=$id" 2>/dev/null | wc -l)
+            [[ $seen -ge 1 ]] && break; sleep 0.1
+        done
+        [[ $seen -ge 1 ]] || fail "tun_tx moved but the echo request (id $id) never reached vm1c1"
+    else
+        mf_wait_stat vm1 "drops.$expect" -ge $((drops_before + 1)) 4 >/dev/null ||
+            fail "drops.$expect did not move ($(mf_stat vm1 "drops.$expect")); tun_tx $tun_before->$(mf_stat vm1 tun_tx_packets); $(nonzero vm1)"
+        [[ $(mf_stat vm1 tun_tx_packets) == "$tun_before" ]] || fail "tun_tx_packets moved: packet delivered"
+        sleep 0.2
+        seen=$(tcpdump -r "$CRAFT_PCAP" -n "icmp[icmptype]=8 and icmp[4:2]=$id" 2>/dev/null | wc -l)
+        [[ $seen == 0 ]] || fail "vm1c1 saw the crafted echo request (id $id)"
+    fi
+    expect_alive vm1
+}
+
+t_control_valid() { craft $((0x4d01)) deliver; }
+t_control_gre_checksum() { craft $((0x4d02)) deliver --csum; }
+t_control_gre_sequence() { craft $((0x4d03)) deliver --seq 7; }
+t_control_ce_over_ect0() {
+    craft $((0x4d04)) deliver --ce --inner-ecn ect0
+    local ecn
+    ecn=$(tcpdump -r "$CRAFT_PCAP" -n -v "icmp[icmptype]=8 and icmp[4:2]=$((0x4d04))" 2>/dev/null | grep -o 'ECN-CE\|CE' | head -n1)
+    [[ -n $ecn ]] || fail "inner ECN not rewritten to CE (RFC 6040): $(tcpdump -r "$CRAFT_PCAP" -n -v "icmp[4:2]=$((0x4d04))" 2>/dev/null | head -n1)"
+}
+t_spoofed_source() { craft $((0x4d10)) spoofed_source --inner-src "${MF_OVL[vm3c1]}"; }
+t_inner_dst_other_vm() { craft $((0x4d11)) inner_dst_not_local --inner-dst "${MF_OVL[vm3c1]}"; }
+t_inner_src_not_overlay() { craft $((0x4d12)) inner_src_not_overlay --inner-src 172.31.9.9; }
+t_gre_version_1() { craft $((0x4d13)) gre_version --version 1; }
+t_gre_routing_bit() { craft $((0x4d14)) gre_flags --routing; }
+t_gre_reserved_bits() { craft $((0x4d15)) gre_flags --reserved 0x10; }
+t_gre_bad_checksum() { craft $((0x4d16)) gre_checksum --bad-csum; }
+t_gre_not_ipv4() { craft $((0x4d17)) gre_not_ipv4 --proto 0x86dd; }
+t_gre_key_on_keyless() { craft $((0x4d18)) key_mismatch --key 42; }
+t_inner_truncated() { craft $((0x4d19)) inner_malformed --truncate-inner 40; }
+t_inner_header_cut() { craft $((0x4d1a)) inner_malformed --truncate-inner 12; }
+t_outer_src_not_underlay() { craft $((0x4d1b)) outer_src_not_underlay --src 172.31.0.9; }
+t_ecn_ce_over_not_ect() { craft $((0x4d1c)) ecn_ce_not_ect --ce; }
+t_still_forwarding() {
+    expect_alive vm1
+    expect_ping vm2c1 "${MF_OVL[vm1c1]}" 2
+}
+
+# --------------------------------------------------------------- lifecycle --
+
+setup_lifecycle() { mf_mesh --containers 1 192.168.16.32 192.168.16.33 || sfail "mesh" || return 1; }
+
+t_tun_configured() {
+    mf_start vm1 || fail "start"
+    local info; info=$(mf_exec vm1 ip -o addr show dev tun0; mf_exec vm1 ip -o link show dev tun0)
+    note "$info"
+    grep -q "inet ${MF_OVL[vm1]}/4 " <<<"$info" || fail "tun0 lacks ${MF_OVL[vm1]}/4"
+    grep -q "mtu $((MF_UNDERLAY_MTU - 24)) " <<<"$info" || fail "tun0 MTU is not $((MF_UNDERLAY_MTU - 24))"
+    grep -Eq '[<,]UP[,>]' <<<"$info" || fail "tun0 not up"
+    mf_exec vm1 ip route get "${MF_OVL[vm2c1]}" | grep -q 'dev tun0' || fail "overlay not routed into tun0"
+    mf_stop vm1
+}
+
+t_stats_file_schema() {
+    mf_start vm1 || fail "start"
+    "$MF_PY" - "$(mf_stats_file vm1)" <<'EOF' >&2 || fail "$(tail -n1 "$MF_RUN_DIR/schema.txt")"
+import json, sys, os
+s = json.load(open(sys.argv[1]))
+out = open(os.path.join(os.path.dirname(sys.argv[1]), "schema.txt"), "w")
+bad = []
+for k in "tun_rx_packets tun_rx_bytes tx_packets tx_bytes rx_packets rx_bytes tun_tx_packets tun_tx_bytes".split():
+    if not isinstance(s.get(k), int): bad.append(f"missing/non-int {k}")
+drops = s.get("drops", {})
+for k in ("too_short not_ipv4 bad_ip_header dst_not_in_overlay dst_local_vm dst_reserved peer_not_unicast "
+          "src_not_local oversize outer_src_not_underlay gre_version gre_flags gre_not_ipv4 gre_checksum "
+          "key_mismatch inner_malformed inner_src_not_overlay spoofed_source inner_dst_not_local "
+          "ecn_ce_not_ect truncated").split():
+    if not isinstance(drops.get(k), int): bad.append(f"missing drops.{k}")
+if not isinstance(s.get("errors"), dict) or not s["errors"]: bad.append("errors object missing/empty")
+elif not any(k.startswith("send_") for k in s["errors"]) or "tun_write" not in s["errors"]:
+    bad.append(f"errors lacks send_*/tun_write: {sorted(s['errors'])}")
+print(json.dumps(s)[:400])
+out.write(("; ".join(bad) if bad else "ok") + "\n")
+sys.exit(1 if bad else 0)
+EOF
+    mf_stop vm1
+}
+
+t_sigterm_exit_0() {
+    mf_start vm1 || fail "start"
+    expect_ping vm1c1 "${MF_OVL[vm1]}" 1
+    mf_stop vm1 TERM 10
+    [[ $MF_RC == 0 ]] || fail "exit code $MF_RC after SIGTERM (want 0)"
+    "$MF_PY" -c 'import json,sys; json.load(open(sys.argv[1]))' "$(mf_stats_file vm1)" || fail "stats file not valid JSON after exit"
+    mf_exec vm1 ip link show tun0 >/dev/null 2>&1 && fail "tun0 still exists after exit"
+    true
+}
+
+t_sigint_exit_0() {
+    mf_start vm1 || fail "start"
+    mf_stop vm1 INT 10
+    [[ $MF_RC == 0 ]] || fail "exit code $MF_RC after SIGINT (want 0)"
+}
+
+t_tun_deleted_exit_nonzero() {
+    mf_start vm1 || fail "start"
+    mf_exec vm1 ip link del tun0 || fail "ip link del tun0"
+    mf_wait_exit vm1 10
+    note "exit code $MF_RC; log: $(tail -n 3 "$(mf_meshfwd_log vm1)")"
+    [[ $MF_RC != 124 ]] || fail "still running 10 s after tun0 was deleted"
+    [[ $MF_RC != 0 ]] || fail "exit code 0 after tun0 was deleted"
+}
+
+t_bad_config_exit_2() {
+    local rc
+    mf_exec vm1 timeout 10 "$MESHFWD" --layout bogus tun0 >"$MF_RUN_DIR/bad1.log" 2>&1; rc=$?
+    note "--layout bogus: $rc $(head -n 2 "$MF_RUN_DIR/bad1.log")"
+    [[ $rc == 2 ]] || fail "--layout bogus exited $rc (want 2)"
+    mf_exec vm1 timeout 10 "$MESHFWD" --local 10.1.2.3 tun0 >"$MF_RUN_DIR/bad2.log" 2>&1; rc=$?
+    note "--local 10.1.2.3: $rc $(head -n 2 "$MF_RUN_DIR/bad2.log")"
+    [[ $rc == 2 ]] || fail "--local outside the underlay exited $rc (want 2)"
+    mf_exec vm1 ip link show tun0 >/dev/null 2>&1 && fail "tun0 left behind by a failed start"
+    true
+}
+
+# ------------------------------------------------------------------- main --
+
+main() {
+    [[ $EUID -eq 0 ]] || { echo "tests/netns/run.sh must run as root (network namespaces)" >&2; echo "0 passed, 1 failed"; exit 1; }
+    local t
+    for t in ip tcpdump tshark ping "$MF_PY"; do
+        command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; echo "0 passed, 1 failed"; exit 1; }
+    done
+    if [[ ! -x $MESHFWD ]]; then
+        echo "meshfwd binary not found at $MESHFWD (run: cargo build --release)" >&2
+        echo "0 passed, 1 failed"; exit 1
+    fi
+    RES_DIR=$(mktemp -d /tmp/meshfwd-netns.XXXXXX)
+    : >"$RES_DIR/results"
+    trap 'echo "interrupted"; _finish 130' INT TERM
+    echo "# meshfwd netns suite: $MESHFWD, logs in $RES_DIR"
+
+    run_group wide setup_wide t_all_pairs_ping t_vm_host_to_remote_container t_bulk_tcp_sha256 \
+        t_underlay_capture_tshark t_no_drops_or_errors
+    run_group classic setup_classic t_all_pairs_ping t_vm_host_to_remote_container t_no_drops_or_errors
+    run_group threads2 setup_threads2 t_thread_count t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads
+    run_group key setup_key t_key42_both_sides t_key_mismatch_42_43 t_keyless_to_keyed
+    run_group crafted setup_crafted t_control_valid t_control_gre_checksum t_control_gre_sequence \
+        t_control_ce_over_ect0 t_spoofed_source t_inner_dst_other_vm t_inner_src_not_overlay \
+        t_gre_version_1 t_gre_routing_bit t_gre_reserved_bits t_gre_bad_checksum t_gre_not_ipv4 \
+        t_gre_key_on_keyless t_inner_truncated t_inner_header_cut t_outer_src_not_underlay \
+        t_ecn_ce_over_not_ect t_still_forwarding
+    run_group lifecycle setup_lifecycle t_tun_configured t_stats_file_schema t_sigterm_exit_0 \
+        t_sigint_exit_0 t_tun_deleted_exit_nonzero t_bad_config_exit_2
+    _finish 0
+}
+
+_finish() {
+    trap - INT TERM
+    PASS=$(grep -c '^ok ' "$RES_DIR/results")
+    FAIL=$(grep -c '^FAIL ' "$RES_DIR/results")
+    echo "# suite time $((SECONDS - SUITE_START)) s"
+    if ((FAIL == 0 && $1 == 0)) && [[ ${MF_KEEP_LOGS:-0} != 1 ]]; then
+        rm -rf "$RES_DIR"
+    else
+        echo "# logs kept in $RES_DIR"
+    fi
+    ((PASS + FAIL > 0)) || { echo "no test matched" >&2; FAIL=1; }
+    echo "$PASS passed, $FAIL failed"
+    ((FAIL == 0 && $1 == 0)) || exit 1
+    exit 0
+}
+
+main "$@"
