@@ -231,8 +231,10 @@ mod tests {
 
     #[test]
     fn publish_snapshot_aggregate() {
-        let mut a = Counters::default();
-        a.tx_packets = 3;
+        let mut a = Counters {
+            tx_packets: 3,
+            ..Default::default()
+        };
         a.drop(DropReason::SpoofedSource);
         a.error(IoError::SendNoBufs);
         let shared = [SharedCounters::default(), SharedCounters::default()];

@@ -142,8 +142,18 @@ pub struct Datapath {
     /// This VM's overlay block, as (network, mask).
     block_net: u32,
     block_mask: u32,
+    overlay_net: u32,
+    overlay_mask: u32,
+    underlay_net: u32,
+    underlay_mask: u32,
     key: Option<u32>,
     gre: GreRepr,
+    /// Outer IPv4 header with every per-node constant filled in.
+    ip_template: [u8; ipv4::HEADER_LEN],
+    /// One's-complement sum of the template's constant words.
+    ip_template_sum: u64,
+    /// The GRE header, identical for every packet without checksum or sequence.
+    gre_template: [u8; gre::MAX_LEN],
 }
 
 impl Datapath {
@@ -153,18 +163,44 @@ impl Datapath {
         let block = layout
             .block(local)
             .unwrap_or_else(|| crate::layout::Cidr::new(Ipv4Addr::BROADCAST, 32).unwrap());
+        let gre = GreRepr {
+            protocol: gre::PROTO_IPV4,
+            checksum: false,
+            key,
+            seq: None,
+        };
+        let mut gre_template = [0u8; gre::MAX_LEN];
+        gre.emit(&mut gre_template[..gre.header_len()])
+            .expect("template fits");
+        let mut ip_template = [0u8; ipv4::HEADER_LEN];
+        Ipv4Repr {
+            src: local,
+            dst: Ipv4Addr::UNSPECIFIED,
+            protocol: ipv4::PROTO_GRE,
+            tos: 0,
+            ttl: OUTER_TTL,
+            dont_frag: true,
+            ident: 0,
+            payload_len: 0,
+        }
+        .emit(&mut ip_template)
+        .expect("template fits");
+        ip_template[2..4].copy_from_slice(&[0, 0]);
+        ip_template[10..12].copy_from_slice(&[0, 0]);
         Datapath {
             layout,
             local,
             block_net: block.addr().into(),
             block_mask: block.mask(),
+            overlay_net: layout.overlay().addr().into(),
+            overlay_mask: layout.overlay().mask(),
+            underlay_net: layout.underlay().addr().into(),
+            underlay_mask: layout.underlay().mask(),
             key,
-            gre: GreRepr {
-                protocol: gre::PROTO_IPV4,
-                checksum: false,
-                key,
-                seq: None,
-            },
+            gre,
+            ip_template,
+            ip_template_sum: crate::wire::checksum::sum(&ip_template, 0),
+            gre_template,
         }
     }
 
@@ -200,7 +236,7 @@ impl Datapath {
     #[inline]
     fn route<T: AsRef<[u8]>>(&self, ip: &Ipv4Packet<T>) -> Result<Ipv4Addr, DropReason> {
         let dst = ip.dst_raw();
-        if !self.layout.overlay().contains(Ipv4Addr::from(dst)) {
+        if dst & self.overlay_mask != self.overlay_net {
             return Err(DropReason::DstNotInOverlay);
         }
         if self.is_local_block(dst) {
@@ -209,14 +245,15 @@ impl Datapath {
         if dst & !self.block_mask == 0 {
             return Err(DropReason::DstReserved);
         }
-        let peer = Ipv4Addr::from(self.layout.vm_of_raw(dst));
-        if !self.layout.is_unicast_vm(peer) {
+        let peer = self.layout.vm_of_raw(dst);
+        let vm_bits = peer & !self.underlay_mask;
+        if vm_bits == 0 || vm_bits == !self.underlay_mask {
             return Err(DropReason::PeerNotUnicast);
         }
         if !self.is_local_block(ip.src_raw()) {
             return Err(DropReason::SrcNotLocal);
         }
-        Ok(peer)
+        Ok(Ipv4Addr::from(peer))
     }
 
     /// Egress decision plus header write. The inner packet is `buf[headroom..headroom + len]`
@@ -241,27 +278,31 @@ impl Datapath {
         let inner_len = usize::from(ip.total_len());
         let tos = ip.tos();
         let start = headroom - overhead;
-        let gre_at = start + ipv4::HEADER_LEN;
-        let end = headroom + inner_len;
-        self.gre
-            .emit(&mut buf[gre_at..end])
-            .map_err(DropReason::from)?;
-        Ipv4Repr {
-            src: self.local,
-            dst: peer,
-            protocol: ipv4::PROTO_GRE,
-            tos,
-            ttl: OUTER_TTL,
-            dont_frag: true,
-            ident: 0,
-            payload_len: overhead - ipv4::HEADER_LEN + inner_len,
+        let total = overhead + inner_len;
+        if total > usize::from(u16::MAX) {
+            return Err(DropReason::Oversize);
         }
-        .emit(&mut buf[start..gre_at])
-        .map_err(DropReason::from)?;
+        let gre_len = overhead - ipv4::HEADER_LEN;
+        let hdr = &mut buf[start..headroom];
+        // Outer IPv4 from the template: only TOS, total length and destination
+        // vary, so the checksum is the template's sum plus those three words.
+        hdr[..ipv4::HEADER_LEN].copy_from_slice(&self.ip_template);
+        hdr[1] = tos;
+        hdr[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        hdr[16..20].copy_from_slice(&peer.octets());
+        let d = u32::from(peer);
+        let sum = self.ip_template_sum
+            + u64::from(tos)
+            + total as u64
+            + u64::from(d >> 16)
+            + u64::from(d & 0xffff);
+        let c = !crate::wire::checksum::fold(sum);
+        hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        hdr[ipv4::HEADER_LEN..].copy_from_slice(&self.gre_template[..gre_len]);
         Ok(Encapsulated {
             peer,
             start,
-            len: end - start,
+            len: total,
         })
     }
 
@@ -274,8 +315,8 @@ impl Datapath {
         if outer.protocol() != ipv4::PROTO_GRE {
             return Err(DropReason::NotGre);
         }
-        let sender = outer.src_addr();
-        if !self.layout.in_underlay(sender) {
+        let sender = outer.src_raw();
+        if sender & self.underlay_mask != self.underlay_net {
             return Err(DropReason::OuterSrcNotUnderlay);
         }
         let outer_ecn = outer.ecn();
@@ -298,11 +339,11 @@ impl Datapath {
         let inner_start = gre_start + g.header_len();
         let inner = Ipv4Packet::new_checked(&outer_buf[inner_start..gre_end])
             .map_err(|_| DropReason::InnerMalformed)?;
-        let src = inner.src_addr();
-        if !self.layout.in_overlay(src) {
+        let src = inner.src_raw();
+        if src & self.overlay_mask != self.overlay_net {
             return Err(DropReason::InnerSrcNotOverlay);
         }
-        if self.layout.vm_of_raw(src.into()) != u32::from(sender) {
+        if self.layout.vm_of_raw(src) != sender {
             return Err(DropReason::SpoofedSource);
         }
         if !self.is_local_block(inner.dst_raw()) {
@@ -320,7 +361,7 @@ impl Datapath {
         Ok(Decapsulated {
             start: inner_start,
             len: inner_len,
-            peer: sender,
+            peer: Ipv4Addr::from(sender),
         })
     }
 }

@@ -12,5 +12,5 @@ pub mod datapath;
 pub mod layout;
 pub mod runtime;
 pub mod sys;
-pub mod worker;
 pub mod wire;
+pub mod worker;

@@ -69,12 +69,10 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
                 .collect();
             match mine.as_slice() {
                 [one] => (one.addr, Some(one.ifname.clone())),
-                [] => {
-                    return Err(format!(
-                        "no address of this host is inside the underlay {}; assign one or pass --local",
-                        layout.underlay()
-                    ))
-                }
+                [] => return Err(format!(
+                    "no address of this host is inside the underlay {}; assign one or pass --local",
+                    layout.underlay()
+                )),
                 many => {
                     let list: Vec<String> = many
                         .iter()
@@ -97,7 +95,9 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
     let mtu = match (args.mtu, underlay_mtu) {
         (Some(m), _) => {
             if u32::from(m) + overhead > 65535 {
-                return Err(format!("--mtu {m} plus {overhead} bytes of encapsulation exceeds 65535"));
+                return Err(format!(
+                    "--mtu {m} plus {overhead} bytes of encapsulation exceeds 65535"
+                ));
             }
             if let Some(u) = underlay_mtu {
                 if u32::from(m) + overhead > u {
@@ -203,21 +203,21 @@ fn permission_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
-fn run(
-    cfg: &Config,
-    stats_file: Option<&Path>,
-    stats_interval: u64,
-) -> Result<u8, (u8, String)> {
+fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u8, (u8, String)> {
     let n = cfg.cpus.len();
     let dp = Datapath::new(cfg.layout, cfg.local, cfg.key);
     let block = cfg.layout.block(cfg.local).expect("local checked");
-    let vm_overlay = cfg.layout.vm_overlay_addr(cfg.local).expect("local checked");
+    let vm_overlay = cfg
+        .layout
+        .vm_overlay_addr(cfg.local)
+        .expect("local checked");
 
     // Raw sockets first: they fail fast without privileges and change nothing.
     let mut socks = Vec::with_capacity(n);
     for i in 0..n {
-        let s = sys::raw::RawGreSocket::open(cfg.local, i as u32, n as u32, SOCK_RCVBUF, SOCK_SNDBUF)
-            .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
+        let s =
+            sys::raw::RawGreSocket::open(cfg.local, i as u32, n as u32, SOCK_RCVBUF, SOCK_SNDBUF)
+                .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
         socks.push(s);
     }
     let tun_cfg = sys::tun::TunConfig {
@@ -227,15 +227,6 @@ fn run(
     };
     let queues = sys::tun::open_tun(&cfg.tun, n, cfg.configure.then_some(&tun_cfg))
         .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
-    if cfg.configure {
-        // The overlay is IPv4 only; without this the kernel sends IPv6 router
-        // solicitations and MLD reports into the TUN, counted as not_ipv4 drops.
-        let knob = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", cfg.tun);
-        if let Err(e) = std::fs::write(&knob, "1") {
-            log::debug!("disable IPv6 on {}: {knob}: {e}", cfg.tun);
-        }
-    }
-
     let stop = Arc::new(AtomicBool::new(false));
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -299,7 +290,10 @@ fn run(
         cfg.key.map_or("none".into(), |k| k.to_string()),
     );
     if !cfg.configure {
-        log::info!("--no-configure: leaving address, MTU and link state of {} alone", cfg.tun);
+        log::info!(
+            "--no-configure: leaving address, MTU and link state of {} alone",
+            cfg.tun
+        );
     }
 
     write_stats(stats_file, &shared, n);

@@ -85,6 +85,12 @@ pub fn open_tun(
             .set_mtu(c.mtu)
             .map_err(|e| io::Error::new(e.kind(), format!("set MTU {} on {ifname}: {e}", c.mtu)))?;
         set_ipv4_addr(&ifname, c.addr, c.prefix)?;
+        // The overlay is IPv4 only. Disable IPv6 before the link goes up, or the
+        // kernel sends router solicitations and MLD reports into the TUN.
+        let knob = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+        if let Err(e) = std::fs::write(&knob, "1") {
+            log::debug!("disable IPv6 on {ifname}: {knob}: {e}");
+        }
         devs[0]
             .enabled(true)
             .map_err(|e| io::Error::new(e.kind(), format!("bring up {ifname}: {e}")))?;

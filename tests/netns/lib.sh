@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # globals are read by the sourcing scripts
 # tests/netns/lib.sh — build a throw-away meshfwd demo/test mesh out of
 # network namespaces, using nothing but `ip` / `ip netns` / sysctl.
 #
@@ -385,7 +386,7 @@ print(v)' "$f" "$2" 2>/dev/null && return 0
 mf_wait_stat() {
     local vm=$1 key=$2 op=$3 want=$4 t=${5:-5} v i
     for ((i = 0; i <= t * 10; i++)); do
-        v=$(mf_stat "$vm" "$key") && [ "$v" "$op" "$want" ] && { echo "$v"; return 0; }
+        v=$(mf_stat "$vm" "$key") && test "$v" "$op" "$want" && { echo "$v"; return 0; }
         sleep 0.1
     done
     echo "${v:-?}"
@@ -457,7 +458,7 @@ EOF
 # mf_tcpdump LABEL NAME IFACE FILTER... — start a capture, wait until it listens
 mf_tcpdump() {
     local label=$1 name=$2 ifc=$3 i; shift 3
-    mf_bg "$label" "$name" tcpdump -n -U -i "$ifc" -w "$MF_RUN_DIR/$label.pcap" "$@"
+    mf_bg "$label" "$name" tcpdump -n -U --immediate-mode -i "$ifc" -w "$MF_RUN_DIR/$label.pcap" "$@"
     for ((i = 0; i < 50; i++)); do
         grep -q 'listening on' "$MF_RUN_DIR/$label.log" 2>/dev/null && return 0
         _mf_alive "$MF_LAST_PID" || break

@@ -10,6 +10,7 @@
 # and last a line "N passed, N failed".  Exit status 1 if anything failed.
 # Every group builds its own mesh (tests/netns/lib.sh) and tears it down.
 
+# shellcheck disable=SC2317,SC2034  # test functions are called indirectly; lib.sh reads the globals
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/netns/lib.sh
@@ -99,7 +100,7 @@ expect_ping() {
 expect_no_ping() {
     local r; r=$(mf_ping "$1" "$2" "$3")
     note "ping $1 -> $2: ${r:-no output} (expected to fail)"
-    [[ $r == "0/$3" ]] || fail "ping $1 -> $2 got ${r:-nothing}, expected no replies"
+    [[ $r == 0/* ]] || fail "ping $1 -> $2 got ${r:-nothing}, expected no replies"
 }
 
 expect_alive() { mf_running "$1" || fail "meshfwd in $1 is not running any more"; }
@@ -126,7 +127,7 @@ bulk_tcp() {
     rm -f "$out"
     mf_bg "tcp-recv-$to" "$to" timeout 90 "$MF_PY" "$MF_TOOLS/flowcheck.py" tcp-recv 5001 "$out" --timeout 60
     rpid=$MF_LAST_PID
-    for ((i = 0; i < 50; i++)); do grep -q listening "$MF_RUN_DIR/tcp-recv-$to.log" && break; sleep 0.1; done
+    for ((i = 0; i < 50; i++)); do grep -qs listening "$MF_RUN_DIR/tcp-recv-$to.log" && break; sleep 0.1; done
     sender=$(mf_exec "$from" timeout 90 "$MF_PY" "$MF_TOOLS/flowcheck.py" tcp-send "${MF_OVL[$to]}" 5001 "$mib" --timeout 60) ||
         fail "sender failed: $sender $(tail -n 3 "$MF_RUN_DIR/tcp-recv-$to.log")"
     mf_reap "$rpid" 30 || fail "receiver failed (code $MF_RC): $(tail -n 3 "$MF_RUN_DIR/tcp-recv-$to.log")"
@@ -187,10 +188,10 @@ t_underlay_capture_tshark() {
     local pcap="$MF_RUN_DIR/underlay-vm1.pcap" tpid fields
     mf_tcpdump underlay-vm1 vm1 eth0 'ip proto 47' || fail "tcpdump"
     tpid=$MF_LAST_PID
-    mf_exec vm1c1 ping -n -q -c 5 -i 0.1 -Q 0xb8 "${MF_OVL[vm2c1]}" >/dev/null
-    mf_exec vm1c2 ping -n -q -c 3 -i 0.1 -s 1400 -M do "${MF_OVL[vm3c2]}" >/dev/null
-    mf_exec vm1 ping -n -q -c 2 -i 0.1 "${MF_OVL[vm2c2]}" >/dev/null
-    mf_exec vm3c1 ping -n -q -c 3 -i 0.1 -Q 0x20 "${MF_OVL[vm1c1]}" >/dev/null
+    mf_exec vm1c1 ping -n -q -c 5 -i 0.1 -W 2 -Q 0xb8 "${MF_OVL[vm2c1]}" >&2 || fail "ping vm1c1 -> vm2c1 (TOS 0xb8)"
+    mf_exec vm1c2 ping -n -q -c 3 -i 0.1 -W 2 -s 1400 -M "do" "${MF_OVL[vm3c2]}" >&2 || fail "ping -s 1400 vm1c2 -> vm3c2"
+    mf_exec vm1 ping -n -q -c 2 -i 0.1 -W 2 "${MF_OVL[vm2c2]}" >&2 || fail "ping vm1 -> vm2c2"
+    mf_exec vm3c1 ping -n -q -c 3 -i 0.1 -W 2 -Q 0x22 "${MF_OVL[vm1c1]}" >&2 || fail "ping vm3c1 -> vm1c1 (TOS 0x22)"
     mf_tcpdump_stop "$tpid"
     fields=$(tshark -r "$pcap" -o ip.check_checksum:TRUE -T fields -E separator=/t -E occurrence=a \
         -E aggregator=, -e frame.protocols -e ip.src -e ip.dst -e ip.ttl -e ip.flags.df \
@@ -251,7 +252,7 @@ setup_threads2() {
 t_thread_count() {
     local vm n
     for vm in "${MF_VMS[@]}"; do
-        n=$(ls "/proc/${MF_MESHFWD_PID[$vm]}/task" | wc -l)
+        n=$(find "/proc/${MF_MESHFWD_PID[$vm]}/task" -mindepth 1 -maxdepth 1 | wc -l)
         note "$vm meshfwd pid ${MF_MESHFWD_PID[$vm]}: $n threads"
         [[ $n -ge 2 ]] || fail "$vm: meshfwd has only $n thread(s) with --threads 2"
     done
@@ -279,7 +280,7 @@ t_udp_no_reorder() {
     local out="$MF_RUN_DIR/udp.json" rpid i s spids=()
     mf_bg udp-recv vm2c1 timeout 60 "$MF_PY" "$MF_TOOLS/flowcheck.py" udp-recv 5002 "$out" --idle 2 --timeout 40
     rpid=$MF_LAST_PID
-    for ((i = 0; i < 50; i++)); do grep -q listening "$MF_RUN_DIR/udp-recv.log" && break; sleep 0.1; done
+    for ((i = 0; i < 50; i++)); do grep -qs listening "$MF_RUN_DIR/udp-recv.log" && break; sleep 0.1; done
     local senders=("vm1c1 0" "vm1c2 10" "vm3c1 20")
     for s in "${senders[@]}"; do
         read -r a base <<<"$s"
@@ -296,7 +297,9 @@ for fid, f in r.items():
     print(f"flow {fid}: received {f['received']}/4000 dups {f['dups']} reordered {f['reordered']}")
     if f["reordered"]: bad.append(f"flow {fid}: {f['reordered']} reordered")
     if f["dups"]: bad.append(f"flow {fid}: {f['dups']} duplicates")
-    if f["received"] < 2000: bad.append(f"flow {fid}: only {f['received']}/4000 received")
+    # loss is not what this test is about (UDP bursts overflow queues), but
+    # reordering needs enough packets through to be meaningful
+    if f["received"] < 400: bad.append(f"flow {fid}: only {f['received']}/4000 received")
 if len(r) != 12: bad.append(f"{len(r)} of 12 flows seen")
 open(sys.argv[1].replace("udp.json", "udp.verdict"), "w").write("; ".join(bad) + "\n")
 sys.exit(1 if bad else 0)
@@ -307,37 +310,47 @@ t_bulk_tcp_threads() { bulk_tcp vm3c2 vm1c1 32; }
 
 # -------------------------------------------------------------------- keys --
 
-setup_key() {
-    mf_mesh --containers 1 || sfail "mesh" || return 1
-    mf_start_all --key 42 || sfail "meshfwd --key 42 start" || return 1
-}
+# Each test starts the meshfwd instances it needs (the subtest's own processes,
+# stopped when it ends) on a shared 3-VM mesh.
+setup_key() { mf_mesh --containers 1 || sfail "mesh" || return 1; }
 
 t_key42_both_sides() {
+    mf_start_all --key 42 || fail "meshfwd --key 42 start"
+    grep -q "mtu $((MF_UNDERLAY_MTU - 28)) " <(mf_exec vm1 ip -o link show dev tun0) ||
+        note "tun0 MTU with --key: $(mf_exec vm1 cat /sys/class/net/tun0/mtu) (expected $((MF_UNDERLAY_MTU - 28)))"
     expect_ping vm1c1 "${MF_OVL[vm2c1]}" 3
     expect_ping vm3c1 "${MF_OVL[vm1c1]}" 3
     sleep 1.2
-    [[ $(mf_stat vm1 drops.key_mismatch) == 0 ]] || fail "key_mismatch moved with matching keys"
+    local vm
+    for vm in "${MF_VMS[@]}"; do
+        [[ $(mf_stat "$vm" drops.key_mismatch) == 0 ]] || fail "$vm: key_mismatch moved with matching keys"
+    done
 }
 
 t_key_mismatch_42_43() {
-    local before
-    mf_stop vm2; note "vm2 stopped (code $MF_RC)"
-    mf_start vm2 --key 43 || fail "restart vm2 with --key 43"
-    before=$(mf_stat vm2 tun_tx_packets)
+    mf_start vm1 --key 42 || fail "start vm1 --key 42"
+    mf_start vm2 --key 43 || fail "start vm2 --key 43"
+    local tun1 tun2; tun1=$(mf_stat vm1 tun_tx_packets); tun2=$(mf_stat vm2 tun_tx_packets)
     expect_no_ping vm1c1 "${MF_OVL[vm2c1]}" 3
     mf_wait_stat vm2 drops.key_mismatch -ge 3 4 >/dev/null || fail "vm2 key_mismatch=$(mf_stat vm2 drops.key_mismatch), want >= 3"
-    [[ $(mf_stat vm2 tun_tx_packets) == "$before" ]] || fail "vm2 wrote packets to tun0 despite key mismatch"
-    note "vm2: $(nonzero vm2)"
-    expect_alive vm2
+    expect_no_ping vm2c1 "${MF_OVL[vm1c1]}" 2
+    mf_wait_stat vm1 drops.key_mismatch -ge 2 4 >/dev/null || fail "vm1 key_mismatch=$(mf_stat vm1 drops.key_mismatch), want >= 2"
+    [[ $(mf_stat vm2 tun_tx_packets) == "$tun2" ]] || fail "vm2 wrote packets to tun0 despite the key mismatch"
+    [[ $(mf_stat vm1 tun_tx_packets) == "$tun1" ]] || fail "vm1 wrote packets to tun0 despite the key mismatch"
+    note "vm1: $(nonzero vm1); vm2: $(nonzero vm2)"
+    expect_alive vm1; expect_alive vm2
 }
 
 t_keyless_to_keyed() {
-    mf_stop vm3; note "vm3 stopped (code $MF_RC)"
-    mf_start vm3 || fail "restart vm3 without key"
-    local before; before=$(mf_stat vm1 drops.key_mismatch)
+    mf_start vm1 --key 42 || fail "start vm1 --key 42"
+    mf_start vm3 || fail "start vm3 without key"
     expect_no_ping vm3c1 "${MF_OVL[vm1c1]}" 2
-    mf_wait_stat vm1 drops.key_mismatch -ge $((before + 2)) 4 >/dev/null ||
-        fail "vm1 key_mismatch=$(mf_stat vm1 drops.key_mismatch), want >= $((before + 2))"
+    mf_wait_stat vm1 drops.key_mismatch -ge 2 4 >/dev/null ||
+        fail "keyless GRE into keyed vm1: key_mismatch=$(mf_stat vm1 drops.key_mismatch), want >= 2"
+    expect_no_ping vm1c1 "${MF_OVL[vm3c1]}" 2
+    mf_wait_stat vm3 drops.key_mismatch -ge 2 4 >/dev/null ||
+        fail "keyed GRE into keyless vm3: key_mismatch=$(mf_stat vm3 drops.key_mismatch), want >= 2"
+    note "vm1: $(nonzero vm1); vm3: $(nonzero vm3)"
 }
 
 # ----------------------------------------------------------------- crafted --
@@ -387,9 +400,10 @@ t_control_gre_checksum() { craft $((0x4d02)) deliver --csum; }
 t_control_gre_sequence() { craft $((0x4d03)) deliver --seq 7; }
 t_control_ce_over_ect0() {
     craft $((0x4d04)) deliver --ce --inner-ecn ect0
-    local ecn
-    ecn=$(tcpdump -r "$CRAFT_PCAP" -n -v "icmp[icmptype]=8 and icmp[4:2]=$((0x4d04))" 2>/dev/null | grep -o 'ECN-CE\|CE' | head -n1)
-    [[ -n $ecn ]] || fail "inner ECN not rewritten to CE (RFC 6040): $(tcpdump -r "$CRAFT_PCAP" -n -v "icmp[4:2]=$((0x4d04))" 2>/dev/null | head -n1)"
+    # RFC 6040: outer CE over an ECT inner packet -> the inner packet leaves marked CE
+    local n
+    n=$(tcpdump -r "$CRAFT_PCAP" -n "ip[1] & 3 = 3 and icmp[icmptype]=8 and icmp[4:2]=$((0x4d04))" 2>/dev/null | wc -l)
+    [[ $n -ge 1 ]] || fail "inner ECN not rewritten to CE: $(tcpdump -r "$CRAFT_PCAP" -n -v "icmp[4:2]=$((0x4d04))" 2>/dev/null | head -n1)"
 }
 t_spoofed_source() { craft $((0x4d10)) spoofed_source --inner-src "${MF_OVL[vm3c1]}"; }
 t_inner_dst_other_vm() { craft $((0x4d11)) inner_dst_not_local --inner-dst "${MF_OVL[vm3c1]}"; }

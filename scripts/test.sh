@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# scripts/test.sh — THE test command (README quick start and CI run exactly this).
+#
+#   sudo scripts/test.sh
+#
+# 1. installs missing Debian packages (iproute2 iperf3 iputils-ping tshark tcpdump python3)
+# 2. cargo build --release
+# 3. cargo test --release            (unit + integration tests that need no root)
+# 4. tests/netns/run.sh              (namespace integration suite; needs root)
+#
+# Exits non-zero if anything failed. The last line is an overall
+# "N passed, N failed" (cargo test results + netns tests; a step that could
+# not run at all counts as one failure).
+
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+export DEBIAN_FRONTEND=noninteractive
+LOGDIR=$(mktemp -d /tmp/meshfwd-test.XXXXXX)
+PASSED=0
+FAILED=0
+START=$SECONDS
+
+section() { echo; echo "==== $*"; }
+finish() {
+    echo
+    echo "# total time $((SECONDS - START)) s; step logs in $LOGDIR"
+    echo "$PASSED passed, $FAILED failed"
+    ((FAILED == 0)) || exit 1
+    exit 0
+}
+
+# ---------------------------------------------------------------- packages --
+section "Debian packages"
+declare -A BIN=([iproute2]=ip [iperf3]=iperf3 [iputils-ping]=ping [tshark]=tshark [tcpdump]=tcpdump [python3]=python3)
+missing=()
+for pkg in iproute2 iperf3 iputils-ping tshark tcpdump python3; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $EUID -ne 0 ]]; then
+        echo "missing packages (need root to install): ${missing[*]}"
+    else
+        echo "installing: ${missing[*]}"
+        # tshark asks whether non-root users may capture: answer no, non-interactively
+        echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null
+        apt_ok=0
+        for _ in 1 2 3; do
+            # wait for a concurrent apt/dpkg run instead of failing on its lock
+            if apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" >"$LOGDIR/apt.log" 2>&1; then
+                apt_ok=1; break
+            fi
+            apt-get -o DPkg::Lock::Timeout=300 update -q >>"$LOGDIR/apt.log" 2>&1
+        done
+        ((apt_ok)) || { tail -n 20 "$LOGDIR/apt.log"; echo "apt-get install failed (log: $LOGDIR/apt.log)"; }
+    fi
+else
+    echo "all present: iproute2 iperf3 iputils-ping tshark tcpdump python3"
+fi
+for pkg in "${!BIN[@]}"; do
+    command -v "${BIN[$pkg]}" >/dev/null || echo "WARNING: ${BIN[$pkg]} (package $pkg) is not available"
+done
+
+# ------------------------------------------------------------------- cargo --
+section "Rust toolchain"
+[[ -x $HOME/.cargo/bin/cargo ]] && PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found. Install Rust (rust-version in Cargo.toml) with rustup:"
+    echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh && . \"\$HOME/.cargo/env\""
+    if [[ $EUID -eq 0 ]]; then
+        echo "trying Debian's cargo package meanwhile (may be older than rust-version) ..."
+        apt-get -o DPkg::Lock::Timeout=300 install -y -q cargo >>"$LOGDIR/apt.log" 2>&1 || true
+    fi
+fi
+if ! command -v cargo >/dev/null; then
+    echo "FAIL: no cargo"
+    FAILED=$((FAILED + 1)); finish
+fi
+cargo --version; rustc --version
+
+section "cargo build --release"
+cargo build --release 2>&1 | tee "$LOGDIR/build.log"
+build_rc=${PIPESTATUS[0]}
+if [[ $build_rc -ne 0 || ! -x target/release/meshfwd ]]; then
+    echo "FAIL: cargo build --release (exit $build_rc)"
+    FAILED=$((FAILED + 1)); finish
+fi
+
+section "cargo test --release"
+cargo test --release 2>&1 | tee "$LOGDIR/cargo-test.log"
+cargo_rc=${PIPESTATUS[0]}
+read -r tp tf < <(awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+    } END { print p + 0, f + 0 }' "$LOGDIR/cargo-test.log")
+PASSED=$((PASSED + tp)); FAILED=$((FAILED + tf))
+if [[ $cargo_rc -ne 0 && $tf -eq 0 ]]; then
+    echo "FAIL: cargo test --release exited $cargo_rc without a failing test (build error?)"
+    FAILED=$((FAILED + 1))
+fi
+echo "# cargo test: $tp passed, $tf failed (exit $cargo_rc)"
+
+# ------------------------------------------------------------------- netns --
+section "netns integration suite (tests/netns/run.sh)"
+if [[ $EUID -ne 0 ]]; then
+    echo "FAIL: the namespace suite needs root (network namespaces, TUN, raw sockets)."
+    echo "      It is NOT skipped: run   sudo scripts/test.sh"
+    FAILED=$((FAILED + 1)); finish
+fi
+bash tests/netns/run.sh 2>&1 | tee "$LOGDIR/netns.log"
+netns_rc=${PIPESTATUS[0]}
+summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/netns.log" | tail -n 1)
+if [[ -n $summary ]]; then
+    read -r np _ nf _ <<<"$summary"
+    PASSED=$((PASSED + np)); FAILED=$((FAILED + nf))
+    [[ $netns_rc -eq 0 || $nf -gt 0 ]] || FAILED=$((FAILED + 1))
+else
+    echo "FAIL: netns suite ended without a summary (exit $netns_rc)"
+    FAILED=$((FAILED + 1))
+fi
+finish

@@ -1,0 +1,597 @@
+//! Root-only kernel tests in throwaway network namespaces.
+//!
+//! Each test creates its own namespaces (`mfsys<pid><tag>`), enters them from
+//! a dedicated thread with `setns(CLONE_NEWNET)` (sockets and TUN devices
+//! belong to the namespace of the thread that creates them), and deletes them
+//! on exit, also when a test fails. Nothing is configured in, and no packet is
+//! sent from, the root namespace. Skipped (passing) when not root or without
+//! `ip`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use meshfwd::sys::{
+    interface_exists, interface_mtu, ipv4_addrs, open_tun, shard_of, tun_mtu, IfAddr, Mmsg,
+    RawGreSocket, SendItem, TunConfig,
+};
+
+const ADDR_A: Ipv4Addr = Ipv4Addr::new(192, 168, 16, 1);
+const ADDR_B: Ipv4Addr = Ipv4Addr::new(192, 168, 16, 2);
+const BCAST: Ipv4Addr = Ipv4Addr::new(192, 168, 16, 255);
+const SLOT: usize = 2048;
+
+fn skip() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root");
+        return true;
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        eprintln!("skipping: `ip` (iproute2) not installed");
+        return true;
+    }
+    false
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Deletes the namespaces it created when dropped (also while unwinding).
+#[derive(Default)]
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn add(&mut self, name: &str) {
+        ip(&["netns", "add", name]);
+        self.0.push(name.to_owned());
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in self.0.iter().rev() {
+            match Command::new("ip").args(["netns", "del", name]).status() {
+                Ok(s) if s.success() => {}
+                other => eprintln!("WARNING: could not delete netns {name}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Runs `f` on a fresh thread that has entered netns `ns`.
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    thread::scope(|s| {
+        s.spawn(move || {
+            let file = File::open(format!("/run/netns/{ns}")).expect("open netns");
+            // SAFETY: a valid namespace fd; only this thread switches.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns {ns}: {}", io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Writes a GRE-in-IPv4 packet B -> A with outer IP id `id` into `buf`.
+/// `full`: with a 20-byte inner IPv4 header (else only 8 bytes after GRE,
+/// which `shard_of` sends to shard 0). Returns its length.
+fn craft(buf: &mut [u8], rng: &mut Rng, id: u16, full: bool) -> usize {
+    let opt_words = [0usize, 0, 0, 1, 2][(rng.next() % 5) as usize];
+    let ihl = 20 + 4 * opt_words;
+    let flags = [0x00u8, 0x80, 0x20, 0x10, 0xa0, 0x90, 0x30, 0xb0][(rng.next() % 8) as usize];
+    let gre = 4 + 4 * (flags.count_ones() as usize);
+    let rest = if full {
+        20 + 16 + (rng.next() % 48) as usize
+    } else {
+        8
+    };
+    let len = ihl + gre + rest;
+    let p = &mut buf[..len];
+    p.fill(0);
+    p[0] = 0x40 | (ihl / 4) as u8;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[4..6].copy_from_slice(&id.to_be_bytes());
+    p[6] = 0x40; // DF
+    p[8] = 64;
+    p[9] = 47;
+    p[12..16].copy_from_slice(&ADDR_B.octets());
+    p[16..20].copy_from_slice(&ADDR_A.octets());
+    p[20..ihl].fill(1); // IP option NOP
+    p[ihl] = flags;
+    p[ihl + 2..ihl + 4].copy_from_slice(&0x0800u16.to_be_bytes());
+    let inner = ihl + gre;
+    let word = rng.next();
+    p[inner..inner + 8].copy_from_slice(&word.to_be_bytes());
+    if full {
+        p[inner] = 0x45;
+        let w = rng.next().to_be_bytes();
+        p[inner + 12..inner + 20].copy_from_slice(&w);
+        p[inner + 9] = 17;
+    }
+    len
+}
+
+fn send_all(m: &mut Mmsg, tx: &RawGreSocket, arena: &[u8], mut items: &[SendItem]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !items.is_empty() {
+        match m.send(tx.fd(), arena, SLOT, items) {
+            Ok(n) => {
+                assert!(n > 0);
+                items = &items[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("send: {e}"),
+        }
+    }
+}
+
+/// Receives everything queued on `sock`: (reported length, first bytes).
+fn recv_all(m: &mut Mmsg, sock: &RawGreSocket, slot: usize, out: &mut Vec<(usize, Vec<u8>)>) {
+    let mut arena = vec![0u8; slot * m.capacity()];
+    let mut lens = vec![0usize; m.capacity()];
+    loop {
+        match m.recv(sock.fd(), &mut arena, slot, 0, &mut lens) {
+            Ok(n) => {
+                for (i, &len) in lens[..n].iter().enumerate() {
+                    let keep = len.min(slot);
+                    out.push((len, arena[i * slot..i * slot + keep].to_vec()));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
+fn outer_id(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[4], p[5]])
+}
+
+struct Rx {
+    sock: RawGreSocket,
+    mmsg: Mmsg,
+    got: Vec<(usize, Vec<u8>)>,
+}
+
+/// Polls the two shard sockets until `want` packets arrived in total (then
+/// a grace period to catch duplicates).
+fn collect(shards: &mut [Rx], want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        for rx in shards.iter_mut() {
+            recv_all(&mut rx.mmsg, &rx.sock, SLOT, &mut rx.got);
+        }
+        let total: usize = shards.iter().map(|r| r.got.len()).sum();
+        if total >= want || Instant::now() > deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    thread::sleep(Duration::from_millis(100));
+    for rx in shards.iter_mut() {
+        recv_all(&mut rx.mmsg, &rx.sock, SLOT, &mut rx.got);
+    }
+}
+
+#[test]
+fn gre_shards_deliver_each_packet_once() {
+    if skip() {
+        return;
+    }
+    let pid = std::process::id();
+    let (na, nb) = (format!("mfsys{pid}a"), format!("mfsys{pid}b"));
+    let (va, vb) = (format!("sdv{pid}a"), format!("sdv{pid}b"));
+    let mut ns = Namespaces::default();
+    ns.add(&na);
+    ns.add(&nb);
+    // The veth ends are created directly inside the namespaces.
+    ip(&[
+        "link",
+        "add",
+        &va,
+        "address",
+        "02:00:00:00:16:01",
+        "netns",
+        &na,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &vb,
+        "address",
+        "02:00:00:00:16:02",
+        "netns",
+        &nb,
+    ]);
+    ip(&["-n", &na, "addr", "add", "192.168.16.1/24", "dev", &va]);
+    ip(&["-n", &nb, "addr", "add", "192.168.16.2/24", "dev", &vb]);
+    ip(&["-n", &na, "link", "set", &va, "up"]);
+    ip(&["-n", &nb, "link", "set", &vb, "up"]);
+    // Static neighbour: no ARP queueing (and dropping) of the first burst.
+    ip(&[
+        "-n",
+        &nb,
+        "neigh",
+        "replace",
+        "192.168.16.1",
+        "lladdr",
+        "02:00:00:00:16:01",
+        "dev",
+        &vb,
+        "nud",
+        "permanent",
+    ]);
+
+    // ns A: two shard sockets, plus an accept-all socket with the smallest
+    // receive buffer to exercise MSG_TRUNC reporting and SO_RXQ_OVFL.
+    let (mut shards, mut ovf) = in_netns(&na, || {
+        let shards: Vec<Rx> = (0..2)
+            .map(|i| {
+                let (sock, drained) = RawGreSocket::open(ADDR_A, i, 2, 4 << 20, 1 << 20).unwrap();
+                assert_eq!(drained, 0);
+                Rx {
+                    sock,
+                    mmsg: Mmsg::new(64),
+                    got: Vec::new(),
+                }
+            })
+            .collect();
+        let (sock, drained) = RawGreSocket::open(ADDR_A, 0, 1, 1, 0).unwrap();
+        assert_eq!(drained, 0);
+        (
+            shards,
+            Rx {
+                sock,
+                mmsg: Mmsg::new(16),
+                got: Vec::new(),
+            },
+        )
+    });
+    let (tx, _) = in_netns(&nb, || {
+        RawGreSocket::open(ADDR_B, 0, 1, 0, 4 << 20).unwrap()
+    });
+
+    // 200 full packets + 10 too short for the inner header, ids 1..=210.
+    const FULL: usize = 200;
+    const SHORT: usize = 10;
+    let mut rng = Rng(0x5eed_0000 ^ u64::from(pid));
+    let mut arena = vec![0u8; SLOT * (FULL + SHORT + 8)];
+    let mut sent: HashMap<u16, Vec<u8>> = HashMap::new();
+    let mut items = Vec::new();
+    for i in 0..FULL + SHORT + 8 {
+        let id = i as u16 + 1;
+        let slot = &mut arena[i * SLOT..(i + 1) * SLOT];
+        let full = !(FULL..FULL + SHORT).contains(&i);
+        let len = craft(slot, &mut rng, id, full);
+        sent.insert(id, slot[..len].to_vec());
+        items.push(SendItem {
+            slot: i as u32,
+            start: 0,
+            len: len as u32,
+            dst: ADDR_A,
+        });
+    }
+    let mut txm = Mmsg::new(32);
+    send_all(&mut txm, &tx, &arena, &items[..FULL + SHORT]);
+    let mut delivered: Vec<u16> = (1..=(FULL + SHORT) as u16).collect();
+    collect(&mut shards, delivered.len());
+
+    // Accept-all socket: a few queued (truncated by a 64-byte slot), the rest
+    // overflowed.
+    recv_all(&mut ovf.mmsg, &ovf.sock, 64, &mut ovf.got);
+    let queued_first = ovf.got.len();
+    assert!(
+        queued_first > 0 && queued_first < FULL + SHORT,
+        "{queued_first}"
+    );
+
+    // sendmmsg partial-send semantics on the real kernel. Broadcast fails
+    // with EACCES (no SO_BROADCAST).
+    let (e1, e2, e3, e4) = (
+        FULL + SHORT,
+        FULL + SHORT + 1,
+        FULL + SHORT + 2,
+        FULL + SHORT + 3,
+    );
+    let mut bcast = items[e2];
+    bcast.dst = BCAST;
+    let batch = [items[e1], bcast, items[e3]];
+    assert_eq!(txm.send(tx.fd(), &arena, SLOT, &batch).unwrap(), 1);
+    let e = txm.send(tx.fd(), &arena, SLOT, &batch[1..]).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    assert_eq!(txm.send(tx.fd(), &arena, SLOT, &batch[2..]).unwrap(), 1);
+    let oob = SendItem {
+        slot: 1 << 20,
+        ..items[e4]
+    };
+    assert_eq!(
+        txm.send(tx.fd(), &arena, SLOT, &[items[e4], oob]).unwrap(),
+        1
+    );
+    let e = txm
+        .send(tx.fd(), &arena, SLOT, &[oob, items[e4]])
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    delivered.extend([e1, e3, e4].map(|i| i as u16 + 1));
+    collect(&mut shards, delivered.len());
+    recv_all(&mut ovf.mmsg, &ovf.sock, 64, &mut ovf.got);
+
+    // One last packet into the now-empty accept-all queue: it carries the
+    // socket's final drop count.
+    let last = FULL + SHORT + 4;
+    send_all(&mut txm, &tx, &arena, &items[last..=last]);
+    delivered.push(last as u16 + 1);
+    collect(&mut shards, delivered.len());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while ovf.got.last().map(|(_, p)| outer_id(p)) != Some(last as u16 + 1) {
+        assert!(
+            Instant::now() < deadline,
+            "last packet not seen on accept-all socket"
+        );
+        recv_all(&mut ovf.mmsg, &ovf.sock, 64, &mut ovf.got);
+        thread::sleep(Duration::from_millis(2));
+    }
+
+    // Every delivered packet exactly once across the shards, in shard_of's
+    // shard, byte-identical after the outer header's kernel-filled fields.
+    let mut seen: HashMap<u16, usize> = HashMap::new();
+    for (k, rx) in shards.iter().enumerate() {
+        assert_eq!(rx.mmsg.rx_queue_drops(), 0, "shard {k} dropped packets");
+        for (len, p) in &rx.got {
+            let id = outer_id(p);
+            let orig = sent
+                .get(&id)
+                .unwrap_or_else(|| panic!("unknown packet id {id}"));
+            assert_eq!(*len, orig.len(), "id {id}");
+            let ihl = 4 * usize::from(p[0] & 0xf);
+            assert_eq!(p[ihl..], orig[ihl..], "id {id}");
+            assert_eq!(p[12..20], orig[12..20]);
+            assert_eq!(shard_of(p, 2), k as u32, "id {id} on wrong shard");
+            assert_eq!(shard_of(orig, 2), k as u32);
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    for id in &delivered {
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "id {id} seen {:?} times",
+            seen.get(id)
+        );
+    }
+    assert_eq!(seen.len(), delivered.len(), "unexpected extra packets");
+    let per_shard: Vec<usize> = shards.iter().map(|r| r.got.len()).collect();
+    assert!(
+        per_shard.iter().all(|&n| n > 20),
+        "lopsided shards {per_shard:?}"
+    );
+    for i in FULL..FULL + SHORT {
+        assert_eq!(seen.get(&(i as u16 + 1)), Some(&1));
+        assert!(
+            shards[0]
+                .got
+                .iter()
+                .any(|(_, p)| outer_id(p) == i as u16 + 1),
+            "short packet not on shard 0"
+        );
+    }
+
+    // Accept-all socket: MSG_TRUNC reported as usize::MAX; queued + dropped
+    // accounts for every delivered packet.
+    for (len, p) in &ovf.got {
+        let orig = &sent[&outer_id(p)];
+        if orig.len() > 64 {
+            assert_eq!(*len, usize::MAX);
+        } else {
+            assert_eq!(*len, orig.len());
+        }
+    }
+    let drops = ovf.mmsg.rx_queue_drops() as usize;
+    assert!(drops > 0);
+    assert_eq!(
+        ovf.got.len() + drops,
+        delivered.len(),
+        "queued {} + dropped {drops}",
+        ovf.got.len()
+    );
+    eprintln!(
+        "gre: {} packets, shards {per_shard:?}; accept-all socket queued {} dropped {drops}",
+        delivered.len(),
+        ovf.got.len()
+    );
+}
+
+fn link_flags(ns: &str, dev: &str) -> String {
+    let out = ip(&["-n", ns, "-o", "link", "show", "dev", dev]);
+    let start = out.find('<').expect("flags");
+    let end = out.find('>').expect("flags");
+    out[start + 1..end].to_owned()
+}
+
+fn is_up(ns: &str, dev: &str) -> bool {
+    link_flags(ns, dev).split(',').any(|f| f == "UP")
+}
+
+#[test]
+fn tun_multiqueue_in_netns() {
+    if skip() {
+        return;
+    }
+    let pid = std::process::id();
+    let nt = format!("mfsys{pid}t");
+    let mut ns = Namespaces::default();
+    ns.add(&nt);
+    let (t1, t2, t3) = (
+        format!("sdtun{pid}"),
+        format!("sdtun{pid}p"),
+        format!("sdtun{pid}s"),
+    );
+    let cfg = TunConfig {
+        addr: Ipv4Addr::new(240, 16, 32, 1),
+        prefix: 4,
+        mtu: 1476,
+    };
+
+    // 1. Create with config, 2 queues; attach 2 more while held; traffic.
+    let (queues, per_queue) = in_netns(&nt, || {
+        let q = open_tun(&t1, 2, Some(&cfg)).unwrap();
+        assert_eq!(q.len(), 2);
+        assert!(interface_exists(&t1));
+        assert_eq!(interface_mtu(&t1).unwrap(), 1476);
+        for d in &q {
+            assert_eq!(tun_mtu(d).unwrap(), 1476);
+            assert!(d.is_nonblocking().unwrap());
+        }
+        let want = IfAddr {
+            ifname: t1.clone(),
+            addr: cfg.addr,
+            prefix: 4,
+        };
+        assert!(ipv4_addrs().unwrap().contains(&want));
+        assert!(is_up(&nt, &t1));
+
+        let more = open_tun(&t1, 2, None).unwrap();
+        assert_eq!(
+            interface_mtu(&t1).unwrap(),
+            1476,
+            "None must not touch the MTU"
+        );
+        let all: Vec<_> = q.into_iter().chain(more).collect();
+
+        // 64 UDP flows into the TUN (routed by 240.0.0.0/4 dev tun). Other
+        // packets (e.g. IPv6 autoconf) are ignored when counting.
+        let socks: Vec<UdpSocket> = (0..64)
+            .map(|_| UdpSocket::bind((cfg.addr, 0)).unwrap())
+            .collect();
+        for s in &socks {
+            s.send_to(b"meshfwd", (Ipv4Addr::new(240, 16, 32, 2), 9))
+                .unwrap();
+        }
+        let mut per_queue = vec![0usize; all.len()];
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while per_queue.iter().sum::<usize>() < 64 && Instant::now() < deadline {
+            for (i, d) in all.iter().enumerate() {
+                loop {
+                    match d.recv(&mut buf) {
+                        Ok(n)
+                            if n >= 28
+                                && buf[0] == 0x45
+                                && buf[9] == 17
+                                && buf[16..20] == [240, 16, 32, 2] =>
+                        {
+                            per_queue[i] += 1
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("tun recv: {e}"),
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        (all.len(), per_queue)
+    });
+    assert_eq!(queues, 4);
+    assert_eq!(per_queue.iter().sum::<usize>(), 64, "{per_queue:?}");
+    assert!(
+        per_queue.iter().filter(|&&n| n > 0).count() >= 2,
+        "one queue only: {per_queue:?}"
+    );
+    // All queues closed: the non-persistent device is gone.
+    in_netns(&nt, || {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while interface_exists(&t1) {
+            assert!(Instant::now() < deadline, "{t1} still exists");
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+
+    // 2. A pre-existing persistent multi-queue TUN is attached, not an error;
+    //    without config nothing about it changes.
+    ip(&[
+        "-n",
+        &nt,
+        "tuntap",
+        "add",
+        "dev",
+        &t2,
+        "mode",
+        "tun",
+        "multi_queue",
+    ]);
+    assert!(!is_up(&nt, &t2));
+    in_netns(&nt, || {
+        let q = open_tun(&t2, 2, None).unwrap();
+        assert_eq!(q.len(), 2);
+        assert_eq!(interface_mtu(&t2).unwrap(), 1500);
+        assert!(!ipv4_addrs().unwrap().iter().any(|a| a.ifname == t2));
+    });
+    assert!(!is_up(&nt, &t2), "None must not bring the link up");
+    let cfg2 = TunConfig {
+        addr: Ipv4Addr::new(198, 18, 7, 1),
+        prefix: 24,
+        mtu: 1400,
+    };
+    in_netns(&nt, || {
+        assert!(interface_exists(&t2), "persistent device survives close");
+        let q = open_tun(&t2, 1, Some(&cfg2)).unwrap();
+        assert_eq!(tun_mtu(&q[0]).unwrap(), 1400);
+        let want = IfAddr {
+            ifname: t2.clone(),
+            addr: cfg2.addr,
+            prefix: 24,
+        };
+        assert!(ipv4_addrs().unwrap().contains(&want));
+    });
+    assert!(is_up(&nt, &t2));
+
+    // 3. An existing single-queue TUN cannot be attached: clear error.
+    ip(&["-n", &nt, "tuntap", "add", "dev", &t3, "mode", "tun"]);
+    let e = in_netns(&nt, || match open_tun(&t3, 1, None) {
+        Ok(_) => panic!("attached to a single-queue TUN"),
+        Err(e) => e,
+    });
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!("open TUN queue {t3} (1/1): ")),
+        "{msg}"
+    );
+    assert!(msg.contains("multi-queue"), "{msg}");
+    eprintln!("tun: per-queue packets {per_queue:?}; error text: {msg}");
+
+    for dev in [&t2, &t3] {
+        let _ = Command::new("ip")
+            .args(["-n", &nt, "link", "del", dev])
+            .status();
+    }
+}
