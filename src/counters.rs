@@ -38,6 +38,9 @@ io_errors! {
     SendOther => "send_other",
     /// recvmmsg failed with something other than EAGAIN.
     Recv => "recv",
+    /// Datagrams the kernel dropped because a receive socket's buffer was full
+    /// (SO_RXQ_OVFL).
+    RxOverflow => "rx_overflow",
     /// write to the TUN failed.
     TunWrite => "tun_write",
     /// Packets queued on a receive socket before its shard filter was attached.

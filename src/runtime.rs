@@ -69,10 +69,12 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
                 .collect();
             match mine.as_slice() {
                 [one] => (one.addr, Some(one.ifname.clone())),
-                [] => return Err(format!(
+                [] => {
+                    return Err(format!(
                     "no address of this host is inside the underlay {}; assign one or pass --local",
                     layout.underlay()
-                )),
+                ))
+                }
                 many => {
                     let list: Vec<String> = many
                         .iter()
@@ -296,7 +298,7 @@ fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u
         );
     }
 
-    write_stats(stats_file, &shared, n);
+    write_stats(stats_file, &shared, n, &cfg.tun);
     let started = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_log = Instant::now();
@@ -321,11 +323,15 @@ fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         if last_stats.elapsed() >= Duration::from_secs(1) {
-            write_stats(stats_file, &shared, n);
+            write_stats(stats_file, &shared, n, &cfg.tun);
             last_stats = Instant::now();
         }
         if stats_interval > 0 && last_log.elapsed() >= Duration::from_secs(stats_interval) {
-            log::info!("stats: {}", aggregate(&shared).summary());
+            let (_, tx_drop) = kernel_if_drops(&cfg.tun).unwrap_or_default();
+            log::info!(
+                "stats: {}; kernel dropped {tx_drop} packets queued for the workers",
+                aggregate(&shared).summary()
+            );
             last_log = Instant::now();
         }
     }
@@ -353,7 +359,7 @@ fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u
             let _ = h.join();
         }
     }
-    write_stats(stats_file, &shared, n);
+    write_stats(stats_file, &shared, n, &cfg.tun);
     log::info!(
         "final counters after {:.1} s: {}",
         started.elapsed().as_secs_f64(),
@@ -362,13 +368,54 @@ fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u
     Ok(exit)
 }
 
+/// Kernel-side drop counters of an interface from /proc/net/dev (this process's
+/// network namespace): (rx_dropped, tx_dropped). `tx_dropped` on the TUN counts
+/// packets the kernel discarded because the workers did not read them in time.
+pub fn kernel_if_drops(ifname: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/net/dev").ok()?;
+    parse_proc_net_dev(&text, ifname)
+}
+
+fn parse_proc_net_dev(text: &str, ifname: &str) -> Option<(u64, u64)> {
+    for line in text.lines().skip(2) {
+        let (name, rest) = line.split_once(':')?;
+        if name.trim() != ifname {
+            continue;
+        }
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop ...
+        return Some((*f.get(3)?, *f.get(11)?));
+    }
+    None
+}
+
 /// Atomically replaces the stats file (write to a temporary, then rename).
-fn write_stats(path: Option<&Path>, shared: &[SharedCounters], workers: usize) {
+fn write_stats(path: Option<&Path>, shared: &[SharedCounters], workers: usize, tun: &str) {
     let Some(path) = path else { return };
-    let json = aggregate(shared).to_json(workers).to_string();
+    let mut v = aggregate(shared).to_json(workers);
+    if let Some((rx, tx)) = kernel_if_drops(tun) {
+        v["tun_kernel_rx_dropped"] = rx.into();
+        v["tun_kernel_tx_dropped"] = tx.into();
+    }
+    let json = v.to_string();
     let tmp = path.with_extension("tmp");
     let r = std::fs::write(&tmp, json + "\n").and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = r {
         log::warn!("write stats file {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_dev() {
+        let t = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n  tun0: 5923867  113867    0    7    0     0          0         0 583039817  395033    0  153    0     0       0          0\n";
+        assert_eq!(parse_proc_net_dev(t, "tun0"), Some((7, 153)));
+        assert_eq!(parse_proc_net_dev(t, "tun1"), None);
     }
 }

@@ -192,7 +192,10 @@ impl Worker {
             .rx_mmsg
             .recv(self.sock.fd(), &mut b.rx_arena, SLOT, 0, &mut b.rx_lens)
         {
-            Ok(n) => n,
+            Ok(n) => {
+                c.errors[IoError::RxOverflow as usize] = u64::from(b.rx_mmsg.rx_queue_drops());
+                n
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(_) => {
                 c.error(IoError::Recv);
