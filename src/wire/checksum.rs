@@ -14,6 +14,8 @@ pub fn sum(data: &[u8], initial: u64) -> u64 {
         let (s, carry) = acc.overflowing_add(w);
         acc = s + carry as u64;
     }
+    // Fold before adding the tail: the accumulator may be close to u64::MAX.
+    acc = (acc >> 32) + (acc & 0xffff_ffff);
     let rest = chunks.remainder();
     let mut i = 0;
     while i + 1 < rest.len() {
@@ -113,5 +115,36 @@ mod tests {
             let inc = update(before, old, new);
             prop_assert!(inc == after || (inc == 0xffff && after == 0) || (inc == 0 && after == 0xffff));
         }
+    }
+}
+
+#[cfg(test)]
+mod regression {
+    use super::*;
+
+    /// Found by `cargo fuzz run wire` (crash-8aadf4c7): a long run of 0xff drove
+    /// the 64-bit accumulator to u64::MAX, and the tail bytes were added without
+    /// an end-around carry (wrapping in release builds).
+    #[test]
+    fn fuzz_crash_8aadf4c7() {
+        let mut d = vec![0xffu8; 64];
+        d.push(0x04);
+        assert_eq!(checksum(&d), reference_checksum(&d));
+        let mut g = vec![0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
+        g.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0xff]);
+        g.extend(std::iter::repeat_n(0xff, 60));
+        g.push(0x04);
+        let c = checksum(&g);
+        g[4..6].copy_from_slice(&c.to_be_bytes());
+        assert!(verify(&g), "checksum {c:#06x}");
+    }
+
+    fn reference_checksum(d: &[u8]) -> u16 {
+        let mut acc: u32 = 0;
+        for p in d.chunks(2) {
+            acc += u32::from(u16::from_be_bytes([p[0], *p.get(1).unwrap_or(&0)]));
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        !(acc as u16)
     }
 }
