@@ -24,7 +24,12 @@ START=$SECONDS
 section() { echo; echo "==== $*"; }
 finish() {
     echo
-    echo "# total time $((SECONDS - START)) s; step logs in $LOGDIR"
+    if ((FAILED == 0)); then
+        rm -rf "$LOGDIR"
+        echo "# total time $((SECONDS - START)) s"
+    else
+        echo "# total time $((SECONDS - START)) s; step logs in $LOGDIR"
+    fi
     echo "$PASSED passed, $FAILED failed"
     ((FAILED == 0)) || exit 1
     exit 0

@@ -133,6 +133,9 @@ pub struct RunArgs {
     /// Leave address, MTU and link state of the TUN to the operator.
     #[arg(long)]
     pub no_configure: bool,
+    /// Disable TUN segmentation offload (TSO/USO on egress, GRO on ingress).
+    #[arg(long)]
+    pub no_offload: bool,
     /// Write a JSON counters snapshot here once start-up is complete, every second, and at exit.
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,

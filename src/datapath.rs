@@ -104,6 +104,9 @@ drop_reasons! {
     EcnCeNotEct => "ecn_ce_not_ect",
     /// Ingress: the datagram did not fit the receive buffer.
     Truncated => "truncated",
+    /// Egress: a TUN super-packet (virtio-net header + TSO/USO payload) that
+    /// could not be split into segments.
+    OffloadMalformed => "offload_malformed",
 }
 
 impl From<WireError> for DropReason {

@@ -41,6 +41,7 @@ pub struct Config {
     pub key: Option<u32>,
     pub cpus: Vec<Option<core_affinity::CoreId>>,
     pub configure: bool,
+    pub offload: bool,
 }
 
 /// Turns arguments into a configuration, reading (not changing) the system.
@@ -160,6 +161,7 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
         key: args.key,
         cpus,
         configure: !args.no_configure,
+        offload: !args.no_offload,
     })
 }
 
@@ -227,8 +229,14 @@ fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u
         prefix: cfg.layout.overlay().prefix(),
         mtu: cfg.mtu,
     };
-    let queues = sys::tun::open_tun(&cfg.tun, n, cfg.configure.then_some(&tun_cfg))
+    let queues = sys::tun::open_tun(&cfg.tun, n, cfg.configure.then_some(&tun_cfg), cfg.offload)
         .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
+    let offload = queues.first().is_some_and(|q| q.tcp_gso());
+    let offload_desc = match (offload, queues.first().is_some_and(|q| q.udp_gso())) {
+        (true, true) => "TSO+USO/GRO",
+        (true, false) => "TSO/GRO",
+        (false, _) => "off",
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -249,6 +257,7 @@ fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u
             id: i,
             tun_name: cfg.tun.clone(),
             tun,
+            offload,
             sock,
             dp: dp.clone(),
             poll,
@@ -275,7 +284,7 @@ fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u
         .map(|c| c.map_or("-".into(), |c| c.id.to_string()))
         .collect();
     log::info!(
-        "meshfwd {} on {}: layout {} ({}), local VM {} (underlay if {}), block {}, VM overlay {}, {} worker(s) on CPUs [{}], MTU {}{}, key {}",
+        "meshfwd {} on {}: layout {} ({}), local VM {} (underlay if {}), block {}, VM overlay {}, {} worker(s) on CPUs [{}], MTU {}{}, key {}, offload {}",
         env!("CARGO_PKG_VERSION"),
         cfg.tun,
         cfg.layout_name,
@@ -290,6 +299,7 @@ fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u
         cfg.underlay_mtu
             .map_or(String::new(), |u| format!(" (underlay MTU {u})")),
         cfg.key.map_or("none".into(), |k| k.to_string()),
+        offload_desc,
     );
     if !cfg.configure {
         log::info!(
@@ -335,6 +345,7 @@ fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u
             last_log = Instant::now();
         }
     }
+    write_stats(stats_file, &shared, n, &cfg.tun);
     stop.store(true, Ordering::Relaxed);
     for w in &wakers {
         let _ = w.wake();
@@ -393,10 +404,21 @@ fn parse_proc_net_dev(text: &str, ifname: &str) -> Option<(u64, u64)> {
 }
 
 /// Atomically replaces the stats file (write to a temporary, then rename).
+/// The last kernel drop counters seen for the TUN, kept so the final snapshot
+/// still has them after the device disappears with its last queue.
+static LAST_KERNEL_DROPS: std::sync::Mutex<Option<(u64, u64)>> = std::sync::Mutex::new(None);
+
 fn write_stats(path: Option<&Path>, shared: &[SharedCounters], workers: usize, tun: &str) {
     let Some(path) = path else { return };
     let mut v = aggregate(shared).to_json(workers);
-    if let Some((rx, tx)) = kernel_if_drops(tun) {
+    let drops = {
+        let mut last = LAST_KERNEL_DROPS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(now) = kernel_if_drops(tun) {
+            *last = Some(now);
+        }
+        *last
+    };
+    if let Some((rx, tx)) = drops {
         v["tun_kernel_rx_dropped"] = rx.into();
         v["tun_kernel_tx_dropped"] = tx.into();
     }

@@ -3,11 +3,19 @@
 //! buffers. The datapath decisions come from [`Datapath`]; this file only moves
 //! bytes and counts.
 //!
-//! Egress: TUN queue → `recv` into slot `i` at `HEADROOM` → `encapsulate` writes
-//! outer IPv4 + GRE in front → batch of up to `BATCH` → `sendmmsg` to peer VMs.
-//! Ingress: raw socket → `recvmmsg` of up to `BATCH` (outer header included) →
-//! `decapsulate` → inner packet written to the TUN queue.
-//! Registrations are edge-triggered, so each side is drained until `WouldBlock`.
+//! Egress: TUN queue → `recv_multiple` (with offload: one TCP/UDP super-packet
+//! read and split into MSS-sized segments, checksums filled in) into arena
+//! slots at `HEADROOM` → `encapsulate` writes outer IPv4 + GRE in front of each
+//! → one `sendmmsg` for up to `TX_SLOTS` packets to their peer VMs.
+//!
+//! Ingress: raw socket → `recvmmsg` of up to `RX_BATCH` GRE packets, each placed
+//! so that its inner packet lands at `RX_OFF` → `decapsulate` → accepted inner
+//! packets are compacted to the front → with offload, `send_multiple` coalesces
+//! consecutive TCP/UDP segments of a flow (GRO) and writes each result with one
+//! `write`; without it, one `write` per packet.
+//!
+//! Registrations are edge-triggered, so each side is drained until `WouldBlock`,
+//! alternating batches so neither direction starves the other.
 
 use crate::counters::{Counters, IoError, SharedCounters};
 use crate::datapath::{Datapath, DropReason, HEADROOM};
@@ -21,10 +29,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Packets per batch in each direction.
-pub const BATCH: usize = 64;
-/// One slot holds the largest IPv4 packet plus headroom.
-pub const SLOT: usize = HEADROOM + 65536;
+/// Largest IPv4 packet.
+const MAX_PACKET: usize = 65535;
+/// Egress slot: headroom plus the largest packet the TUN may hand us.
+pub const TX_SLOT: usize = HEADROOM + MAX_PACKET + 1;
+/// Egress slots per `sendmmsg` batch.
+pub const TX_SLOTS: usize = 256;
+/// Free slots required before another TUN read: one super-packet of 64 KiB
+/// splits into at most this many segments at any MSS ≥ 512.
+pub const TX_READ_ROOM: usize = 128;
+/// Ingress datagrams per `recvmmsg`.
+pub const RX_BATCH: usize = 64;
+/// Where the inner packet sits in an ingress buffer (≥ the virtio-net header
+/// that GRO writes in front of it).
+pub const RX_OFF: usize = HEADROOM;
+/// Ingress buffer size: GRO grows the first buffer of a flow in place and
+/// needs 2·offset + the coalesced length.
+pub const RX_CAP: usize = 2 * RX_OFF + MAX_PACKET + 1;
 
 const TUN: Token = Token(0);
 const SOCK: Token = Token(1);
@@ -35,6 +56,8 @@ pub struct Worker {
     pub id: usize,
     pub tun_name: String,
     pub tun: tun_rs::SyncDevice,
+    /// Whether the TUN queue carries virtio-net headers (TSO/GRO active).
+    pub offload: bool,
     pub sock: RawGreSocket,
     pub dp: Datapath,
     pub poll: Poll,
@@ -46,25 +69,57 @@ pub struct Worker {
 }
 
 /// Per-worker buffers, allocated once. Pages are only touched when used, so
-/// the resident size stays proportional to the traffic, not to `SLOT`.
+/// the resident size follows the traffic, not the virtual size.
 struct Buffers {
+    /// Raw TUN read (virtio-net header + super-packet) before splitting.
+    tun_read: Vec<u8>,
     tx_arena: Vec<u8>,
+    tx_sizes: Vec<usize>,
     tx_items: Vec<SendItem>,
     tx_mmsg: Mmsg,
-    rx_arena: Vec<u8>,
+    rx_bufs: Vec<Vec<u8>>,
+    /// Allocation of each rx buffer when created: lets us restore the full
+    /// length after GRO without zeroing 64 KiB per packet.
+    rx_alloc: Vec<*const u8>,
     rx_lens: Vec<usize>,
     rx_mmsg: Mmsg,
+    gro: tun_rs::GROTable,
 }
 
 impl Buffers {
     fn new() -> Buffers {
+        let rx_bufs: Vec<Vec<u8>> = (0..RX_BATCH).map(|_| vec![0u8; RX_CAP]).collect();
+        let rx_alloc = rx_bufs.iter().map(|b| b.as_ptr()).collect();
         Buffers {
-            tx_arena: vec![0; BATCH * SLOT],
-            tx_items: Vec::with_capacity(BATCH),
-            tx_mmsg: Mmsg::new(BATCH),
-            rx_arena: vec![0; BATCH * SLOT],
-            rx_lens: vec![0; BATCH],
-            rx_mmsg: Mmsg::new(BATCH),
+            tun_read: vec![0; tun_rs::VIRTIO_NET_HDR_LEN + MAX_PACKET + 1],
+            tx_arena: vec![0; TX_SLOTS * TX_SLOT],
+            tx_sizes: vec![0; TX_READ_ROOM],
+            tx_items: Vec::with_capacity(TX_SLOTS),
+            tx_mmsg: Mmsg::new(TX_SLOTS),
+            rx_bufs,
+            rx_alloc,
+            rx_lens: vec![0; RX_BATCH],
+            rx_mmsg: Mmsg::new(RX_BATCH),
+            gro: tun_rs::GROTable::default(),
+        }
+    }
+
+    /// Gives every rx buffer its full length back after a batch.
+    fn restore_rx(&mut self) {
+        for (b, alloc) in self.rx_bufs.iter_mut().zip(self.rx_alloc.iter_mut()) {
+            if b.len() == RX_CAP {
+                continue;
+            }
+            if b.as_ptr() == *alloc && b.capacity() >= RX_CAP {
+                // SAFETY: same allocation as created by `vec![0; RX_CAP]`, whose
+                // bytes were all initialised then; truncation and in-place writes
+                // never de-initialise them, and u8 has no drop.
+                unsafe { b.set_len(RX_CAP) };
+            } else {
+                // Reallocated by a growing write: zero-fill once and track it.
+                b.resize(RX_CAP, 0);
+                *alloc = b.as_ptr();
+            }
         }
     }
 }
@@ -98,7 +153,7 @@ impl Worker {
                     tun_pending = !self.egress_batch(&mut b, &mut c)?;
                 }
                 if sock_pending {
-                    sock_pending = !self.ingress_batch(&mut b, &mut c);
+                    sock_pending = !self.ingress_batch(&mut b, &mut c)?;
                 }
             }
             self.shared[self.id].publish(&c);
@@ -120,42 +175,55 @@ impl Worker {
         }
     }
 
-    /// Reads up to BATCH packets from the TUN, encapsulates and sends them.
-    /// Returns Ok(true) once the TUN queue is drained.
+    fn tun_failed(&self, what: &str, e: &io::Error) -> String {
+        format!(
+            "TUN {} queue {}: {what} failed: {e} (was the device deleted?)",
+            self.tun_name, self.id
+        )
+    }
+
+    /// Reads from the TUN until the batch is full or the queue is drained,
+    /// encapsulates, and sends. Returns Ok(true) once the TUN queue is drained.
     fn egress_batch(&mut self, b: &mut Buffers, c: &mut Counters) -> Result<bool, String> {
         b.tx_items.clear();
+        let mut used = 0;
         let mut drained = false;
-        let mut slot = 0;
-        while slot < BATCH {
-            let buf = &mut b.tx_arena[slot * SLOT..(slot + 1) * SLOT];
-            match self.tun.recv(&mut buf[HEADROOM..]) {
-                Ok(len) => {
-                    c.tun_rx_packets += 1;
-                    c.tun_rx_bytes += len as u64;
-                    match self.dp.encapsulate(buf, HEADROOM, len) {
-                        Ok(e) => {
-                            b.tx_items.push(SendItem {
+        while TX_SLOTS - used >= TX_READ_ROOM {
+            let mut slots = b.tx_arena[used * TX_SLOT..].chunks_exact_mut(TX_SLOT);
+            let mut views: [&mut [u8]; TX_READ_ROOM] =
+                std::array::from_fn(|_| slots.next().unwrap_or_default());
+            let r = self
+                .tun
+                .recv_multiple(&mut b.tun_read, &mut views, &mut b.tx_sizes, HEADROOM);
+            match r {
+                Ok(k) => {
+                    for j in 0..k {
+                        let len = b.tx_sizes[j];
+                        c.tun_rx_packets += 1;
+                        c.tun_rx_bytes += len as u64;
+                        let slot = used + j;
+                        let buf = &mut b.tx_arena[slot * TX_SLOT..(slot + 1) * TX_SLOT];
+                        match self.dp.encapsulate(buf, HEADROOM, len) {
+                            Ok(e) => b.tx_items.push(SendItem {
                                 slot: slot as u32,
                                 start: e.start as u32,
                                 len: e.len as u32,
                                 dst: e.peer,
-                            });
-                            slot += 1;
+                            }),
+                            Err(r) => c.drop(r),
                         }
-                        Err(r) => c.drop(r),
                     }
+                    used += k;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(format!(
-                        "TUN {} queue {}: read failed: {e} (was the device deleted?)",
-                        self.tun_name, self.id
-                    ))
-                }
+                Err(e) if e.raw_os_error().is_some() => return Err(self.tun_failed("read", &e)),
+                // Not a syscall error: the virtio header or super-packet could
+                // not be split. The read consumed it; count and go on.
+                Err(_) => c.drop(DropReason::OffloadMalformed),
             }
         }
         self.flush(b, c);
@@ -166,7 +234,7 @@ impl Worker {
         let fd = self.sock.fd();
         let mut off = 0;
         while off < b.tx_items.len() {
-            match b.tx_mmsg.send(fd, &b.tx_arena, SLOT, &b.tx_items[off..]) {
+            match b.tx_mmsg.send(fd, &b.tx_arena, TX_SLOT, &b.tx_items[off..]) {
                 Ok(n) if n > 0 => {
                     for it in &b.tx_items[off..off + n] {
                         c.tx_packets += 1;
@@ -186,22 +254,28 @@ impl Worker {
         }
     }
 
-    /// Receives up to BATCH GRE packets and delivers them. Returns true once drained.
-    fn ingress_batch(&mut self, b: &mut Buffers, c: &mut Counters) -> bool {
+    /// Receives up to RX_BATCH GRE packets and delivers them. Returns Ok(true)
+    /// once the socket is drained.
+    fn ingress_batch(&mut self, b: &mut Buffers, c: &mut Counters) -> Result<bool, String> {
+        // Place each datagram so that, with our own header sizes, the inner
+        // packet starts exactly at RX_OFF (no move in the common case).
+        let recv_at = RX_OFF - self.dp.overhead();
         let n = match b
             .rx_mmsg
-            .recv(self.sock.fd(), &mut b.rx_arena, SLOT, 0, &mut b.rx_lens)
+            .recv_bufs(self.sock.fd(), &mut b.rx_bufs, recv_at, &mut b.rx_lens)
         {
             Ok(n) => {
                 c.errors[IoError::RxOverflow as usize] = u64::from(b.rx_mmsg.rx_queue_drops());
                 n
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(_) => {
                 c.error(IoError::Recv);
-                return true;
+                return Ok(true);
             }
         };
+        let mut accepted = 0;
+        let mut bytes = 0u64;
         for i in 0..n {
             c.rx_packets += 1;
             let len = b.rx_lens[i];
@@ -210,18 +284,68 @@ impl Worker {
                 continue;
             }
             c.rx_bytes += len as u64;
-            let buf = &mut b.rx_arena[i * SLOT..(i + 1) * SLOT];
-            match self.dp.decapsulate(buf, len) {
-                Ok(d) => match self.tun.send(&buf[d.start..d.start + d.len]) {
-                    Ok(_) => {
-                        c.tun_tx_packets += 1;
-                        c.tun_tx_bytes += d.len as u64;
+            let buf = &mut b.rx_bufs[i];
+            match self.dp.decapsulate(&mut buf[recv_at..], len) {
+                Ok(d) => {
+                    let at = recv_at + d.start;
+                    if at != RX_OFF {
+                        buf.copy_within(at..at + d.len, RX_OFF);
                     }
-                    Err(_) => c.error(IoError::TunWrite),
-                },
+                    buf.truncate(RX_OFF + d.len);
+                    bytes += d.len as u64;
+                    b.rx_bufs.swap(i, accepted);
+                    b.rx_alloc.swap(i, accepted);
+                    accepted += 1;
+                }
                 Err(r) => c.drop(r),
             }
         }
-        n < BATCH && n < b.rx_mmsg.capacity()
+        let result = self.deliver(b, c, accepted, bytes);
+        b.restore_rx();
+        result?;
+        Ok(n < RX_BATCH)
+    }
+
+    /// Writes the first `k` rx buffers (inner packets at RX_OFF) to the TUN.
+    fn deliver(
+        &mut self,
+        b: &mut Buffers,
+        c: &mut Counters,
+        k: usize,
+        bytes: u64,
+    ) -> Result<(), String> {
+        if k == 0 {
+            return Ok(());
+        }
+        if self.offload {
+            match self
+                .tun
+                .send_multiple(&mut b.gro, &mut b.rx_bufs[..k], RX_OFF)
+            {
+                Ok(_) => {
+                    c.tun_tx_packets += k as u64;
+                    c.tun_tx_bytes += bytes;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+                    return Err(self.tun_failed("write", &e))
+                }
+                // tun-rs reports only the last failure of a batch; count one.
+                Err(_) => c.error(IoError::TunWrite),
+            }
+            return Ok(());
+        }
+        for buf in &b.rx_bufs[..k] {
+            match self.tun.send(&buf[RX_OFF..]) {
+                Ok(_) => {
+                    c.tun_tx_packets += 1;
+                    c.tun_tx_bytes += (buf.len() - RX_OFF) as u64;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+                    return Err(self.tun_failed("write", &e))
+                }
+                Err(_) => c.error(IoError::TunWrite),
+            }
+        }
+        Ok(())
     }
 }

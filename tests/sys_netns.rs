@@ -462,7 +462,7 @@ fn tun_multiqueue_in_netns() {
 
     // 1. Create with config, 2 queues; attach 2 more while held; traffic.
     let (queues, per_queue) = in_netns(&nt, || {
-        let q = open_tun(&t1, 2, Some(&cfg)).unwrap();
+        let q = open_tun(&t1, 2, Some(&cfg), false).unwrap();
         assert_eq!(q.len(), 2);
         assert!(interface_exists(&t1));
         assert_eq!(interface_mtu(&t1).unwrap(), 1476);
@@ -478,7 +478,7 @@ fn tun_multiqueue_in_netns() {
         assert!(ipv4_addrs().unwrap().contains(&want));
         assert!(is_up(&nt, &t1));
 
-        let more = open_tun(&t1, 2, None).unwrap();
+        let more = open_tun(&t1, 2, None, false).unwrap();
         assert_eq!(
             interface_mtu(&t1).unwrap(),
             1476,
@@ -550,7 +550,7 @@ fn tun_multiqueue_in_netns() {
     ]);
     assert!(!is_up(&nt, &t2));
     in_netns(&nt, || {
-        let q = open_tun(&t2, 2, None).unwrap();
+        let q = open_tun(&t2, 2, None, false).unwrap();
         assert_eq!(q.len(), 2);
         assert_eq!(interface_mtu(&t2).unwrap(), 1500);
         assert!(!ipv4_addrs().unwrap().iter().any(|a| a.ifname == t2));
@@ -563,7 +563,7 @@ fn tun_multiqueue_in_netns() {
     };
     in_netns(&nt, || {
         assert!(interface_exists(&t2), "persistent device survives close");
-        let q = open_tun(&t2, 1, Some(&cfg2)).unwrap();
+        let q = open_tun(&t2, 1, Some(&cfg2), false).unwrap();
         assert_eq!(tun_mtu(&q[0]).unwrap(), 1400);
         let want = IfAddr {
             ifname: t2.clone(),
@@ -576,7 +576,7 @@ fn tun_multiqueue_in_netns() {
 
     // 3. An existing single-queue TUN cannot be attached: clear error.
     ip(&["-n", &nt, "tuntap", "add", "dev", &t3, "mode", "tun"]);
-    let e = in_netns(&nt, || match open_tun(&t3, 1, None) {
+    let e = in_netns(&nt, || match open_tun(&t3, 1, None, false) {
         Ok(_) => panic!("attached to a single-queue TUN"),
         Err(e) => e,
     });

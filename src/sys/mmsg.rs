@@ -117,6 +117,50 @@ impl Mmsg {
             iov.iov_base = base.wrapping_add(i * slot_size + offset).cast();
             iov.iov_len = slot_size - offset;
         }
+        // SAFETY: the iovecs point into `arena`, borrowed mutably for this call.
+        unsafe { self.recv_prepared(fd, n, lens) }
+    }
+
+    /// Like [`Mmsg::recv`], but datagram `i` goes to `bufs[i][offset..]`
+    /// (separate buffers, e.g. ones that GRO later grows in place).
+    pub fn recv_bufs<B: AsMut<[u8]>>(
+        &mut self,
+        fd: RawFd,
+        bufs: &mut [B],
+        offset: usize,
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        let n = self
+            .hdrs
+            .len()
+            .min(lens.len())
+            .min(bufs.len())
+            .min(libc::c_uint::MAX as usize);
+        if n == 0 {
+            return Err(invalid("mmsg recv: no room for a datagram"));
+        }
+        for (iov, b) in self.iovs[..n].iter_mut().zip(bufs.iter_mut()) {
+            let b = b.as_mut();
+            if offset >= b.len() {
+                return Err(invalid("mmsg recv: offset past a buffer"));
+            }
+            let tail = &mut b[offset..];
+            iov.iov_base = tail.as_mut_ptr().cast();
+            iov.iov_len = tail.len();
+        }
+        // SAFETY: each iovec covers the tail of one of `bufs`, borrowed mutably
+        // for this call; the buffers are distinct objects, so ranges are disjoint.
+        unsafe { self.recv_prepared(fd, n, lens) }
+    }
+
+    /// Runs recvmmsg over `iovs[..n]`, which the caller pointed at writable
+    /// memory that stays borrowed for the duration of the call.
+    unsafe fn recv_prepared(
+        &mut self,
+        fd: RawFd,
+        n: usize,
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
         let iovp = self.iovs.as_mut_ptr();
         let ctrlp = self.ctrl.as_mut_ptr();
         for (i, h) in self.hdrs[..n].iter_mut().enumerate() {

@@ -38,6 +38,7 @@ pub fn open_tun(
     name: &str,
     queues: usize,
     config: Option<&TunConfig>,
+    offload: bool,
 ) -> io::Result<Vec<SyncDevice>> {
     if queues == 0 {
         return Err(io::Error::new(
@@ -56,14 +57,27 @@ pub fn open_tun(
             format!("open TUN queue {name} ({}/{queues}): {e}{hint}", q + 1),
         )
     };
-    let first = DeviceBuilder::new()
-        .name(name)
-        .inherit_enable_state()
-        .with(|b| {
-            b.multi_queue(true);
-        })
-        .build_sync()
-        .map_err(|e| open_err(0, e))?;
+    let build = |offload: bool| {
+        DeviceBuilder::new()
+            .name(name)
+            .inherit_enable_state()
+            .with(|b| {
+                b.multi_queue(true);
+                b.offload(offload);
+            })
+            .build_sync()
+    };
+    // IFF_VNET_HDR + TUNSETOFFLOAD(CSUM|TSO4|TSO6[|USO]) lets the kernel hand us
+    // TCP super-packets and accept coalesced ones. Fall back (logged once) where
+    // the kernel refuses.
+    let first = match build(offload) {
+        Ok(d) => d,
+        Err(e) if offload => {
+            log::warn!("TUN {name}: segmentation offload refused ({e}); continuing without it");
+            build(false).map_err(|e| open_err(0, e))?
+        }
+        Err(e) => return Err(open_err(0, e)),
+    };
     let mut devs = Vec::with_capacity(queues);
     devs.push(first);
     for q in 1..queues {
@@ -112,7 +126,7 @@ mod tests {
 
     #[test]
     fn zero_queues_is_invalid() {
-        let Err(e) = open_tun("sysdevnone0", 0, None) else {
+        let Err(e) = open_tun("sysdevnone0", 0, None, false) else {
             panic!("opened a TUN with zero queues");
         };
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);

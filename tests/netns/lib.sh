@@ -153,7 +153,8 @@ mf_netns_add() {
     [[ -n $MF_PREFIX ]] || { mf_die "mf_init not called"; return 1; }
     ip netns add "$ns" || return 1
     MF_NETNS+=("$ns")
-    mkdir -p "/etc/netns/$ns" || return 1
+    # (retry: a parallel run's cleanup may rmdir an empty /etc/netns at that moment)
+    mkdir -p "/etc/netns/$ns" 2>/dev/null || { sleep 0.2; mkdir -p "/etc/netns/$ns"; } || return 1
     printf '# meshfwd test namespace %s: no DNS on purpose\noptions timeout:1 attempts:1\n' \
         "$ns" >"/etc/netns/$ns/resolv.conf"
     ip -n "$ns" link set lo up || return 1
