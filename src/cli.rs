@@ -54,6 +54,82 @@ pub enum Command {
     /// Explain an overlay or underlay address, or compose one from a VM and a container number.
     #[command(after_help = ADDR_EXAMPLES)]
     Addr(AddrArgs),
+    /// Preflight: check that this host can run meshfwd, and say how to fix what is missing.
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(CheckArgs),
+    /// Wire a container network namespace to this VM (veth, /32 routes, default route).
+    #[command(after_help = ATTACH_EXAMPLES)]
+    Attach(AttachArgs),
+    /// Remove what `meshfwd attach` created for a container network namespace.
+    Detach(DetachArgs),
+}
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  meshfwd check                         wide layout, local address auto-detected
+  meshfwd check --layout classic --local 192.168.16.32
+  meshfwd check --json                  one JSON object for machines
+
+Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 on bad usage.";
+
+const ATTACH_EXAMPLES: &str = "\
+Examples:
+  ip netns add web1 && meshfwd attach web1 --container 1
+  meshfwd attach web2 --container 2 --layout classic --local 192.168.16.32
+  meshfwd detach web1";
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// This VM's underlay address [default: auto-detect, as `meshfwd TUN` does].
+    #[arg(long, value_name = "IPV4")]
+    pub local: Option<Ipv4Addr>,
+    /// TUN device name meshfwd will use (for the MTU and route checks).
+    #[arg(long, value_name = "TUN", default_value = "tun0")]
+    pub tun: String,
+    /// Print one JSON object instead of a report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
+    /// Container network namespace (a name under /run/netns, or a path such as /proc/PID/ns/net).
+    #[arg(value_name = "NETNS")]
+    pub netns: String,
+    /// Container number on this VM (1 = host part 2).
+    #[arg(long, value_name = "N")]
+    pub container: u32,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// This VM's underlay address [default: auto-detect].
+    #[arg(long, value_name = "IPV4")]
+    pub local: Option<Ipv4Addr>,
+    /// Interface name inside the container.
+    #[arg(long, value_name = "NAME", default_value = "eth0")]
+    pub ifname: String,
+    /// MTU of the veth pair [default: the MTU of --tun].
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<u32>,
+    /// meshfwd's TUN device on this VM (its MTU is the default veth MTU).
+    #[arg(long, value_name = "TUN", default_value = "tun0")]
+    pub tun: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DetachArgs {
+    /// Container network namespace given to `meshfwd attach`.
+    #[arg(value_name = "NETNS")]
+    pub netns: String,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// This VM's underlay address [default: auto-detect].
+    #[arg(long, value_name = "IPV4")]
+    pub local: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -6,6 +6,8 @@
 //! [`runtime`]) moves bytes and is the only place with syscalls.
 
 pub mod addr;
+pub mod attach;
+pub mod check;
 pub mod cli;
 pub mod counters;
 pub mod datapath;

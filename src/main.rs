@@ -9,6 +9,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Addr(a)) => addr(&a),
+        Some(Command::Check(a)) => meshfwd::check::run(&a),
+        Some(Command::Attach(a)) => meshfwd::attach::attach(&a),
+        Some(Command::Detach(a)) => meshfwd::attach::detach(&a),
         None => meshfwd::runtime::main(cli.run),
     }
 }
