@@ -53,43 +53,7 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
         ));
     }
     let layout = args.layout.resolve()?;
-    let addrs = sys::netdev::ipv4_addrs().map_err(|e| format!("list interface addresses: {e}"))?;
-    let (local, underlay_if) = match args.local {
-        Some(l) => {
-            layout.check_local(l).map_err(|e| format!("--local: {e}"))?;
-            let ifname = addrs.iter().find(|a| a.addr == l).map(|a| a.ifname.clone());
-            if ifname.is_none() {
-                log::warn!("--local {l} is not assigned to any interface of this host; peers will not reach it");
-            }
-            (l, ifname)
-        }
-        None => {
-            let mine: Vec<_> = addrs
-                .iter()
-                .filter(|a| layout.is_unicast_vm(a.addr))
-                .collect();
-            match mine.as_slice() {
-                [one] => (one.addr, Some(one.ifname.clone())),
-                [] => {
-                    return Err(format!(
-                    "no address of this host is inside the underlay {}; assign one or pass --local",
-                    layout.underlay()
-                ))
-                }
-                many => {
-                    let list: Vec<String> = many
-                        .iter()
-                        .map(|a| format!("{} on {}", a.addr, a.ifname))
-                        .collect();
-                    return Err(format!(
-                        "several addresses of this host are inside the underlay {} ({}); choose one with --local",
-                        layout.underlay(),
-                        list.join(", ")
-                    ));
-                }
-            }
-        }
-    };
+    let (local, underlay_if) = detect_local(&layout, args.local)?;
     let dp = Datapath::new(layout, local, args.key);
     let overhead = dp.overhead() as u32;
     let underlay_mtu = underlay_if
@@ -163,6 +127,53 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
         configure: !args.no_configure,
         offload: !args.no_offload,
     })
+}
+
+/// This VM's underlay address and the interface that carries it: `--local` if
+/// given (validated against the layout), else the one unicast address of this
+/// host inside the underlay prefix. Errors say what to do.
+pub fn detect_local(
+    layout: &Layout,
+    local: Option<Ipv4Addr>,
+) -> Result<(Ipv4Addr, Option<String>), String> {
+    let addrs = sys::netdev::ipv4_addrs().map_err(|e| format!("list interface addresses: {e}"))?;
+    let found = match local {
+        Some(l) => {
+            layout.check_local(l).map_err(|e| format!("--local: {e}"))?;
+            let ifname = addrs.iter().find(|a| a.addr == l).map(|a| a.ifname.clone());
+            if ifname.is_none() {
+                log::warn!("--local {l} is not assigned to any interface of this host; peers will not reach it");
+            }
+            (l, ifname)
+        }
+        None => {
+            let mine: Vec<_> = addrs
+                .iter()
+                .filter(|a| layout.is_unicast_vm(a.addr))
+                .collect();
+            match mine.as_slice() {
+                [one] => (one.addr, Some(one.ifname.clone())),
+                [] => {
+                    return Err(format!(
+                    "no address of this host is inside the underlay {}; assign one or pass --local",
+                    layout.underlay()
+                ))
+                }
+                many => {
+                    let list: Vec<String> = many
+                        .iter()
+                        .map(|a| format!("{} on {}", a.addr, a.ifname))
+                        .collect();
+                    return Err(format!(
+                        "several addresses of this host are inside the underlay {} ({}); choose one with --local",
+                        layout.underlay(),
+                        list.join(", ")
+                    ));
+                }
+            }
+        }
+    };
+    Ok(found)
 }
 
 fn fmt_list(v: &[usize]) -> String {
