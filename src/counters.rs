@@ -73,6 +73,13 @@ pub struct Counters {
     pub rx_bytes: u64,
     pub tun_tx_packets: u64,
     pub tun_tx_bytes: u64,
+    /// ICMP "fragmentation needed" messages written to the TUN (PMTU discovery).
+    pub icmp_tx: u64,
+    /// ICMP replies not sent because of the rate limit.
+    pub icmp_rate_limited: u64,
+    /// GRE packets carrying fragments of an inner packet (without DF) that was
+    /// too big for the underlay; each is also counted in `tx_packets`.
+    pub tx_fragmented: u64,
     pub drops: [u64; DropReason::COUNT],
     pub errors: [u64; IoError::COUNT],
 }
@@ -97,6 +104,9 @@ impl Counters {
         self.rx_bytes += o.rx_bytes;
         self.tun_tx_packets += o.tun_tx_packets;
         self.tun_tx_bytes += o.tun_tx_bytes;
+        self.icmp_tx += o.icmp_tx;
+        self.icmp_rate_limited += o.icmp_rate_limited;
+        self.tx_fragmented += o.tx_fragmented;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }
@@ -133,6 +143,9 @@ impl Counters {
             "rx_bytes": self.rx_bytes,
             "tun_tx_packets": self.tun_tx_packets,
             "tun_tx_bytes": self.tun_tx_bytes,
+            "icmp_tx": self.icmp_tx,
+            "icmp_rate_limited": self.icmp_rate_limited,
+            "tx_fragmented": self.tx_fragmented,
             "drops": drops,
             "errors": errors,
         })
@@ -145,6 +158,13 @@ impl Counters {
             "tun->underlay {} pkts {} B sent {} pkts; underlay->tun {} pkts received {} pkts {} B delivered",
             self.tun_rx_packets, self.tun_rx_bytes, self.tx_packets, self.rx_packets, self.tun_tx_packets, self.tun_tx_bytes
         );
+        if self.icmp_tx + self.icmp_rate_limited + self.tx_fragmented > 0 {
+            let _ = write!(
+                s,
+                "; pmtu: {} icmp sent, {} rate-limited, {} fragments sent",
+                self.icmp_tx, self.icmp_rate_limited, self.tx_fragmented
+            );
+        }
         let _ = write!(s, "; drops {}", self.total_drops());
         for r in DropReason::ALL {
             let n = self.drops[r.index()];
@@ -167,7 +187,7 @@ impl Counters {
 #[repr(align(128))]
 #[derive(Debug, Default)]
 pub struct SharedCounters {
-    fields: [AtomicU64; 8],
+    fields: [AtomicU64; 11],
     drops: [AtomicU64; DropReason::COUNT],
     errors: [AtomicU64; IoError::COUNT],
 }
@@ -184,6 +204,9 @@ impl SharedCounters {
             c.rx_bytes,
             c.tun_tx_packets,
             c.tun_tx_bytes,
+            c.icmp_tx,
+            c.icmp_rate_limited,
+            c.tx_fragmented,
         ];
         for (a, v) in self.fields.iter().zip(f) {
             a.store(v, Relaxed);
@@ -207,6 +230,9 @@ impl SharedCounters {
             rx_bytes: f[5],
             tun_tx_packets: f[6],
             tun_tx_bytes: f[7],
+            icmp_tx: f[8],
+            icmp_rate_limited: f[9],
+            tx_fragmented: f[10],
             ..Default::default()
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {

@@ -107,6 +107,9 @@ drop_reasons! {
     /// Egress: a TUN super-packet (virtio-net header + TSO/USO payload) that
     /// could not be split into segments.
     OffloadMalformed => "offload_malformed",
+    /// Egress: a DF packet larger than the underlay path allows (EMSGSIZE); the
+    /// sender gets ICMP "fragmentation needed" unless rate-limited.
+    TooBig => "too_big",
 }
 
 impl From<WireError> for DropReason {
@@ -366,6 +369,78 @@ impl Datapath {
             len: inner_len,
             peer: Ipv4Addr::from(sender),
         })
+    }
+}
+
+/// What to do with an encapsulated packet the underlay refused as too big.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TooBigAction {
+    /// Inner DF set: tell the inner source (ICMP frag-needed) and drop.
+    FragNeeded,
+    /// Inner DF clear: fragment the inner packet to fit and encapsulate each
+    /// fragment (outer DF stays set). This is what a Linux GRE device with the
+    /// default `pmtudisc` amounts to: the IP layer fragments non-DF packets to
+    /// the tunnel MTU before encapsulation. (A raw IP_HDRINCL send is never
+    /// fragmented by the kernel, whatever the DF bit says.)
+    Fragment,
+    /// Never answer with ICMP about an ICMP error or a non-first fragment.
+    DropSilently,
+}
+
+impl Datapath {
+    /// Decides how to handle an outer packet `outer` (as built by
+    /// [`Datapath::encapsulate`]) that failed with EMSGSIZE.
+    pub fn too_big_action(&self, outer: &[u8]) -> TooBigAction {
+        let Some(inner) = outer.get(self.overhead()..) else {
+            return TooBigAction::DropSilently;
+        };
+        let Ok(ip) = Ipv4Packet::new_checked(inner) else {
+            return TooBigAction::DropSilently;
+        };
+        if !ip.dont_frag() {
+            return TooBigAction::Fragment;
+        }
+        if ip.frag_offset() != 0 {
+            return TooBigAction::DropSilently;
+        }
+        if ip.protocol() == ipv4::PROTO_ICMP {
+            // RFC 1812 4.3.2.7: no ICMP error about an ICMP error.
+            let t = ip.payload().first().copied().unwrap_or(255);
+            if matches!(t, 3 | 4 | 5 | 11 | 12) {
+                return TooBigAction::DropSilently;
+            }
+        }
+        TooBigAction::FragNeeded
+    }
+
+    /// Writes an ICMP "fragmentation needed" (next-hop MTU = `path_mtu` minus our
+    /// overhead) to the inner source of `outer`, into `out`; returns its length.
+    /// The source is the *peer* VM's overlay address (the tunnel's far end):
+    /// the kernel would drop a packet arriving on the TUN from one of its own
+    /// addresses as a martian.
+    pub fn frag_needed(
+        &self,
+        outer: &[u8],
+        path_mtu: u32,
+        out: &mut [u8],
+    ) -> Result<usize, DropReason> {
+        let inner = outer.get(self.overhead()..).ok_or(DropReason::TooShort)?;
+        let mtu = path_mtu
+            .saturating_sub(self.overhead() as u32)
+            .clamp(68, 65535) as u16;
+        let peer = Ipv4Addr::new(outer[16], outer[17], outer[18], outer[19]);
+        let from = self
+            .layout
+            .vm_overlay_addr(peer)
+            .ok_or(DropReason::PeerNotUnicast)?;
+        crate::wire::icmp::emit_dest_unreachable(
+            out,
+            from,
+            inner,
+            crate::wire::icmp::CODE_FRAG_NEEDED,
+            mtu,
+        )
+        .map_err(DropReason::from)
     }
 }
 

@@ -18,7 +18,7 @@
 //! alternating batches so neither direction starves the other.
 
 use crate::counters::{Counters, IoError, SharedCounters};
-use crate::datapath::{Datapath, DropReason, HEADROOM};
+use crate::datapath::{Datapath, DropReason, TooBigAction, HEADROOM};
 use crate::sys::mmsg::{Mmsg, SendItem};
 use crate::sys::raw::RawGreSocket;
 use mio::unix::SourceFd;
@@ -27,7 +27,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest IPv4 packet.
 const MAX_PACKET: usize = 65535;
@@ -84,6 +84,43 @@ struct Buffers {
     rx_lens: Vec<usize>,
     rx_mmsg: Mmsg,
     gro: tun_rs::GROTable,
+    /// Scratch for ICMP replies (virtio-net header room + IPv4 + ICMP + quote).
+    icmp: [u8; 128],
+    icmp_limit: RateLimit,
+    /// Scratch for fragments of an inner packet too big for the underlay.
+    frag: Vec<u8>,
+}
+
+/// Token bucket for ICMP replies, per worker: a flood of oversized packets must
+/// not turn into a flood of ICMP (RFC 1812 4.3.2.8).
+struct RateLimit {
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    const PER_SEC: f64 = 100.0;
+    const BURST: f64 = 20.0;
+
+    fn new() -> RateLimit {
+        RateLimit {
+            tokens: Self::BURST,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * Self::PER_SEC).min(Self::BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Buffers {
@@ -101,6 +138,9 @@ impl Buffers {
             rx_lens: vec![0; RX_BATCH],
             rx_mmsg: Mmsg::new(RX_BATCH),
             gro: tun_rs::GROTable::default(),
+            icmp: [0; 128],
+            icmp_limit: RateLimit::new(),
+            frag: vec![0; TX_SLOT],
         }
     }
 
@@ -246,9 +286,88 @@ impl Worker {
                     c.error(IoError::SendOther);
                     off += 1;
                 }
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    let it = b.tx_items[off];
+                    self.too_big(b, c, it);
+                    off += 1;
+                }
                 Err(e) => {
                     c.error(IoError::from_send_errno(e.raw_os_error().unwrap_or(0)));
                     off += 1;
+                }
+            }
+        }
+    }
+
+    /// Slow path for an encapsulated packet the underlay refused (EMSGSIZE):
+    /// ICMP "fragmentation needed" to a DF sender, or outer fragmentation for
+    /// a non-DF one, as Linux ip_gre does.
+    fn too_big(&mut self, b: &mut Buffers, c: &mut Counters, it: SendItem) {
+        let at = it.slot as usize * TX_SLOT + it.start as usize;
+        let outer = &b.tx_arena[at..at + it.len as usize];
+        match self.dp.too_big_action(outer) {
+            TooBigAction::Fragment => {
+                let mtu = crate::sys::pmtu::path_mtu(it.dst).unwrap_or(1500) as usize;
+                let max_inner = mtu.saturating_sub(self.dp.overhead());
+                let inner = &outer[self.dp.overhead()..];
+                for index in 0.. {
+                    let len = match crate::wire::ipv4::fragment(
+                        inner,
+                        max_inner,
+                        index,
+                        &mut b.frag[HEADROOM..],
+                    ) {
+                        Ok(Some(len)) => len,
+                        Ok(None) => break,
+                        Err(_) => {
+                            c.drop(DropReason::TooBig);
+                            break;
+                        }
+                    };
+                    let e = match self.dp.encapsulate(&mut b.frag, HEADROOM, len) {
+                        Ok(e) => e,
+                        Err(r) => {
+                            c.drop(r);
+                            break;
+                        }
+                    };
+                    let one = [SendItem {
+                        slot: 0,
+                        start: e.start as u32,
+                        len: e.len as u32,
+                        dst: e.peer,
+                    }];
+                    let size = b.frag.len();
+                    match b.tx_mmsg.send(self.sock.fd(), &b.frag, size, &one) {
+                        Ok(1) => {
+                            c.tx_fragmented += 1;
+                            c.tx_packets += 1;
+                            c.tx_bytes += e.len as u64;
+                        }
+                        Ok(_) => c.error(IoError::SendOther),
+                        Err(e) => c.error(IoError::from_send_errno(e.raw_os_error().unwrap_or(0))),
+                    }
+                }
+            }
+            TooBigAction::DropSilently => c.drop(DropReason::TooBig),
+            TooBigAction::FragNeeded => {
+                c.drop(DropReason::TooBig);
+                if !b.icmp_limit.allow() {
+                    c.icmp_rate_limited += 1;
+                    return;
+                }
+                let mtu = crate::sys::pmtu::path_mtu(it.dst).unwrap_or(1500);
+                let vnet = tun_rs::VIRTIO_NET_HDR_LEN;
+                let Ok(n) = self.dp.frag_needed(outer, mtu, &mut b.icmp[vnet..]) else {
+                    return;
+                };
+                // With offload, every TUN write starts with a virtio-net header;
+                // all zeros = no GSO, no checksum offload.
+                let start = if self.offload { 0 } else { vnet };
+                b.icmp[..vnet].fill(0);
+                match self.tun.send(&b.icmp[start..vnet + n]) {
+                    Ok(_) => c.icmp_tx += 1,
+                    Err(_) => c.error(IoError::TunWrite),
                 }
             }
         }

@@ -446,3 +446,47 @@ proptest! {
         prop_assert_eq!(decap(&b, &buf[e.start..e.start + e.len]).unwrap(), pkt);
     }
 }
+
+#[test]
+fn too_big_actions_and_frag_needed() {
+    let l = Layout::classic();
+    let dp = Datapath::new(l, VM_A, None);
+    let df = inner(ip("10.16.32.2"), ip("10.16.33.2"), 0, 1400);
+    let (buf, e) = encap(&dp, &df).unwrap();
+    let outer = &buf[e.start..e.start + e.len];
+    assert_eq!(dp.too_big_action(outer), TooBigAction::FragNeeded);
+    let mut out = [0u8; 128];
+    let n = dp.frag_needed(outer, 1400, &mut out).unwrap();
+    let icmp = Ipv4Packet::new_checked(&out[..n]).unwrap();
+    assert_eq!(icmp.src_addr(), ip("10.16.33.1"));
+    assert_eq!(icmp.dst_addr(), ip("10.16.32.2"));
+    assert_eq!(icmp.protocol(), 1);
+    let p = icmp.payload();
+    assert_eq!((p[0], p[1]), (3, 4));
+    assert_eq!(u16::from_be_bytes([p[6], p[7]]), 1400 - 24);
+    assert!(checksum::verify(p));
+    // Written to the TUN, it is for a local container (never sent back out).
+    assert_eq!(dp.egress(&out[..n]).unwrap_err(), DropReason::DstLocalVm);
+
+    let mut nodf = df.clone();
+    nodf[6] = 0;
+    let c = checksum::checksum(&{
+        let mut h = nodf[..20].to_vec();
+        h[10] = 0;
+        h[11] = 0;
+        h
+    });
+    nodf[10..12].copy_from_slice(&c.to_be_bytes());
+    let (buf, e) = encap(&dp, &nodf).unwrap();
+    let outer = &buf[e.start..e.start + e.len];
+    assert_eq!(dp.too_big_action(outer), TooBigAction::Fragment);
+
+    // ICMP errors and non-first fragments never trigger ICMP.
+    let mut icmp_err = inner(ip("10.16.32.2"), ip("10.16.33.2"), 0, 600);
+    icmp_err[20] = 3;
+    let (buf, e) = encap(&dp, &icmp_err).unwrap();
+    assert_eq!(
+        dp.too_big_action(&buf[e.start..e.start + e.len]),
+        TooBigAction::DropSilently
+    );
+}

@@ -270,6 +270,47 @@ impl Ipv4Repr {
     }
 }
 
+/// Writes fragment number `index` of `packet` (a valid IPv4 packet without
+/// options, DF clear) into `out`, each fragment at most `max_len` bytes; returns
+/// the fragment's length, or `Ok(None)` past the last fragment (RFC 791 3.2).
+pub fn fragment(
+    packet: &[u8],
+    max_len: usize,
+    index: usize,
+    out: &mut [u8],
+) -> Result<Option<usize>, WireError> {
+    let p = Ipv4Packet::new_checked(packet)?;
+    if p.header_len() != HEADER_LEN || p.dont_frag() {
+        // Options would have to be filtered per fragment; DF forbids it.
+        return Err(WireError::Malformed);
+    }
+    let chunk = max_len.saturating_sub(HEADER_LEN) & !7;
+    if chunk == 0 {
+        return Err(WireError::TooLong);
+    }
+    let payload = p.payload();
+    let from = index.saturating_mul(chunk);
+    if from >= payload.len() && !(payload.is_empty() && index == 0) {
+        return Ok(None);
+    }
+    let to = (from + chunk).min(payload.len());
+    let last = to == payload.len();
+    let len = HEADER_LEN + (to - from);
+    let o = out.get_mut(..len).ok_or(WireError::Truncated)?;
+    o[..HEADER_LEN].copy_from_slice(&packet[..HEADER_LEN]);
+    o[HEADER_LEN..].copy_from_slice(&payload[from..to]);
+    let offset_units = (usize::from(p.frag_offset()) + from) / 8;
+    if offset_units > usize::from(FRAG_OFFSET_MASK) {
+        return Err(WireError::TooLong);
+    }
+    let mf = !last || p.more_frags();
+    let field = offset_units as u16 | if mf { FLAG_MF } else { 0 };
+    o[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    o[6..8].copy_from_slice(&field.to_be_bytes());
+    Ipv4Packet::new_unchecked(&mut o[..]).fill_checksum();
+    Ok(Some(len))
+}
+
 #[inline]
 fn be16(b: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([b[i], b[i + 1]])
@@ -393,6 +434,39 @@ mod tests {
             ..r
         };
         assert_eq!(too_long.emit(&mut buf).unwrap_err(), WireError::TooLong);
+    }
+
+    #[test]
+    fn fragments_reassemble_to_the_original() {
+        let mut p = vec![0u8; 1400];
+        p[..20].copy_from_slice(&[
+            0x45, 0, 0x05, 0x78, 0xab, 0xcd, 0, 0, 64, 17, 0, 0, 10, 16, 32, 2, 10, 16, 33, 2,
+        ]);
+        for (i, b) in p[20..].iter_mut().enumerate() {
+            *b = (i * 7) as u8;
+        }
+        Ipv4Packet::new_unchecked(&mut p[..]).fill_checksum();
+        let mut got = vec![0u8; 1380];
+        let mut out = [0u8; 600];
+        let mut n = 0;
+        while let Some(len) = fragment(&p, 596, n, &mut out).unwrap() {
+            let f = Ipv4Packet::new_checked(&out[..len]).unwrap();
+            assert!(len <= 596);
+            assert!(f.verify_checksum());
+            assert_eq!(f.ident(), 0xabcd);
+            let off = usize::from(f.frag_offset());
+            got[off..off + f.payload().len()].copy_from_slice(f.payload());
+            assert_eq!(f.more_frags(), off + f.payload().len() < 1380);
+            n += 1;
+        }
+        assert_eq!(n, 3); // 576 + 576 + 228
+        assert_eq!(&got[..], &p[20..]);
+        // DF set or options present: refused.
+        let mut df = p.clone();
+        df[6] = 0x40;
+        Ipv4Packet::new_unchecked(&mut df[..]).fill_checksum();
+        assert!(fragment(&df, 596, 0, &mut out).is_err());
+        assert!(fragment(&p, 27, 0, &mut out).is_err());
     }
 
     #[test]

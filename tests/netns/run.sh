@@ -168,6 +168,55 @@ t_offload_reported() {
 t_bulk_tcp_nooffload() { bulk_tcp vm1c1 vm2c1 32; }
 t_bulk_tcp_mixed_offload() { bulk_tcp vm3c1 vm1c1 32; }
 
+# PMTU: underlay MTU 1400, containers at MTU 1500 behind their VMs.
+setup_pmtu() {
+    MF_UNDERLAY_MTU=1400 mf_mesh --containers 1 192.168.16.32 192.168.16.33 || sfail "mesh" || return 1
+    local n ifc
+    for n in "${MF_VMS[@]}" "${MF_CONTAINERS[@]}"; do
+        for ifc in $(ip -n "$(mf_ns "$n")" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1); do
+            [[ $ifc == eth0 && $n == vm* && $n != *c* ]] && continue # the VM's underlay port stays at 1400
+            ip -n "$(mf_ns "$n")" link set "$ifc" mtu 1500 || sfail "mtu 1500 on $n/$ifc" || return 1
+        done
+    done
+}
+t_pmtu_default_tun_mtu() {
+    mf_start_all || fail "start"
+    local mtu; mtu=$(mf_exec vm1 cat /sys/class/net/tun0/mtu)
+    [[ $mtu == 1376 ]] || fail "tun0 MTU $mtu over a 1400 underlay, want 1376"
+    [[ $(mf_exec vm1c1 cat /sys/class/net/eth0/mtu) == 1500 ]] || fail "container MTU is not 1500"
+    bulk_tcp vm1c1 vm2c1 16
+    bulk_tcp vm2c1 vm1c1 16
+    mf_stop vm1; mf_stop vm2
+}
+# Order matters: a container caches a learned PMTU for 10 minutes, so the
+# tests that need EMSGSIZE at meshfwd run before any PMTU was learned.
+t_pmtu_icmp_frag_needed() {
+    # TUN MTU larger than the underlay: the kernel cannot know, meshfwd gets
+    # EMSGSIZE and must answer the DF sender with ICMP "fragmentation needed".
+    mf_start_all --mtu 1476 || fail "start --mtu 1476"
+    bulk_tcp vm1c1 vm2c1 16
+    bulk_tcp vm2c1 vm1c1 16
+    sleep 1.2
+    local icmp too_big
+    icmp=$(mf_stat vm1 icmp_tx); too_big=$(mf_stat vm1 drops.too_big)
+    note "vm1: icmp_tx=$icmp too_big=$too_big"
+    ((icmp > 0)) || fail "no ICMP fragmentation-needed sent (icmp_tx=$icmp)"
+    ((too_big > 0)) || fail "too_big did not move"
+}
+t_pmtu_fragment_non_df() {
+    # --mtu 1476 over a 1400 underlay: a 1468-byte echo without DF must arrive
+    # in fragments.
+    mf_start_all --mtu 1476 || fail "start --mtu 1476"
+    local before after
+    before=$(mf_stat vm1 tx_fragmented)
+    mf_exec vm1c1 ping -c 3 -i 0.2 -W 2 -M dont -s 1440 "${MF_OVL[vm2c1]}" >/dev/null ||
+        fail "1468-byte ping without DF did not get through"
+    sleep 1.2
+    after=$(mf_stat vm1 tx_fragmented)
+    note "vm1: tx_fragmented $before -> $after"
+    ((after > before)) || fail "tx_fragmented did not move"
+}
+
 setup_classic() {
     mf_mesh --layout classic --containers 2 || sfail "mesh" || return 1
     mf_describe
@@ -585,6 +634,7 @@ main() {
     run_group classic setup_classic t_all_pairs_ping t_vm_host_to_remote_container t_no_drops_or_errors
     run_group nooffload setup_nooffload t_all_pairs_ping t_offload_reported t_bulk_tcp_nooffload \
         t_bulk_tcp_mixed_offload t_no_drops_or_errors
+    run_group pmtu setup_pmtu t_pmtu_fragment_non_df t_pmtu_icmp_frag_needed t_pmtu_default_tun_mtu
     run_group threads2 setup_threads2 t_thread_count t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads
     run_group key setup_key t_key42_both_sides t_key_mismatch_42_43 t_keyless_to_keyed
     run_group crafted setup_crafted t_control_valid t_control_gre_checksum t_control_gre_sequence \
