@@ -212,6 +212,13 @@ pub struct RunArgs {
     /// Disable TUN segmentation offload (TSO/USO on egress, GRO on ingress).
     #[arg(long)]
     pub no_offload: bool,
+    /// After start-up, switch to this user (name or uid). All capabilities are
+    /// dropped after start-up in any case; the stats file must be writable by it.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Keep the start-up capabilities instead of dropping them (debugging only).
+    #[arg(long, hide = true)]
+    pub keep_privileges: bool,
     /// Write a JSON counters snapshot here once start-up is complete, every second, and at exit.
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,

@@ -200,7 +200,20 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match run(&cfg, args.stats_file.as_deref(), args.stats_interval) {
+    if let Some(u) = &args.user {
+        // Resolve before touching anything, so a typo exits 2 cleanly.
+        if let Err(e) = sys::privs::lookup_user(u) {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    match run(
+        &cfg,
+        args.stats_file.as_deref(),
+        args.stats_interval,
+        args.user.as_deref(),
+        args.keep_privileges,
+    ) {
         Ok(code) => ExitCode::from(code),
         Err((code, e)) => {
             log::error!("{e}");
@@ -218,7 +231,13 @@ fn permission_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
-fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u8, (u8, String)> {
+fn run(
+    cfg: &Config,
+    stats_file: Option<&Path>,
+    stats_interval: u64,
+    user: Option<&str>,
+    keep_privileges: bool,
+) -> Result<u8, (u8, String)> {
     let n = cfg.cpus.len();
     let dp = Datapath::new(cfg.layout, cfg.local, cfg.key);
     let block = cfg.layout.block(cfg.local).expect("local checked");
@@ -248,6 +267,13 @@ fn run(cfg: &Config, stats_file: Option<&Path>, stats_interval: u64) -> Result<u
         (true, false) => "TSO/GRO",
         (false, _) => "off",
     };
+    // Everything privileged is open: keep no capability (and, with --user, no
+    // root identity) for the rest of the process's life.
+    if !keep_privileges {
+        let uid = sys::privs::drop_privileges(user).map_err(|e| (EXIT_CONFIG, e.to_string()))?;
+        log::debug!("dropped all capabilities, running as uid {uid}");
+    }
+
     let stop = Arc::new(AtomicBool::new(false));
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -436,8 +462,19 @@ fn write_stats(path: Option<&Path>, shared: &[SharedCounters], workers: usize, t
     let json = v.to_string();
     let tmp = path.with_extension("tmp");
     let r = std::fs::write(&tmp, json + "\n").and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = r {
-        log::warn!("write stats file {}: {e}", path.display());
+    // Log a failure once, and the recovery, not every second.
+    static FAILING: AtomicBool = AtomicBool::new(false);
+    match r {
+        Err(e) if !FAILING.swap(true, Ordering::Relaxed) => {
+            log::warn!(
+                "write stats file {}: {e} (will keep trying silently)",
+                path.display()
+            )
+        }
+        Ok(()) if FAILING.swap(false, Ordering::Relaxed) => {
+            log::info!("stats file {} written again", path.display())
+        }
+        _ => {}
     }
 }
 

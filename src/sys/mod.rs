@@ -9,6 +9,7 @@ pub mod bpf;
 pub mod mmsg;
 pub mod netdev;
 pub mod pmtu;
+pub mod privs;
 pub mod raw;
 pub mod tun;
 

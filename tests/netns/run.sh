@@ -585,6 +585,58 @@ t_sigterm_exit_0() {
     true
 }
 
+# Least privilege: after start-up meshfwd holds no capability at all, and
+# with --user it no longer runs as root; traffic still flows.
+t_no_capabilities_after_start() {
+    mf_start vm1 || fail "start vm1"; mf_start vm2 || fail "start vm2"
+    local pid=${MF_MESHFWD_PID[vm1]} eff
+    eff=$(awk '/^CapEff:/ {print $2}' "/proc/$pid/status")
+    note "vm1 meshfwd pid $pid CapEff $eff"
+    [[ $eff == 0000000000000000 ]] || fail "CapEff is $eff after start-up, want 0"
+    grep -q '^NoNewPrivs:[[:space:]]*1' "/proc/$pid/status" || fail "no_new_privs not set"
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 2
+}
+t_user_nobody() {
+    # The stats file is written after the switch to nobody: open up the
+    # test-owned run directory (and let nobody traverse its parent).
+    chmod 1777 "$MF_RUN_DIR"; chmod o+x "$(dirname "$MF_RUN_DIR")"
+    mf_start vm1 --user nobody || fail "start vm1 --user nobody"
+    mf_start vm2 --user nobody || fail "start vm2 --user nobody"
+    local pid=${MF_MESHFWD_PID[vm1]} uid
+    uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status")
+    note "vm1 meshfwd uid $uid"
+    [[ $uid == 65534 ]] || fail "uid $uid after --user nobody, want 65534"
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 2
+    expect_ping vm2c1 "${MF_OVL[vm1c1]}" 2
+    mf_stop vm1 TERM 10
+    [[ $MF_RC == 0 ]] || fail "exit code $MF_RC after SIGTERM as nobody"
+}
+t_bad_user_exit_2() {
+    local rc
+    mf_exec vm1 timeout 10 "$MESHFWD" --user no-such-user-mf tun0 >"$MF_RUN_DIR/baduser.log" 2>&1; rc=$?
+    note "$(head -n 1 "$MF_RUN_DIR/baduser.log")"
+    [[ $rc == 2 ]] || fail "--user no-such-user exited $rc (want 2)"
+    mf_exec vm1 ip link show tun0 >/dev/null 2>&1 && fail "tun0 left behind"
+    true
+}
+# kill -9 leaves nothing to recover: a restarted meshfwd forwards again at once.
+t_kill9_restart_within_1s() {
+    mf_start vm1 || fail "start vm1"; mf_start vm2 || fail "start vm2"
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 1
+    local pid=${MF_MESHFWD_PID[vm1]} t0 t1 ms i ok=0
+    kill -9 "$pid"; mf_reap "$pid" 5; unset 'MF_MESHFWD_PID[vm1]'
+    mf_exec vm1c1 ping -c 1 -W 1 "${MF_OVL[vm2c1]}" >/dev/null 2>&1 && fail "ping worked while vm1's meshfwd was dead"
+    t0=$(date +%s%N)
+    mf_start vm1 || fail "restart vm1"
+    for ((i = 0; i < 40; i++)); do
+        if mf_exec vm1c1 ping -c 1 -W 0.2 "${MF_OVL[vm2c1]}" >/dev/null 2>&1; then ok=1; break; fi
+    done
+    t1=$(date +%s%N); ms=$(((t1 - t0) / 1000000))
+    note "restart to first successful ping: ${ms} ms (${i} failed attempts)"
+    ((ok)) || fail "no ping within 40 attempts after restart"
+    ((ms <= 1000)) || fail "traffic resumed after ${ms} ms (want <= 1000)"
+}
+
 t_sigint_exit_0() {
     mf_start vm1 || fail "start"
     mf_stop vm1 INT 10
@@ -645,7 +697,8 @@ main() {
     run_group egress setup_egress t_dst_local_vm t_dst_local_vm_from_container t_dst_reserved \
         t_peer_not_unicast t_src_not_local t_dst_not_in_overlay t_still_forwarding
     run_group lifecycle setup_lifecycle t_tun_configured t_stats_file_schema t_sigterm_exit_0 \
-        t_sigint_exit_0 t_tun_deleted_exit_nonzero t_bad_config_exit_2
+        t_sigint_exit_0 t_tun_deleted_exit_nonzero t_bad_config_exit_2 t_no_capabilities_after_start \
+        t_user_nobody t_bad_user_exit_2 t_kill9_restart_within_1s
     _finish 0
 }
 
