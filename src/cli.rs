@@ -222,6 +222,9 @@ pub struct RunArgs {
     /// Write a JSON counters snapshot here once start-up is complete, every second, and at exit.
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
+    /// Serve Prometheus/OpenMetrics counters at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9469).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Log a one-line counter summary every SECS seconds (0 = never).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub stats_interval: u64,

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod counters;
 pub mod datapath;
 pub mod layout;
+pub mod metrics;
 pub mod runtime;
 pub mod sys;
 pub mod wire;

@@ -213,6 +213,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         args.stats_interval,
         args.user.as_deref(),
         args.keep_privileges,
+        args.metrics,
     ) {
         Ok(code) => ExitCode::from(code),
         Err((code, e)) => {
@@ -237,6 +238,7 @@ fn run(
     stats_interval: u64,
     user: Option<&str>,
     keep_privileges: bool,
+    metrics_addr: Option<std::net::SocketAddr>,
 ) -> Result<u8, (u8, String)> {
     let n = cfg.cpus.len();
     let dp = Datapath::new(cfg.layout, cfg.local, cfg.key);
@@ -267,6 +269,11 @@ fn run(
         (true, false) => "TSO/GRO",
         (false, _) => "off",
     };
+    let metrics = match metrics_addr {
+        Some(a) => Some(crate::metrics::bind(a).map_err(|e| (EXIT_CONFIG, e.to_string()))?),
+        None => None,
+    };
+
     // Everything privileged is open: keep no capability (and, with --user, no
     // root identity) for the rest of the process's life.
     if !keep_privileges {
@@ -338,6 +345,24 @@ fn run(
         cfg.key.map_or("none".into(), |k| k.to_string()),
         offload_desc,
     );
+    if let Some(l) = metrics {
+        let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        crate::metrics::serve(
+            l,
+            shared.clone(),
+            crate::metrics::Identity {
+                tun: cfg.tun.clone(),
+                layout: cfg.layout_name.to_string(),
+                overlay: cfg.layout.overlay().to_string(),
+                underlay: cfg.layout.underlay().to_string(),
+                local: cfg.local.to_string(),
+                block: block.to_string(),
+                key: cfg.key.is_some(),
+                offload: offload_desc.to_string(),
+            },
+        );
+        log::info!("metrics at http://{at}/metrics");
+    }
     if !cfg.configure {
         log::info!(
             "--no-configure: leaving address, MTU and link state of {} alone",

@@ -217,6 +217,51 @@ t_pmtu_fragment_non_df() {
     ((after > before)) || fail "tx_fragmented did not move"
 }
 
+# Metrics: scrape vm1's /metrics during traffic; a crafted spoofed packet
+# must move exactly the spoofed_source label.
+setup_metrics() {
+    mf_mesh --containers 1 192.168.16.32 192.168.16.33 || sfail "mesh" || return 1
+    mf_start vm1 --metrics 127.0.0.1:9469 || sfail "meshfwd vm1" || return 1
+    mf_start vm2 || sfail "meshfwd vm2" || return 1
+}
+# scrape REGEX — sum of the /metrics sample values on vm1 whose line matches
+scrape() {
+    mf_exec vm1 "$MF_PY" -c '
+import re, sys, urllib.request
+body = urllib.request.urlopen("http://127.0.0.1:9469/metrics", timeout=5).read().decode()
+pat = re.compile(sys.argv[1])
+print(sum(int(float(l.rsplit(" ", 1)[1])) for l in body.splitlines() if not l.startswith("#") and pat.match(l)))' "$1"
+}
+t_metrics_counters_move() {
+    local before after
+    before=$(scrape '^meshfwd_underlay_received_packets_total\{') || fail "scrape failed"
+    mf_exec vm2c1 ping -c 10 -i 0.05 -W 1 "${MF_OVL[vm1c1]}" >/dev/null || fail "ping failed"
+    after=$(scrape '^meshfwd_underlay_received_packets_total\{') || fail "scrape failed"
+    note "underlay_received_packets $before -> $after"
+    ((after >= before + 10)) || fail "received packets moved $before -> $after, want +10"
+}
+t_metrics_drop_label_moves() {
+    local sp0 sp1 all0 all1
+    sp0=$(scrape '^meshfwd_drops_total\{reason="spoofed_source"') || fail "scrape failed"
+    all0=$(scrape '^meshfwd_drops_total\{') || fail "scrape failed"
+    mf_exec vm2 timeout 10 "$MF_PY" "$MF_TOOLS/gre_craft.py" --src "${MF_UL[vm2]}" --dst "${MF_UL[vm1]}" \
+        --inner-src 241.99.0.2 --inner-dst "${MF_OVL[vm1c1]}" >&2 || fail "gre_craft.py failed"
+    sleep 0.3
+    sp1=$(scrape '^meshfwd_drops_total\{reason="spoofed_source"') || fail "scrape failed"
+    all1=$(scrape '^meshfwd_drops_total\{') || fail "scrape failed"
+    note "spoofed_source $sp0 -> $sp1, all drops $all0 -> $all1"
+    ((sp1 == sp0 + 1)) || fail "spoofed_source moved $sp0 -> $sp1, want +1"
+    ((all1 == all0 + 1)) || fail "other drop labels moved too: $all0 -> $all1"
+}
+t_metrics_404() {
+    mf_exec vm1 "$MF_PY" -c '
+import urllib.request, urllib.error
+try:
+    urllib.request.urlopen("http://127.0.0.1:9469/nope", timeout=5); raise SystemExit("no 404")
+except urllib.error.HTTPError as e:
+    raise SystemExit(0 if e.code == 404 else f"status {e.code}")' || fail "unknown path did not answer 404"
+}
+
 setup_classic() {
     mf_mesh --layout classic --containers 2 || sfail "mesh" || return 1
     mf_describe
@@ -686,6 +731,7 @@ main() {
     run_group classic setup_classic t_all_pairs_ping t_vm_host_to_remote_container t_no_drops_or_errors
     run_group nooffload setup_nooffload t_all_pairs_ping t_offload_reported t_bulk_tcp_nooffload \
         t_bulk_tcp_mixed_offload t_no_drops_or_errors
+    run_group metrics setup_metrics t_metrics_counters_move t_metrics_drop_label_moves t_metrics_404
     run_group pmtu setup_pmtu t_pmtu_fragment_non_df t_pmtu_icmp_frag_needed t_pmtu_default_tun_mtu
     run_group threads2 setup_threads2 t_thread_count t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads
     run_group key setup_key t_key42_both_sides t_key_mismatch_42_43 t_keyless_to_keyed
