@@ -37,9 +37,9 @@ finish() {
 
 # ---------------------------------------------------------------- packages --
 section "Debian packages"
-declare -A BIN=([iproute2]=ip [iperf3]=iperf3 [iputils-ping]=ping [tshark]=tshark [tcpdump]=tcpdump [python3]=python3)
+declare -A BIN=([iproute2]=ip [iperf3]=iperf3 [iputils-ping]=ping [tshark]=tshark [tcpdump]=tcpdump [python3]=python3 [systemd]=systemd-analyze)
 missing=()
-for pkg in iproute2 iperf3 iputils-ping tshark tcpdump python3; do
+for pkg in iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -60,7 +60,7 @@ if ((${#missing[@]})); then
         ((apt_ok)) || { tail -n 20 "$LOGDIR/apt.log"; echo "apt-get install failed (log: $LOGDIR/apt.log)"; }
     fi
 else
-    echo "all present: iproute2 iperf3 iputils-ping tshark tcpdump python3"
+    echo "all present: iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd"
 fi
 for pkg in "${!BIN[@]}"; do
     command -v "${BIN[$pkg]}" >/dev/null || echo "WARNING: ${BIN[$pkg]} (package $pkg) is not available"
@@ -111,15 +111,22 @@ if [[ $EUID -ne 0 ]]; then
     echo "      It is NOT skipped: run   sudo scripts/test.sh"
     FAILED=$((FAILED + 1)); finish
 fi
-bash tests/netns/run.sh 2>&1 | tee "$LOGDIR/netns.log"
-netns_rc=${PIPESTATUS[0]}
-summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/netns.log" | tail -n 1)
-if [[ -n $summary ]]; then
-    read -r np _ nf _ <<<"$summary"
-    PASSED=$((PASSED + np)); FAILED=$((FAILED + nf))
-    [[ $netns_rc -eq 0 || $nf -gt 0 ]] || FAILED=$((FAILED + 1))
-else
-    echo "FAIL: netns suite ended without a summary (exit $netns_rc)"
-    FAILED=$((FAILED + 1))
-fi
+# Each root suite prints "ok NAME"/"FAIL NAME (reason)" lines and ends with
+# "N passed, N failed"; a suite that ends without that line counts as a failure.
+for suite in tests/netns/run.sh tests/netns/check.sh tests/netns/attach.sh; do
+    [[ -f $suite ]] || continue
+    name=$(basename "$suite" .sh)
+    section "root suite $suite"
+    bash "$suite" 2>&1 | tee "$LOGDIR/netns-$name.log"
+    rc=${PIPESTATUS[0]}
+    summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/netns-$name.log" | tail -n 1)
+    if [[ -n $summary ]]; then
+        read -r np _ nf _ <<<"$summary"
+        PASSED=$((PASSED + np)); FAILED=$((FAILED + nf))
+        [[ $rc -eq 0 || $nf -gt 0 ]] || FAILED=$((FAILED + 1))
+    else
+        echo "FAIL: $suite ended without a summary (exit $rc)"
+        FAILED=$((FAILED + 1))
+    fi
+done
 finish

@@ -1,8 +1,1309 @@
-//! `meshfwd check`: preflight checks (placeholder until implemented).
+//! `meshfwd check`: a preflight that says whether this host can run meshfwd,
+//! and how to fix what is missing.
+//!
+//! Two halves: [`gather`] reads the system (files under /proc and /sys, one
+//! `open` of /dev/net/tun, one raw GRE socket, `getifaddrs`, `SIOCGIFMTU`) and
+//! changes nothing; the `check_*` functions are pure verdicts over those facts,
+//! unit-tested without root. Every check is `ok`, `warn` or `fail`; a failure
+//! means meshfwd will not start or will not forward container traffic.
+//!
+//! Exit status: 0 when nothing failed (warnings allowed), 1 when a check
+//! failed, 2 on bad usage (layout, `--local` outside the underlay, TUN name).
+
 use crate::cli::CheckArgs;
+use crate::layout::{Cidr, Layout};
+use crate::sys::netdev::{self, IfAddr};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(_args: &CheckArgs) -> ExitCode {
-    eprintln!("meshfwd check: not implemented yet");
-    ExitCode::from(1)
+/// GRE + outer IPv4 header bytes without / with a GRE key.
+const OVERHEAD: u32 = 24;
+const OVERHEAD_KEY: u32 = 28;
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+
+/// Outcome of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+/// One line of the report. `name` is stable (snake_case) for machines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub message: String,
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: &'static str, message: impl Into<String>) -> Check {
+        Check {
+            name,
+            status: Status::Ok,
+            message: message.into(),
+            fix: None,
+        }
+    }
+    fn warn(name: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name,
+            status: Status::Warn,
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+    fn fail(name: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name,
+            status: Status::Fail,
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// The `--json` document.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn new(checks: Vec<Check>) -> Report {
+        Report {
+            ok: checks.iter().all(|c| c.status != Status::Fail),
+            checks,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("report serializes")
+    }
+
+    /// One aligned line per check, then a summary line.
+    pub fn to_text(&self, header: &str) -> String {
+        let w = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        let mut out = format!("{header}\n");
+        for c in &self.checks {
+            let _ = write!(
+                out,
+                "{:<4}  {:<w$}  {}",
+                c.status.label(),
+                c.name,
+                c.message
+            );
+            if let Some(f) = &c.fix {
+                let _ = write!(out, "  fix: {f}");
+            }
+            out.push('\n');
+        }
+        let n = |s| self.checks.iter().filter(|c| c.status == s).count();
+        let (ok, warn, fail) = (n(Status::Ok), n(Status::Warn), n(Status::Fail));
+        let verdict = match (fail, warn) {
+            (0, 0) => "ready to run meshfwd",
+            (0, _) => "ready to run meshfwd (read the warnings)",
+            _ => "NOT ready: fix the FAIL lines",
+        };
+        let _ = writeln!(out, "summary: {ok} ok, {warn} warn, {fail} fail: {verdict}");
+        out
+    }
+}
+
+// ------------------------------------------------------------------ facts --
+
+/// Presence of kernel GRE support (meshfwd needs none of it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GreFacts {
+    /// Content of /proc/modules (`None`: absent, e.g. a kernel without modules).
+    pub proc_modules: Option<String>,
+    /// /sys/module/ip_gre and /sys/module/gre exist (loaded or built in).
+    pub sys_ip_gre: bool,
+    pub sys_gre: bool,
+    /// `uname -r`.
+    pub release: String,
+    /// /lib/modules/RELEASE exists.
+    pub modules_dir: bool,
+    /// ip_gre.ko* / gre.ko* files found under /lib/modules/RELEASE/kernel/net/ipv4/.
+    pub module_files: Vec<String>,
+    /// modules.builtin lists ip_gre.
+    pub builtin: bool,
+}
+
+/// A route of the main table (from /proc/net/route).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Interface, or `*` for unreachable/blackhole/prohibit routes.
+    pub ifname: String,
+    pub dst: Cidr,
+    pub gateway: Option<Ipv4Addr>,
+    pub metric: u32,
+}
+
+/// Everything the checks look at, read by [`gather`].
+#[derive(Debug)]
+pub struct Facts {
+    /// Result of `open("/dev/net/tun", O_RDWR)`.
+    pub tun_open: Result<(), io::Error>,
+    /// (mode, uid) of /dev/net/tun when it exists.
+    pub tun_node: Option<(u32, u32)>,
+    pub euid: u32,
+    /// CapEff from /proc/self/status.
+    pub cap_eff: Option<u64>,
+    pub gre: GreFacts,
+    /// Result of `socket(AF_INET, SOCK_RAW, IPPROTO_GRE)`.
+    pub raw_socket: Result<(), io::Error>,
+    pub ip_forward: Option<u32>,
+    /// rp_filter of `all`, `default`, the underlay interface, the TUN (if present).
+    pub rp_filter: Vec<(String, u32)>,
+    /// `runtime::detect_local`.
+    pub local: Result<(Ipv4Addr, Option<String>), String>,
+    pub addrs: Vec<IfAddr>,
+    pub underlay_mtu: Option<u32>,
+    /// MTU of the TUN if it exists already.
+    pub tun_mtu: Option<u32>,
+    /// Main-table routes (`None`: /proc/net/route unreadable).
+    pub routes: Option<Vec<Route>>,
+    /// (file, nameservers) for each resolver configuration read.
+    pub resolvers: Vec<(String, Vec<Ipv4Addr>)>,
+}
+
+/// Reads the facts. Changes nothing on the system; opens and closes
+/// /dev/net/tun (no TUNSETIFF, so no device is created) and a raw socket.
+pub fn gather(layout: &Layout, local: Option<Ipv4Addr>, tun: &str) -> Facts {
+    let tun_open = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map(drop);
+    let tun_node = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/dev/net/tun")
+            .ok()
+            .map(|m| (m.mode() & 0o7777, m.uid()))
+    };
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let cap_eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| parse_cap_eff(&s));
+    let raw_socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(libc::IPPROTO_GRE)),
+    )
+    .map(drop);
+    let ip_forward = read_u32("/proc/sys/net/ipv4/ip_forward");
+    let addrs = netdev::ipv4_addrs().unwrap_or_default();
+    let local = crate::runtime::detect_local(layout, local);
+    let underlay_if = local.as_ref().ok().and_then(|(_, i)| i.clone());
+    let tun_exists = netdev::interface_exists(tun);
+    let mut rp_filter = Vec::new();
+    let mut rp_names = vec!["all".to_string(), "default".to_string()];
+    rp_names.extend(underlay_if.clone());
+    if tun_exists {
+        rp_names.push(tun.to_string());
+    }
+    for n in rp_names {
+        if let Some(v) = read_u32(&format!("/proc/sys/net/ipv4/conf/{n}/rp_filter")) {
+            rp_filter.push((n, v));
+        }
+    }
+    let underlay_mtu = underlay_if
+        .as_deref()
+        .and_then(|i| netdev::interface_mtu(i).ok());
+    let tun_mtu = tun_exists
+        .then(|| netdev::interface_mtu(tun).ok())
+        .flatten();
+    let routes = std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .map(|t| parse_proc_net_route(&t));
+    let mut resolvers = Vec::new();
+    if let Ok(t) = std::fs::read_to_string("/etc/resolv.conf") {
+        let ns = parse_resolv_conf(&t);
+        // systemd-resolved's stub: the real upstream servers are listed elsewhere.
+        let stub = ns.contains(&Ipv4Addr::new(127, 0, 0, 53));
+        resolvers.push(("/etc/resolv.conf".to_string(), ns));
+        let upstream = "/run/systemd/resolve/resolv.conf";
+        if stub {
+            if let Ok(t) = std::fs::read_to_string(upstream) {
+                resolvers.push((upstream.to_string(), parse_resolv_conf(&t)));
+            }
+        }
+    }
+    Facts {
+        tun_open,
+        tun_node,
+        euid,
+        cap_eff,
+        gre: gather_gre(),
+        raw_socket,
+        ip_forward,
+        rp_filter,
+        local,
+        addrs,
+        underlay_mtu,
+        tun_mtu,
+        routes,
+        resolvers,
+    }
+}
+
+fn read_u32(path: &str) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn gather_gre() -> GreFacts {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let moddir = Path::new("/lib/modules").join(&release);
+    let mut module_files = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(moddir.join("kernel/net/ipv4")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ip_gre.ko") || name.starts_with("gre.ko") {
+                module_files.push(e.path().display().to_string());
+            }
+        }
+    }
+    module_files.sort();
+    let builtin = std::fs::read_to_string(moddir.join("modules.builtin"))
+        .is_ok_and(|t| t.lines().any(|l| l.ends_with("/ip_gre.ko")));
+    GreFacts {
+        proc_modules: std::fs::read_to_string("/proc/modules").ok(),
+        sys_ip_gre: Path::new("/sys/module/ip_gre").exists(),
+        sys_gre: Path::new("/sys/module/gre").exists(),
+        modules_dir: !release.is_empty() && moddir.is_dir(),
+        release,
+        module_files,
+        builtin,
+    }
+}
+
+// ---------------------------------------------------------------- parsers --
+
+/// The effective capability mask (`CapEff:` line of /proc/PID/status).
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// IPv4 `nameserver` lines of a resolv.conf (IPv6 servers and comments ignored).
+pub fn parse_resolv_conf(text: &str) -> Vec<Ipv4Addr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next()? == "nameserver").then_some(())?;
+            f.next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Routes of /proc/net/route (main table). Addresses there are hexadecimal
+/// renderings of network-order words in host byte order.
+pub fn parse_proc_net_route(text: &str) -> Vec<Route> {
+    const RTF_GATEWAY: u32 = 0x2;
+    let word = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(v.to_ne_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let dst = word(f[1])?;
+            let gw = word(f[2])?;
+            let flags = u32::from_str_radix(f[3], 16).ok()?;
+            let metric = f[6].parse().ok()?;
+            let mask = word(f[7])?;
+            let prefix = u32::from(mask).leading_ones() as u8;
+            Some(Route {
+                ifname: f[0].to_string(),
+                dst: Cidr::new(dst, prefix).ok()?,
+                gateway: (flags & RTF_GATEWAY != 0).then_some(gw),
+                metric,
+            })
+        })
+        .collect()
+}
+
+// ----------------------------------------------------------------- checks --
+
+pub fn check_tun_device(
+    open: &Result<(), io::Error>,
+    node: Option<(u32, u32)>,
+    euid: u32,
+) -> Check {
+    const N: &str = "tun_device";
+    let node_desc = node.map_or(String::new(), |(mode, uid)| {
+        format!(" (mode {mode:04o}, owner uid {uid})")
+    });
+    let e = match open {
+        Ok(()) => {
+            return Check::ok(
+                N,
+                format!("/dev/net/tun opens read-write{node_desc}; creating the TUN also needs CAP_NET_ADMIN"),
+            )
+        }
+        Err(e) => e,
+    };
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Check::fail(
+            N,
+            "/dev/net/tun does not exist",
+            "modprobe tun; if the node is still missing: mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun",
+        ),
+        Some(libc::ENODEV) | Some(libc::ENXIO) => Check::fail(
+            N,
+            format!("/dev/net/tun exists but has no driver: {e}"),
+            "modprobe tun (kernel option CONFIG_TUN)",
+        ),
+        Some(libc::EACCES) => Check::fail(
+            N,
+            format!("cannot open /dev/net/tun as uid {euid}: {e}{node_desc}"),
+            "run as root, or make the node usable by meshfwd's user: chmod 0666 /dev/net/tun (udev's default; creating a TUN still needs CAP_NET_ADMIN)",
+        ),
+        Some(libc::EPERM) => Check::fail(
+            N,
+            format!("opening /dev/net/tun is not permitted: {e} (a device cgroup or security policy refuses it)"),
+            "allow the device: under systemd DeviceAllow=/dev/net/tun rw (see scripts/systemd/meshfwd@.service); in a container pass --device /dev/net/tun",
+        ),
+        _ => Check::fail(
+            N,
+            format!("cannot open /dev/net/tun: {e}"),
+            "modprobe tun and check the device node (char 10:200, mode 0666)",
+        ),
+    }
+}
+
+pub fn check_capabilities(cap_eff: Option<u64>, euid: u32) -> Check {
+    const N: &str = "capabilities";
+    let Some(eff) = cap_eff else {
+        return Check::warn(
+            N,
+            "cannot read CapEff from /proc/self/status",
+            "make sure meshfwd runs with CAP_NET_ADMIN and CAP_NET_RAW (root, or the systemd unit)",
+        );
+    };
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    let missing: Vec<&str> = [
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_NET_RAW, "CAP_NET_RAW"),
+    ]
+    .into_iter()
+    .filter(|(b, _)| !has(*b))
+    .map(|(_, n)| n)
+    .collect();
+    if missing.is_empty() {
+        return Check::ok(
+            N,
+            format!("CAP_NET_ADMIN and CAP_NET_RAW are effective (uid {euid}, CapEff {eff:016x})"),
+        );
+    }
+    Check::fail(
+        N,
+        format!(
+            "missing {} (uid {euid}, CapEff {eff:016x}); meshfwd needs CAP_NET_ADMIN for the TUN, its address/MTU and socket buffers, CAP_NET_RAW for the raw GRE sockets",
+            missing.join(" and ")
+        ),
+        "run as root, or use scripts/systemd/meshfwd@.service (AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW), or setcap cap_net_admin,cap_net_raw+ep /usr/local/bin/meshfwd",
+    )
+}
+
+pub fn check_raw_socket(r: &Result<(), io::Error>) -> Check {
+    const N: &str = "raw_socket";
+    match r {
+        Ok(()) => Check::ok(
+            N,
+            "raw IPPROTO_GRE socket opens (meshfwd sends and receives GRE itself)",
+        ),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
+            Check::fail(
+                N,
+                format!("cannot open a raw IPPROTO_GRE socket: {e}"),
+                "grant CAP_NET_RAW (run as root, or see the capabilities check)",
+            )
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => Check::fail(
+            N,
+            format!("cannot open a raw IPPROTO_GRE socket: {e}"),
+            "AF_INET is blocked (systemd RestrictAddressFamilies= must allow AF_INET)",
+        ),
+        Err(e) => Check::fail(
+            N,
+            format!("cannot open a raw IPPROTO_GRE socket: {e}"),
+            "check seccomp/LSM policy for socket(AF_INET, SOCK_RAW, 47)",
+        ),
+    }
+}
+
+pub fn check_gre_modules(g: &GreFacts) -> Check {
+    const N: &str = "gre_modules";
+    let listed = |m: &str| {
+        g.proc_modules
+            .as_deref()
+            .is_some_and(|t| t.lines().any(|l| l.split_whitespace().next() == Some(m)))
+    };
+    let not_needed =
+        "meshfwd does not need them (it speaks GRE itself over raw IPPROTO_GRE sockets)";
+    if listed("ip_gre") || g.sys_ip_gre {
+        return Check::ok(
+            N,
+            format!(
+                "kernel GRE (ip_gre) is loaded or built in; {not_needed}. Note: ip_gre answers GRE that matches none of its own tunnels with ICMP port-unreachable; meshfwd still receives it, but peers see that noise (modprobe -r ip_gre if no kernel GRE tunnel is used)"
+            ),
+        );
+    }
+    let mut seen = Vec::new();
+    if listed("gre") || g.sys_gre {
+        seen.push("gre (demux) loaded".to_string());
+    }
+    if g.builtin {
+        seen.push("ip_gre listed in modules.builtin".to_string());
+    }
+    seen.extend(g.module_files.iter().map(|f| format!("{f} available")));
+    if !seen.is_empty() {
+        return Check::ok(
+            N,
+            format!("ip_gre not loaded ({}); {not_needed}", seen.join(", ")),
+        );
+    }
+    let mut looked = vec!["/sys/module/ip_gre, /sys/module/gre".to_string()];
+    looked.push(if g.proc_modules.is_some() {
+        "/proc/modules".into()
+    } else {
+        "/proc/modules (absent: no loadable modules)".into()
+    });
+    let dir = format!("/lib/modules/{}", g.release);
+    looked.push(if g.modules_dir {
+        dir
+    } else {
+        format!("{dir} (absent)")
+    });
+    Check::ok(
+        N,
+        format!(
+            "no kernel GRE support found (looked at {}); {not_needed}",
+            looked.join(", ")
+        ),
+    )
+}
+
+pub fn check_ip_forward(v: Option<u32>) -> Check {
+    const N: &str = "ip_forward";
+    let fix = "sysctl -w net.ipv4.ip_forward=1 (persist: echo net.ipv4.ip_forward=1 > /etc/sysctl.d/60-meshfwd.conf)";
+    match v {
+        Some(1) => Check::ok(N, "net.ipv4.ip_forward = 1"),
+        Some(v) => Check::fail(
+            N,
+            format!("net.ipv4.ip_forward = {v}: the kernel will not forward between the containers' veths and the TUN, so no container is reachable"),
+            fix,
+        ),
+        None => Check::warn(N, "cannot read /proc/sys/net/ipv4/ip_forward", fix),
+    }
+}
+
+/// Effective reverse-path filter (the kernel uses max(all, interface)) on the
+/// underlay interface and on the TUN (its current value, or `default` if it
+/// does not exist yet — it inherits `default` when meshfwd creates it).
+pub fn check_rp_filter(values: &[(String, u32)], underlay_if: Option<&str>, tun: &str) -> Check {
+    const N: &str = "rp_filter";
+    let get = |n: &str| values.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let all = get("all").unwrap_or(0);
+    let mut rows = Vec::new(); // (what, effective, keys to set)
+    if let Some(u) = underlay_if {
+        let v = get(u).unwrap_or(0);
+        rows.push((format!("{u} (underlay)"), all.max(v), u.to_string()));
+    }
+    match get(tun) {
+        Some(v) => rows.push((format!("{tun} (TUN)"), all.max(v), tun.to_string())),
+        None => {
+            let d = get("default").unwrap_or(0);
+            rows.push((
+                format!("{tun} (TUN, not created yet: inherits default)"),
+                all.max(d),
+                "default".to_string(),
+            ))
+        }
+    }
+    let listed: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let strict: Vec<&(String, u32, String)> = rows.iter().filter(|r| r.1 == 1).collect();
+    if strict.is_empty() {
+        let eff: Vec<String> = rows.iter().map(|(w, v, _)| format!("{w} = {v}")).collect();
+        return Check::ok(
+            N,
+            format!(
+                "effective rp_filter: {} ({})",
+                eff.join(", "),
+                listed.join(" ")
+            ),
+        );
+    }
+    let mut keys: Vec<String> = Vec::new();
+    if all == 1 {
+        keys.push("net.ipv4.conf.all.rp_filter=2".into());
+    }
+    for r in &strict {
+        keys.push(format!("net.ipv4.conf.{}.rp_filter=2", r.2));
+    }
+    keys.dedup();
+    let which: Vec<&str> = strict.iter().map(|r| r.0.as_str()).collect();
+    Check::warn(
+        N,
+        format!(
+            "strict reverse-path filtering (1) on {} ({}): the kernel drops packets whose source it would not route back out of the arrival interface, e.g. GRE from peers over an asymmetric or multi-homed underlay, or overlay packets on the TUN whose source has a more specific route elsewhere",
+            which.join(", "),
+            listed.join(" ")
+        ),
+        format!(
+            "sysctl -w {} (2 = loose: the source must merely be routable; meshfwd checks that an inner source belongs to the sending VM itself) or 0; the effective value is max(all, interface)",
+            keys.join(" ")
+        ),
+    )
+}
+
+pub fn check_local_address(
+    layout: &Layout,
+    local: &Result<(Ipv4Addr, Option<String>), String>,
+    addrs: &[IfAddr],
+) -> Check {
+    const N: &str = "local_address";
+    match local {
+        Ok((a, Some(ifname))) => Check::ok(
+            N,
+            format!(
+                "{a} on {ifname}: block {}, VM overlay address {}",
+                layout.block(*a).map_or("?".into(), |b| b.to_string()),
+                layout
+                    .vm_overlay_addr(*a)
+                    .map_or("?".into(), |b| b.to_string())
+            ),
+        ),
+        Ok((a, None)) => Check::warn(
+            N,
+            format!("--local {a} is not assigned to any interface of this host; peers will send its GRE elsewhere"),
+            format!("assign it (ip addr add {a}/{} dev IFACE) or pass this host's own address", layout.underlay().prefix()),
+        ),
+        Err(e) => {
+            let several = addrs.iter().filter(|a| layout.is_unicast_vm(a.addr)).count() > 1;
+            let fix = if several {
+                "choose one with --local (and give meshfwd the same --local)".to_string()
+            } else {
+                format!(
+                    "give this VM an address inside {u} (ip addr add 192.168.X.Y/{p} dev eth0), or choose a layout whose --underlay contains this host's address (see the layout check)",
+                    u = layout.underlay(),
+                    p = layout.underlay().prefix()
+                )
+            };
+            Check::fail(N, e.clone(), fix)
+        }
+    }
+}
+
+/// Does the layout fit this host: some address inside the underlay, and no
+/// address of another interface inside the overlay (outside this VM's block).
+pub fn check_layout(
+    layout: &Layout,
+    addrs: &[IfAddr],
+    tun: &str,
+    own_block: Option<Cidr>,
+) -> Check {
+    const N: &str = "layout";
+    let desc = format!(
+        "overlay {} <-> underlay {} ({} host bits, {} addresses per VM)",
+        layout.overlay(),
+        layout.underlay(),
+        layout.host_bits(),
+        layout.block_size()
+    );
+    let host: Vec<&IfAddr> = addrs
+        .iter()
+        .filter(|a| !a.addr.is_loopback() && a.ifname != tun)
+        .collect();
+    let fmt = |a: &IfAddr| format!("{}/{} on {}", a.addr, a.prefix, a.ifname);
+    let clash: Vec<String> = addrs
+        .iter()
+        .filter(|a| a.ifname != tun && layout.in_overlay(a.addr))
+        .filter(|a| !own_block.is_some_and(|b| b.contains(a.addr)))
+        .map(fmt)
+        .collect();
+    if !clash.is_empty() {
+        return Check::warn(
+            N,
+            format!(
+                "{desc}: this host's address {} lies inside the overlay; meshfwd will route that range into the TUN",
+                clash.join(", ")
+            ),
+            "choose an overlay this network does not use (the wide layout 240.0.0.0/4 is not routed anywhere) with --layout or --overlay/--underlay",
+        );
+    }
+    let inside: Vec<String> = host
+        .iter()
+        .filter(|a| layout.in_underlay(a.addr))
+        .map(|a| fmt(a))
+        .collect();
+    if !inside.is_empty() {
+        return Check::ok(N, format!("{desc}; this host: {}", inside.join(", ")));
+    }
+    let mut fix = format!(
+        "the underlay must be the network the VMs reach each other on; e.g. for this host: --overlay {} --underlay NET/PREFIX",
+        layout.overlay()
+    );
+    if let Some(a) = host.first() {
+        let mask = u32::MAX.checked_shl(32 - u32::from(a.prefix)).unwrap_or(0);
+        if let Ok(net) = Cidr::new(Ipv4Addr::from(u32::from(a.addr) & mask), a.prefix) {
+            let fits = ["240.0.0.0/4", "10.0.0.0/8"]
+                .iter()
+                .map(|o| o.parse::<Cidr>().expect("valid"))
+                .find(|o| Layout::new(*o, net).is_ok() && !o.contains(a.addr));
+            if let Some(o) = fits {
+                fix =
+                    format!("if the VMs share {net}: --overlay {o} --underlay {net} (on every VM)");
+            }
+        }
+    }
+    let have = if host.is_empty() {
+        "none besides loopback".to_string()
+    } else {
+        host.iter().map(|a| fmt(a)).collect::<Vec<_>>().join(", ")
+    };
+    Check::warn(
+        N,
+        format!(
+            "{desc}: no address of this host is inside the underlay (this host has: {have}); every VM needs one, it is how peers are found"
+        ),
+        fix,
+    )
+}
+
+pub fn check_mtu(underlay: Option<(&str, u32)>, tun: &str, tun_mtu: Option<u32>) -> Check {
+    const N: &str = "mtu";
+    let Some((ifname, u)) = underlay else {
+        return Check::warn(
+            N,
+            format!(
+                "underlay interface unknown (no local address): meshfwd would assume 1500, TUN MTU {}",
+                1500 - OVERHEAD
+            ),
+            "fix the local_address check first",
+        );
+    };
+    if u <= OVERHEAD + 68 {
+        return Check::fail(
+            N,
+            format!("underlay {ifname} MTU {u} leaves no room for {OVERHEAD} bytes of GRE + IPv4"),
+            format!("raise the underlay MTU (ip link set {ifname} mtu 1500) or pass --mtu"),
+        );
+    }
+    let want = u - OVERHEAD;
+    let msg = format!(
+        "underlay {ifname} MTU {u} -> TUN MTU {want} (minus {OVERHEAD}: IPv4 20 + GRE 4; {} with --key, minus {OVERHEAD_KEY})",
+        u - OVERHEAD_KEY
+    );
+    match tun_mtu {
+        Some(t) if t > want => Check::warn(
+            N,
+            format!("{msg}; but existing {tun} has MTU {t}: larger packets cannot be sent (send_emsgsize drops)"),
+            format!("ip link set {tun} mtu {want} (or restart meshfwd without --mtu)"),
+        ),
+        Some(t) if t > u - OVERHEAD_KEY => Check::ok(
+            N,
+            format!("{msg}; existing {tun} has MTU {t} (too large if --key is used)"),
+        ),
+        Some(t) => Check::ok(N, format!("{msg}; existing {tun} has MTU {t}")),
+        None => Check::ok(N, msg),
+    }
+}
+
+/// Routes through another device than the TUN that cover part of the overlay
+/// (more specific than or equal to it) or whose gateway lies inside it.
+/// Routes inside this VM's own block (its containers' /32 routes) are expected.
+pub fn check_overlay_routes(
+    routes: Option<&[Route]>,
+    overlay: Cidr,
+    tun: &str,
+    own_block: Option<Cidr>,
+) -> Check {
+    const N: &str = "overlay_routes";
+    let Some(routes) = routes else {
+        return Check::warn(
+            N,
+            "cannot read /proc/net/route",
+            format!("check by hand: ip route | grep -v 'dev {tun}'"),
+        );
+    };
+    let dev = |r: &Route| {
+        if r.ifname == "*" {
+            "(unreachable/blackhole)".to_string()
+        } else {
+            format!("dev {}", r.ifname)
+        }
+    };
+    let mut bad = Vec::new();
+    for r in routes.iter().filter(|r| r.ifname != tun) {
+        let inside = r.dst.prefix() >= overlay.prefix() && overlay.contains(r.dst.addr());
+        let own =
+            own_block.is_some_and(|b| r.dst.prefix() >= b.prefix() && b.contains(r.dst.addr()));
+        let via = r.gateway.map_or(String::new(), |g| format!(" via {g}"));
+        if inside && !own {
+            bad.push(format!("{}{via} {}", r.dst, dev(r)));
+        } else if let Some(g) = r.gateway.filter(|g| overlay.contains(*g)) {
+            bad.push(format!(
+                "{}{via} {} (gateway {g} inside the overlay)",
+                r.dst,
+                dev(r)
+            ));
+        }
+    }
+    if bad.is_empty() {
+        let on_tun = routes.iter().any(|r| r.ifname == tun && r.dst == overlay);
+        return Check::ok(
+            N,
+            format!(
+                "no route outside {tun} overlaps the overlay {overlay}{}",
+                if on_tun {
+                    format!(" ({overlay} dev {tun} present)")
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
+    Check::warn(
+        N,
+        format!(
+            "{} route(s) overlap the overlay {overlay}: {}; overlay traffic to those addresses will not reach {tun}, and what this host reaches there today may end up in {tun}",
+            bad.len(),
+            bad.join(", ")
+        ),
+        "choose an overlay this network does not use (the wide layout 240.0.0.0/4 is not routed anywhere), or move the route out of the overlay",
+    )
+}
+
+pub fn check_resolvers(layout: &Layout, sources: &[(String, Vec<Ipv4Addr>)]) -> Check {
+    const N: &str = "dns_resolver";
+    let overlay = layout.overlay();
+    let mut bad = Vec::new();
+    for (file, list) in sources {
+        for a in list.iter().filter(|a| overlay.contains(**a)) {
+            let vm = layout
+                .decompose(*a)
+                .map_or(String::new(), |d| format!(", i.e. VM {}'s block", d.vm));
+            bad.push(format!("{a} ({file}{vm})"));
+        }
+    }
+    let all: Vec<String> = sources
+        .iter()
+        .flat_map(|(_, l)| l.iter().map(|a| a.to_string()))
+        .collect();
+    if !bad.is_empty() {
+        return Check::warn(
+            N,
+            format!(
+                "DNS resolver {} inside the overlay {overlay}: once meshfwd runs, queries are routed into the TUN instead of to the resolver",
+                bad.join(", ")
+            ),
+            "use the wide layout (240.0.0.0/4), a custom --overlay that excludes the resolver, or a resolver outside the overlay",
+        );
+    }
+    if sources.is_empty() {
+        return Check::ok(N, "no /etc/resolv.conf");
+    }
+    Check::ok(
+        N,
+        if all.is_empty() {
+            "no IPv4 nameserver configured".to_string()
+        } else {
+            format!(
+                "resolvers {} are outside the overlay {overlay}",
+                all.join(", ")
+            )
+        },
+    )
+}
+
+/// All checks over gathered facts, in report order.
+pub fn evaluate(layout: &Layout, tun: &str, f: &Facts) -> Vec<Check> {
+    let (local, underlay_if) = match &f.local {
+        Ok((a, i)) => (Some(*a), i.as_deref()),
+        Err(_) => (None, None),
+    };
+    let own_block = local.and_then(|a| layout.block(a));
+    vec![
+        check_tun_device(&f.tun_open, f.tun_node, f.euid),
+        check_capabilities(f.cap_eff, f.euid),
+        check_raw_socket(&f.raw_socket),
+        check_gre_modules(&f.gre),
+        check_ip_forward(f.ip_forward),
+        check_local_address(layout, &f.local, &f.addrs),
+        check_layout(layout, &f.addrs, tun, own_block),
+        check_mtu(underlay_if.zip(f.underlay_mtu), tun, f.tun_mtu),
+        check_rp_filter(&f.rp_filter, underlay_if, tun),
+        check_overlay_routes(f.routes.as_deref(), layout.overlay(), tun, own_block),
+        check_resolvers(layout, &f.resolvers),
+    ]
+}
+
+/// `meshfwd check`.
+pub fn run(args: &CheckArgs) -> ExitCode {
+    let usage = |e: &str| {
+        eprintln!("meshfwd check: error: {e}");
+        ExitCode::from(2)
+    };
+    let layout = match args.layout.resolve() {
+        Ok(l) => l,
+        Err(e) => return usage(&e),
+    };
+    if let Some(l) = args.local {
+        if let Err(e) = layout.check_local(l) {
+            return usage(&format!("--local: {e}"));
+        }
+    }
+    let tun = &args.tun;
+    if tun.is_empty() || tun.len() >= libc::IFNAMSIZ || tun.contains('/') || tun.contains(' ') {
+        return usage(&format!(
+            "--tun '{tun}' is not a valid interface name (1-15 characters, no '/' or spaces)"
+        ));
+    }
+    let facts = gather(&layout, args.local, tun);
+    let report = Report::new(evaluate(&layout, tun, &facts));
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!(
+            "{}",
+            report.to_text(&format!(
+                "meshfwd check: layout {}: {}; TUN {tun}",
+                args.layout.name(),
+                layout
+            ))
+        );
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn ifa(ifname: &str, addr: &str, prefix: u8) -> IfAddr {
+        IfAddr {
+            ifname: ifname.into(),
+            addr: ip(addr),
+            prefix,
+        }
+    }
+
+    fn vals(v: &[(&str, u32)]) -> Vec<(String, u32)> {
+        v.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    fn errno(e: i32) -> Result<(), io::Error> {
+        Err(io::Error::from_raw_os_error(e))
+    }
+
+    #[test]
+    fn cap_eff_bits() {
+        let s = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001fffeffffff\nCapBnd:\t0\n";
+        assert_eq!(parse_cap_eff(s), Some(0x1fffeffffff));
+        assert_eq!(parse_cap_eff("Name: x\n"), None);
+        assert_eq!(
+            check_capabilities(Some(0x1fffeffffff), 0).status,
+            Status::Ok
+        );
+        assert_eq!(check_capabilities(Some(0x3000), 65534).status, Status::Ok);
+        let c = check_capabilities(Some(0x1000), 65534);
+        assert_eq!(c.status, Status::Fail);
+        assert!(
+            c.message.contains("missing CAP_NET_RAW")
+                && !c.message.contains("missing CAP_NET_ADMIN"),
+            "{c:?}"
+        );
+        let c = check_capabilities(Some(0), 65534);
+        assert!(
+            c.message.contains("missing CAP_NET_ADMIN and CAP_NET_RAW"),
+            "{c:?}"
+        );
+        assert!(c.fix.unwrap().contains("AmbientCapabilities"));
+        assert_eq!(check_capabilities(None, 0).status, Status::Warn);
+    }
+
+    #[test]
+    fn tun_device_errors_say_how_to_fix() {
+        assert_eq!(
+            check_tun_device(&Ok(()), Some((0o666, 0)), 0).status,
+            Status::Ok
+        );
+        let c = check_tun_device(&errno(libc::ENOENT), None, 0);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.as_deref().unwrap().contains("modprobe tun"));
+        assert!(c
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("mknod /dev/net/tun c 10 200"));
+        let c = check_tun_device(&errno(libc::ENODEV), Some((0o666, 0)), 0);
+        assert!(c.fix.as_deref().unwrap().contains("modprobe tun"));
+        let c = check_tun_device(&errno(libc::EACCES), Some((0o600, 0)), 65534);
+        assert!(
+            c.message.contains("mode 0600") && c.message.contains("uid 65534"),
+            "{c:?}"
+        );
+        assert!(c.fix.as_deref().unwrap().contains("chmod 0666"));
+        let c = check_tun_device(&errno(libc::EPERM), Some((0o666, 0)), 0);
+        assert!(c
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("DeviceAllow=/dev/net/tun rw"));
+    }
+
+    #[test]
+    fn raw_socket_needs_cap_net_raw() {
+        assert_eq!(check_raw_socket(&Ok(())).status, Status::Ok);
+        let c = check_raw_socket(&errno(libc::EPERM));
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.unwrap().contains("CAP_NET_RAW"));
+        let c = check_raw_socket(&errno(libc::EAFNOSUPPORT));
+        assert!(c.fix.unwrap().contains("RestrictAddressFamilies"));
+    }
+
+    #[test]
+    fn gre_modules_are_ok_either_way_and_not_needed() {
+        let none = GreFacts {
+            release: "6.18.0".into(),
+            ..Default::default()
+        };
+        let c = check_gre_modules(&none);
+        assert_eq!(c.status, Status::Ok);
+        assert!(c.message.contains("no kernel GRE support found"), "{c:?}");
+        assert!(c.message.contains("does not need"));
+        assert!(c.message.contains("/proc/modules (absent"));
+        assert!(c.message.contains("/lib/modules/6.18.0 (absent)"));
+        let avail = GreFacts {
+            proc_modules: Some("bridge 1 0 - Live 0x0\n".into()),
+            modules_dir: true,
+            module_files: vec!["/lib/modules/6.1/kernel/net/ipv4/ip_gre.ko.xz".into()],
+            ..none.clone()
+        };
+        let c = check_gre_modules(&avail);
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.message.contains("ip_gre not loaded") && c.message.contains("ip_gre.ko.xz available")
+        );
+        let loaded = GreFacts {
+            proc_modules: Some("ip_gre 32768 0 - Live 0x0\ngre 16384 1 ip_gre, Live 0x0\n".into()),
+            ..none.clone()
+        };
+        let c = check_gre_modules(&loaded);
+        assert_eq!(c.status, Status::Ok);
+        assert!(c.message.contains("is loaded") && c.message.contains("does not need"));
+        let sys = GreFacts {
+            sys_ip_gre: true,
+            ..none
+        };
+        assert!(check_gre_modules(&sys).message.contains("is loaded"));
+    }
+
+    #[test]
+    fn ip_forward() {
+        assert_eq!(check_ip_forward(Some(1)).status, Status::Ok);
+        let c = check_ip_forward(Some(0));
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.unwrap().contains("sysctl -w net.ipv4.ip_forward=1"));
+        assert_eq!(check_ip_forward(None).status, Status::Warn);
+    }
+
+    #[test]
+    fn rp_filter_strict_warns_with_effective_value() {
+        let ok = check_rp_filter(
+            &vals(&[("all", 0), ("default", 2), ("eth0", 0)]),
+            Some("eth0"),
+            "tun0",
+        );
+        assert_eq!(ok.status, Status::Ok, "{ok:?}");
+        assert!(
+            ok.message
+                .contains("tun0 (TUN, not created yet: inherits default) = 2"),
+            "{ok:?}"
+        );
+        // strict on the underlay interface
+        let c = check_rp_filter(
+            &vals(&[("all", 0), ("default", 0), ("eth0", 1)]),
+            Some("eth0"),
+            "tun0",
+        );
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.message.contains("eth0 (underlay)"), "{c:?}");
+        let fix = c.fix.unwrap();
+        assert!(fix.contains("net.ipv4.conf.eth0.rp_filter=2"), "{fix}");
+        assert!(!fix.contains("conf.all."), "{fix}");
+        // all=1 makes every interface strict: the fix must lower `all` too
+        let c = check_rp_filter(
+            &vals(&[("all", 1), ("default", 0), ("eth0", 0)]),
+            Some("eth0"),
+            "tun0",
+        );
+        assert_eq!(c.status, Status::Warn);
+        let fix = c.fix.unwrap();
+        assert!(fix.contains("net.ipv4.conf.all.rp_filter=2"), "{fix}");
+        // loose wins over strict (max), all=2 with eth0=1 is loose
+        let c = check_rp_filter(
+            &vals(&[("all", 2), ("default", 1), ("eth0", 1)]),
+            Some("eth0"),
+            "tun0",
+        );
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        // a TUN not created yet inherits `default`
+        let c = check_rp_filter(&vals(&[("all", 0), ("default", 1)]), None, "tun0");
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.fix.unwrap().contains("net.ipv4.conf.default.rp_filter=2"));
+        // an existing TUN uses its own value, not default
+        let c = check_rp_filter(
+            &vals(&[("all", 0), ("default", 1), ("tun0", 0)]),
+            None,
+            "tun0",
+        );
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+    }
+
+    #[test]
+    fn local_address_found_ambiguous_none() {
+        let l = Layout::wide();
+        let c = check_local_address(&l, &Ok((ip("192.168.16.32"), Some("eth0".into()))), &[]);
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.message.contains("241.2.0.0/20") && c.message.contains("241.2.0.1"),
+            "{c:?}"
+        );
+        let c = check_local_address(&l, &Ok((ip("192.168.16.32"), None)), &[]);
+        assert_eq!(c.status, Status::Warn);
+        let addrs = [
+            ifa("eth0", "192.168.1.1", 16),
+            ifa("eth1", "192.168.2.1", 16),
+        ];
+        let c = check_local_address(&l, &Err("several addresses".into()), &addrs);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.unwrap().contains("--local"));
+        let c = check_local_address(
+            &l,
+            &Err("no address".into()),
+            &[ifa("eth0", "192.0.2.2", 24)],
+        );
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.unwrap().contains("192.168.0.0/16"));
+    }
+
+    #[test]
+    fn layout_fit() {
+        let l = Layout::wide();
+        let lo = ifa("lo", "127.0.0.1", 8);
+        let c = check_layout(
+            &l,
+            &[lo.clone(), ifa("eth0", "192.168.16.32", 16)],
+            "tun0",
+            None,
+        );
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        // nothing inside the underlay: suggest a layout over the host's network
+        let c = check_layout(
+            &l,
+            &[lo.clone(), ifa("eth0", "192.0.2.2", 24)],
+            "tun0",
+            None,
+        );
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.message.contains("192.0.2.2/24 on eth0"), "{c:?}");
+        assert_eq!(
+            c.fix.unwrap(),
+            "if the VMs share 192.0.2.0/24: --overlay 240.0.0.0/4 --underlay 192.0.2.0/24 (on every VM)"
+        );
+        // a host address inside the classic overlay on another interface
+        let l = Layout::classic();
+        let own = l.block(ip("192.168.16.32"));
+        let addrs = [
+            lo.clone(),
+            ifa("eth0", "192.168.16.32", 16),
+            ifa("eth1", "10.200.0.5", 16),
+            ifa("lo", "10.16.32.1", 32),
+            ifa("tun0", "10.16.32.1", 8),
+        ];
+        let c = check_layout(&l, &addrs, "tun0", own);
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.message.contains("10.200.0.5/16 on eth1"), "{c:?}");
+        assert!(!c.message.contains("10.16.32.1"), "{c:?}");
+        let c = check_layout(&l, &addrs[..2], "tun0", own);
+        assert_eq!(c.status, Status::Ok);
+    }
+
+    #[test]
+    fn mtu_arithmetic() {
+        let c = check_mtu(Some(("eth0", 1500)), "tun0", None);
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.message.contains("TUN MTU 1476") && c.message.contains("1472 with --key"),
+            "{c:?}"
+        );
+        let c = check_mtu(Some(("eth0", 9000)), "tun0", Some(8976));
+        assert_eq!(c.status, Status::Ok);
+        assert!(c.message.contains("too large if --key"));
+        let c = check_mtu(Some(("eth0", 1500)), "tun0", Some(1500));
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.fix.unwrap().contains("ip link set tun0 mtu 1476"));
+        assert_eq!(
+            check_mtu(Some(("eth0", 90)), "tun0", None).status,
+            Status::Fail
+        );
+        assert_eq!(check_mtu(None, "tun0", None).status, Status::Warn);
+    }
+
+    const PROC_ROUTE: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+tun0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n\
+c1\t5B20100A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n\
+eth1\t00FFFF0A\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n\
+*\t0000640A\t00000000\t0201\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+
+    #[test]
+    fn parses_proc_net_route() {
+        let r = parse_proc_net_route(PROC_ROUTE);
+        assert_eq!(r.len(), 6);
+        assert_eq!(r[0].dst.to_string(), "0.0.0.0/0");
+        assert_eq!(r[0].gateway, Some(ip("192.0.2.1")));
+        assert_eq!(r[1].dst.to_string(), "192.0.2.0/24");
+        assert_eq!(r[1].gateway, None);
+        assert_eq!(r[2].dst.to_string(), "10.0.0.0/8");
+        assert_eq!(r[3].dst.to_string(), "10.16.32.91/32");
+        assert_eq!(r[4].metric, 100);
+        assert_eq!(r[5].ifname, "*");
+        assert!(parse_proc_net_route("Iface\n garbage\n").is_empty());
+    }
+
+    #[test]
+    fn overlay_route_overlap() {
+        let routes = parse_proc_net_route(PROC_ROUTE);
+        let l = Layout::classic();
+        let own = l.block(ip("192.168.16.32"));
+        let c = check_overlay_routes(Some(&routes), l.overlay(), "tun0", own);
+        assert_eq!(c.status, Status::Warn);
+        // the default route, the underlay subnet, tun0's overlay route and the
+        // local container's /32 are fine; 10.255.255.0/24 and the blackhole are not
+        assert!(c.message.starts_with("2 route(s)"), "{c:?}");
+        assert!(c.message.contains("10.255.255.0/24 dev eth1"), "{c:?}");
+        assert!(
+            c.message.contains("10.100.0.0/16 (unreachable/blackhole)"),
+            "{c:?}"
+        );
+        assert!(!c.message.contains("10.16.32.91"), "{c:?}");
+        // the wide overlay is untouched by the same table
+        let w = Layout::wide();
+        let c = check_overlay_routes(Some(&routes), w.overlay(), "tun0", None);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        // without a known block, a container /32 is reported
+        let c = check_overlay_routes(Some(&routes), l.overlay(), "tun0", None);
+        assert!(c.message.contains("10.16.32.91/32 dev c1"), "{c:?}");
+        // a gateway inside the overlay
+        let r = vec![Route {
+            ifname: "eth0".into(),
+            dst: "0.0.0.0/0".parse().unwrap(),
+            gateway: Some(ip("10.1.1.1")),
+            metric: 0,
+        }];
+        let c = check_overlay_routes(Some(&r), l.overlay(), "tun0", own);
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.message.contains("gateway 10.1.1.1 inside the overlay"),
+            "{c:?}"
+        );
+        assert_eq!(
+            check_overlay_routes(None, l.overlay(), "tun0", own).status,
+            Status::Warn
+        );
+    }
+
+    #[test]
+    fn resolver_inside_overlay() {
+        let t = "# comment\nsearch example\nnameserver 10.255.255.53\nnameserver fd00::53\nnameserver 192.0.2.53 # x\noptions ndots:1\n";
+        assert_eq!(
+            parse_resolv_conf(t),
+            vec![ip("10.255.255.53"), ip("192.0.2.53")]
+        );
+        let src = vec![("/etc/resolv.conf".to_string(), parse_resolv_conf(t))];
+        let c = check_resolvers(&Layout::classic(), &src);
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.message
+                .contains("10.255.255.53 (/etc/resolv.conf, i.e. VM 192.168.255.255's block)"),
+            "{c:?}"
+        );
+        assert!(!c.message.contains("192.0.2.53"));
+        let c = check_resolvers(&Layout::wide(), &src);
+        assert_eq!(c.status, Status::Ok);
+        assert!(c.message.contains("10.255.255.53, 192.0.2.53"));
+        assert_eq!(check_resolvers(&Layout::wide(), &[]).status, Status::Ok);
+    }
+
+    #[test]
+    fn report_formats() {
+        let r = Report::new(vec![
+            Check::ok("tun_device", "fine"),
+            Check::warn("rp_filter", "strict", "sysctl"),
+        ]);
+        assert!(r.ok);
+        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(j["ok"], true);
+        assert_eq!(j["checks"][0]["status"], "ok");
+        assert_eq!(j["checks"][0]["fix"], serde_json::Value::Null);
+        assert_eq!(j["checks"][1]["status"], "warn");
+        assert_eq!(j["checks"][1]["fix"], "sysctl");
+        assert!(r.to_json().starts_with("{\"ok\":true,\"checks\":["));
+        let t = r.to_text("hdr");
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[1], "ok    tun_device  fine");
+        assert_eq!(lines[2], "warn  rp_filter   strict  fix: sysctl");
+        assert_eq!(
+            lines[3],
+            "summary: 1 ok, 1 warn, 0 fail: ready to run meshfwd (read the warnings)"
+        );
+        let r = Report::new(vec![Check::fail("ip_forward", "0", "sysctl")]);
+        assert!(!r.ok);
+        assert!(r.to_text("h").contains("FAIL  ip_forward  0  fix: sysctl"));
+        assert!(r.to_json().contains("\"status\":\"fail\""));
+    }
 }

@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# tests/netns/check.sh — `meshfwd check` in good and deliberately broken
+# network namespaces (root).
+#
+#   sudo tests/netns/check.sh                  # after cargo build --release
+#   MESHFWD=/path/to/meshfwd tests/netns/check.sh
+#
+# Prints "ok NAME" or "FAIL NAME (reason)" per test and ends with exactly
+# "N passed, N failed"; exit status 1 if anything failed. Namespaces come from
+# tests/netns/lib.sh (per-run prefix, cleanup trap); nothing is configured in
+# the root namespace, and only processes started here are stopped.
+
+# shellcheck disable=SC2317  # test functions are called indirectly
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/netns/lib.sh
+source "$HERE/lib.sh"
+
+PASS=0
+FAIL=0
+R=""        # reason of the current test's failure
+CK_RC=""    # exit status of the last `meshfwd check`
+CK_OUT=""   # its stdout (JSON unless --text)
+
+# ck NAME [ARGS...] — run `meshfwd check --json ARGS` in namespace NAME
+ck() {
+    local name=$1; shift
+    CK_OUT="$MF_RUN_DIR/check.$name.out"
+    mf_exec "$name" timeout 20 "$MESHFWD" check --json "$@" >"$CK_OUT" 2>"$CK_OUT.err"
+    CK_RC=$?
+    mf_log "# [$name] meshfwd check --json $* -> exit $CK_RC"
+    _ck_valid || return 1
+}
+
+_ck_valid() {
+    "$MF_PY" -c 'import json,sys
+v=json.load(open(sys.argv[1])); assert set(v)=={"ok","checks"}' "$CK_OUT" 2>/dev/null ||
+        { R="output is not the JSON report: $(head -c 200 "$CK_OUT") $(head -c 200 "$CK_OUT.err")"; return 1; }
+}
+
+# field CHECK KEY — status/message/fix of one check in the last report
+field() {
+    "$MF_PY" -c 'import json,sys
+v=json.load(open(sys.argv[1]))
+c=[c for c in v["checks"] if c["name"]==sys.argv[2]]
+print(c[0][sys.argv[3]] if c else "MISSING")' "$CK_OUT" "$1" "$2"
+}
+
+# want CHECK STATUS [SUBSTRING] — the check has STATUS (and its message contains SUBSTRING)
+want() {
+    local st msg
+    st=$(field "$1" status); msg=$(field "$1" message)
+    [[ $st == "$2" ]] || { R="$1 is $st, want $2: $msg"; return 1; }
+    [[ -z ${3:-} || $msg == *"$3"* ]] || { R="$1 message lacks '$3': $msg"; return 1; }
+}
+
+# want_rc N — exit status of the last check
+want_rc() { [[ $CK_RC == "$1" ]] || { R="exit status $CK_RC, want $1 ($(failing))"; return 1; }; }
+
+# failing — "name=status" of every check that is not ok
+failing() {
+    "$MF_PY" -c 'import json,sys
+v=json.load(open(sys.argv[1]))
+print(" ".join(c["name"]+"="+c["status"] for c in v["checks"] if c["status"]!="ok") or "all ok")' "$CK_OUT" 2>/dev/null
+}
+
+# only_not_ok CHECK... — every check not named here is ok
+only_not_ok() {
+    local extra
+    extra=$("$MF_PY" -c 'import json,sys
+v=json.load(open(sys.argv[1]))
+print(" ".join(c["name"]+"="+c["status"] for c in v["checks"] if c["status"]!="ok" and c["name"] not in sys.argv[2:]))' "$CK_OUT" "$@")
+    [[ -z $extra ]] || { R="unexpected: $extra"; return 1; }
+}
+
+run_test() { # NAME FN
+    R=""
+    local log="$MF_RUN_DIR/${1//\//.}.log"
+    if "$2" >>"$log" 2>&1; then
+        echo "ok $1"; PASS=$((PASS + 1))
+    else
+        echo "FAIL $1 (${R:-exit status $?})"; FAIL=$((FAIL + 1))
+        [[ -s $log ]] && tail -n 5 "$log" | sed 's/^/    # /'
+        [[ -n $CK_OUT && -s $CK_OUT ]] && sed 's/^/    # /' "$CK_OUT"
+    fi
+}
+
+# ------------------------------------------------------------------ tests --
+
+# A VM as the namespace suite builds it: underlay address, ip_forward=1.
+t_good_vm() {
+    mf_vm_add good 192.168.16.32 || { R="setup"; return 1; }
+    ck good || return 1
+    want_rc 0 || return 1
+    only_not_ok || return 1
+    want local_address ok "192.168.16.32 on eth0" || return 1
+    want mtu ok "TUN MTU 1476" || return 1
+    want gre_modules ok "does not need" || return 1
+    # human report: same verdict, aligned lines, summary
+    mf_exec good "$MESHFWD" check >"$MF_RUN_DIR/good.txt" 2>&1 || { R="text report exit $?"; return 1; }
+    cat "$MF_RUN_DIR/good.txt"
+    grep -Eq '^summary: 11 ok, 0 warn, 0 fail: ' "$MF_RUN_DIR/good.txt" ||
+        { R="summary: $(tail -n1 "$MF_RUN_DIR/good.txt")"; return 1; }
+    grep -q '^ok    local_address   192.168.16.32 on eth0' "$MF_RUN_DIR/good.txt" || { R="text line layout"; return 1; }
+}
+
+# No address inside the underlay (a bare namespace, forwarding on).
+t_no_underlay_address() {
+    mf_netns_add bare || { R="setup"; return 1; }
+    mf_exec bare sysctl -qw net.ipv4.ip_forward=1 >/dev/null || { R="sysctl"; return 1; }
+    ck bare || return 1
+    want_rc 1 || return 1
+    want local_address fail "no address of this host is inside the underlay" || return 1
+    [[ $(field local_address fix) == *"--local"* || $(field local_address fix) == *"ip addr add"* ]] ||
+        { R="local_address fix: $(field local_address fix)"; return 1; }
+    want layout warn || return 1
+    want mtu warn || return 1
+    only_not_ok local_address layout mtu || return 1
+}
+
+# Two addresses inside the underlay: ambiguous until --local picks one.
+t_ambiguous_local() {
+    mf_vm_add multi 192.168.16.34 || { R="setup"; return 1; }
+    mf_exec multi ip addr add 192.168.17.34/16 dev eth0 || { R="ip addr"; return 1; }
+    ck multi || return 1
+    want_rc 1 || return 1
+    want local_address fail "several addresses" || return 1
+    ck multi --local 192.168.17.34 || return 1
+    want_rc 0 || return 1
+    want local_address ok "192.168.17.34 on eth0" || return 1
+}
+
+# Forwarding off: containers cannot reach the TUN. Documented as a failure.
+t_ip_forward_off() {
+    mf_vm_add nofwd 192.168.16.35 || { R="setup"; return 1; }
+    mf_exec nofwd sysctl -qw net.ipv4.ip_forward=0 >/dev/null || { R="sysctl"; return 1; }
+    ck nofwd || return 1
+    want_rc 1 || return 1
+    want ip_forward fail "net.ipv4.ip_forward = 0" || return 1
+    [[ $(field ip_forward fix) == *"sysctl -w net.ipv4.ip_forward=1"* ]] || { R="fix: $(field ip_forward fix)"; return 1; }
+    only_not_ok ip_forward || return 1
+    mf_exec nofwd "$MESHFWD" check >"$MF_RUN_DIR/nofwd.txt" 2>&1
+    cat "$MF_RUN_DIR/nofwd.txt"
+    grep -q '^FAIL  ip_forward .*fix: sysctl -w net.ipv4.ip_forward=1' "$MF_RUN_DIR/nofwd.txt" || { R="text FAIL line"; return 1; }
+    grep -q '^summary: 10 ok, 0 warn, 1 fail: NOT ready' "$MF_RUN_DIR/nofwd.txt" || { R="text summary"; return 1; }
+}
+
+# A route to part of the overlay through another interface.
+t_route_overlaps_overlay() {
+    mf_vm_add route 192.168.16.36 || { R="setup"; return 1; }
+    mf_exec route ip route add 250.1.0.0/16 dev eth0 || { R="ip route"; return 1; }
+    ck route || return 1
+    want_rc 0 || return 1
+    want overlay_routes warn "250.1.0.0/16 dev eth0" || return 1
+    only_not_ok overlay_routes || return 1
+    # the same route does not touch the classic overlay
+    ck route --layout classic || return 1
+    want overlay_routes ok || return 1
+}
+
+# The namespace's resolver inside 10.0.0.0/8 with the classic layout.
+t_resolver_in_classic_overlay() {
+    mf_vm_add dns 192.168.16.37 || { R="setup"; return 1; }
+    printf 'nameserver 10.255.255.53\nnameserver 192.0.2.53\n' >"/etc/netns/$(mf_ns dns)/resolv.conf"
+    ck dns --layout classic || return 1
+    want_rc 0 || return 1
+    want dns_resolver warn "10.255.255.53" || return 1
+    [[ $(field dns_resolver message) != *192.0.2.53* ]] || { R="192.0.2.53 reported"; return 1; }
+    ck dns || return 1
+    want dns_resolver ok "10.255.255.53, 192.0.2.53" || return 1
+}
+
+# Strict reverse-path filtering on the underlay interface.
+t_rp_filter_strict() {
+    mf_vm_add strict 192.168.16.38 || { R="setup"; return 1; }
+    mf_exec strict sysctl -qw net.ipv4.conf.eth0.rp_filter=1 >/dev/null || { R="sysctl"; return 1; }
+    ck strict || return 1
+    want_rc 0 || return 1
+    want rp_filter warn "eth0 (underlay)" || return 1
+    [[ $(field rp_filter fix) == *"net.ipv4.conf.eth0.rp_filter=2"* ]] || { R="fix: $(field rp_filter fix)"; return 1; }
+    only_not_ok rp_filter || return 1
+}
+
+# Unprivileged: no capabilities, no raw socket, and /dev/net/tun only if the
+# node is world-accessible (udev's 0666; 0600 on some hosts).
+t_unprivileged() {
+    mf_vm_add unpriv 192.168.16.39 || { R="setup"; return 1; }
+    local dir="$MF_RUN_DIR/bin" mode
+    # the run directory is 0700: let uid 65534 reach a copy of the binary
+    if ! { mkdir -p "$dir" && cp "$MESHFWD" "$dir/meshfwd" && chmod 0711 "$MF_RUN_DIR" &&
+        chmod 0755 "$dir" "$dir/meshfwd"; }; then
+        R="copy binary"; return 1
+    fi
+    CK_OUT="$MF_RUN_DIR/check.unpriv.out"
+    mf_exec unpriv setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+        "$dir/meshfwd" check --json >"$CK_OUT" 2>"$CK_OUT.err"
+    CK_RC=$?
+    _ck_valid || return 1
+    want_rc 1 || return 1
+    want capabilities fail "missing CAP_NET_ADMIN and CAP_NET_RAW" || return 1
+    want raw_socket fail || return 1
+    mode=$(stat -c %a /dev/net/tun)
+    if [[ $mode == *6 || $mode == *7 ]]; then
+        want tun_device ok || return 1
+    else
+        want tun_device fail "uid 65534" || return 1
+        [[ $(field tun_device fix) == *"chmod 0666 /dev/net/tun"* ]] || { R="tun fix: $(field tun_device fix)"; return 1; }
+    fi
+    only_not_ok capabilities raw_socket tun_device || return 1
+}
+
+# A VM with meshfwd running and a container attached: its own TUN route and
+# the container's /32 route are not collisions; the TUN's MTU and rp_filter
+# are read from the live device.
+t_running_vm() {
+    mf_vm_add run 192.168.16.40 || { R="setup"; return 1; }
+    mf_container_add run 1 || { R="container"; return 1; }
+    mf_start run || { R="meshfwd did not start"; return 1; }
+    ck run || return 1
+    want_rc 0 || return 1
+    only_not_ok || return 1
+    want overlay_routes ok "240.0.0.0/4 dev tun0 present" || return 1
+    want mtu ok "existing tun0 has MTU 1476" || return 1
+    want rp_filter ok "tun0 (TUN) = 0" || return 1
+    mf_stop run
+}
+
+# ---------------------------------------------------------------- systemd --
+# scripts/systemd/meshfwd@.service, checked offline (no running systemd needed;
+# package `systemd` provides systemd-analyze). `systemd-analyze verify` exits 0
+# even for unknown keys or unparsable values, so any output at all is a failure.
+
+UNIT="$MF_REPO/scripts/systemd/meshfwd@.service"
+
+# _unit_copy DIR — the unit as instance meshfwd@tun0.service in DIR, ExecStart
+# pointing at the binary under test (verify insists that it exists)
+_unit_copy() {
+    mkdir -p "$1" || return 1
+    sed "s|^ExecStart=/usr/local/bin/meshfwd |ExecStart=$MESHFWD |" "$UNIT" >"$1/meshfwd@tun0.service"
+}
+
+_verify() { # FILE — systemd-analyze verify, output to stdout
+    (cd "$(dirname "$1")" && systemd-analyze verify "$1" 2>&1; echo "rc=$?")
+}
+
+t_unit_verifies() {
+    local d="$MF_RUN_DIR/unit" out
+    # shellcheck disable=SC2016  # a literal $MESHFWD_ARGS
+    grep -qx 'ExecStart=/usr/local/bin/meshfwd $MESHFWD_ARGS %i' "$UNIT" || { R="ExecStart line changed"; return 1; }
+    _unit_copy "$d" || { R="copy"; return 1; }
+    out=$(_verify "$d/meshfwd@tun0.service")
+    echo "$out"
+    [[ $out == "rc=0" ]] || { R="systemd-analyze verify: $(tr '\n' ' ' <<<"$out")"; return 1; }
+}
+
+# the verification above can fail: each broken copy must be reported
+t_unit_verify_detects_errors() {
+    local d="$MF_RUN_DIR/unit-bad" out n=0 edit
+    for edit in 's/^ProtectHome=yes/ProtectHome=yes\nProtectHomeTypo=yes/' 's/^Restart=on-failure/Restart=sometimes/' \
+        's/^RestrictAddressFamilies=.*/RestrictAddressFamilies=AF_INETT/' 's|^ExecStart=.*|ExecStart=/nonexistent/meshfwd %i|'; do
+        n=$((n + 1))
+        _unit_copy "$d$n" || { R="copy"; return 1; }
+        sed -i "$edit" "$d$n/meshfwd@tun0.service"
+        out=$(_verify "$d$n/meshfwd@tun0.service")
+        echo "[$edit] $out"
+        [[ $out != "rc=0" ]] || { R="not detected: $edit"; return 1; }
+    done
+}
+
+t_unit_security_exposure() {
+    local d="$MF_RUN_DIR/unit" out score
+    _unit_copy "$d" || { R="copy"; return 1; }
+    out=$(systemd-analyze security --offline=yes --no-pager "$d/meshfwd@tun0.service" 2>&1)
+    echo "$out"
+    score=$(sed -n 's/.*Overall exposure level for meshfwd@tun0.service: \([0-9.]*\).*/\1/p' <<<"$out")
+    [[ -n $score ]] || { R="no exposure score in: $(tail -n 2 <<<"$out")"; return 1; }
+    echo "exposure $score"
+    # 1.9 with systemd 252; what is left is inherent (host network, CAP_NET_ADMIN/RAW, AF_INET)
+    "$MF_PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= 2.0 else 1)' "$score" ||
+        { R="exposure $score > 2.0"; return 1; }
+}
+
+_need_systemd_analyze() {
+    command -v systemd-analyze >/dev/null && return 0
+    echo "# installing package systemd (for systemd-analyze)"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends systemd >/dev/null 2>&1
+    command -v systemd-analyze >/dev/null
+}
+
+main() {
+    if [[ $EUID -ne 0 ]]; then
+        echo "FAIL setup (tests/netns/check.sh needs root: network namespaces)"
+        echo "0 passed, 1 failed"; exit 1
+    fi
+    local t
+    for t in ip setpriv timeout "$MF_PY"; do
+        command -v "$t" >/dev/null || { echo "FAIL setup (missing tool: $t)"; echo "0 passed, 1 failed"; exit 1; }
+    done
+    [[ -x $MESHFWD ]] || { echo "FAIL setup (no meshfwd at $MESHFWD: cargo build --release)"; echo "0 passed, 1 failed"; exit 1; }
+    mf_init "${MF_BASE_DIR:-/tmp}" || { echo "FAIL setup (mf_init)"; echo "0 passed, 1 failed"; exit 1; }
+    MF_KEEP=2
+    echo "# meshfwd check tests: $MESHFWD, namespaces $MF_PREFIX-*, logs $MF_RUN_DIR"
+    run_test check/good_vm t_good_vm
+    run_test check/no_underlay_address t_no_underlay_address
+    run_test check/ambiguous_local t_ambiguous_local
+    run_test check/ip_forward_off t_ip_forward_off
+    run_test check/route_overlaps_overlay t_route_overlaps_overlay
+    run_test check/resolver_in_classic_overlay t_resolver_in_classic_overlay
+    run_test check/rp_filter_strict t_rp_filter_strict
+    run_test check/unprivileged t_unprivileged
+    run_test check/running_vm t_running_vm
+    if _need_systemd_analyze; then
+        run_test systemd/unit_verifies t_unit_verifies
+        run_test systemd/unit_verify_detects_errors t_unit_verify_detects_errors
+        run_test systemd/unit_security_exposure t_unit_security_exposure
+    else
+        echo "FAIL systemd/unit_verifies (systemd-analyze missing and apt-get install systemd failed)"
+        FAIL=$((FAIL + 1))
+    fi
+    if ((FAIL)) || [[ ${MF_KEEP_LOGS:-0} == 1 ]]; then
+        echo "# logs kept in $MF_RUN_DIR"
+    else
+        MF_KEEP=0
+    fi
+    echo "$PASS passed, $FAIL failed"
+    ((FAIL == 0))
+}
+
+main "$@"
