@@ -4,7 +4,7 @@
 //! a dedicated thread with `setns(CLONE_NEWNET)` (sockets and TUN devices
 //! belong to the namespace of the thread that creates them), and deletes them
 //! on exit, also when a test fails. Nothing is configured in, and no packet is
-//! sent from, the root namespace. Skipped (passing) when not root or without
+//! sent from, the root namespace. Fails (never skips) when not root or without
 //! `ip`.
 
 use std::collections::HashMap;
@@ -26,16 +26,19 @@ const ADDR_B: Ipv4Addr = Ipv4Addr::new(192, 168, 16, 2);
 const BCAST: Ipv4Addr = Ipv4Addr::new(192, 168, 16, 255);
 const SLOT: usize = 2048;
 
+/// These tests need root and iproute2. Without them they fail loudly instead of
+/// passing: a skipped check must never look like a passed one. Run them as
+/// root (`scripts/test.sh` does); without root, run `cargo test --lib`.
 fn skip() -> bool {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root");
-        return true;
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("skipping: `ip` (iproute2) not installed");
-        return true;
-    }
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this namespace test needs root (run scripts/test.sh as root, or `cargo test --lib` for the pure tests)"
+    );
+    assert!(
+        Command::new("ip").arg("-V").output().is_ok(),
+        "this namespace test needs `ip` (apt-get install iproute2)"
+    );
     false
 }
 

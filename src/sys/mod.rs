@@ -8,6 +8,7 @@
 pub mod bpf;
 pub mod mmsg;
 pub mod netdev;
+pub mod netlink;
 pub mod pmtu;
 pub mod privs;
 pub mod raw;

@@ -16,10 +16,11 @@
 #                 ip_forward=1, its overlay address on lo (/32) so that container
 #                 routes can name it as `src` before meshfwd runs; meshfwd adds the
 #                 same address with the overlay prefix length on tun0.
-#   vmNcM         "container" M on VM N: eth0 = overlay address/32, route to the
-#                 VM overlay address dev eth0, default via it (onlink).  VM side
-#                 of the veth is cM, with a /32 route `src <VM overlay>` and
-#                 proxy_arp on.
+#   vmNcM         "container" M on VM N, wired by `meshfwd attach` run inside
+#                 the VM namespace (mf_attach): eth0 = overlay address/32, route
+#                 to the VM overlay address dev eth0, default via it (onlink).
+#                 VM side of the veth is mfcM (alias meshfwd:<netns>), with a /32
+#                 route `src <VM overlay>` and proxy_arp on.
 #
 # Nothing is created or configured in the root namespace: interfaces are created
 # directly inside their namespaces (`ip -n NS link add ... peer ... netns NS2`).
@@ -224,21 +225,33 @@ mf_vm_add() {
     MF_VMS+=("$vm"); MF_UL[$vm]=$ul; MF_OVL[$vm]=$ovl
 }
 
-# mf_container_add VM N — container #N (overlay host part N+1) on VM
+# mf_container_add VM N — container #N (overlay host part N+1) on VM: a fresh
+# namespace vmNcN, wired by `meshfwd attach` (see mf_attach).
 mf_container_add() {
-    local vm=$1 n=$2 c="$1c$2" ns cns addr mtu=$((MF_UNDERLAY_MTU - 24))
-    addr=$(mf_container_addr "${MF_UL[$vm]}" "$n") || { mf_die "meshfwd addr failed"; return 1; }
-    mf_netns_add "$c" || return 1
-    ns=$(mf_ns "$vm"); cns=$(mf_ns "$c")
-    ip -n "$ns" link add "c$n" mtu "$mtu" type veth peer name eth0 mtu "$mtu" netns "$cns" || return 1
-    ip -n "$cns" addr add "$addr/32" dev eth0 || return 1
-    ip -n "$cns" link set eth0 up || return 1
-    ip -n "$cns" route add "${MF_OVL[$vm]}/32" dev eth0 || return 1
-    ip -n "$cns" route add default via "${MF_OVL[$vm]}" dev eth0 onlink || return 1
-    ip -n "$ns" link set "c$n" up || return 1
-    ip netns exec "$ns" sysctl -qw "net.ipv4.conf.c$n.proxy_arp=1" >/dev/null || return 1
-    ip -n "$ns" route add "$addr/32" dev "c$n" src "${MF_OVL[$vm]}" || return 1
+    mf_netns_add "$1c$2" || return 1
+    mf_attach "$1" "$1c$2" "$2"
+}
+
+# mf_attach VM NAME N [ATTACH_ARGS...] — `meshfwd attach` the namespace NAME
+# (from mf_netns_add) as container #N of VM, from inside the VM namespace; the
+# address comes from its --json output. Records NAME as a container of VM.
+mf_attach() {
+    local vm=$1 c=$2 n=$3 out addr; shift 3
+    out=$(mf_exec "$vm" "$MESHFWD" attach "$(mf_ns "$c")" --container "$n" \
+        "${MF_LAYOUT_ARGS[@]}" --json "$@") || { mf_die "meshfwd attach $c to $vm as #$n failed"; return 1; }
+    addr=$(_mf_json_get address <<<"$out") || { mf_die "meshfwd attach: bad JSON: $out"; return 1; }
     MF_CONTAINERS+=("$c"); MF_OVL[$c]=$addr; MF_VM_OF[$c]=$vm
+}
+
+# mf_detach NAME — `meshfwd detach` container NAME from its VM and forget it
+# (its namespace stays; it is deleted at cleanup).
+mf_detach() {
+    local c=$1 vm=${MF_VM_OF[$1]:-} x keep=()
+    [[ -n $vm ]] || { mf_die "$c is not an attached container"; return 1; }
+    mf_exec "$vm" "$MESHFWD" detach "$(mf_ns "$c")" >/dev/null || { mf_die "meshfwd detach $c failed"; return 1; }
+    for x in "${MF_CONTAINERS[@]}"; do [[ $x == "$c" ]] || keep+=("$x"); done
+    MF_CONTAINERS=("${keep[@]}")
+    unset 'MF_OVL[$c]' 'MF_VM_OF[$c]'
 }
 
 # mf_mesh [--layout wide|classic] [--containers N] [UNDERLAY_ADDR...]

@@ -1,0 +1,711 @@
+//! A small synchronous rtnetlink client (netlink-sys + netlink-packet-route).
+//!
+//! Just what `meshfwd attach` / `detach` need: veth pairs (the peer created
+//! directly in another network namespace), link state, MTU, alias and IPv4
+//! device configuration (proxy_arp), IPv4 addresses and routes, and dumps of
+//! links, addresses and routes.
+//!
+//! A netlink socket belongs to the network namespace of the thread that
+//! created it, for its whole life. [`Netlink::open`] uses the calling thread's
+//! namespace; [`Netlink::open_in`] creates the socket on a short-lived thread
+//! that first `setns`es into the given namespace, so the calling thread never
+//! changes namespace. Every request is acknowledged (`NLM_F_ACK`) and errors
+//! come back as `io::Error` with the kernel's errno, without context: callers
+//! add the "what" (and may look at `raw_os_error()` first).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage, State,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+/// Receive buffer: larger than the 32 KiB the kernel uses for dump chunks.
+const RECV_BUF: usize = 64 * 1024;
+
+/// The facts of one network interface that the attach code looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_IFALIAS` (`ip link set DEV alias TEXT`), if set.
+    pub alias: Option<String>,
+    pub mtu: Option<u32>,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Carrier present (`IFF_LOWER_UP`).
+    pub lower_up: bool,
+    /// RFC 2863 operational state is "up".
+    pub oper_up: bool,
+    /// The root qdisc's kind: `"noop"` until the kernel has activated the
+    /// device's transmit path (packets sent before that are dropped).
+    pub qdisc: Option<String>,
+}
+
+impl Link {
+    /// Up, carrier on, operationally up and the transmit queue activated:
+    /// a packet sent now is not dropped for link-state reasons.
+    pub fn ready(&self) -> bool {
+        self.up
+            && self.lower_up
+            && self.oper_up
+            && self.qdisc.as_deref().is_some_and(|q| q != "noop")
+    }
+}
+
+/// One IPv4 address of an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Addr4 {
+    pub index: u32,
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    /// `IFA_LABEL` (e.g. `lo:meshfwd`); the kernel reports the interface name
+    /// when no label was given.
+    pub label: Option<String>,
+}
+
+/// An IPv4 route, as dumped or as requested.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route4 {
+    pub dst: Ipv4Addr,
+    pub prefix: u8,
+    /// Routing table id (254 = main).
+    pub table: u32,
+    pub oif: Option<u32>,
+    pub gateway: Option<Ipv4Addr>,
+    /// Preferred source address (`ip route ... src A`).
+    pub prefsrc: Option<Ipv4Addr>,
+    /// `scope link` (no gateway) instead of `scope universe`.
+    pub scope_link: bool,
+    /// `onlink`: use the gateway on `oif` even though no prefix covers it.
+    pub onlink: bool,
+}
+
+impl Route4 {
+    /// A route in the main table through `oif`, scope universe, no gateway.
+    pub fn new(dst: Ipv4Addr, prefix: u8, oif: u32) -> Route4 {
+        Route4 {
+            dst,
+            prefix,
+            table: u32::from(RouteHeader::RT_TABLE_MAIN),
+            oif: Some(oif),
+            gateway: None,
+            prefsrc: None,
+            scope_link: false,
+            onlink: false,
+        }
+    }
+}
+
+/// A synchronous rtnetlink socket bound to one network namespace.
+pub struct Netlink {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<Netlink> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        Ok(Netlink {
+            sock,
+            seq: 0,
+            buf: Vec::with_capacity(RECV_BUF),
+        })
+    }
+
+    /// A socket in the network namespace `ns` (an open `/run/netns/NAME` or
+    /// `/proc/PID/ns/net`). A dedicated thread enters the namespace and
+    /// creates the socket; the calling thread's namespace is left alone.
+    /// Fails with `EINVAL` when `ns` is not a network namespace.
+    pub fn open_in(ns: BorrowedFd<'_>) -> io::Result<Netlink> {
+        let fd = ns.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns only changes this (short-lived) thread's
+                // network namespace; `fd` is open for the scope's duration.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Netlink::open()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("netlink namespace thread panicked")))
+        })
+    }
+
+    // --- links -------------------------------------------------------------
+
+    /// Every interface of the namespace.
+    pub fn links(&mut self) -> io::Result<Vec<Link>> {
+        let replies = self.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The interface named `name`, or `None`.
+    pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        self.get_link(msg)
+    }
+
+    /// The interface with index `index`, or `None`.
+    pub fn link_by_index(&mut self, index: u32) -> io::Result<Option<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.get_link(msg)
+    }
+
+    fn get_link(&mut self, msg: LinkMessage) -> io::Result<Option<Link>> {
+        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => Ok(replies.iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                _ => None,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the veth pair `name` (here) ⇄ `peer` (created directly inside
+    /// the namespace `peer_ns`), both with `mtu`, both down.
+    pub fn add_veth(
+        &mut self,
+        name: &str,
+        peer: &str,
+        mtu: u32,
+        peer_ns: BorrowedFd<'_>,
+    ) -> io::Result<()> {
+        let msg = veth_request(name, peer, mtu, peer_ns.as_raw_fd());
+        self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// Deletes interface `index` (for a veth, both ends).
+    pub fn del_link(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.ack(RouteNetlinkMessage::DelLink(msg), 0)
+    }
+
+    /// Sets (or with `""` clears) the interface alias.
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_owned()));
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Brings the interface up or down.
+    pub fn set_up(&mut self, index: u32, up: bool) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.change_mask = LinkFlags::Up;
+        if up {
+            msg.header.flags = LinkFlags::Up;
+        }
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Sets the interface MTU.
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Sets `net.ipv4.conf.<dev>.proxy_arp=1` through netlink, so it acts in
+    /// the socket's namespace whatever /proc the caller sees.
+    pub fn enable_proxy_arp(&mut self, index: u32) -> io::Result<()> {
+        self.ack(RouteNetlinkMessage::SetLink(proxy_arp_request(index)), 0)
+    }
+
+    // --- addresses ---------------------------------------------------------
+
+    /// Every IPv4 address of the namespace.
+    pub fn addrs(&mut self) -> io::Result<Vec<Addr4>> {
+        let mut req = AddressMessage::default();
+        req.header.family = AddressFamily::Inet;
+        let replies = self.dump(RouteNetlinkMessage::GetAddress(req))?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => parse_addr(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds `addr/prefix` (scope global) to interface `index`, with an
+    /// optional label (which must start with the interface name).
+    pub fn add_addr(
+        &mut self,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix: u8,
+        label: Option<&str>,
+    ) -> io::Result<()> {
+        let msg = addr_request(index, addr, prefix, label);
+        self.ack(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Removes `addr/prefix` from interface `index`.
+    pub fn del_addr(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        let msg = addr_request(index, addr, prefix, None);
+        self.ack(RouteNetlinkMessage::DelAddress(msg), 0)
+    }
+
+    // --- routes ------------------------------------------------------------
+
+    /// Every IPv4 unicast route of every table (the local and broadcast
+    /// routes the kernel derives from addresses are left out).
+    pub fn routes(&mut self) -> io::Result<Vec<Route4>> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet;
+        let replies = self.dump(RouteNetlinkMessage::GetRoute(req))?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) if r.header.kind == RouteType::Unicast => {
+                    parse_route(r)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds a unicast route (fails with `EEXIST` if the same one exists).
+    pub fn add_route(&mut self, route: &Route4) -> io::Result<()> {
+        self.ack(
+            RouteNetlinkMessage::NewRoute(route_request(route)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Deletes a route (`ESRCH` when there is none).
+    pub fn del_route(&mut self, route: &Route4) -> io::Result<()> {
+        self.ack(RouteNetlinkMessage::DelRoute(route_request(route)), 0)
+    }
+
+    // --- transport ---------------------------------------------------------
+
+    fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        self.request(msg, flags).map(drop)
+    }
+
+    fn dump(&mut self, msg: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.request(msg, NLM_F_DUMP)
+    }
+
+    /// Sends one request and collects the replies until the ACK (or, for a
+    /// dump, `NLMSG_DONE`). A negative ACK becomes an `io::Error` with its errno.
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut nl = NetlinkMessage::from(msg);
+        nl.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        nl.header.sequence_number = seq;
+        nl.finalize();
+        let mut out = vec![0u8; nl.buffer_len()];
+        nl.serialize(&mut out);
+        let sent = self.sock.send(&out, 0)?;
+        if sent != out.len() {
+            return Err(io::Error::other(format!(
+                "netlink: short send ({sent} of {} bytes)",
+                out.len()
+            )));
+        }
+        let mut replies = Vec::new();
+        loop {
+            self.buf.clear();
+            let n = self.sock.recv(&mut self.buf, libc::MSG_TRUNC)?;
+            if n > self.buf.len() {
+                return Err(io::Error::other(format!(
+                    "netlink: reply of {n} bytes truncated to {}",
+                    self.buf.len()
+                )));
+            }
+            let mut off = 0;
+            while off < n {
+                let data = &self.buf[off..n];
+                let len = NetlinkBuffer::new_checked(data)
+                    .map_err(|e| invalid(format!("netlink: bad reply header: {e}")))?
+                    .length() as usize;
+                if len < 16 || len > data.len() {
+                    return Err(invalid(format!("netlink: bad reply length {len}")));
+                }
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[..len])
+                    .map_err(|e| invalid(format!("netlink: cannot parse reply: {e}")))?;
+                off += (len + 3) & !3;
+                if reply.header.sequence_number != seq {
+                    continue; // a stale reply to an earlier request
+                }
+                match reply.payload {
+                    NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+                    // The ACK: for a dump it comes after NLMSG_DONE, if at all.
+                    NetlinkPayload::Error(_) if !dump => return Ok(replies),
+                    NetlinkPayload::Done(d) => {
+                        if d.code < 0 {
+                            return Err(io::Error::from_raw_os_error(-d.code));
+                        }
+                        return Ok(replies);
+                    }
+                    NetlinkPayload::InnerMessage(m) => replies.push(m),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+// --- request building (pure) ---------------------------------------------------
+
+/// `ip link add NAME mtu MTU type veth peer name PEER mtu MTU netns FD`.
+pub fn veth_request(name: &str, peer: &str, mtu: u32, peer_ns_fd: i32) -> LinkMessage {
+    let mut peer_msg = LinkMessage::default();
+    peer_msg.attributes = vec![
+        LinkAttribute::IfName(peer.to_owned()),
+        LinkAttribute::Mtu(mtu),
+        LinkAttribute::NetNsFd(peer_ns_fd),
+    ];
+    let mut msg = LinkMessage::default();
+    msg.attributes = vec![
+        LinkAttribute::IfName(name.to_owned()),
+        LinkAttribute::Mtu(mtu),
+        LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+        ]),
+    ];
+    msg
+}
+
+/// `sysctl -w net.ipv4.conf.DEV.proxy_arp=1` as an `RTM_SETLINK` carrying
+/// only that one setting (`IFLA_AF_SPEC` → `AF_INET` → `IFLA_INET_CONF`).
+pub fn proxy_arp_request(index: u32) -> LinkMessage {
+    let mut conf = InetDevConf::default();
+    conf.proxy_arp = 1; // zero fields are not sent, so nothing else changes
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+            AfSpecInet::DevConfRequest(conf),
+        ])]));
+    msg
+}
+
+/// `ip addr add ADDR/PREFIX dev INDEX [label LABEL]` (scope global).
+pub fn addr_request(index: u32, addr: Ipv4Addr, prefix: u8, label: Option<&str>) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.prefix_len = prefix;
+    msg.header.scope = AddressScope::Universe;
+    msg.header.index = index;
+    msg.attributes
+        .push(AddressAttribute::Local(IpAddr::V4(addr)));
+    msg.attributes
+        .push(AddressAttribute::Address(IpAddr::V4(addr)));
+    if let Some(l) = label {
+        msg.attributes.push(AddressAttribute::Label(l.to_owned()));
+    }
+    msg
+}
+
+/// An `RTM_NEWROUTE`/`RTM_DELROUTE` body as `ip route` builds it
+/// (protocol boot, type unicast).
+pub fn route_request(r: &Route4) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    let h = &mut msg.header;
+    h.address_family = AddressFamily::Inet;
+    h.destination_prefix_length = r.prefix;
+    h.table = u8::try_from(r.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    h.protocol = RouteProtocol::Boot;
+    h.scope = if r.scope_link {
+        RouteScope::Link
+    } else {
+        RouteScope::Universe
+    };
+    h.kind = RouteType::Unicast;
+    if r.onlink {
+        h.flags = RouteFlags::Onlink;
+    }
+    if r.prefix > 0 {
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(r.dst)));
+    }
+    if r.table > 255 {
+        msg.attributes.push(RouteAttribute::Table(r.table));
+    }
+    if let Some(gw) = r.gateway {
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+    }
+    if let Some(src) = r.prefsrc {
+        msg.attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
+    }
+    if let Some(oif) = r.oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
+    msg
+}
+
+// --- reply parsing (pure) ------------------------------------------------------
+
+fn parse_link(l: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: l.header.index,
+        name: String::new(),
+        alias: None,
+        mtu: None,
+        up: l.header.flags.contains(LinkFlags::Up),
+        lower_up: l.header.flags.contains(LinkFlags::LowerUp),
+        oper_up: false,
+        qdisc: None,
+    };
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::IfAlias(s) => link.alias = Some(s.clone()),
+            LinkAttribute::Mtu(m) => link.mtu = Some(*m),
+            LinkAttribute::OperState(s) => link.oper_up = *s == State::Up,
+            LinkAttribute::Qdisc(q) => link.qdisc = Some(q.clone()),
+            _ => {}
+        }
+    }
+    link
+}
+
+fn parse_addr(a: &AddressMessage) -> Option<Addr4> {
+    if a.header.family != AddressFamily::Inet {
+        return None;
+    }
+    let mut local = None;
+    let mut address = None;
+    let mut label = None;
+    for attr in &a.attributes {
+        match attr {
+            AddressAttribute::Local(IpAddr::V4(v)) => local = Some(*v),
+            AddressAttribute::Address(IpAddr::V4(v)) => address = Some(*v),
+            AddressAttribute::Label(l) => label = Some(l.clone()),
+            _ => {}
+        }
+    }
+    Some(Addr4 {
+        index: a.header.index,
+        addr: local.or(address)?,
+        prefix: a.header.prefix_len,
+        label,
+    })
+}
+
+fn parse_route(r: &RouteMessage) -> Option<Route4> {
+    if r.header.address_family != AddressFamily::Inet {
+        return None;
+    }
+    let mut route = Route4 {
+        dst: Ipv4Addr::UNSPECIFIED,
+        prefix: r.header.destination_prefix_length,
+        table: u32::from(r.header.table),
+        oif: None,
+        gateway: None,
+        prefsrc: None,
+        scope_link: r.header.scope == RouteScope::Link,
+        onlink: r.header.flags.contains(RouteFlags::Onlink),
+    };
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => route.dst = *d,
+            RouteAttribute::Table(t) => route.table = *t,
+            RouteAttribute::Oif(i) => route.oif = Some(*i),
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.gateway = Some(*g),
+            RouteAttribute::PrefSource(RouteAddress::Inet(s)) => route.prefsrc = Some(*s),
+            _ => {}
+        }
+    }
+    Some(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{Emitable, Parseable};
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    /// Serializes and parses back a request, as the kernel would see it.
+    fn roundtrip(m: RouteNetlinkMessage) -> RouteNetlinkMessage {
+        let mut nl = NetlinkMessage::from(m);
+        nl.header.flags = NLM_F_REQUEST;
+        nl.finalize();
+        let mut buf = vec![0; nl.buffer_len()];
+        nl.serialize(&mut buf);
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf)
+            .unwrap()
+            .payload
+        {
+            NetlinkPayload::InnerMessage(m) => m,
+            p => panic!("unexpected payload {p:?}"),
+        }
+    }
+
+    #[test]
+    fn veth_request_carries_both_ends() {
+        let m = veth_request("mfc7", "eth0", 1476, 9);
+        let RouteNetlinkMessage::NewLink(back) = roundtrip(RouteNetlinkMessage::NewLink(m)) else {
+            panic!()
+        };
+        assert!(back
+            .attributes
+            .contains(&LinkAttribute::IfName("mfc7".into())));
+        assert!(back.attributes.contains(&LinkAttribute::Mtu(1476)));
+        let info = back
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(i) => Some(i),
+                _ => None,
+            })
+            .unwrap();
+        assert!(info.contains(&LinkInfo::Kind(InfoKind::Veth)));
+        // (the peer's attributes are nested inside LinkInfo::Data)
+        let mut raw = vec![0u8; LinkAttribute::LinkInfo(info.clone()).buffer_len()];
+        LinkAttribute::LinkInfo(info.clone()).emit(&mut raw);
+        assert!(raw.windows(5).any(|w| w == b"eth0\0"));
+    }
+
+    #[test]
+    fn route_request_matches_ip_route() {
+        let mut r = Route4::new(ip("241.2.0.2"), 32, 5);
+        r.scope_link = true;
+        r.prefsrc = Some(ip("241.2.0.1"));
+        let m = route_request(&r);
+        assert_eq!(m.header.scope, RouteScope::Link);
+        assert_eq!(m.header.table, RouteHeader::RT_TABLE_MAIN);
+        assert_eq!(m.header.kind, RouteType::Unicast);
+        assert_eq!(m.header.protocol, RouteProtocol::Boot);
+        assert!(!m.header.flags.contains(RouteFlags::Onlink));
+        assert_eq!(parse_route(&m), Some(r.clone()));
+
+        let mut d = Route4::new(Ipv4Addr::UNSPECIFIED, 0, 2);
+        d.gateway = Some(ip("241.2.0.1"));
+        d.onlink = true;
+        let m = route_request(&d);
+        assert!(m.header.flags.contains(RouteFlags::Onlink));
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Destination(_))));
+        assert_eq!(parse_route(&m), Some(d));
+        let RouteNetlinkMessage::NewRoute(back) =
+            roundtrip(RouteNetlinkMessage::NewRoute(route_request(&r)))
+        else {
+            panic!()
+        };
+        assert_eq!(parse_route(&back), Some(r));
+    }
+
+    #[test]
+    fn addr_request_has_label() {
+        let m = addr_request(1, ip("241.2.0.1"), 32, Some("lo:meshfwd"));
+        let got = parse_addr(&m).unwrap();
+        assert_eq!(
+            got,
+            Addr4 {
+                index: 1,
+                addr: ip("241.2.0.1"),
+                prefix: 32,
+                label: Some("lo:meshfwd".into())
+            }
+        );
+    }
+
+    #[test]
+    fn proxy_arp_request_sets_only_proxy_arp() {
+        let m = proxy_arp_request(4);
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        // header (16) + IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF { 3: u32 } } }
+        assert_eq!(buf.len(), 16 + 4 + 4 + 4 + 8);
+        let u16_at = |i: usize| u16::from_ne_bytes([buf[i], buf[i + 1]]);
+        assert_eq!(u16_at(16 + 2), 26); // IFLA_AF_SPEC
+        assert_eq!(u16_at(16 + 4 + 2), libc::AF_INET as u16);
+        assert_eq!(u16_at(16 + 8 + 2) & 0x3fff, 1); // IFLA_INET_CONF (nested)
+        assert_eq!(u16_at(16 + 12), 8); // nla len
+        assert_eq!(u16_at(16 + 14), 3); // IPV4_DEVCONF_PROXY_ARP
+        assert_eq!(&buf[16 + 16..], &1u32.to_ne_bytes());
+        let _ = LinkMessage::parse(&buf[..]).unwrap();
+    }
+
+    #[test]
+    fn link_readiness() {
+        let mut l = Link {
+            index: 3,
+            name: "mfc1".into(),
+            alias: None,
+            mtu: Some(1476),
+            up: true,
+            lower_up: true,
+            oper_up: true,
+            qdisc: Some("noop".into()),
+        };
+        assert!(!l.ready());
+        l.qdisc = Some("noqueue".into());
+        assert!(l.ready());
+        l.oper_up = false;
+        assert!(!l.ready());
+    }
+
+    #[test]
+    fn dumps_work_without_privileges() {
+        // Read-only requests are allowed to anyone, in this thread's namespace.
+        let mut nl = Netlink::open().unwrap();
+        let links = nl.links().unwrap();
+        let lo = links.iter().find(|l| l.name == "lo").expect("lo listed");
+        assert_eq!(nl.link_by_name("lo").unwrap().as_ref(), Some(lo));
+        assert_eq!(nl.link_by_index(lo.index).unwrap().unwrap().name, "lo");
+        assert_eq!(nl.link_by_name("nosuchif0").unwrap(), None);
+        let addrs = nl.addrs().unwrap();
+        assert!(addrs
+            .iter()
+            .any(|a| a.index == lo.index && a.addr == Ipv4Addr::LOCALHOST && a.prefix == 8));
+        nl.routes().unwrap();
+    }
+}

@@ -1,0 +1,216 @@
+//! Root-only tests of the synchronous rtnetlink client (`meshfwd::sys::netlink`)
+//! in two throwaway network namespaces (`mfnl<pid>a`, `mfnl<pid>b`), deleted
+//! on exit, also when a test fails. Nothing is configured in the root
+//! namespace: every socket is opened inside a test namespace with
+//! `Netlink::open_in`. Fails (never skips) when not root or without `ip`.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use meshfwd::sys::netlink::{Netlink, Route4};
+
+/// These tests need root and iproute2. Without them they fail loudly instead of
+/// passing: a skipped check must never look like a passed one. Run them as
+/// root (`scripts/test.sh` does); without root, run `cargo test --lib`.
+fn skip() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this namespace test needs root (run scripts/test.sh as root, or `cargo test --lib` for the pure tests)"
+    );
+    assert!(
+        Command::new("ip").arg("-V").output().is_ok(),
+        "this namespace test needs `ip` (apt-get install iproute2)"
+    );
+    false
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Deletes its namespaces when dropped (also while unwinding).
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+fn own_netns() -> (u64, u64) {
+    let m = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
+    (m.dev(), m.ino())
+}
+
+fn ip4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn veth_addresses_routes_alias_proxy_arp() {
+    if skip() {
+        return;
+    }
+    let (a, b) = (
+        format!("mfnl{}a", std::process::id()),
+        format!("mfnl{}b", std::process::id()),
+    );
+    let mut guard = Namespaces(Vec::new());
+    for n in [&a, &b] {
+        run(&["ip", "netns", "add", n]);
+        guard.0.push(n.clone());
+    }
+    let fa = File::open(format!("/run/netns/{a}")).unwrap();
+    let fb = File::open(format!("/run/netns/{b}")).unwrap();
+    let before = own_netns();
+    let mut na = Netlink::open_in(fa.as_fd()).unwrap();
+    let mut nb = Netlink::open_in(fb.as_fd()).unwrap();
+    assert_eq!(own_netns(), before, "the calling thread changed namespace");
+    let e = Netlink::open_in(File::open("/dev/null").unwrap().as_fd())
+        .err()
+        .unwrap();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+
+    // A fresh namespace has only lo, down.
+    let links = na.links().unwrap();
+    assert_eq!(links.len(), 1, "{links:?}");
+    let lo_a = links[0].clone();
+    assert_eq!(lo_a.name, "lo");
+    assert!(!lo_a.up);
+
+    // veth: one end here, the peer created directly in b.
+    na.add_veth("v0", "p0", 1400, fb.as_fd()).unwrap();
+    let e = na.add_veth("v0", "p1", 1400, fb.as_fd()).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    let v0 = na.link_by_name("v0").unwrap().unwrap();
+    assert_eq!(v0.mtu, Some(1400));
+    assert!(!v0.up && !v0.ready());
+    assert!(na.link_by_name("p0").unwrap().is_none());
+    let p0 = nb.link_by_name("p0").unwrap().unwrap();
+    assert_eq!(p0.mtu, Some(1400));
+    na.set_mtu(v0.index, 1450).unwrap();
+    nb.set_mtu(p0.index, 1450).unwrap();
+    assert_eq!(na.link_by_index(v0.index).unwrap().unwrap().mtu, Some(1450));
+
+    // alias and proxy_arp
+    na.set_alias(v0.index, "meshfwd:test").unwrap();
+    let listed = na.links().unwrap();
+    let v = listed.iter().find(|l| l.name == "v0").unwrap();
+    assert_eq!(v.alias.as_deref(), Some("meshfwd:test"));
+    na.enable_proxy_arp(v0.index).unwrap();
+    let pa = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &a,
+        "sysctl",
+        "-n",
+        "net.ipv4.conf.v0.proxy_arp",
+    ]);
+    assert_eq!(pa.trim(), "1");
+
+    // up, and ready (carrier, operstate, queue) within a moment
+    na.set_up(lo_a.index, true).unwrap();
+    na.set_up(v0.index, true).unwrap();
+    let lo_b = nb.link_by_name("lo").unwrap().unwrap();
+    nb.set_up(lo_b.index, true).unwrap();
+    nb.set_up(p0.index, true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !(na.link_by_index(v0.index).unwrap().unwrap().ready()
+        && nb.link_by_index(p0.index).unwrap().unwrap().ready())
+    {
+        assert!(Instant::now() < deadline, "veth pair not ready");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    // addresses
+    let (va, ca) = (ip4("10.99.0.1"), ip4("10.99.0.2"));
+    na.add_addr(lo_a.index, va, 32, Some("lo:test")).unwrap();
+    let e = na
+        .add_addr(lo_a.index, va, 32, Some("lo:test"))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    assert!(na
+        .addrs()
+        .unwrap()
+        .iter()
+        .any(|x| x.addr == va && x.prefix == 32 && x.label.as_deref() == Some("lo:test")));
+    nb.add_addr(p0.index, ca, 32, None).unwrap();
+
+    // routes: ca/32 dev v0 src va; in b: va/32 dev p0 scope link, default via va onlink
+    let mut to_c = Route4::new(ca, 32, v0.index);
+    to_c.scope_link = true;
+    to_c.prefsrc = Some(va);
+    na.add_route(&to_c).unwrap();
+    assert_eq!(
+        na.add_route(&to_c).unwrap_err().raw_os_error(),
+        Some(libc::EEXIST)
+    );
+    assert!(na.routes().unwrap().contains(&to_c), "{:?}", na.routes());
+    let mut to_v = Route4::new(va, 32, p0.index);
+    to_v.scope_link = true;
+    nb.add_route(&to_v).unwrap();
+    let mut dflt = Route4::new(Ipv4Addr::UNSPECIFIED, 0, p0.index);
+    dflt.gateway = Some(va);
+    dflt.onlink = true;
+    nb.add_route(&dflt).unwrap();
+    let rb = nb.routes().unwrap();
+    assert!(rb.contains(&to_v) && rb.contains(&dflt), "{rb:?}");
+    let shown = run(&["ip", "-n", &b, "route"]);
+    assert!(
+        shown.contains("default via 10.99.0.1 dev p0 onlink"),
+        "{shown}"
+    );
+    let shown = run(&["ip", "-n", &a, "route"]);
+    assert!(
+        shown.contains("10.99.0.2 dev v0 scope link src 10.99.0.1"),
+        "{shown}"
+    );
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &a,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "10.99.0.2",
+    ]);
+
+    // and back
+    na.del_route(&to_c).unwrap();
+    assert_eq!(
+        na.del_route(&to_c).unwrap_err().raw_os_error(),
+        Some(libc::ESRCH)
+    );
+    na.del_addr(lo_a.index, va, 32).unwrap();
+    assert_eq!(
+        na.del_addr(lo_a.index, va, 32).unwrap_err().raw_os_error(),
+        Some(libc::EADDRNOTAVAIL)
+    );
+    na.del_link(v0.index).unwrap();
+    assert!(nb.link_by_name("p0").unwrap().is_none(), "peer survived");
+    assert_eq!(
+        na.del_link(v0.index).unwrap_err().raw_os_error(),
+        Some(libc::ENODEV)
+    );
+}

@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# tests/netns/attach.sh — `meshfwd attach` / `meshfwd detach` on network
+# namespaces (root).
+#
+#   tests/netns/attach.sh                  # everything
+#   tests/netns/attach.sh refusals instant # only tests whose name contains one of these
+#   MESHFWD=/path/to/meshfwd MF_INSTANT_TRIALS=20 MF_INSTANT_RATE=0 tests/netns/attach.sh
+#
+# One mesh (3 VMs x 1 container, meshfwd running in every VM) serves all tests;
+# each test runs in a subshell, creates its own extra namespaces and deletes
+# them when it ends. Prints "ok NAME" or "FAIL NAME (reason)" per test (plus the
+# tail of its log), and last a line "N passed, N failed". Exit status 1 if
+# anything failed.
+
+# shellcheck disable=SC2317,SC2034,SC2119  # test functions are called indirectly; lib.sh reads the globals
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/netns/lib.sh
+source "$HERE/lib.sh"
+
+PATTERNS=("$@")
+PASS=0
+FAIL=0
+: "${MF_INSTANT_TRIALS:=5}"
+: "${MF_INSTANT_RATE:=300M}"   # background iperf3 rate (0 = unlimited)
+
+fail() { printf '%s\n' "$*" >"$T_REASON"; mf_log "FAIL: $*"; exit 1; }
+note() { mf_log "# $*"; }
+
+# ------------------------------------------------------------------ helpers --
+
+# snap VM — everything attach/detach may touch on the VM side, one line each
+snap() {
+    local ns; ns=$(mf_ns "$1")
+    ip -n "$ns" -o link show | sed 's/\\.*//'
+    ip -n "$ns" -o addr show
+    ip -n "$ns" route show table all
+}
+
+# attach VM NAME N [ARGS...] — run `meshfwd attach`; stdout in $OUT, exit code in $RC
+attach() {
+    local vm=$1 c=$2 n=$3; shift 3
+    OUT=$(mf_exec "$vm" "$MESHFWD" attach "$(mf_ns "$c")" --container "$n" "$@" 2>"$MF_RUN_DIR/attach.err")
+    RC=$?
+    ERR=$(cat "$MF_RUN_DIR/attach.err")
+    note "attach $c -> $vm #$n $*: rc $RC ${OUT:+out: $OUT }${ERR:+err: $ERR}"
+}
+
+detach() {
+    local vm=$1 c=$2
+    OUT=$(mf_exec "$vm" "$MESHFWD" detach "$(mf_ns "$c")" 2>"$MF_RUN_DIR/detach.err")
+    RC=$?
+    ERR=$(cat "$MF_RUN_DIR/detach.err")
+    note "detach $c from $vm: rc $RC ${OUT:+out: $OUT }${ERR:+err: $ERR}"
+}
+
+json() { _mf_json_get "$1" <<<"$OUT"; }
+
+same_as() { # FILE VM — fail unless the VM's current snapshot equals FILE
+    snap "$2" >"$1.after"
+    diff -u "$1" "$1.after" >&2 || fail "$2 differs after the round trip (diff in the log)"
+}
+
+# a bare "VM": underlay address on eth0 (port of the underlay bridge), lo up,
+# forwarding on, but no overlay address anywhere
+bare_vm() {
+    local vm=$1 ul=$2 ns ulns
+    mf_netns_add "$vm" || fail "netns $vm"
+    ns=$(mf_ns "$vm"); ulns=$(mf_ns ul)
+    ip -n "$ns" link add eth0 type veth peer name "u-$vm" netns "$ulns" || fail "veth $vm"
+    ip -n "$ulns" link set "u-$vm" master br0 up || fail "bridge port"
+    ip -n "$ns" addr add "$ul/16" dev eth0 || fail "eth0 address in $vm"
+    ip -n "$ns" link set eth0 up || fail "eth0 up in $vm"
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 >/dev/null
+}
+
+# ------------------------------------------------------------------- tests --
+
+t_wiring_and_roundtrip() {
+    local before="$MF_RUN_DIR/wiring.before" vns cns tun_mtu a out
+    vns=$(mf_ns vm1)
+    snap vm1 >"$before"
+    mf_netns_add x7 || fail "netns"
+    cns=$(mf_ns x7)
+    attach vm1 x7 7 --json
+    [[ $RC == 0 ]] || fail "attach exited $RC: $ERR"
+    a=$(json address)
+    [[ $a == "$(mf_container_addr "${MF_UL[vm1]}" 7)" ]] || fail "address $a is not container #7's"
+    [[ $(json veth) == mfc7 && $(json ifname) == eth0 && $(json container) == 7 ]] || fail "json: $OUT"
+    [[ $(json vm_overlay) == "${MF_OVL[vm1]}" && $(json vm) == "${MF_UL[vm1]}" ]] || fail "json: $OUT"
+    tun_mtu=$(ip -n "$vns" -o link show tun0 | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')
+    [[ $(json mtu) == "$tun_mtu" ]] || fail "mtu $(json mtu), tun0 has $tun_mtu"
+    # VM side
+    out=$(ip -n "$vns" -d link show mfc7); note "$out"
+    grep -q "alias meshfwd:$cns" <<<"$out" || fail "mfc7 lacks alias meshfwd:$cns"
+    ip -n "$vns" -o link show mfc7 | grep -q "mtu $tun_mtu .*state UP" || fail "mfc7 not up with mtu $tun_mtu"
+    [[ $(ip netns exec "$vns" sysctl -n net.ipv4.conf.mfc7.proxy_arp) == 1 ]] || fail "proxy_arp off on mfc7"
+    out=$(ip -n "$vns" route show "$a/32"); note "$out"
+    grep -q "^$a dev mfc7 .*scope link src ${MF_OVL[vm1]}" <<<"$out" || fail "VM route to $a: $out"
+    # container side
+    ip -n "$cns" -o addr show dev eth0 | grep -q "inet $a/32 " || fail "container lacks $a/32"
+    ip -n "$cns" -o link show eth0 | grep -q "mtu $tun_mtu .*state UP" || fail "container eth0 not up with mtu $tun_mtu"
+    ip -n "$cns" -o link show lo | grep -q "UP" || fail "container lo down"
+    out=$(ip -n "$cns" route); note "$out"
+    grep -q "^default via ${MF_OVL[vm1]} dev eth0 onlink" <<<"$out" || fail "container default route: $out"
+    grep -q "^${MF_OVL[vm1]} dev eth0 scope link" <<<"$out" || fail "container route to the VM: $out"
+    # reachable both ways, from a remote VM's container
+    mf_exec vm2c1 ping -n -c 3 -i 0.2 -W 1 "$a" >&2 || fail "vm2c1 cannot ping $a"
+    mf_exec x7 ping -n -c 3 -i 0.2 -W 1 "${MF_OVL[vm3c1]}" >&2 || fail "x7 cannot ping vm3c1"
+    detach vm1 x7
+    [[ $RC == 0 ]] || fail "detach exited $RC: $ERR"
+    [[ $OUT == *"mfc7 removed"* ]] || fail "detach said: $OUT"
+    ip -n "$cns" -o link show eth0 2>/dev/null && fail "container eth0 still exists after detach"
+    same_as "$before" vm1
+}
+
+t_roundtrip_bare_vm() {
+    local before="$MF_RUN_DIR/bare.before" vns ovl
+    bare_vm bare 192.168.77.5
+    vns=$(mf_ns bare)
+    ovl=$(mf_vm_addr 192.168.77.5)
+    snap bare >"$before"
+    mf_netns_add b1 || fail "netns b1"
+    mf_netns_add b2 || fail "netns b2"
+    attach bare b1 1 --json
+    [[ $RC == 0 && $(json lo_address_added) == True ]] || fail "attach b1: rc $RC, $OUT"
+    [[ $(json mtu) == 1476 ]] || fail "no tun0 here: mtu should be eth0 1500 - 24, got $(json mtu)"
+    ip -n "$vns" -o addr show dev lo | grep -q "inet $ovl/32 .*lo:meshfwd" || fail "lo lacks $ovl/32 label lo:meshfwd"
+    attach bare b2 2 --json
+    [[ $RC == 0 && $(json lo_address_added) == False ]] || fail "attach b2: rc $RC, $OUT"
+    mf_exec b1 ping -n -c 2 -i 0.2 -W 1 "$(json address)" >&2 || fail "b1 cannot ping b2 through the VM"
+    detach bare b1
+    [[ $RC == 0 ]] || fail "detach b1 exited $RC"
+    ip -n "$vns" -o addr show dev lo | grep -q "inet $ovl/32" || fail "$ovl/32 left lo while b2 is attached"
+    mf_exec b2 ping -n -c 1 -W 1 "$ovl" >&2 || fail "b2 lost the VM after b1 was detached"
+    detach bare b2
+    [[ $RC == 0 && $OUT == *"removed $ovl/32 from lo"* ]] || fail "detach b2: rc $RC, $OUT"
+    same_as "$before" bare
+}
+
+t_refusals() {
+    local before="$MF_RUN_DIR/refusals.before" vns
+    vns=$(mf_ns vm1)
+    snap vm1 >"$before"
+    mf_netns_add r1 || fail "netns"
+    attach vm1 r1 1                         # vm1c1 is container #1
+    [[ $RC == 1 && $ERR == *"container #1 is in use"* ]] || fail "in-use number: rc $RC, $ERR"
+    attach vm1 r1 0
+    [[ $RC == 2 && $ERR == *"out of range"* ]] || fail "container 0: rc $RC, $ERR"
+    attach vm1 r1 4095
+    [[ $RC == 2 && $ERR == *"1..=4094"* ]] || fail "container 4095: rc $RC, $ERR"
+    attach vm1 r1 255 --layout classic
+    [[ $RC == 2 && $ERR == *"1..=254"* ]] || fail "classic 255: rc $RC, $ERR"
+    attach vm1 nosuchns 9
+    [[ $RC == 1 && $ERR == *"does not exist"* ]] || fail "missing netns: rc $RC, $ERR"
+    attach vm1 r1 9 --ifname lo
+    [[ $RC == 1 && $ERR == *"already has an interface named lo"* ]] || fail "ifname exists: rc $RC, $ERR"
+    attach vm1 vm1c1 9                      # already attached as #1
+    [[ $RC == 1 && $ERR == *"already attached"* ]] || fail "netns attached twice: rc $RC, $ERR"
+    attach vm1 vm1 9                        # the VM's own namespace
+    [[ $RC == 1 && $ERR == *"own network namespace"* ]] || fail "own netns: rc $RC, $ERR"
+    attach vm1 r1 9 --mtu 20
+    [[ $RC == 2 ]] || fail "--mtu 20: rc $RC, $ERR"
+    attach vm1 r1 9 --ifname 'a b'
+    [[ $RC == 2 ]] || fail "--ifname 'a b': rc $RC, $ERR"
+    # a number whose address is routed here by hand
+    ip -n "$vns" route add "$(mf_container_addr "${MF_UL[vm1]}" 9)/32" dev lo || fail "route"
+    attach vm1 r1 9
+    ip -n "$vns" route del "$(mf_container_addr "${MF_UL[vm1]}" 9)/32" dev lo
+    [[ $RC == 1 && $ERR == *"a route to"* ]] || fail "routed address: rc $RC, $ERR"
+    [[ $(wc -l <<<"$ERR") == 1 ]] || fail "more than one error line: $ERR"
+    same_as "$before" vm1
+}
+
+t_rollback() {
+    local before="$MF_RUN_DIR/rollback.before" cns
+    bare_vm rbvm 192.168.77.6
+    snap rbvm >"$before"
+    mf_netns_add rb || fail "netns"
+    cns=$(mf_ns rb)
+    # the container already routes the VM overlay address (through a veth pair
+    # of its own), so attach fails late, at its container-side route
+    ip -n "$cns" link add x0 type veth peer name x1 || fail "veth in the container"
+    ip -n "$cns" link set x0 up || fail "x0 up"
+    ip -n "$cns" route add "$(mf_vm_addr 192.168.77.6)/32" dev x0 || fail "route in the container"
+    ip -n "$cns" link set lo down
+    ip -n "$cns" route show >&2
+    attach rbvm rb 3
+    [[ $RC == 1 && $ERR == *"add route"* ]] || fail "expected a failed route add: rc $RC, $ERR"
+    ip -n "$cns" -o link show eth0 2>/dev/null && fail "eth0 left in the container"
+    ip -n "$cns" -o link show lo | grep -q ',UP' && fail "container lo left up"
+    same_as "$before" rbvm
+}
+
+t_detach_twice() {
+    local before="$MF_RUN_DIR/twice.before"
+    snap vm2 >"$before"
+    mf_netns_add d2 || fail "netns"
+    attach vm2 d2 5
+    [[ $RC == 0 ]] || fail "attach: rc $RC, $ERR"
+    detach vm2 d2
+    [[ $RC == 0 ]] || fail "first detach: rc $RC, $ERR"
+    detach vm2 d2
+    [[ $RC == 0 && $ERR == *"not attached"* ]] || fail "second detach: rc $RC, $ERR"
+    same_as "$before" vm2
+}
+
+t_detach_after_netns_deleted() {
+    local before="$MF_RUN_DIR/gone.before" ns vns
+    bare_vm gvm 192.168.77.7
+    vns=$(mf_ns gvm)
+    snap gvm >"$before"
+    mf_netns_add gone || fail "netns"
+    attach gvm gone 6
+    [[ $RC == 0 ]] || fail "attach: rc $RC, $ERR"
+    ns=$(mf_ns gone)
+    ip netns del "$ns" || fail "ip netns del"
+    detach gvm gone
+    [[ $RC == 0 ]] || fail "detach after the namespace was deleted: rc $RC, $ERR"
+    # the kernel deletes the veth with the namespace, asynchronously
+    for _ in $(seq 50); do ip -n "$vns" link show mfc6 >/dev/null 2>&1 || break; sleep 0.1; done
+    same_as "$before" gvm
+    detach gvm gone
+    [[ $RC == 0 ]] || fail "second detach: rc $RC"
+}
+
+# A container attached while traffic flows is reachable from a remote VM on
+# its very first echo request (ping -c 1 -W 1, no retry), and reaches a remote
+# container on its first one. MF_INSTANT_TRIALS fresh containers, rotating VMs.
+t_instant_routability() {
+    local i vm far c addr t0 t1 ok=0 bad=() pings=()
+    mf_bg bg-ping vm2c1 ping -n -q -i 0.01 -s 1000 "${MF_OVL[vm3c1]}"
+    mf_bg bg-iperf-s vm1c1 iperf3 -s -1
+    sleep 0.3
+    mf_bg bg-iperf-c vm3c1 iperf3 -c "${MF_OVL[vm1c1]}" -t 120 -b "$MF_INSTANT_RATE" -C cubic
+    local iperf=$MF_LAST_PID
+    sleep 1
+    local tx0; tx0=$(mf_stat vm1 rx_packets)
+    for ((i = 1; i <= MF_INSTANT_TRIALS; i++)); do
+        vm="vm$(( (i - 1) % 3 + 1 ))"; far="vm$(( i % 3 + 1 ))c1"
+        c="new$i"
+        mf_netns_add "$c" || fail "netns $c"
+        t0=$(date +%s%N)
+        attach "$vm" "$c" $((100 + i)) --json
+        t1=$(date +%s%N)
+        [[ $RC == 0 ]] || fail "attach $c: rc $RC, $ERR"
+        addr=$(json address)
+        if mf_exec "$far" ping -n -c 1 -W 1 "$addr" >"$MF_RUN_DIR/instant.$i" 2>&1; then
+            pings+=("$far->$c:ok($(sed -n 's/.*time=\([0-9.]*\) ms.*/\1ms/p' "$MF_RUN_DIR/instant.$i"))")
+        else
+            bad+=("$far->$c")
+            pings+=("$far->$c:LOST")
+        fi
+        if mf_exec "$c" ping -n -c 1 -W 1 "${MF_OVL[$far]}" >>"$MF_RUN_DIR/instant.$i" 2>&1; then
+            pings+=("$c->$far:ok")
+        else
+            bad+=("$c->$far"); pings+=("$c->$far:LOST")
+        fi
+        note "trial $i: $c on $vm ($addr), attach $(( (t1 - t0) / 1000000 )) ms; ${pings[*]: -2}"
+        [[ ${#bad[@]} == 0 ]] && ok=$((ok + 1))
+    done
+    note "background traffic: vm1 rx_packets grew by $(( $(mf_stat vm1 rx_packets) - tx0 ))"
+    _mf_alive "$iperf" || note "warning: the background iperf3 ended early (log: $MF_RUN_DIR/bg-iperf-c.log)"
+    echo "instant routability: ${pings[*]}" >&2
+    [[ ${#bad[@]} == 0 ]] || fail "first ping lost: ${bad[*]} (of $MF_INSTANT_TRIALS trials)"
+}
+
+# ----------------------------------------------------------------- framework --
+
+_selected() {
+    local p
+    ((${#PATTERNS[@]})) || return 0
+    for p in "${PATTERNS[@]}"; do [[ $1 == *"$p"* ]] && return 0; done
+    return 1
+}
+
+run_test() {
+    local t=$1 name=${1#t_} log rc reason
+    _selected "$name" || return 0
+    log="$MF_RUN_DIR/$name.log"
+    T_REASON="$MF_RUN_DIR/$name.reason"
+    : >"$T_REASON"
+    (
+        MF_PIDS=(); MF_PIDNAME=()
+        base=("${MF_NETNS[@]}")
+        # stop what the test started, delete the namespaces it created
+        trap 'mf_kill_pids; for ns in "${MF_NETNS[@]}"; do
+                  [[ " ${base[*]} " == *" $ns "* ]] && continue
+                  for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+                  ip netns del "$ns" 2>/dev/null; rm -rf "/etc/netns/$ns"
+              done' EXIT
+        trap 'exit 130' INT; trap 'exit 143' TERM
+        "$t"
+    ) >"$log" 2>&1
+    rc=$?
+    if [[ $rc == 0 ]]; then
+        echo "ok attach/$name"; PASS=$((PASS + 1))
+    else
+        reason=$(head -n 1 "$T_REASON"); [[ -n $reason ]] || reason="exit code $rc"
+        echo "FAIL attach/$name ($reason)"; FAIL=$((FAIL + 1))
+        tail -n 15 "$log" | sed 's/^/    # /'
+        echo "    # full log: $log"
+        MF_KEEP=1
+    fi
+}
+
+main() {
+    [[ $EUID -eq 0 ]] || { echo "tests/netns/attach.sh must run as root" >&2; echo "0 passed, 1 failed"; exit 1; }
+    local t
+    for t in ip ping iperf3 "$MF_PY"; do
+        command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; echo "0 passed, 1 failed"; exit 1; }
+    done
+    [[ -x $MESHFWD ]] || { echo "meshfwd binary not found at $MESHFWD (cargo build --release)" >&2; echo "0 passed, 1 failed"; exit 1; }
+    mf_init || { echo "0 passed, 1 failed"; exit 1; }
+    [[ ${MF_KEEP_LOGS:-0} == 1 ]] && MF_KEEP=1
+    echo "# meshfwd attach suite: $MESHFWD, logs in $MF_RUN_DIR"
+    if ! { mf_mesh --containers 1 && mf_start_all; } >"$MF_RUN_DIR/setup.log" 2>&1; then
+        echo "FAIL attach/setup (mesh or meshfwd start failed)"; tail -n 15 "$MF_RUN_DIR/setup.log" | sed 's/^/    # /'
+        MF_KEEP=1; echo "0 passed, 1 failed"; exit 1
+    fi
+    for t in t_wiring_and_roundtrip t_roundtrip_bare_vm t_refusals t_rollback t_detach_twice \
+        t_detach_after_netns_deleted t_instant_routability; do
+        run_test "$t"
+    done
+    for t in "${MF_VMS[@]}"; do mf_running "$t" || { echo "FAIL attach/meshfwd_alive ($t: meshfwd died)"; FAIL=$((FAIL + 1)); }; done
+    ((PASS + FAIL > 0)) || { echo "no test matched" >&2; FAIL=1; }
+    echo "$PASS passed, $FAIL failed"
+    ((FAIL == 0))
+}
+
+main
