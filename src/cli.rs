@@ -109,7 +109,7 @@ pub struct AttachArgs {
     /// Interface name inside the container.
     #[arg(long, value_name = "NAME", default_value = "eth0")]
     pub ifname: String,
-    /// MTU of the veth pair [default: the MTU of --tun].
+    /// MTU of the veth pair [default: the MTU of --tun if it exists, else the underlay MTU minus 24].
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
     /// meshfwd's TUN device on this VM (its MTU is the default veth MTU).
