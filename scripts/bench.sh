@@ -2,8 +2,8 @@
 # scripts/bench.sh — meshfwd next to the raw underlay, kernel VXLAN, fastd and tinc,
 # measured in the same run on two network-namespace "VMs" joined by a veth (MTU 1500).
 #
-#   sudo scripts/bench.sh                       # 3 repetitions of everything (~23 min on 2 cores)
-#   sudo scripts/bench.sh --quick               # 1 repetition, 5 s TCP tests (~4 min)
+#   sudo scripts/bench.sh                       # 3 repetitions of everything (~20 min on 2 cores)
+#   sudo scripts/bench.sh --quick               # 1 repetition, 5 s TCP tests (~3 min)
 #   sudo scripts/bench.sh --reps 5 --paths raw,vxlan,meshfwd --duration 10
 #
 # Options:
@@ -16,6 +16,7 @@
 #   --out DIR         results directory (default bench-results/<timestamp>)
 #   --no-build        use target/release/meshfwd as it is (default: cargo build --release)
 #   --no-charts       skip the PNG charts
+#   --meshfwd-args A  extra meshfwd options for both meshfwd paths, e.g. "--no-pin"
 #
 # Paths: raw = the veth itself; vxlan = kernel VXLAN (MTU 1450); fastd = fastd
 # `method "null"` over TUN (MTU 1450); tinc = tinc 1.0 Cipher/Digest none, router
@@ -43,7 +44,9 @@ cd "$ROOT" || exit 1
 REPORT="$HERE/bench_report.py"
 
 ARGS_STR="$*"
+# shellcheck disable=SC2034  # read through a nameref in pick()
 ALL_PATHS=(raw vxlan fastd tinc meshfwd meshfwd-nooff)
+# shellcheck disable=SC2034
 ALL_TESTS=(ping tcp1 tcp4 udp udp64)
 REPS=3
 DURATION=20
@@ -61,6 +64,9 @@ BUILD=1
 CHARTS=1
 QUICK=0
 REPS_SET=0 DURATION_SET=0 OMIT_SET=0
+BUILD_FAILED=0
+MESHFWD_EXTRA=()
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
 need_arg() { [[ $# -ge 2 && -n $2 ]] || { echo "$1 needs a value" >&2; exit 2; }; }
@@ -75,6 +81,8 @@ while (($#)); do
         --quick) QUICK=1; shift ;;
         --no-build) BUILD=0; shift ;;
         --no-charts) CHARTS=0; shift ;;
+        --meshfwd-args) [[ $# -ge 2 ]] || { echo "--meshfwd-args needs a value" >&2; exit 2; }
+            read -ra MESHFWD_EXTRA <<<"$2"; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -142,7 +150,11 @@ if has meshfwd || has meshfwd-nooff; then
         [[ -d $HOME/.cargo/bin ]] && PATH="$HOME/.cargo/bin:$PATH"
         command -v cargo >/dev/null || { echo "cargo not found (or use --no-build)" >&2; exit 1; }
         log "cargo build --release"
-        cargo build --release --quiet || { echo "cargo build failed" >&2; exit 1; }
+        if ! cargo build --release --quiet; then
+            [[ -x $ROOT/target/release/meshfwd ]] || { echo "cargo build failed" >&2; exit 1; }
+            log "WARNING: cargo build failed; measuring the existing target/release/meshfwd"
+            BUILD_FAILED=1
+        fi
     fi
     [[ -x $ROOT/target/release/meshfwd ]] || { echo "no target/release/meshfwd (cargo build --release)" >&2; exit 1; }
 fi
@@ -173,6 +185,7 @@ printf 'rep\tpath\ttest\tstep\tfile\trc\twall_s\tdaemon_ticks\tsys_busy_ticks\ts
 echo "meshfwd benchmark: paths ${PATHS[*]}; tests ${TESTS[*]}; $REPS repetition(s);"
 echo "  TCP ${DURATION} s (+${OMIT} s omitted), cubic; UDP 1400 B sweep ${UDP_STEP} s/step, loss < ${UDP_LOSS_MAX} %;"
 echo "  UDP 64 B ${UDP64_SECS} s; ping ${PING_COUNT} x ${PING_INTERVAL} s.  Results: $OUT"
+((${#MESHFWD_EXTRA[@]})) && echo "  extra meshfwd options: ${MESHFWD_EXTRA[*]}"
 printf '  estimated run time: about %d min %02d s\n' $((EST / 60)) $((EST % 60))
 
 # ------------------------------------------------------------- namespaces --
@@ -186,17 +199,29 @@ compgen -G "/run/netns/${MF_PREFIX}-*" >/dev/null && { echo "namespace prefix $M
 RUN=$MF_RUN_DIR
 START_TS=$SECONDS
 
+exec {ERR_FD}>&2
 bench_cleanup() {
-    local rc=$?
+    local rc=$? ns p f
     trap - EXIT
+    # a second Ctrl-C (or a signal sent to the whole process group) must not cut
+    # the teardown short: ignore them until processes and namespaces are gone
+    trap '' INT TERM HUP
     [[ -n ${RSS_PID:-} ]] && kill "$RSS_PID" 2>/dev/null
     # keep the daemon logs (not the throw-away keys)
     if [[ -d $RUN ]]; then
         cp "$RUN"/*.log "$OUT/logs/" 2>/dev/null
         for f in "$RUN"/tinc*/log; do [[ -f $f ]] && cp "$f" "$OUT/logs/$(basename "$(dirname "$f")").log"; done
     fi
-    _mf_cleanup
-    ((rc == 0)) || echo "bench.sh: stopped (exit $rc); partial results in $OUT" >&2
+    mf_kill_pids # only the PIDs this run started (lib.sh)
+    for ns in "${MF_NETNS[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+        ip netns del "$ns" 2>/dev/null
+        rm -rf "/etc/netns/$ns"
+    done
+    MF_NETNS=()
+    _mf_cleanup # the rest: run directory with keys and configs
+    # (to the saved stderr: a trap can run while a command's 2> redirection is active)
+    ((rc == 0)) || echo "bench.sh: stopped (exit $rc); partial results in $OUT" >&"$ERR_FD"
     exit "$rc"
 }
 trap bench_cleanup EXIT
@@ -301,6 +326,7 @@ Subnet = 198.18.3.$i/32
 Cipher = none
 Digest = none
 EOF
+        # shellcheck disable=SC2016  # $INTERFACE is for the tinc-up script
         printf '#!/bin/sh\nip addr add 198.18.3.%s/24 dev "$INTERFACE"\nip link set "$INTERFACE" mtu 1450 up\n' "$i" >"$t/tinc-up"
         chmod +x "$t/tinc-up"
         tincd -c "$t" -K 2048 </dev/null >"$RUN/tinc$i-keygen.txt" 2>&1 || return 1
@@ -357,6 +383,7 @@ meshfwd_start() { # MODE (meshfwd | meshfwd-nooff)
     [[ $MESHFWD_MODE == "$mode" ]] && mf_running $VM1 && mf_running $VM2 && return 0
     meshfwd_stop
     [[ $mode == meshfwd-nooff ]] && args=(--no-offload)
+    args+=("${MESHFWD_EXTRA[@]}")
     for vm in $VM1 $VM2; do
         mf_start "$vm" "${args[@]}" || return 1
     done
@@ -398,15 +425,15 @@ proc_ticks() { # PIDS... -> utime+stime summed (clock ticks)
     echo "$sum"
 }
 sys_ticks() { # -> "busy total" for the whole machine from /proc/stat
-    local cpu u n s i w q sq st rest
-    read -r cpu u n s i w q sq st rest </proc/stat
+    local _ u n s i w q sq st rest
+    read -r _ u n s i w q sq st rest </proc/stat
     echo "$((u + n + s + q + sq + st)) $((u + n + s + i + w + q + sq + st))"
 }
 now() { date +%s.%N; }
 
 RSS_PID=""
 rss_start() { # OUTFILE PIDS...
-    local out=$1; shift
+    local rss_file=$1; shift
     (
         trap 'exit 0' TERM
         while :; do
@@ -415,7 +442,7 @@ rss_start() { # OUTFILE PIDS...
             done
             sleep 0.25
         done
-    ) >"$out" 2>/dev/null &
+    ) >"$rss_file" 2>/dev/null &
     RSS_PID=$!
 }
 rss_stop() { # OUTFILE -> "pid:maxkib,pid:maxkib"
@@ -446,19 +473,17 @@ server_restart() {
 
 # run_measured REP PATH TEST STEP FILE TARGET_BPS CMD... — run CMD in vm1 with stdout
 # to FILE, with daemon CPU, machine CPU and daemon RSS around it; append a sample row.
+# shellcheck disable=SC2086  # $dpids: a list of PIDs, split on purpose
 run_measured() {
     local rep=$1 path=$2 test=$3 step=$4 file=$5 target=$6; shift 6
-    local pids=${PIDS[$path]:-} c0 c1 s0 s1 t0 t1 rc rss="" rssf
+    local dpids=${PIDS[$path]:-} c0 c1 s0 s1 t0 t1 rc rss="" rssf
     rssf="$RUN/rss.$$"
-    # shellcheck disable=SC2086
-    [[ -n $pids ]] && rss_start "$rssf" $pids
-    # shellcheck disable=SC2086
-    c0=$(proc_ticks $pids); s0=$(sys_ticks); t0=$(now)
+    [[ -n $dpids ]] && rss_start "$rssf" $dpids
+    c0=$(proc_ticks $dpids); s0=$(sys_ticks); t0=$(now)
     x1 "$@" >"$OUT/raw/$file" 2>"$RUN/client.err"
     rc=$?
-    # shellcheck disable=SC2086
-    t1=$(now); s1=$(sys_ticks); c1=$(proc_ticks $pids)
-    [[ -n $pids ]] && rss=$(rss_stop "$rssf")
+    t1=$(now); s1=$(sys_ticks); c1=$(proc_ticks $dpids)
+    [[ -n $dpids ]] && rss=$(rss_stop "$rssf")
     if ((rc != 0)); then
         cat "$RUN/client.err" >>"$OUT/raw/$file.err"
         log "  $path $test${step:+ step $step}: exit code $rc ($(tail -c 200 "$RUN/client.err" | tr '\n' ' '))"
@@ -491,11 +516,13 @@ test_tcp4() {
     iperf "$1" "$2" tcp4 0 "r$1-$2-tcp4.json" "" -C cubic -t "$DURATION" -O "$OMIT" -P 4
 }
 test_udp64() {
-    iperf "$1" "$2" udp64 0 "r$1-$2-udp64.json" "" -u -l 64 -b 0 -t "$UDP64_SECS"
+    iperf "$1" "$2" udp64 0 "r$1-$2-udp64.json" "" -u -w 4M -l 64 -b 0 -t "$UDP64_SECS"
 }
 udp_result() { "$PY" "$REPORT" udp-result "$OUT/raw/$1"; } # -> "recv_bps loss_pct sent_bps"
 passes() { awk -v l="$1" -v m="$UDP_LOSS_MAX" 'BEGIN{exit !(l < m)}'; }
-# Highest UDP 1400 B rate with < 1 % loss.  A probe at -b 0 gives the sender's
+# Highest UDP 1400 B rate with < 1 % loss.  -w 4M (= rmem_max here) on both
+# iperf3 sockets: with the 208 KiB default, iperf3's own receive buffer overflows
+# (UdpRcvbufErrors) before any tunnel does.  A probe at -b 0 gives the sender's
 # rate (failing unless the sender itself is the limit) and the received rate R0.
 # Then: try R0; step down by 0.75x until a rate passes; once a passing and a
 # failing rate bracket the limit, bisect geometrically until they are within
@@ -503,7 +530,7 @@ passes() { awk -v l="$1" -v m="$UDP_LOSS_MAX" 'BEGIN{exit !(l < m)}'; }
 test_udp() {
     local rep=$1 path=$2 k f recv loss sent rate lo="" hi=""
     f="r$rep-$path-udp-0.json"
-    iperf "$rep" "$path" udp 0 "$f" 0 -u -l 1400 -b 0 -t "$UDP_STEP" || return 1
+    iperf "$rep" "$path" udp 0 "$f" 0 -u -w 4M -l 1400 -b 0 -t "$UDP_STEP" || return 1
     read -r recv loss sent <<<"$(udp_result "$f")"
     [[ -n $recv ]] || return 1
     passes "$loss" && return 0 # sender-limited: the probe is the result
@@ -512,7 +539,7 @@ test_udp() {
     for ((k = 1; k <= UDP_MAX_STEPS; k++)); do
         ((rate >= 1000000)) || break
         f="r$rep-$path-udp-$k.json"
-        iperf "$rep" "$path" udp "$k" "$f" "$rate" -u -l 1400 -b "$rate" -t "$UDP_STEP" || return 1
+        iperf "$rep" "$path" udp "$k" "$f" "$rate" -u -w 4M -l 1400 -b "$rate" -t "$UDP_STEP" || return 1
         read -r recv loss sent <<<"$(udp_result "$f")"
         if passes "$loss"; then lo=$rate; else hi=$rate; fi
         if [[ -z $lo ]]; then
@@ -578,7 +605,8 @@ cat >"$RUN/meta.json" <<EOF
  "paths": "$(IFS=,; echo "${PATHS[*]}")", "tests": "$(IFS=,; echo "${TESTS[*]}")",
  "mtu": $mtu_json, "meshfwd_commit": "$MESHFWD_COMMIT", "meshfwd_sha256": "$MESHFWD_SHA",
  "runtime_s": $TOTAL, "measure_s": $((SECONDS - MEASURE_TS)), "estimate_s": $EST,
- "command": "scripts/bench.sh $ARGS_STR"}
+ "build_failed": $BUILD_FAILED, "meshfwd_extra_args": "${MESHFWD_EXTRA[*]}", "loadavg_start": "$LOADAVG_START",
+ "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "command": "scripts/bench.sh $ARGS_STR"}
 EOF
 report_args=(report --out "$OUT" --samples "$SAMPLES" --meta-file "$RUN/meta.json")
 ((CHARTS)) || report_args+=(--no-charts)

@@ -296,7 +296,7 @@ def evaluate_targets(summary, ratios):
         val = s["max"] if key.endswith("rss_max_mib") else s["median"]
         met = val >= thr if kind == ">=" else val <= thr
         item = {"target": desc, "key": key, "threshold": thr, "op": kind, "value": val,
-                "min": s["min"], "max": s["max"], "met": met}
+                "min": s["min"], "max": s["max"], "per_rep": s["values"], "met": met}
         if stretch is not None:
             item["stretch"] = stretch
             item["stretch_met"] = val >= stretch if kind == ">=" else val <= stretch
@@ -372,7 +372,9 @@ def render_tables(res):
     paths = [p for p in PATH_ORDER if p in summary]
     mtu = meta.get("mtu", {})
     out = []
-    out.append(f"Medians of {meta['reps']} repetition(s), (min–max) across repetitions.\n")
+    extra = meta.get("meshfwd_extra_args")
+    out.append(f"Medians of {meta['reps']} repetition(s), (min–max) across repetitions."
+               + (f" meshfwd run with extra options `{extra}`." if extra else "") + "\n")
     out.append("**Throughput**\n")
     hdr = ["path", "inner MTU", "TCP 1 stream Gb/s", "TCP 4 streams Gb/s", "UDP 1400 B Gb/s (<1 % loss)",
            "UDP 64 B kpps", "TCP 1 retransmits"]
@@ -409,7 +411,7 @@ def render_tables(res):
             rows.append([LABEL[den]] + [cell(r.get(k), 2) for k in RATIO_METRICS])
         out.append(md_table(hdr, rows))
     if targets:
-        out.append("\n**Targets**\n")
+        out.append("\n**Targets** (median of the per-repetition values, min–max; RSS: the worst sample)\n")
         rows = []
         for t in targets:
             if t["value"] is None:
@@ -418,10 +420,12 @@ def render_tables(res):
                 verdict = "**met**" if t["met"] else "**not met**"
                 if "stretch" in t:
                     verdict += f"; stretch {t['op']} {t['stretch']:g}: " + ("met" if t["stretch_met"] else "not met")
+            d = 0 if t["key"].endswith("_us") else 1 if t["key"].endswith("_mib") else 2
             val = "–" if t["value"] is None else (
-                f"{t['value']:.2f}" + (f" ({t['min']:.2f}–{t['max']:.2f})" if t.get("min") != t.get("max") else ""))
-            rows.append([t["target"], f"{t['op']} {t['threshold']:g}", val, verdict])
-        out.append(md_table(["target", "goal", "measured", "verdict"], rows))
+                fmt(t["value"], d) + (f" ({fmt(t['min'], d)}–{fmt(t['max'], d)})" if t.get("min") != t.get("max") else ""))
+            reps = ", ".join(fmt(v, d) for v in t.get("per_rep") or []) or "–"
+            rows.append([t["target"], f"{t['op']} {t['threshold']:g}", val, reps, verdict])
+        out.append(md_table(["target", "goal", "measured", "per repetition", "verdict"], rows))
     return "\n".join(out) + "\n"
 
 
