@@ -5,7 +5,8 @@
 #
 # 1. installs missing Debian packages (iproute2 iperf3 iputils-ping tshark tcpdump python3)
 # 2. cargo build --release
-# 3. cargo test --release            (unit + integration tests that need no root)
+# 3. cargo test --release -- --include-ignored   (unit + integration tests; the
+#    root-only Rust tests are #[ignore]d for plain `cargo test` and run here)
 # 4. tests/netns/run.sh              (namespace integration suite; needs root)
 #
 # Exits non-zero if anything failed. The last line is an overall
@@ -91,8 +92,8 @@ if [[ $build_rc -ne 0 || ! -x target/release/meshfwd ]]; then
     FAILED=$((FAILED + 1)); finish
 fi
 
-section "cargo test --release"
-cargo test --release 2>&1 | tee "$LOGDIR/cargo-test.log"
+section "cargo test --release -- --include-ignored"
+cargo test --release -- --include-ignored 2>&1 | tee "$LOGDIR/cargo-test.log"
 cargo_rc=${PIPESTATUS[0]}
 read -r tp tf < <(awk '/^test result:/ {
         for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }

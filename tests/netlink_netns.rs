@@ -64,6 +64,7 @@ fn ip4(s: &str) -> Ipv4Addr {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
 fn veth_addresses_routes_alias_proxy_arp() {
     if skip() {
         return;

@@ -205,6 +205,7 @@ fn collect(shards: &mut [Rx], want: usize) {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
 fn gre_shards_deliver_each_packet_once() {
     if skip() {
         return;
@@ -444,6 +445,7 @@ fn is_up(ns: &str, dev: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
 fn tun_multiqueue_in_netns() {
     if skip() {
         return;
