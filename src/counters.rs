@@ -41,6 +41,17 @@ io_errors! {
     /// Datagrams the kernel dropped because a receive socket's buffer was full
     /// (SO_RXQ_OVFL).
     RxOverflow => "rx_overflow",
+    /// ICMP host/net unreachable about a GRE packet we sent (peer VM down: ARP
+    /// failed, or a router said so).
+    IcmpUnreachable => "icmp_unreachable",
+    /// ICMP port unreachable from a peer (a kernel GRE tunnel refused our key).
+    IcmpPortUnreachable => "icmp_port_unreachable",
+    /// ICMP protocol unreachable from a peer (nothing there receives GRE).
+    IcmpProtoUnreachable => "icmp_proto_unreachable",
+    /// ICMP fragmentation needed from the underlay path.
+    IcmpFragNeeded => "icmp_frag_needed",
+    /// Any other ICMP error about our packets.
+    IcmpOther => "icmp_other",
     /// write to the TUN failed.
     TunWrite => "tun_write",
     /// Packets queued on a receive socket before its shard filter was attached.

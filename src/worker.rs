@@ -179,6 +179,14 @@ impl Worker {
             .map_err(|e| format!("worker {}: register TUN: {e}", self.id))?;
         reg.register(&mut SourceFd(&sock_fd), SOCK, Interest::READABLE)
             .map_err(|e| format!("worker {}: register socket: {e}", self.id))?;
+        // ICMP errors about our packets go to the error queue (never to a later
+        // send, which would cost a good packet) and are counted by kind.
+        if let Err(e) = crate::sys::errqueue::enable(sock_fd) {
+            log::warn!(
+                "worker {}: IP_RECVERR: {e}; ICMP errors from peers will not be counted",
+                self.id
+            );
+        }
 
         let mut b = Buffers::new();
         let mut c = Counters::default();
@@ -208,11 +216,29 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     TUN => tun_pending = true,
-                    SOCK => sock_pending = true,
+                    SOCK => {
+                        sock_pending = true;
+                        if ev.is_error() {
+                            self.drain_errors(&mut c);
+                        }
+                    }
                     _ => {}
                 }
             }
         }
+    }
+
+    fn drain_errors(&self, c: &mut Counters) {
+        use crate::sys::errqueue::{drain, PeerError};
+        drain(self.sock.fd(), 1024, |k| {
+            c.error(match k {
+                PeerError::Unreachable => IoError::IcmpUnreachable,
+                PeerError::PortUnreachable => IoError::IcmpPortUnreachable,
+                PeerError::ProtoUnreachable => IoError::IcmpProtoUnreachable,
+                PeerError::FragNeeded => IoError::IcmpFragNeeded,
+                PeerError::Other => IoError::IcmpOther,
+            })
+        });
     }
 
     fn tun_failed(&self, what: &str, e: &io::Error) -> String {

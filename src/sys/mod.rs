@@ -6,6 +6,7 @@
 //! about interfaces. Nothing here knows about GRE beyond the shard hash.
 
 pub mod bpf;
+pub mod errqueue;
 pub mod mmsg;
 pub mod netdev;
 pub mod netlink;

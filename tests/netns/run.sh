@@ -682,6 +682,28 @@ t_kill9_restart_within_1s() {
     ((ms <= 1000)) || fail "traffic resumed after ${ms} ms (want <= 1000)"
 }
 
+# A peer VM that disappears from the underlay: once ARP gives up the kernel
+# reports host-unreachable for our GRE (error queue); counted, never fatal,
+# and traffic resumes when the peer returns.
+t_peer_down_counted() {
+    mf_start vm1 || fail "start vm1"; mf_start vm2 || fail "start vm2"
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 1
+    mf_exec vm2 ip link set eth0 down || fail "eth0 down"
+    mf_exec vm1 ip neigh flush dev eth0 >/dev/null 2>&1
+    mf_exec vm1c1 ping -c 12 -i 0.5 -W 1 "${MF_OVL[vm2c1]}" >/dev/null 2>&1 && fail "ping worked with vm2 down"
+    sleep 1.2
+    local unreach; unreach=$(mf_stat vm1 errors.icmp_unreachable)
+    note "vm1 icmp_unreachable=$unreach; $(nonzero vm1)"
+    ((unreach > 0)) || fail "icmp_unreachable did not move while vm2 was down"
+    expect_alive vm1
+    mf_exec vm2 ip link set eth0 up || fail "eth0 up"
+    local i ok=0
+    for ((i = 0; i < 20; i++)); do
+        mf_exec vm1c1 ping -c 1 -W 1 "${MF_OVL[vm2c1]}" >/dev/null 2>&1 && { ok=1; break; }
+    done
+    ((ok)) || fail "traffic did not resume after vm2 came back"
+}
+
 t_sigint_exit_0() {
     mf_start vm1 || fail "start"
     mf_stop vm1 INT 10
@@ -744,7 +766,7 @@ main() {
         t_peer_not_unicast t_src_not_local t_dst_not_in_overlay t_still_forwarding
     run_group lifecycle setup_lifecycle t_tun_configured t_stats_file_schema t_sigterm_exit_0 \
         t_sigint_exit_0 t_tun_deleted_exit_nonzero t_bad_config_exit_2 t_no_capabilities_after_start \
-        t_user_nobody t_bad_user_exit_2 t_kill9_restart_within_1s
+        t_user_nobody t_bad_user_exit_2 t_kill9_restart_within_1s t_peer_down_counted
     _finish 0
 }
 
