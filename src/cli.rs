@@ -61,6 +61,7 @@ pub enum Command {
     #[command(after_help = ATTACH_EXAMPLES)]
     Attach(AttachArgs),
     /// Remove what `meshfwd attach` created for a container network namespace.
+    #[command(after_help = DETACH_EXAMPLES)]
     Detach(DetachArgs),
 }
 
@@ -71,6 +72,13 @@ Examples:
   meshfwd check --json                  one JSON object for machines
 
 Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 on bad usage.";
+
+const DETACH_EXAMPLES: &str = "\
+Examples:
+  meshfwd detach web1                   remove web1's veth pair and routes
+  meshfwd detach web1                   again: a note, exit 0 (idempotent)
+
+Exit status: 0 when detached or nothing was attached, 1 on failure, 2 on bad usage.";
 
 const ATTACH_EXAMPLES: &str = "\
 Examples:
