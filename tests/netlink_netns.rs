@@ -4,55 +4,16 @@
 //! namespace: every socket is opened inside a test namespace with
 //! `Netlink::open_in`. Fails (never skips) when not root or without `ip`.
 
+mod common;
+use common::{require_root, run, Namespaces};
+
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meshfwd::sys::netlink::{Netlink, Route4};
-
-/// These tests need root and iproute2. Without them they fail loudly instead of
-/// passing: a skipped check must never look like a passed one. Run them as
-/// root (`scripts/test.sh` does); without root, run `cargo test --lib`.
-fn skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "this namespace test needs root (run scripts/test.sh as root, or `cargo test --lib` for the pure tests)"
-    );
-    assert!(
-        Command::new("ip").arg("-V").output().is_ok(),
-        "this namespace test needs `ip` (apt-get install iproute2)"
-    );
-    false
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Deletes its namespaces when dropped (also while unwinding).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
 
 fn own_netns() -> (u64, u64) {
     let m = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
@@ -66,9 +27,7 @@ fn ip4(s: &str) -> Ipv4Addr {
 #[test]
 #[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
 fn veth_addresses_routes_alias_proxy_arp() {
-    if skip() {
-        return;
-    }
+    require_root();
     let (a, b) = (
         format!("mfnl{}a", std::process::id()),
         format!("mfnl{}b", std::process::id()),

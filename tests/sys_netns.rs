@@ -7,6 +7,9 @@
 //! sent from, the root namespace. Fails (never skips) when not root or without
 //! `ip`.
 
+mod common;
+use common::{require_root, run, Namespaces};
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -26,54 +29,10 @@ const ADDR_B: Ipv4Addr = Ipv4Addr::new(192, 168, 16, 2);
 const BCAST: Ipv4Addr = Ipv4Addr::new(192, 168, 16, 255);
 const SLOT: usize = 2048;
 
-/// These tests need root and iproute2. Without them they fail loudly instead of
-/// passing: a skipped check must never look like a passed one. Run them as
-/// root (`scripts/test.sh` does); without root, run `cargo test --lib`.
-fn skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "this namespace test needs root (run scripts/test.sh as root, or `cargo test --lib` for the pure tests)"
-    );
-    assert!(
-        Command::new("ip").arg("-V").output().is_ok(),
-        "this namespace test needs `ip` (apt-get install iproute2)"
-    );
-    false
-}
-
 fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Deletes the namespaces it created when dropped (also while unwinding).
-#[derive(Default)]
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn add(&mut self, name: &str) {
-        ip(&["netns", "add", name]);
-        self.0.push(name.to_owned());
-        ip(&["-n", name, "link", "set", "lo", "up"]);
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in self.0.iter().rev() {
-            match Command::new("ip").args(["netns", "del", name]).status() {
-                Ok(s) if s.success() => {}
-                other => eprintln!("WARNING: could not delete netns {name}: {other:?}"),
-            }
-        }
-    }
+    let mut full = vec!["ip"];
+    full.extend_from_slice(args);
+    run(&full)
 }
 
 /// Runs `f` on a fresh thread that has entered netns `ns`.
@@ -207,9 +166,7 @@ fn collect(shards: &mut [Rx], want: usize) {
 #[test]
 #[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
 fn gre_shards_deliver_each_packet_once() {
-    if skip() {
-        return;
-    }
+    require_root();
     let pid = std::process::id();
     let (na, nb) = (format!("mfsys{pid}a"), format!("mfsys{pid}b"));
     let (va, vb) = (format!("sdv{pid}a"), format!("sdv{pid}b"));
@@ -447,9 +404,7 @@ fn is_up(ns: &str, dev: &str) -> bool {
 #[test]
 #[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
 fn tun_multiqueue_in_netns() {
-    if skip() {
-        return;
-    }
+    require_root();
     let pid = std::process::id();
     let nt = format!("mfsys{pid}t");
     let mut ns = Namespaces::default();

@@ -122,7 +122,7 @@ mod tests {
 mod regression {
     use super::*;
 
-    /// Found by `cargo fuzz run wire` (crash-8aadf4c7): a long run of 0xff drove
+    /// Found by `cargo fuzz` (crash-8aadf4c7, GRE checksum re-emission): a long run of 0xff drove
     /// the 64-bit accumulator to u64::MAX, and the tail bytes were added without
     /// an end-around carry (wrapping in release builds).
     #[test]
