@@ -3,7 +3,8 @@
 #
 #   sudo scripts/test.sh
 #
-# 1. installs missing Debian packages (iproute2 iperf3 iputils-ping tshark tcpdump python3)
+# 1. installs missing Debian packages (iproute2 iperf3 iputils-ping tshark tcpdump
+#    python3 systemd, and for the kernel GRE interop suite qemu-system-x86 busybox-static)
 # 2. cargo build --release
 # 3. cargo test --release -- --include-ignored   (unit + integration tests; the
 #    root-only Rust tests are #[ignore]d for plain `cargo test` and run here)
@@ -38,9 +39,11 @@ finish() {
 
 # ---------------------------------------------------------------- packages --
 section "Debian packages"
-declare -A BIN=([iproute2]=ip [iperf3]=iperf3 [iputils-ping]=ping [tshark]=tshark [tcpdump]=tcpdump [python3]=python3 [systemd]=systemd-analyze)
+declare -A BIN=([iproute2]=ip [iperf3]=iperf3 [iputils-ping]=ping [tshark]=tshark [tcpdump]=tcpdump [python3]=python3 [systemd]=systemd-analyze
+    [qemu-system-x86]=qemu-system-x86_64 [busybox-static]=busybox)
+PKGS=(iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd qemu-system-x86 busybox-static)
 missing=()
-for pkg in iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd; do
+for pkg in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -61,7 +64,7 @@ if ((${#missing[@]})); then
         ((apt_ok)) || { tail -n 20 "$LOGDIR/apt.log"; echo "apt-get install failed (log: $LOGDIR/apt.log)"; }
     fi
 else
-    echo "all present: iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd"
+    echo "all present: ${PKGS[*]}"
 fi
 for pkg in "${!BIN[@]}"; do
     command -v "${BIN[$pkg]}" >/dev/null || echo "WARNING: ${BIN[$pkg]} (package $pkg) is not available"
@@ -114,7 +117,9 @@ if [[ $EUID -ne 0 ]]; then
 fi
 # Each root suite prints "ok NAME"/"FAIL NAME (reason)" lines and ends with
 # "N passed, N failed"; a suite that ends without that line counts as a failure.
-for suite in tests/netns/run.sh tests/netns/check.sh tests/netns/attach.sh; do
+# kernel.sh boots a Debian kernel under qemu as a kernel GRE peer (downloads
+# the kernel image package once into target/kernel-interop/).
+for suite in tests/netns/run.sh tests/netns/check.sh tests/netns/attach.sh tests/netns/kernel.sh; do
     [[ -f $suite ]] || continue
     name=$(basename "$suite" .sh)
     section "root suite $suite"

@@ -1,0 +1,517 @@
+#!/usr/bin/env bash
+# tests/netns/kernel.sh — wire interop of meshfwd with a real Linux kernel GRE
+# peer (ip_gre, and FOU for GRE-in-UDP), booted under qemu (root).
+#
+#   tests/netns/kernel.sh                  # every case
+#   tests/netns/kernel.sh key badkey       # only cases/tests whose name contains one of these
+#   MF_KERNEL_CACHE=/var/cache/x MF_KEEP_LOGS=1 tests/netns/kernel.sh
+#
+# The host kernel has no GRE, so the peer is a Debian kernel (the current
+# linux-image-*-amd64 of the configured apt sources, downloaded once with
+# `apt-get download` and cached in target/kernel-interop/) booted with
+# qemu-system-x86_64 under TCG with a busybox initramfs
+# (tests/netns/kernel-vm-init is its /init: a command driver on the serial
+# console, see vm_run below).
+#
+# Topology (all inside this run's namespaces, nothing in the root namespace):
+#
+#   ul      underlay namespace of lib.sh: bridge br0; qemu runs here, its tap
+#           "ktap" is a port of br0 (vnet_hdr=off: with a virtio header the GRE
+#           checksums would be left to a virtual offload and arrive invalid).
+#   kernel VM   one e1000 NIC, one underlay address 192.168.30.X per case and
+#           one kernel GRE tunnel per case (local 192.168.30.X, remote the
+#           case's meshfwd VM), its overlay address (host part 1 of the block
+#           of 192.168.30.X) on the tunnel, the meshfwd VM's block routed into it.
+#   CASE    one lib.sh "VM" namespace per case (underlay 192.168.20.X) running
+#           meshfwd with the case's options, one container CASEc1 attached.
+#
+# Per case, both directions: ping, a TCP transfer of a 1 MiB random blob with
+# md5 compare (busybox nc), HTTP (busybox httpd in the VM + busybox wget on the
+# host side; python3 http.server in the container + busybox wget in the VM),
+# then meshfwd's counters must show no drops and no errors. The negative case
+# "badkey" checks that a key mismatch is answered with ICMP port unreachable,
+# counted by meshfwd, which keeps working.
+#
+# Prints "ok NAME" / "FAIL NAME (reason)" per test and last "N passed, N failed";
+# exit status 1 if anything failed. A case whose meshfwd flag does not exist in
+# the binary, or whose kernel module does not load, FAILS (it is not skipped).
+
+# shellcheck disable=SC2034,SC2317  # lib.sh reads the globals; tests are called indirectly
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/netns/lib.sh
+source "$HERE/lib.sh"
+
+PATTERNS=("$@")
+PASS=0
+FAIL=0
+T0=$SECONDS
+: "${MF_KERNEL_CACHE:=$MF_REPO/target/kernel-interop}"
+: "${MF_VM_BOOT_TIMEOUT:=120}"   # TCG on a busy 2-core machine: 10-30 s
+: "${MF_VM_CMD_TIMEOUT:=60}"
+: "${MF_BLOB_KIB:=1024}"
+: "${MF_BASE:=${MF_BASE_DIR:-/tmp}}"
+
+# Good cases, one line each:
+#   NAME | meshfwd flags | kernel `ip link add … type gre` options | meshfwd flag the case needs
+# (Kernel tunnels always get `local`, `remote` and `ttl 64`. Names: ≤ 8 chars.)
+CASES=(
+    "plain|||"
+    "key|--key 7|key 7|--key"
+    "keycsum|--key 7 --csum|key 7 csum|--csum"
+)
+# kernel modules to load in the VM (their dependencies are added and ordered
+# automatically from the modules' depends= field)
+KI_MODULES=(e1000 ip_gre fou)
+# the negative case: meshfwd with key 8 against kernel tunnels with key 7 and 8
+BADKEY=badkey
+
+KI_QEMU_PID=""
+KI_IN=""
+KI_SEQ=0
+KI_OUT=""
+KI_CONSOLE=""
+declare -A CASE_FLAGS=() CASE_KOPTS=() CASE_NEEDS=() CASE_KUL=() CASE_KOVL=() CASE_DEV=() CASE_BAD=()
+CASE_NAMES=()
+
+note() { mf_log "# $*"; }
+
+_selected() { # NAME — selected by the command-line patterns?
+    local p
+    ((${#PATTERNS[@]})) || return 0
+    for p in "${PATTERNS[@]}"; do [[ $1 == *"$p"* ]] && return 0; done
+    return 1
+}
+
+_case_wanted() { # CASE TEST... — is any CASE/TEST selected?
+    local c=$1 t; shift
+    for t in "$@"; do _selected "$c/$t" && return 0; done
+    return 1
+}
+
+# result NAME REASON — REASON empty: ok
+result() {
+    if [[ -z $2 ]]; then
+        echo "ok kernel/$1"; PASS=$((PASS + 1))
+    else
+        echo "FAIL kernel/$1 ($2)"; FAIL=$((FAIL + 1)); MF_KEEP=1
+        note "FAIL kernel/$1: $2"
+    fi
+}
+
+# console_tail [N] — last lines of the VM console, for failure reports
+console_tail() {
+    [[ -n $KI_CONSOLE && -f $KI_CONSOLE ]] || return 0
+    echo "    # VM console (last ${1:-15} lines of $KI_CONSOLE):"
+    tr -d '\r' <"$KI_CONSOLE" | tail -n "${1:-15}" | sed 's/^/    #   /'
+}
+
+finish() {
+    echo "# kernel interop: $((SECONDS - T0)) s; logs in $MF_RUN_DIR$( ((MF_KEEP)) || echo ' (removed)')"
+    ((PASS + FAIL > 0)) || { echo "no test matched" >&2; FAIL=1; }
+    echo "$PASS passed, $FAIL failed"
+    ((FAIL == 0))
+    exit
+}
+
+# ------------------------------------------------------------ kernel image --
+
+_ko_depends() { # FILE.ko — its depends= list, space separated
+    tr '\0' '\n' <"$1" | sed -n 's/^depends=//p' | head -n 1 | tr ',' ' '
+}
+
+# ki_fetch — KI_KDIR: cached dir with vmlinuz, NAME.ko files and modules.order
+# (load order). Downloads the Debian kernel image package on first use.
+ki_fetch() {
+    local pkg dir tmp deb m d missing order=() seen=() want pats
+    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+    if [[ -z $pkg ]]; then
+        apt-get -o DPkg::Lock::Timeout=120 update -q >"$MF_RUN_DIR/apt-update.log" 2>&1
+        pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+            awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+    fi
+    if [[ -z $pkg ]]; then
+        # no package lists (offline?): the newest kernel already cached
+        dir=$(find "$MF_KERNEL_CACHE" -maxdepth 2 -name complete -printf '%h\n' 2>/dev/null | sort -V | tail -n 1)
+        [[ -n $dir ]] || { mf_log "apt-cache knows no linux-image-amd64 dependency and nothing is cached"; return 1; }
+        note "apt-cache knows no linux-image-amd64; using cached $dir"
+        KI_KDIR=$dir; return 0
+    fi
+    dir=$MF_KERNEL_CACHE/$pkg
+    if [[ ! -f $dir/complete ]]; then
+        note "downloading $pkg (apt-get download, cached in $dir)"
+        mkdir -p "$MF_KERNEL_CACHE" || return 1
+        rm -rf "$dir"
+        tmp=$(mktemp -d "$MF_KERNEL_CACHE/.dl.XXXXXX") || return 1
+        chmod 755 "$tmp"
+        if ! (cd "$tmp" && apt-get download -q "$pkg") >"$MF_RUN_DIR/apt-download.log" 2>&1; then
+            apt-get -o DPkg::Lock::Timeout=120 update -q >>"$MF_RUN_DIR/apt-download.log" 2>&1
+            (cd "$tmp" && apt-get download -q "$pkg") >>"$MF_RUN_DIR/apt-download.log" 2>&1 ||
+                { tail -n 5 "$MF_RUN_DIR/apt-download.log" >&2; rm -rf "$tmp"; mf_log "apt-get download $pkg failed"; return 1; }
+        fi
+        deb=$(find "$tmp" -maxdepth 1 -name '*.deb' | head -n 1)
+        mkdir -p "$tmp/x" "$tmp/out"
+        # extract vmlinuz and the wanted modules, then their dependencies, until closed
+        want=("${KI_MODULES[@]}")
+        while ((${#want[@]})); do
+            pats=()
+            for m in "${want[@]}"; do pats+=("*/$m.ko"); done
+            dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/x" --wildcards './boot/vmlinuz-*' "${pats[@]}" ||
+                { rm -rf "$tmp"; mf_log "cannot extract ${want[*]} from $deb"; return 1; }
+            missing=()
+            for m in "${want[@]}"; do
+                d=$(find "$tmp/x/lib" -name "$m.ko" | head -n 1)
+                [[ -n $d ]] || { rm -rf "$tmp"; mf_log "$pkg has no module $m"; return 1; }
+                cp "$d" "$tmp/out/$m.ko"
+                seen+=("$m")
+                for d in $(_ko_depends "$tmp/out/$m.ko"); do
+                    [[ " ${seen[*]} ${missing[*]} " == *" $d "* ]] || missing+=("$d")
+                done
+            done
+            want=("${missing[@]}")
+        done
+        # load order: dependencies first (depth-first post-order)
+        _ki_order() {
+            local m=$1 d
+            [[ " ${order[*]} " == *" $m "* ]] && return 0
+            for d in $(_ko_depends "$tmp/out/$m.ko"); do _ki_order "$d"; done
+            order+=("$m")
+        }
+        for m in "${seen[@]}"; do _ki_order "$m"; done
+        printf '%s\n' "${order[@]}" >"$tmp/out/modules.order"
+        cp "$(find "$tmp/x/boot" -name 'vmlinuz-*' | head -n 1)" "$tmp/out/vmlinuz" || { rm -rf "$tmp"; return 1; }
+        echo "$pkg" >"$tmp/out/package"
+        touch "$tmp/out/complete"
+        mv "$tmp/out" "$dir" && rm -rf "$tmp" || return 1
+    fi
+    KI_KDIR=$dir
+    # modules added to KI_MODULES after the cache was filled: refetch
+    for m in "${KI_MODULES[@]}"; do
+        [[ -f $dir/$m.ko ]] || { note "cache lacks $m.ko: refetching"; rm -f "$dir/complete"; ki_fetch; return; }
+    done
+}
+
+# ki_initramfs OUT — busybox-static, iproute2's ip (+ libraries), modules, /init, /blob
+ki_initramfs() {
+    local out=$1 root=$MF_RUN_DIR/initramfs bb ipbin lib m
+    bb=$(command -v busybox) || { mf_log "busybox not found (package busybox-static)"; return 1; }
+    if ldd "$bb" >/dev/null 2>&1; then
+        mf_log "$bb is dynamically linked: install busybox-static"; return 1
+    fi
+    ipbin=$(command -v ip) || return 1
+    rm -rf "$root"
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib/modules,proc,sys,dev,tmp,www,etc} || return 1
+    cp "$bb" "$root/bin/busybox"
+    cp "$ipbin" "$root/usr/sbin/ip"
+    for lib in $(ldd "$ipbin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+    cp "$HERE/kernel-vm-init" "$root/init" && chmod 755 "$root/init"
+    while read -r m; do cp "$KI_KDIR/$m.ko" "$root/lib/modules/"; done <"$KI_KDIR/modules.order"
+    cp "$KI_KDIR/modules.order" "$root/lib/modules/"
+    cp "$BLOB" "$root/blob"
+    (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null) | gzip -1 >"$out" || return 1
+    rm -rf "$root"
+}
+
+# ------------------------------------------------------------ VM driver --
+
+# vm_boot — start qemu in the ul namespace on tap ktap (port of br0), wait for @@BOOTED
+vm_boot() {
+    local ul kernel initrd fifo i t0=$SECONDS
+    ul=$(mf_ns ul)
+    initrd=$MF_RUN_DIR/initrd.gz
+    ki_initramfs "$initrd" || return 1
+    ip -n "$ul" tuntap add ktap mode tap || return 1
+    ip -n "$ul" link set ktap master br0 up || return 1
+    fifo=$MF_RUN_DIR/vm.in
+    KI_CONSOLE=$MF_RUN_DIR/vm-console.log
+    mkfifo "$fifo" || return 1
+    exec {KI_IN}<>"$fifo"
+    # console on stdio: commands in through the fifo, output to the log
+    ip netns exec "$ul" qemu-system-x86_64 -accel tcg -smp 1 -m 256 -nodefaults -no-reboot \
+        -display none -serial stdio -monitor none \
+        -kernel "$KI_KDIR/vmlinuz" -initrd "$initrd" \
+        -append "console=ttyS0 panic=-1 quiet loglevel=1 rdinit=/init" \
+        -netdev tap,id=n0,ifname=ktap,script=no,downscript=no,vnet_hdr=off \
+        -device e1000,netdev=n0,mac=52:54:00:6b:00:01 \
+        <"$fifo" >"$KI_CONSOLE" 2>"$MF_RUN_DIR/qemu.err" &
+    KI_QEMU_PID=$!
+    MF_PIDS+=("$KI_QEMU_PID"); MF_PIDNAME[$KI_QEMU_PID]=qemu
+    for ((i = 0; i < MF_VM_BOOT_TIMEOUT * 10; i++)); do
+        grep -q '^@@BOOTED' <(tr -d '\r' <"$KI_CONSOLE") && break
+        _mf_alive "$KI_QEMU_PID" || { mf_log "qemu exited: $(tail -n 5 "$MF_RUN_DIR/qemu.err")"; return 1; }
+        sleep 0.1
+    done
+    grep -q '^@@BOOTED' <(tr -d '\r' <"$KI_CONSOLE") || { mf_log "VM did not boot in ${MF_VM_BOOT_TIMEOUT} s"; return 1; }
+    KI_BOOT_S=$((SECONDS - t0))
+    note "VM booted in ${KI_BOOT_S} s: $(tr -d '\r' <"$KI_CONSOLE" | grep '^@@BOOTED')"
+}
+
+# vm_module NAME — did the module load in the VM?
+vm_module() { tr -d '\r' <"$KI_CONSOLE" | grep -q "^@@MODULE $1 ok"; }
+
+# vm_run [-t SECONDS] COMMAND — run a one-line shell command in the VM; its
+# output in KI_OUT, its exit status returned (124: no answer in time).
+vm_run() {
+    local t=$MF_VM_CMD_TIMEOUT id line i
+    if [[ $1 == -t ]]; then t=$2; shift 2; fi
+    id=$((++KI_SEQ))
+    printf '%s %s\n' "$id" "$*" >&"$KI_IN"
+    printf '# vm[%s] %s\n' "$id" "$*" >>"$MF_RUN_DIR/vm-commands.log"
+    for ((i = 0; i < t * 20; i++)); do
+        line=$(tr -d '\r' <"$KI_CONSOLE" | grep -m 1 "^@@RC $id ")
+        if [[ -n $line ]]; then
+            KI_OUT=$(tr -d '\r' <"$KI_CONSOLE" | sed -n "s/^@@OUT $id //p")
+            printf '%s\n' "$KI_OUT" | sed 's/^/    /' >>"$MF_RUN_DIR/vm-commands.log"
+            return "${line##* }"
+        fi
+        _mf_alive "$KI_QEMU_PID" || { KI_OUT="qemu is gone"; return 125; }
+        sleep 0.05
+    done
+    KI_OUT="no answer from the VM within $t s"
+    return 124
+}
+
+# vm_must COMMAND — vm_run, or fail the setup
+vm_must() {
+    vm_run "$@" && return 0
+    mf_log "VM command failed: $* -> ${KI_OUT:-no output}"
+    return 1
+}
+
+# ------------------------------------------------------------ setup --
+
+# case_setup NAME INDEX MESHFWD_FLAGS KERNEL_OPTS — meshfwd VM + container on the
+# host side, underlay address + tunnel in the kernel VM
+case_setup() {
+    local name=$1 idx=$2 flags=$3 kopts=$4 mul kul kovl block dev
+    mul=192.168.20.$((10 + idx)); kul=192.168.30.$((10 + idx))
+    mf_vm_add "$name" "$mul" || return 1
+    mf_container_add "$name" 1 || return 1
+    kovl=$(mf_vm_addr "$kul") || return 1
+    block=$(mf_addr_json "$mul" 1 | _mf_json_get block) || return 1
+    dev=g-$name
+    CASE_KUL[$name]=$kul; CASE_KOVL[$name]=$kovl; CASE_DEV[$name]=$dev
+    # shellcheck disable=SC2086  # flags are words
+    mf_start "$name" $flags || return 1
+    vm_must "ip addr add $kul/16 dev eth0" || return 1
+    vm_must "ip link add $dev type gre local $kul remote $mul ttl 64 $kopts" || return 1
+    vm_must "ip link set $dev up && ip addr add $kovl/32 dev $dev && ip route add $block dev $dev" || return 1
+    note "case $name: meshfwd ${MF_UL[$name]} (${MF_OVL[$name]}, container ${MF_OVL[${name}c1]}) $flags <-> kernel $kul ($kovl) gre $kopts"
+}
+
+# host-side servers of a case's container: HTTP (python3) on :8000
+case_servers() {
+    local name=$1 c=${1}c1 i
+    mf_bg "http-$name" "$c" "$MF_PY" -m http.server 8000 --bind "${MF_OVL[$c]}" --directory "$MF_RUN_DIR/www" || return 1
+    for ((i = 0; i < 50; i++)); do
+        mf_exec "$c" ss -Hltn 'sport = :8000' | grep -q . && return 0
+        sleep 0.1
+    done
+    mf_log "http.server in $c did not listen"; return 1
+}
+
+# ------------------------------------------------------------ tests --
+# Each test: t_X CASE — prints nothing; on failure sets REASON and returns 1.
+
+blob_md5() { md5sum <"$BLOB" | cut -d' ' -f1; }
+
+t_ping_to_vm() {
+    local r; r=$(mf_ping "${1}c1" "${CASE_KOVL[$1]}" 3)
+    [[ $r == 3/3 ]] || { REASON="container -> VM ${CASE_KOVL[$1]}: $r replies"; return 1; }
+}
+
+t_ping_from_vm() {
+    vm_run "ping -c 3 -i 0.3 -W 2 ${MF_OVL[${1}c1]}" ||
+        { REASON="VM -> container ${MF_OVL[${1}c1]}: $(tail -n 2 <<<"$KI_OUT" | tr '\n' ' ')"; return 1; }
+}
+
+t_tcp_to_vm() {
+    local port=$((5100 + $2)) rx=/tmp/rx.$1 md5 size
+    size=$(stat -c %s "$BLOB")
+    vm_run "rm -f $rx; (sleep 120 | nc -l -p $port >$rx 2>/dev/null) & for i in \$(seq 50); do netstat -ltn | grep -q :$port && exit 0; sleep 0.1; done; exit 1" ||
+        { REASON="nc -l in the VM did not listen: $KI_OUT"; return 1; }
+    mf_exec "${1}c1" timeout 60 busybox nc "${CASE_KOVL[$1]}" "$port" <"$BLOB" ||
+        { REASON="nc to ${CASE_KOVL[$1]}:$port exited $?"; return 1; }
+    vm_run "for i in \$(seq 100); do [ \$(wc -c <$rx) -ge $size ] && break; sleep 0.1; done; md5sum $rx; wc -c <$rx"
+    md5=$(awk 'NR == 1 { print $1 }' <<<"$KI_OUT")
+    [[ $md5 == "$(blob_md5)" ]] || { REASON="VM received $(tail -n 1 <<<"$KI_OUT") bytes with md5 $md5, sent $size"; return 1; }
+}
+
+t_tcp_from_vm() {
+    local port=$((5200 + $2)) rx=$MF_RUN_DIR/rx.$1 c=${1}c1 i pid md5
+    rm -f "$rx"
+    mf_bg "nc-$1" "$c" sh -c "sleep 120 | exec busybox nc -l -p $port >'$rx'"
+    pid=$MF_LAST_PID
+    for ((i = 0; i < 50; i++)); do
+        mf_exec "$c" ss -Hltn "sport = :$port" | grep -q . && break
+        sleep 0.1
+    done
+    vm_run "nc ${MF_OVL[$c]} $port </blob" || { REASON="nc in the VM exited: $KI_OUT"; return 1; }
+    for ((i = 0; i < 100; i++)); do
+        [[ -f $rx && $(stat -c %s "$rx") -ge $(stat -c %s "$BLOB") ]] && break
+        sleep 0.1
+    done
+    mf_reap "$pid" 1 || true
+    md5=$(md5sum <"$rx" | cut -d' ' -f1)
+    [[ $md5 == "$(blob_md5)" ]] || { REASON="container received $(stat -c %s "$rx") bytes with md5 $md5"; return 1; }
+}
+
+t_http_from_vm() {
+    local md5
+    md5=$(mf_exec "${1}c1" timeout 60 busybox wget -q -O - "http://${CASE_KOVL[$1]}/blob" | md5sum | cut -d' ' -f1)
+    [[ $md5 == "$(blob_md5)" ]] || { REASON="wget http://${CASE_KOVL[$1]}/blob (VM httpd): md5 $md5"; return 1; }
+}
+
+t_http_to_host() {
+    local md5
+    vm_run "wget -q -O - http://${MF_OVL[${1}c1]}:8000/blob | md5sum" || { REASON="wget in the VM: $KI_OUT"; return 1; }
+    md5=$(awk 'NR == 1 { print $1 }' <<<"$KI_OUT")
+    [[ $md5 == "$(blob_md5)" ]] || { REASON="VM wget http://${MF_OVL[${1}c1]}:8000/blob: md5 $md5"; return 1; }
+}
+
+# meshfwd of the case: traffic both ways, not one drop, not one error
+t_counters() {
+    local bad
+    mf_exec "$1" true # (stats are rewritten about every second)
+    sleep 1.2
+    bad=$("$MF_PY" - "$(mf_stats_file "$1")" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+bad = [f"{g}.{k}={v}" for g in ("drops", "errors") for k, v in s[g].items() if v]
+for k in ("tx_packets", "rx_packets", "tun_tx_packets"):
+    if not s[k]:
+        bad.append(f"{k}=0")
+print(" ".join(bad))
+EOF
+    ) || { REASON="cannot read the stats file"; return 1; }
+    [[ -z $bad ]] || { REASON="$bad"; return 1; }
+}
+
+GOOD_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host counters)
+
+# ------------------------------------------------------------ negative case --
+
+# badkey: meshfwd --key 8; kernel tunnels g-bad7 (key 7, VM address A7) and
+# g-bad8 (key 8, VM address A8). The container's /32 is routed into g-bad7, the
+# meshfwd VM's block into g-bad8.
+badkey_setup() {
+    local mul=192.168.20.50 k7=192.168.30.50 k8=192.168.30.51 block c
+    mf_vm_add "$BADKEY" "$mul" || return 1
+    mf_container_add "$BADKEY" 1 || return 1
+    c=${BADKEY}c1
+    block=$(mf_addr_json "$mul" 1 | _mf_json_get block) || return 1
+    CASE_KOVL[bad7]=$(mf_vm_addr "$k7") || return 1
+    CASE_KOVL[bad8]=$(mf_vm_addr "$k8") || return 1
+    mf_start "$BADKEY" --key 8 || return 1
+    vm_must "ip addr add $k7/16 dev eth0 && ip addr add $k8/16 dev eth0" || return 1
+    vm_must "ip link add g-bad7 type gre local $k7 remote $mul ttl 64 key 7 && ip link set g-bad7 up && ip addr add ${CASE_KOVL[bad7]}/32 dev g-bad7" || return 1
+    vm_must "ip link add g-bad8 type gre local $k8 remote $mul ttl 64 key 8 && ip link set g-bad8 up && ip addr add ${CASE_KOVL[bad8]}/32 dev g-bad8" || return 1
+    vm_must "ip route add ${MF_OVL[$c]}/32 dev g-bad7 && ip route add $block dev g-bad8" || return 1
+}
+
+t_badkey_icmp() { # meshfwd -> kernel with the wrong key: ICMP port unreachable, counted
+    local r v
+    r=$(mf_ping "${BADKEY}c1" "${CASE_KOVL[bad7]}" 2)
+    [[ $r == 0/* ]] || { REASON="ping over a mismatched key got replies: $r"; return 1; }
+    v=$(mf_wait_stat "$BADKEY" errors.icmp_port_unreachable -ge 1 5) ||
+        { REASON="errors.icmp_port_unreachable=$v after 2 pings with the wrong key"; return 1; }
+    note "errors.icmp_port_unreachable=$v"
+}
+
+t_badkey_rx() { # kernel -> meshfwd with the wrong key: dropped as key_mismatch
+    local v
+    vm_run "ping -c 2 -i 0.3 -W 1 ${MF_OVL[${BADKEY}c1]}" && { REASON="VM ping with key 7 to a key-8 meshfwd got replies"; return 1; }
+    v=$(mf_wait_stat "$BADKEY" drops.key_mismatch -ge 2 5) || { REASON="drops.key_mismatch=$v after 2 pings with key 7"; return 1; }
+}
+
+t_badkey_keeps_working() { # the same meshfwd still reaches a kernel tunnel with its key
+    local r
+    mf_running "$BADKEY" || { REASON="meshfwd died"; return 1; }
+    r=$(mf_ping "$BADKEY" "${CASE_KOVL[bad8]}" 3)
+    [[ $r == 3/3 ]] || { REASON="meshfwd VM -> ${CASE_KOVL[bad8]} (key 8 tunnel): $r replies"; return 1; }
+}
+
+BAD_TESTS=(icmp rx keeps_working)
+
+# ------------------------------------------------------------ main --
+
+run_t() { # NAME FUNC ARGS...
+    local name=$1 f=$2; shift 2
+    _selected "$name" || return 0
+    REASON=""
+    note "--- $name"
+    if ! "$f" "$@" >>"$MF_RUN_DIR/tests.log" 2>&1; then
+        [[ -n $REASON ]] || REASON="failed"
+    fi
+    result "$name" "$REASON"
+    [[ -z $REASON ]]
+}
+
+main() {
+    local line name flags kopts needs idx t m
+    [[ $EUID -eq 0 ]] || { echo "tests/netns/kernel.sh must run as root" >&2; echo "0 passed, 1 failed"; exit 1; }
+    for t in ip ss qemu-system-x86_64 busybox apt-get dpkg-deb "$MF_PY" md5sum gzip; do
+        command -v "$t" >/dev/null || { echo "FAIL kernel/tools (missing $t: install qemu-system-x86 busybox-static iproute2 python3)"; echo "0 passed, 1 failed"; exit 1; }
+    done
+    [[ -x $MESHFWD ]] || { echo "FAIL kernel/tools (meshfwd binary not found at $MESHFWD: cargo build --release)"; echo "0 passed, 1 failed"; exit 1; }
+    mf_init "$MF_BASE" || { echo "0 passed, 1 failed"; exit 1; }
+    [[ ${MF_KEEP_LOGS:-0} == 1 ]] && MF_KEEP=1
+    echo "# meshfwd kernel GRE interop suite: $MESHFWD, logs in $MF_RUN_DIR"
+    exec 3>&2 2>>"$MF_RUN_DIR/setup.log"   # setup chatter to the log
+
+    BLOB=$MF_RUN_DIR/www/blob
+    mkdir -p "$MF_RUN_DIR/www" && head -c $((MF_BLOB_KIB * 1024)) /dev/urandom >"$BLOB"
+
+    if ! ki_fetch; then
+        result setup/kernel_image "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; finish
+    fi
+    echo "# kernel $(cat "$KI_KDIR/package"), modules: $(tr '\n' ' ' <"$KI_KDIR/modules.order")"
+    MF_LAYOUT_ARGS=(--layout wide)
+    if ! { _mf_underlay && vm_boot; }; then
+        result setup/vm_boot "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail 25; finish
+    fi
+    echo "# VM booted in ${KI_BOOT_S} s (qemu TCG)"
+    vm_must "ip link set eth0 up && httpd -p 80 -h /www" || { result setup/vm_net "$KI_OUT"; console_tail; finish; }
+    while read -r m; do
+        vm_module "$m" || result "setup/module_$m" "$(tr -d '\r' <"$KI_CONSOLE" | grep "^@@MODULE $m " || echo "no load report")"
+    done <"$KI_KDIR/modules.order"
+
+    idx=0
+    for line in "${CASES[@]}"; do
+        IFS='|' read -r name flags kopts needs <<<"$line"
+        idx=$((idx + 1))
+        _case_wanted "$name" "${GOOD_TESTS[@]}" || continue
+        if [[ -n $needs ]] && ! "$MESHFWD" --help 2>/dev/null | grep -q -- "$needs\b"; then
+            result "$name/setup" "meshfwd has no $needs flag"; continue
+        fi
+        if ! case_setup "$name" "$idx" "$flags" "$kopts" || ! case_servers "$name"; then
+            result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail; continue
+        fi
+        CASE_NAMES+=("$name")
+    done
+    if _case_wanted "$BADKEY" "${BAD_TESTS[@]}"; then
+        if badkey_setup; then CASE_BAD[$BADKEY]=1; else result "$BADKEY/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; fi
+    fi
+
+    # all the cases share the VM; run them one after the other
+    idx=0
+    for name in "${CASE_NAMES[@]}"; do
+        idx=$((idx + 1))
+        for t in "${GOOD_TESTS[@]}"; do
+            run_t "$name/$t" "t_$t" "$name" "$idx"
+        done
+        mf_running "$name" || result "$name/meshfwd_alive" "meshfwd died: $(tail -n 3 "$(mf_meshfwd_log "$name")")"
+    done
+    if [[ -n ${CASE_BAD[$BADKEY]:-} ]]; then
+        for t in "${BAD_TESTS[@]}"; do run_t "$BADKEY/$t" "t_badkey_$t"; done
+    fi
+    ((FAIL == 0)) || console_tail 20
+    exec 2>&3
+    finish
+}
+
+main
