@@ -59,6 +59,7 @@ CASES=(
     "plain|||"
     "key|--key 7|key 7|--key"
     "keycsum|--key 7 --csum|key 7 csum|--csum"
+    "oseq|--key 7|key 7 oseq|--key"
 )
 # kernel modules to load in the VM (their dependencies are added and ordered
 # automatically from the modules' depends= field)
@@ -298,6 +299,9 @@ case_setup() {
     # shellcheck disable=SC2086  # flags are words
     mf_start "$name" $flags || return 1
     vm_must "ip addr add $kul/16 dev eth0" || return 1
+    if [[ " $kopts " =~ \ encap\ fou\ .*encap-dport\ ([0-9]+) ]]; then   # FOU receive port
+        vm_must "ip fou show | grep -q 'port ${BASH_REMATCH[1]} ' || ip fou add port ${BASH_REMATCH[1]} ipproto 47" || return 1
+    fi
     vm_must "ip link add $dev type gre local $kul remote $mul ttl 64 $kopts" || return 1
     vm_must "ip link set $dev up && ip addr add $kovl/32 dev $dev && ip route add $block dev $dev" || return 1
     note "case $name: meshfwd ${MF_UL[$name]} (${MF_OVL[$name]}, container ${MF_OVL[${name}c1]}) $flags <-> kernel $kul ($kovl) gre $kopts"
@@ -471,11 +475,14 @@ main() {
     fi
     echo "# kernel $(cat "$KI_KDIR/package"), modules: $(tr '\n' ' ' <"$KI_KDIR/modules.order")"
     MF_LAYOUT_ARGS=(--layout wide)
-    if ! { _mf_underlay && vm_boot; }; then
+    # the underlay traffic of the whole run, for diagnosis (kept with the logs on failure)
+    if ! { _mf_underlay && mf_tcpdump underlay ul br0 -s 256 && vm_boot; }; then
         result setup/vm_boot "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail 25; finish
     fi
     echo "# VM booted in ${KI_BOOT_S} s (qemu TCG)"
-    vm_must "ip link set eth0 up && httpd -p 80 -h /www" || { result setup/vm_net "$KI_OUT"; console_tail; finish; }
+    # e1000 reports carrier ~1-2 s after link up; ARP requests before that are lost
+    vm_must "ip link set eth0 up && httpd -p 80 -h /www && for i in \$(seq 100); do [ \$(cat /sys/class/net/eth0/operstate) = up ] && exit 0; sleep 0.1; done; exit 1" ||
+        { result setup/vm_net "eth0 did not come up: $KI_OUT"; console_tail; finish; }
     while read -r m; do
         vm_module "$m" || result "setup/module_$m" "$(tr -d '\r' <"$KI_CONSOLE" | grep "^@@MODULE $m " || echo "no load report")"
     done <"$KI_KDIR/modules.order"
