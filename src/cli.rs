@@ -13,6 +13,9 @@ Examples:
   meshfwd --overlay 240.0.0.0/4 --underlay 192.168.0.0/17 tun0
                                         8,192 addresses per VM
   meshfwd --local 192.168.16.32 --threads 2 --key 42 tun0
+  meshfwd --encap udp tun0              GRE-in-UDP (RFC 8086) on port 4754, for networks
+                                        that drop IP protocol 47; every VM must agree
+  meshfwd --key 42 --csum tun0          interoperate with a kernel `gre key 42 csum` peer
   meshfwd addr 10.16.32.91 --layout classic
                                         explain an address (see `meshfwd addr --help`)
 
@@ -148,6 +151,22 @@ pub enum LayoutName {
     Classic,
 }
 
+/// `--encap` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EncapName {
+    Gre,
+    Udp,
+}
+
+impl From<EncapName> for crate::datapath::Encap {
+    fn from(e: EncapName) -> Self {
+        match e {
+            EncapName::Gre => crate::datapath::Encap::Gre,
+            EncapName::Udp => crate::datapath::Encap::Udp,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct LayoutArgs {
     /// Address layout preset.
@@ -211,7 +230,26 @@ pub struct RunArgs {
     /// GRE key (RFC 2890) to send and to require on receive [default: no key].
     #[arg(long, value_name = "N")]
     pub key: Option<u32>,
-    /// TUN MTU [default: underlay interface MTU minus encapsulation overhead (24, 28 with --key)].
+    /// Send GRE checksums and require them on receive (Linux `csum`). Without
+    /// it, none are sent, and received packets carrying one are accepted only
+    /// if it is valid.
+    #[arg(long)]
+    pub csum: bool,
+    /// Send RFC 2890 sequence numbers, counted per destination VM (Linux
+    /// `oseq`; needed by kernel peers configured with `iseq`). Received
+    /// sequence numbers are accepted and not checked. Uses one worker, so that
+    /// the packets to each VM leave in sequence order.
+    #[arg(long)]
+    pub seq: bool,
+    /// Encapsulation: gre = IP protocol 47 through raw sockets; udp = GRE-in-UDP
+    /// (RFC 8086, Linux FOU `ipproto 47`), for networks that drop protocol 47,
+    /// with UDP segmentation offload. Every VM of a mesh must use the same.
+    #[arg(long, value_enum, default_value_t = EncapName::Gre)]
+    pub encap: EncapName,
+    /// UDP port of GRE-in-UDP, sent to and listened on (with --encap udp).
+    #[arg(long, value_name = "PORT", default_value_t = crate::datapath::GRE_UDP_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub udp_port: u16,
+    /// TUN MTU [default: underlay interface MTU minus encapsulation overhead (24, +4 each for --key, --csum, --seq; 32 and up with --encap udp)].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(68..))]
     pub mtu: Option<u16>,
     /// Leave address, MTU and link state of the TUN to the operator.

@@ -26,12 +26,77 @@ use crate::wire::gre::{self, GreError, GrePacket, GreRepr};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use crate::wire::WireError;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 /// Bytes reserved in front of every packet read from the TUN, so outer headers
 /// (20 IPv4 + up to 16 GRE) are written in place without copying the payload.
 pub const HEADROOM: usize = 64;
 /// TTL of outer packets, like a fresh packet of the host's own stack.
 pub const OUTER_TTL: u8 = 64;
+/// RFC 8086 destination port of GRE-in-UDP (Linux FOU direct GRE uses the same).
+pub const GRE_UDP_PORT: u16 = 4754;
+/// IPv4 + UDP header bytes in front of the GRE header in UDP mode.
+pub const UDP_OUTER_LEN: usize = ipv4::HEADER_LEN + 8;
+/// Largest UDP payload an IPv4 datagram can carry.
+pub const MAX_UDP_PAYLOAD: usize = 65535 - UDP_OUTER_LEN;
+/// Bits of the VM number that index the sequence table: 2^16 counters (256 KiB)
+/// cover every VM of a /16 underlay exactly; with more VM bits, VMs that share
+/// the low 16 bits share a counter, so each still sees increasing numbers
+/// (with gaps), which is all RFC 2890 and Linux `iseq` ask for.
+const SEQ_TABLE_BITS: u32 = 16;
+
+/// How GRE travels between VMs. All VMs of a mesh use the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encap {
+    /// IP protocol 47 through raw sockets (RFC 2784/2890), like Linux ip_gre.
+    #[default]
+    Gre,
+    /// GRE-in-UDP (RFC 8086): the same GRE header after a UDP header, like
+    /// Linux FOU direct GRE encapsulation. The kernel writes IPv4 + UDP.
+    Udp,
+}
+
+impl Encap {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Encap::Gre => "gre",
+            Encap::Udp => "udp",
+        }
+    }
+}
+
+/// Per-destination-VM RFC 2890 sequence numbers: one fixed array indexed by the
+/// VM bits of the peer's underlay address, allocated zeroed (pages are only
+/// touched for VMs actually sent to), never growing with the number of peers.
+#[derive(Debug)]
+pub struct SeqTable {
+    next: Box<[AtomicU32]>,
+    index_mask: u32,
+}
+
+impl SeqTable {
+    fn new(vm_bits: u32) -> SeqTable {
+        let bits = vm_bits.min(SEQ_TABLE_BITS);
+        let len = 1usize << bits;
+        // vec![0u32; n] comes from the zeroing allocator (untouched pages stay
+        // unmapped); AtomicU32 has the same in-memory representation as u32.
+        let zeroed: Box<[u32]> = vec![0u32; len].into_boxed_slice();
+        // SAFETY: same size, alignment and bit validity (documented for AtomicU32).
+        let next = unsafe { Box::from_raw(Box::into_raw(zeroed) as *mut [AtomicU32]) };
+        SeqTable {
+            next,
+            index_mask: (len - 1) as u32,
+        }
+    }
+
+    /// The next sequence number towards `peer_vm_bits` (0, 1, 2, … per VM).
+    #[inline]
+    pub fn next(&self, peer_vm_bits: u32) -> u32 {
+        // In bounds: the mask is len - 1.
+        self.next[(peer_vm_bits & self.index_mask) as usize].fetch_add(1, Ordering::Relaxed)
+    }
+}
 
 macro_rules! drop_reasons {
     ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
@@ -90,6 +155,8 @@ drop_reasons! {
     GreNotIpv4 => "gre_not_ipv4",
     /// Ingress: GRE checksum present and wrong.
     GreChecksum => "gre_checksum",
+    /// Ingress: no GRE checksum although `--csum` requires one (Linux `csum`).
+    GreChecksumMissing => "gre_checksum_missing",
     /// Ingress: key missing, unexpected or different from ours.
     KeyMismatch => "key_mismatch",
     /// Ingress: inner IPv4 header truncated or inconsistent.
@@ -110,6 +177,9 @@ drop_reasons! {
     /// Egress: a DF packet larger than the underlay path allows (EMSGSIZE); the
     /// sender gets ICMP "fragmentation needed" unless rate-limited.
     TooBig => "too_big",
+    /// Ingress: GRE of the other encapsulation than configured (raw IP protocol
+    /// 47 in UDP mode, or GRE-in-UDP in GRE mode): the mesh is misconfigured.
+    WrongEncap => "wrong_encap",
 }
 
 impl From<WireError> for DropReason {
@@ -153,6 +223,10 @@ pub struct Datapath {
     underlay_net: u32,
     underlay_mask: u32,
     key: Option<u32>,
+    encap: Encap,
+    /// Require a GRE checksum on receive (and send one).
+    csum: bool,
+    seqs: Option<Arc<SeqTable>>,
     gre: GreRepr,
     /// Outer IPv4 header with every per-node constant filled in.
     ip_template: [u8; ipv4::HEADER_LEN],
@@ -203,11 +277,55 @@ impl Datapath {
             underlay_net: layout.underlay().addr().into(),
             underlay_mask: layout.underlay().mask(),
             key,
+            encap: Encap::Gre,
+            csum: false,
+            seqs: None,
             gre,
             ip_template,
             ip_template_sum: crate::wire::checksum::sum(&ip_template, 0),
             gre_template,
         }
+    }
+
+    /// Sets the encapsulation and the GRE options: `csum` sends checksums and
+    /// requires them on receive (Linux `csum`); `seq` sends RFC 2890 sequence
+    /// numbers, one counter per destination VM (shared by clones of this
+    /// datapath). Received sequence numbers are accepted and not checked.
+    pub fn with_options(mut self, encap: Encap, csum: bool, seq: bool) -> Datapath {
+        self.encap = encap;
+        self.csum = csum;
+        self.gre.checksum = csum;
+        self.gre.seq = seq.then_some(0);
+        self.seqs = seq.then(|| Arc::new(SeqTable::new(32 - self.underlay_mask.count_ones())));
+        self.gre_template = [0; gre::MAX_LEN];
+        let hl = self.gre.header_len();
+        // Checksum and sequence fields stay zero in the template; they are
+        // written per packet.
+        self.gre_template[..2].copy_from_slice(&self.gre.flags().to_be_bytes());
+        self.gre_template[2..4].copy_from_slice(&gre::PROTO_IPV4.to_be_bytes());
+        if let Some(k) = self.key {
+            let at = gre::BASE_LEN + 4 * usize::from(csum);
+            self.gre_template[at..at + 4].copy_from_slice(&k.to_be_bytes());
+        }
+        debug_assert!(hl <= gre::MAX_LEN);
+        self
+    }
+
+    pub fn encap(&self) -> Encap {
+        self.encap
+    }
+
+    pub fn csum(&self) -> bool {
+        self.csum
+    }
+
+    pub fn seq(&self) -> bool {
+        self.seqs.is_some()
+    }
+
+    /// GRE header bytes (4 + 4 per option).
+    pub fn gre_len(&self) -> usize {
+        self.gre.header_len()
     }
 
     pub fn layout(&self) -> &Layout {
@@ -222,9 +340,23 @@ impl Datapath {
         self.key
     }
 
-    /// Outer IPv4 + GRE bytes added to each packet (24 plain, 28 with a key).
+    /// Bytes added to each packet on the wire: IPv4 + GRE (24 plain, +4 per
+    /// option) or IPv4 + UDP + GRE in UDP mode (32 plain).
     pub fn overhead(&self) -> usize {
-        ipv4::HEADER_LEN + self.gre.header_len()
+        match self.encap {
+            Encap::Gre => ipv4::HEADER_LEN + self.gre.header_len(),
+            Encap::Udp => UDP_OUTER_LEN + self.gre.header_len(),
+        }
+    }
+
+    /// Bytes meshfwd itself writes in front of an inner packet (and finds in
+    /// front of it on receive): outer IPv4 + GRE with raw sockets, GRE alone in
+    /// UDP mode (the kernel adds IPv4 + UDP).
+    pub fn header_len(&self) -> usize {
+        match self.encap {
+            Encap::Gre => ipv4::HEADER_LEN + self.gre.header_len(),
+            Encap::Udp => self.gre.header_len(),
+        }
     }
 
     #[inline]
@@ -263,7 +395,8 @@ impl Datapath {
     }
 
     /// Egress decision plus header write. The inner packet is `buf[headroom..headroom + len]`
-    /// (`headroom ≥ overhead()`); outer IPv4 + GRE are written just in front of it.
+    /// (`headroom ≥ header_len()`); the headers meshfwd writes (outer IPv4 + GRE,
+    /// or GRE alone in UDP mode) go just in front of it.
     #[inline]
     pub fn encapsulate(
         &self,
@@ -271,8 +404,8 @@ impl Datapath {
         headroom: usize,
         len: usize,
     ) -> Result<Encapsulated, DropReason> {
-        let overhead = self.overhead();
-        if headroom < overhead {
+        let hl = self.header_len();
+        if headroom < hl {
             // A programming error of the caller, but never a panic on the hot path.
             return Err(DropReason::Oversize);
         }
@@ -283,16 +416,31 @@ impl Datapath {
         let peer = self.route(&ip)?;
         let inner_len = usize::from(ip.total_len());
         let tos = ip.tos();
-        let start = headroom - overhead;
-        let total = overhead + inner_len;
-        if total > usize::from(u16::MAX) {
+        let start = headroom - hl;
+        let total = hl + inner_len;
+        if total + self.overhead() - hl > usize::from(u16::MAX) {
             return Err(DropReason::Oversize);
         }
-        let gre_len = overhead - ipv4::HEADER_LEN;
-        let hdr = &mut buf[start..headroom];
-        // Outer IPv4 from the template: only TOS, total length and destination
-        // vary, so the checksum is the template's sum plus those three words.
-        hdr[..ipv4::HEADER_LEN].copy_from_slice(&self.ip_template);
+        let gre_at = match self.encap {
+            Encap::Gre => {
+                self.write_outer_ip(&mut buf[start..start + ipv4::HEADER_LEN], tos, total, peer);
+                start + ipv4::HEADER_LEN
+            }
+            Encap::Udp => start,
+        };
+        self.write_gre(&mut buf[gre_at..headroom + inner_len], peer);
+        Ok(Encapsulated {
+            peer,
+            start,
+            len: total,
+        })
+    }
+
+    /// Outer IPv4 from the template: only TOS, total length and destination
+    /// vary, so the checksum is the template's sum plus those three words.
+    #[inline]
+    fn write_outer_ip(&self, hdr: &mut [u8], tos: u8, total: usize, peer: Ipv4Addr) {
+        hdr.copy_from_slice(&self.ip_template);
         hdr[1] = tos;
         hdr[2..4].copy_from_slice(&(total as u16).to_be_bytes());
         hdr[16..20].copy_from_slice(&peer.octets());
@@ -304,12 +452,23 @@ impl Datapath {
             + u64::from(d & 0xffff);
         let c = !crate::wire::checksum::fold(sum);
         hdr[10..12].copy_from_slice(&c.to_be_bytes());
-        hdr[ipv4::HEADER_LEN..].copy_from_slice(&self.gre_template[..gre_len]);
-        Ok(Encapsulated {
-            peer,
-            start,
-            len: total,
-        })
+    }
+
+    /// Writes the GRE header at the front of `g` (= GRE header ‖ inner packet):
+    /// the template, then the sequence number and the checksum if configured.
+    #[inline]
+    fn write_gre(&self, g: &mut [u8], peer: Ipv4Addr) {
+        let gl = self.gre.header_len();
+        g[..gl].copy_from_slice(&self.gre_template[..gl]);
+        if let Some(seqs) = &self.seqs {
+            let at = gl - 4;
+            let s = seqs.next(u32::from(peer) & !self.underlay_mask);
+            g[at..at + 4].copy_from_slice(&s.to_be_bytes());
+        }
+        if self.csum {
+            let c = crate::wire::checksum::checksum(g);
+            g[4..6].copy_from_slice(&c.to_be_bytes());
+        }
     }
 
     /// The ingress decision for `buf[..len]` as received from a raw socket (outer
@@ -321,20 +480,60 @@ impl Datapath {
         if outer.protocol() != ipv4::PROTO_GRE {
             return Err(DropReason::NotGre);
         }
-        let sender = outer.src_raw();
-        if sender & self.underlay_mask != self.underlay_net {
-            return Err(DropReason::OuterSrcNotUnderlay);
+        if self.encap != Encap::Gre {
+            return Err(DropReason::WrongEncap);
         }
+        let sender = outer.src_raw();
         let outer_ecn = outer.ecn();
         let gre_start = outer.header_len();
         let gre_end = usize::from(outer.total_len());
-        let g = GrePacket::new_checked(&outer_buf[gre_start..gre_end]).map_err(|e| match e {
+        self.decapsulate_gre(buf, gre_start, gre_end, sender, outer_ecn)
+    }
+
+    /// The ingress decision for a GRE-in-UDP payload `buf[..len]` (GRE header
+    /// first) from underlay address `sender`, whose outer IPv4 TOS was `outer_tos`.
+    #[inline]
+    pub fn decapsulate_udp(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        sender: Ipv4Addr,
+        outer_tos: u8,
+    ) -> Result<Decapsulated, DropReason> {
+        if buf.len() < len {
+            return Err(DropReason::Truncated);
+        }
+        if self.encap != Encap::Udp {
+            return Err(DropReason::WrongEncap);
+        }
+        self.decapsulate_gre(buf, 0, len, u32::from(sender), outer_tos & 3)
+    }
+
+    /// Checks shared by both encapsulations: GRE at `buf[gre_start..gre_end]`
+    /// sent by underlay address `sender` with outer ECN bits `outer_ecn`.
+    #[inline]
+    fn decapsulate_gre(
+        &self,
+        buf: &mut [u8],
+        gre_start: usize,
+        gre_end: usize,
+        sender: u32,
+        outer_ecn: u8,
+    ) -> Result<Decapsulated, DropReason> {
+        if sender & self.underlay_mask != self.underlay_net {
+            return Err(DropReason::OuterSrcNotUnderlay);
+        }
+        let gre_buf = buf.get(gre_start..gre_end).ok_or(DropReason::TooShort)?;
+        let g = GrePacket::new_checked(gre_buf).map_err(|e| match e {
             GreError::Truncated => DropReason::TooShort,
             GreError::Version => DropReason::GreVersion,
             GreError::Flags => DropReason::GreFlags,
         })?;
         if g.protocol() != gre::PROTO_IPV4 {
             return Err(DropReason::GreNotIpv4);
+        }
+        if self.csum && !g.has_checksum() {
+            return Err(DropReason::GreChecksumMissing);
         }
         if !g.verify_checksum() {
             return Err(DropReason::GreChecksum);
@@ -343,7 +542,7 @@ impl Datapath {
             return Err(DropReason::KeyMismatch);
         }
         let inner_start = gre_start + g.header_len();
-        let inner = Ipv4Packet::new_checked(&outer_buf[inner_start..gre_end])
+        let inner = Ipv4Packet::new_checked(&buf[inner_start..gre_end])
             .map_err(|_| DropReason::InnerMalformed)?;
         let src = inner.src_raw();
         if src & self.overlay_mask != self.overlay_net {
@@ -391,7 +590,7 @@ impl Datapath {
     /// Decides how to handle an outer packet `outer` (as built by
     /// [`Datapath::encapsulate`]) that failed with EMSGSIZE.
     pub fn too_big_action(&self, outer: &[u8]) -> TooBigAction {
-        let Some(inner) = outer.get(self.overhead()..) else {
+        let Some(inner) = outer.get(self.header_len()..) else {
             return TooBigAction::DropSilently;
         };
         let Ok(ip) = Ipv4Packet::new_checked(inner) else {
@@ -414,21 +613,22 @@ impl Datapath {
     }
 
     /// Writes an ICMP "fragmentation needed" (next-hop MTU = `path_mtu` minus our
-    /// overhead) to the inner source of `outer`, into `out`; returns its length.
+    /// overhead) to the inner source of `outer` (as built by `encapsulate` for
+    /// `peer`), into `out`; returns its length.
     /// The source is the *peer* VM's overlay address (the tunnel's far end):
     /// the kernel would drop a packet arriving on the TUN from one of its own
     /// addresses as a martian.
     pub fn frag_needed(
         &self,
         outer: &[u8],
+        peer: Ipv4Addr,
         path_mtu: u32,
         out: &mut [u8],
     ) -> Result<usize, DropReason> {
-        let inner = outer.get(self.overhead()..).ok_or(DropReason::TooShort)?;
+        let inner = outer.get(self.header_len()..).ok_or(DropReason::TooShort)?;
         let mtu = path_mtu
             .saturating_sub(self.overhead() as u32)
             .clamp(68, 65535) as u16;
-        let peer = Ipv4Addr::new(outer[16], outer[17], outer[18], outer[19]);
         let from = self
             .layout
             .vm_overlay_addr(peer)

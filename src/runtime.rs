@@ -11,7 +11,7 @@
 
 use crate::cli::{parse_cpu_list, RunArgs};
 use crate::counters::{aggregate, SharedCounters};
-use crate::datapath::Datapath;
+use crate::datapath::{Datapath, Encap};
 use crate::layout::Layout;
 use crate::sys;
 use crate::worker::{Worker, WAKE};
@@ -39,6 +39,10 @@ pub struct Config {
     pub underlay_mtu: Option<u32>,
     pub mtu: u16,
     pub key: Option<u32>,
+    pub csum: bool,
+    pub seq: bool,
+    pub encap: Encap,
+    pub udp_port: u16,
     pub cpus: Vec<Option<core_affinity::CoreId>>,
     pub configure: bool,
     pub offload: bool,
@@ -54,7 +58,8 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
     }
     let layout = args.layout.resolve()?;
     let (local, underlay_if) = detect_local(&layout, args.local)?;
-    let dp = Datapath::new(layout, local, args.key);
+    let encap = Encap::from(args.encap);
+    let dp = Datapath::new(layout, local, args.key).with_options(encap, args.csum, args.seq);
     let overhead = dp.overhead() as u32;
     let underlay_mtu = underlay_if
         .as_deref()
@@ -100,7 +105,15 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
         None => allowed_ids.clone(),
     };
     let threads = match args.threads {
+        Some(t) if args.seq && t > 1 => {
+            return Err(format!(
+                "--seq needs a single worker (--threads 1): packets to one VM must leave \
+                 in sequence order, and {t} workers would interleave them"
+            ))
+        }
         Some(t) => usize::from(t),
+        // One worker sends everything, so each VM's sequence numbers leave in order.
+        None if args.seq => 1,
         None => pin_list.len().max(1),
     };
     let cpus = (0..threads)
@@ -123,6 +136,10 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
         underlay_mtu,
         mtu,
         key: args.key,
+        csum: args.csum,
+        seq: args.seq,
+        encap,
+        udp_port: args.udp_port,
         cpus,
         configure: !args.no_configure,
         offload: !args.no_offload,
@@ -241,7 +258,8 @@ fn run(
     metrics_addr: Option<std::net::SocketAddr>,
 ) -> Result<u8, (u8, String)> {
     let n = cfg.cpus.len();
-    let dp = Datapath::new(cfg.layout, cfg.local, cfg.key);
+    let dp =
+        Datapath::new(cfg.layout, cfg.local, cfg.key).with_options(cfg.encap, cfg.csum, cfg.seq);
     let block = cfg.layout.block(cfg.local).expect("local checked");
     let vm_overlay = cfg
         .layout
@@ -328,7 +346,7 @@ fn run(
         .map(|c| c.map_or("-".into(), |c| c.id.to_string()))
         .collect();
     log::info!(
-        "meshfwd {} on {}: layout {} ({}), local VM {} (underlay if {}), block {}, VM overlay {}, {} worker(s) on CPUs [{}], MTU {}{}, key {}, offload {}",
+        "meshfwd {} on {}: layout {} ({}), local VM {} (underlay if {}), block {}, VM overlay {}, {} worker(s) on CPUs [{}], MTU {}{}, encap {}, key {}, csum {}, seq {}, offload {}",
         env!("CARGO_PKG_VERSION"),
         cfg.tun,
         cfg.layout_name,
@@ -342,7 +360,13 @@ fn run(
         cfg.mtu,
         cfg.underlay_mtu
             .map_or(String::new(), |u| format!(" (underlay MTU {u})")),
+        match cfg.encap {
+            Encap::Gre => "gre".to_string(),
+            Encap::Udp => format!("udp port {}", cfg.udp_port),
+        },
         cfg.key.map_or("none".into(), |k| k.to_string()),
+        if cfg.csum { "on" } else { "off" },
+        if cfg.seq { "on" } else { "off" },
         offload_desc,
     );
     if let Some(l) = metrics {

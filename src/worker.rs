@@ -335,7 +335,7 @@ impl Worker {
             TooBigAction::Fragment => {
                 let mtu = crate::sys::pmtu::path_mtu(it.dst).unwrap_or(1500) as usize;
                 let max_inner = mtu.saturating_sub(self.dp.overhead());
-                let inner = &outer[self.dp.overhead()..];
+                let inner = &outer[self.dp.header_len()..];
                 for index in 0.. {
                     let len = match crate::wire::ipv4::fragment(
                         inner,
@@ -384,7 +384,7 @@ impl Worker {
                 }
                 let mtu = crate::sys::pmtu::path_mtu(it.dst).unwrap_or(1500);
                 let vnet = tun_rs::VIRTIO_NET_HDR_LEN;
-                let Ok(n) = self.dp.frag_needed(outer, mtu, &mut b.icmp[vnet..]) else {
+                let Ok(n) = self.dp.frag_needed(outer, it.dst, mtu, &mut b.icmp[vnet..]) else {
                     return;
                 };
                 // With offload, every TUN write starts with a virtio-net header;
@@ -404,7 +404,7 @@ impl Worker {
     fn ingress_batch(&mut self, b: &mut Buffers, c: &mut Counters) -> Result<bool, String> {
         // Place each datagram so that, with our own header sizes, the inner
         // packet starts exactly at RX_OFF (no move in the common case).
-        let recv_at = RX_OFF - self.dp.overhead();
+        let recv_at = RX_OFF - self.dp.header_len();
         let n = match b
             .rx_mmsg
             .recv_bufs(self.sock.fd(), &mut b.rx_bufs, recv_at, &mut b.rx_lens)

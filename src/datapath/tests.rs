@@ -456,7 +456,7 @@ fn too_big_actions_and_frag_needed() {
     let outer = &buf[e.start..e.start + e.len];
     assert_eq!(dp.too_big_action(outer), TooBigAction::FragNeeded);
     let mut out = [0u8; 128];
-    let n = dp.frag_needed(outer, 1400, &mut out).unwrap();
+    let n = dp.frag_needed(outer, e.peer, 1400, &mut out).unwrap();
     let icmp = Ipv4Packet::new_checked(&out[..n]).unwrap();
     assert_eq!(icmp.src_addr(), ip("10.16.33.1"));
     assert_eq!(icmp.dst_addr(), ip("10.16.32.2"));
@@ -489,4 +489,143 @@ fn too_big_actions_and_frag_needed() {
         dp.too_big_action(&buf[e.start..e.start + e.len]),
         TooBigAction::DropSilently
     );
+}
+
+#[test]
+fn csum_option_sends_and_requires_checksums() {
+    let l = Layout::classic();
+    let a = Datapath::new(l, VM_A, Some(7)).with_options(Encap::Gre, true, false);
+    let b = Datapath::new(l, VM_B, Some(7)).with_options(Encap::Gre, true, false);
+    assert_eq!(a.overhead(), 20 + 12);
+    let pkt = inner(ip("10.16.32.2"), ip("10.16.33.2"), 0, 300);
+    let (buf, e) = encap(&a, &pkt).unwrap();
+    let outer_pkt = buf[e.start..e.start + e.len].to_vec();
+    // C and K set, checksum valid over GRE header + payload, key after it.
+    assert_eq!(&outer_pkt[20..22], &[0xa0, 0x00]);
+    assert!(checksum::verify(&outer_pkt[20..]));
+    assert_eq!(&outer_pkt[28..32], &7u32.to_be_bytes());
+    assert_eq!(decap(&b, &outer_pkt).unwrap(), pkt);
+    // A keyed packet without C: refused by --csum, accepted without it.
+    let plain_k = [0x20, 0x00, 0x08, 0x00, 0, 0, 0, 7];
+    let no_c = outer(VM_A, VM_B, 0, &plain_k, &pkt);
+    assert_eq!(
+        decap(&b, &no_c).unwrap_err(),
+        DropReason::GreChecksumMissing
+    );
+    let lenient = Datapath::new(l, VM_B, Some(7));
+    assert_eq!(decap(&lenient, &no_c).unwrap(), pkt);
+    // Without --csum a valid checksum is accepted, a wrong one is not.
+    assert_eq!(decap(&lenient, &outer_pkt).unwrap(), pkt);
+    let mut bad = outer_pkt.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    assert_eq!(decap(&lenient, &bad).unwrap_err(), DropReason::GreChecksum);
+    assert_eq!(decap(&b, &bad).unwrap_err(), DropReason::GreChecksum);
+}
+
+#[test]
+fn seq_option_counts_per_destination_vm_and_is_shared_by_clones() {
+    let l = Layout::classic();
+    let a = Datapath::new(l, VM_A, None).with_options(Encap::Gre, false, true);
+    let a2 = a.clone();
+    let seq_of = |dp: &Datapath, dst: &str| {
+        let pkt = inner(ip("10.16.32.2"), ip(dst), 0, 100);
+        let (buf, e) = encap(dp, &pkt).unwrap();
+        let o = &buf[e.start..e.start + e.len];
+        assert_eq!(&o[20..22], &[0x10, 0x00]);
+        u32::from_be_bytes([o[24], o[25], o[26], o[27]])
+    };
+    assert_eq!(seq_of(&a, "10.16.33.2"), 0);
+    assert_eq!(seq_of(&a, "10.16.33.9"), 1);
+    assert_eq!(seq_of(&a, "10.16.34.2"), 0);
+    assert_eq!(seq_of(&a2, "10.16.33.2"), 2);
+    assert_eq!(seq_of(&a, "10.16.34.2"), 1);
+    // Received sequence numbers are accepted without a check (documented).
+    let b = Datapath::new(l, VM_B, None);
+    let pkt = inner(ip("10.16.32.2"), ip("10.16.33.2"), 0, 100);
+    for s in [5u32, 3, 0xffff_ffff] {
+        let mut h = vec![0x10, 0x00, 0x08, 0x00];
+        h.extend_from_slice(&s.to_be_bytes());
+        assert_eq!(decap(&b, &outer(VM_A, VM_B, 0, &h, &pkt)).unwrap(), pkt);
+    }
+}
+
+#[test]
+fn seq_with_csum_and_key_orders_fields_like_rfc2890() {
+    let l = Layout::classic();
+    let a = Datapath::new(l, VM_A, Some(0x01020304)).with_options(Encap::Gre, true, true);
+    let b = Datapath::new(l, VM_B, Some(0x01020304)).with_options(Encap::Gre, true, true);
+    let pkt = inner(ip("10.16.32.2"), ip("10.16.33.2"), 0, 64);
+    for want in 0..3u32 {
+        let (buf, e) = encap(&a, &pkt).unwrap();
+        let o = &buf[e.start..e.start + e.len];
+        assert_eq!(&o[20..24], &[0xb0, 0x00, 0x08, 0x00]);
+        assert_eq!(&o[28..32], &[1, 2, 3, 4]);
+        assert_eq!(&o[32..36], &want.to_be_bytes());
+        let p = GrePacket::new_checked(&o[20..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(p.seq(), Some(want));
+        assert_eq!(decap(&b, o).unwrap(), pkt);
+    }
+}
+
+#[test]
+fn udp_mode_writes_gre_only_and_checks_the_sender() {
+    let l = Layout::classic();
+    let a = Datapath::new(l, VM_A, Some(9)).with_options(Encap::Udp, false, false);
+    let b = Datapath::new(l, VM_B, Some(9)).with_options(Encap::Udp, false, false);
+    assert_eq!(a.overhead(), 20 + 8 + 8);
+    assert_eq!(a.header_len(), 8);
+    let pkt = inner(ip("10.16.32.2"), ip("10.16.33.2"), 0b10, 500);
+    let (mut buf, e) = encap(&a, &pkt).unwrap();
+    assert_eq!(e.peer, VM_B);
+    assert_eq!(e.start, HEADROOM - 8);
+    assert_eq!(e.len, 8 + 500);
+    assert_eq!(&buf[e.start..e.start + 8], &[0x20, 0, 0x08, 0, 0, 0, 0, 9]);
+    let g = &mut buf[e.start..e.start + e.len];
+    let len = g.len();
+    let d = b.decapsulate_udp(g, len, VM_A, 0).unwrap();
+    assert_eq!(&g[d.start..d.start + d.len], &pkt[..]);
+    assert_eq!(d.peer, VM_A);
+    // The outer sender is what anti-spoofing checks.
+    let c = ip("192.168.16.40");
+    assert_eq!(
+        b.decapsulate_udp(g, len, c, 0).unwrap_err(),
+        DropReason::SpoofedSource
+    );
+    assert_eq!(
+        b.decapsulate_udp(g, len, ip("10.0.0.1"), 0).unwrap_err(),
+        DropReason::OuterSrcNotUnderlay
+    );
+    // Outer CE (from IP_RECVTOS) marks an ECT inner packet.
+    let d = b.decapsulate_udp(g, len, VM_A, 0b11).unwrap();
+    assert_eq!(g[d.start + 1] & 3, 3);
+    // Raw GRE reaching a UDP-mode node, and UDP reaching a GRE-mode node.
+    let raw = outer(VM_A, VM_B, 0, &GRE_PLAIN, &pkt);
+    assert_eq!(decap(&b, &raw).unwrap_err(), DropReason::WrongEncap);
+    let gre_node = Datapath::new(l, VM_B, Some(9));
+    let mut g2 = buf[e.start..e.start + e.len].to_vec();
+    assert_eq!(
+        gre_node.decapsulate_udp(&mut g2, len, VM_A, 0).unwrap_err(),
+        DropReason::WrongEncap
+    );
+    // Short buffers never panic.
+    for n in 0..12 {
+        let _ = b.decapsulate_udp(&mut g2[..n], n, VM_A, 0);
+    }
+}
+
+#[test]
+fn udp_mode_frag_needed_uses_the_udp_overhead() {
+    let l = Layout::classic();
+    let dp = Datapath::new(l, VM_A, None).with_options(Encap::Udp, false, false);
+    let df = inner(ip("10.16.32.2"), ip("10.16.33.2"), 0, 1400);
+    let (buf, e) = encap(&dp, &df).unwrap();
+    let outer = &buf[e.start..e.start + e.len];
+    assert_eq!(dp.too_big_action(outer), TooBigAction::FragNeeded);
+    let mut out = [0u8; 128];
+    let n = dp.frag_needed(outer, e.peer, 1400, &mut out).unwrap();
+    let p = Ipv4Packet::new_checked(&out[..n]).unwrap();
+    let icmp = p.payload();
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1400 - 32);
 }

@@ -469,6 +469,72 @@ t_keyless_to_keyed() {
     note "vm1: $(nonzero vm1); vm3: $(nonzero vm3)"
 }
 
+# --csum: every packet carries a valid GRE checksum (Linux `csum`), and a
+# --csum node refuses packets without one.
+t_csum_both_sides() {
+    mf_start_all --key 42 --csum || fail "meshfwd --key 42 --csum start"
+    local mtu; mtu=$(mf_exec vm1 cat /sys/class/net/tun0/mtu)
+    [[ $mtu == $((MF_UNDERLAY_MTU - 32)) ]] || fail "tun0 MTU with --key --csum is $mtu, want $((MF_UNDERLAY_MTU - 32))"
+    local pcap="$MF_RUN_DIR/csum.pcap" tpid
+    mf_tcpdump csum vm1 eth0 'ip proto 47' || fail "tcpdump"
+    tpid=$MF_LAST_PID
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 3
+    expect_ping vm3c1 "${MF_OVL[vm1c1]}" 3
+    mf_tcpdump_stop "$tpid"
+    local v
+    v=$(tshark -r "$pcap" -T fields -e gre.flags.checksum -e gre.checksum.status -e gre.key 2>/dev/null |
+        sort | uniq -c | tr -s ' ' | tr '\n' ';')
+    note "GRE flags C / checksum status / key: $v"
+    [[ $v =~ ^\ 12\ (1|True)[[:space:]](1|Good)[[:space:]](42|0x0000002a)\;$ ]] ||
+        fail "want 12 packets with C set, checksum good, key 42; got: $v"
+    sleep 1.2
+    for v in "${MF_VMS[@]}"; do
+        [[ -z $(nonzero "$v") ]] || fail "$v counted drops/errors: $(nonzero "$v")"
+    done
+}
+
+t_csum_required() {
+    mf_start vm1 --key 42 --csum || fail "start vm1 --key 42 --csum"
+    mf_start vm2 --key 42 || fail "start vm2 --key 42"
+    # vm2 accepts vm1's (valid) checksums; its own replies carry none and vm1
+    # refuses them, like a Linux `csum` tunnel.
+    local tun2; tun2=$(mf_stat vm2 tun_tx_packets)
+    expect_no_ping vm1c1 "${MF_OVL[vm2c1]}" 3
+    mf_wait_stat vm2 tun_tx_packets -ge $((tun2 + 3)) 4 >/dev/null || fail "vm2 did not deliver vm1's checksummed requests"
+    mf_wait_stat vm1 drops.gre_checksum_missing -ge 3 4 >/dev/null ||
+        fail "vm1 gre_checksum_missing=$(mf_stat vm1 drops.gre_checksum_missing), want >= 3"
+    note "vm1: $(nonzero vm1); vm2: $(nonzero vm2)"
+    expect_alive vm1
+}
+
+# --seq: RFC 2890 sequence numbers, 0, 1, 2, ... per destination VM.
+t_seq_numbers() {
+    mf_start vm1 --seq || fail "start vm1 --seq"
+    mf_start vm2 || fail "start vm2"
+    mf_start vm3 || fail "start vm3"
+    [[ $(mf_stat vm1 workers) == 1 ]] || fail "--seq should run one worker, stats say $(mf_stat vm1 workers)"
+    local pcap="$MF_RUN_DIR/seq.pcap" tpid
+    mf_tcpdump seq vm1 eth0 "ip proto 47 and src ${MF_UL[vm1]}" || fail "tcpdump"
+    tpid=$MF_LAST_PID
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 4
+    expect_ping vm1c1 "${MF_OVL[vm3c1]}" 3
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 2
+    mf_tcpdump_stop "$tpid"
+    local got
+    got=$(tshark -r "$pcap" -T fields -E occurrence=f -e ip.dst -e gre.flags.sequence_number -e gre.sequence_number 2>/dev/null |
+        awk '{print $1 "=" $3}' | tr '\n' ' ')
+    note "dst=seq: $got"
+    local want="" i
+    for i in 0 1 2 3; do want+="${MF_UL[vm2]}=$i "; done
+    for i in 0 1 2; do want+="${MF_UL[vm3]}=$i "; done
+    for i in 4 5; do want+="${MF_UL[vm2]}=$i "; done
+    [[ $got == "$want" ]] || fail "sequence numbers: got '$got', want '$want'"
+    mf_stop vm1
+    local out; out=$(mf_exec vm1 "$MESHFWD" --seq --threads 2 tun0 2>&1); local rc=$?
+    note "--seq --threads 2: rc $rc: $out"
+    [[ $rc == 2 && $out == *"--seq needs a single worker"* ]] || fail "--seq --threads 2 should exit 2 with a reason (rc $rc)"
+}
+
 # ----------------------------------------------------------------- crafted --
 # gre_craft.py runs in vm2's namespace (outer source = vm2's underlay address
 # unless the case says otherwise) and targets vm1c1 through vm1's meshfwd.
@@ -756,7 +822,8 @@ main() {
     run_group metrics setup_metrics t_metrics_counters_move t_metrics_drop_label_moves t_metrics_404
     run_group pmtu setup_pmtu t_pmtu_fragment_non_df t_pmtu_icmp_frag_needed t_pmtu_default_tun_mtu
     run_group threads2 setup_threads2 t_thread_count t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads
-    run_group key setup_key t_key42_both_sides t_key_mismatch_42_43 t_keyless_to_keyed
+    run_group key setup_key t_key42_both_sides t_key_mismatch_42_43 t_keyless_to_keyed \
+        t_csum_both_sides t_csum_required t_seq_numbers
     run_group crafted setup_crafted t_control_valid t_control_gre_checksum t_control_gre_sequence \
         t_control_ce_over_ect0 t_spoofed_source t_inner_dst_other_vm t_inner_src_not_overlay \
         t_gre_version_1 t_gre_routing_bit t_gre_reserved_bits t_gre_bad_checksum t_gre_not_ipv4 \
