@@ -60,6 +60,7 @@ CASES=(
     "key|--key 7|key 7|--key"
     "keycsum|--key 7 --csum|key 7 csum|--csum"
     "oseq|--key 7|key 7 oseq|--key"
+    "seq|--key 7 --csum --seq|key 7 csum seq|--seq"
 )
 # kernel modules to load in the VM (their dependencies are added and ordered
 # automatically from the modules' depends= field)
@@ -296,6 +297,7 @@ case_setup() {
     block=$(mf_addr_json "$mul" 1 | _mf_json_get block) || return 1
     dev=g-$name
     CASE_KUL[$name]=$kul; CASE_KOVL[$name]=$kovl; CASE_DEV[$name]=$dev
+    CASE_FLAGS[$name]=$flags; CASE_KOPTS[$name]=$kopts
     # shellcheck disable=SC2086  # flags are words
     mf_start "$name" $flags || return 1
     vm_must "ip addr add $kul/16 dev eth0" || return 1
@@ -395,7 +397,56 @@ EOF
     [[ -z $bad ]] || { REASON="$bad"; return 1; }
 }
 
-GOOD_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host counters)
+# The GRE headers of the case's pings in the underlay capture, both ways: the
+# C/K/S flags the configuration asks for (meshfwd --csum/--key/--seq, kernel
+# [o]csum/[o]key/[o]seq), valid checksums (tshark verifies them), the key, and
+# sequence numbers that increase.
+t_wire() {
+    local name=$1 mflags=" ${CASE_FLAGS[$1]} " kopts=" ${CASE_KOPTS[$1]} " want_m want_k out key=0
+    [[ $mflags =~ \ --key\ ([0-9]+) ]] && key=${BASH_REMATCH[1]}
+    want_m="$([[ $mflags == *" --csum "* ]] && echo 1 || echo 0)$([[ $mflags == *" --key "* ]] && echo 1 || echo 0)$([[ $mflags == *" --seq "* ]] && echo 1 || echo 0)"
+    want_k="$([[ $kopts =~ \ o?csum\  ]] && echo 1 || echo 0)$([[ $kopts =~ \ o?key\  ]] && echo 1 || echo 0)$([[ $kopts =~ \ o?seq\  ]] && echo 1 || echo 0)"
+    # pings of its own, so that the test stands alone
+    mf_ping "${name}c1" "${CASE_KOVL[$name]}" 3 >/dev/null
+    vm_run "ping -c 3 -i 0.3 -W 2 ${MF_OVL[${name}c1]}"
+    sleep 0.5 # tcpdump -U writes each packet at once; give it a moment anyway
+    out=$(tshark -r "$MF_RUN_DIR/underlay.pcap" -Y "gre && icmp.type == 0 || gre && icmp.type == 8" \
+        -T fields -E occurrence=f -E separator='|' -e ip.src -e ip.dst -e gre.flags.checksum \
+        -e gre.flags.key -e gre.flags.sequence_number -e gre.checksum.status -e gre.key -e gre.sequence_number 2>/dev/null |
+        "$MF_PY" -c '
+import sys
+m_ul, k_ul, want_m, want_k, key = sys.argv[1:6]
+want = {(m_ul, k_ul): want_m, (k_ul, m_ul): want_k}
+name = {(m_ul, k_ul): "meshfwd->kernel", (k_ul, m_ul): "kernel->meshfwd"}
+seen = {d: 0 for d in want}; last = {}; bad = []
+for line in sys.stdin:
+    f = (line.rstrip("\n").split("|") + [""] * 8)[:8]
+    d = (f[0], f[1])
+    if d not in want:
+        continue
+    seen[d] += 1
+    got = f[2] + f[3] + f[4]
+    if got != want[d]:
+        bad.append(f"{name[d]} flags CKS={got}, want {want[d]}")
+    if f[2] == "1" and f[5] != "1":
+        bad.append(f"{name[d]} checksum status {f[5]} (1 = good)")
+    if f[3] == "1" and int(f[6], 16) != int(key):
+        bad.append(f"{name[d]} key {f[6]}, want {key}")
+    if f[4] == "1":
+        s = int(f[7])
+        if d in last and s <= last[d]:
+            bad.append(f"{name[d]} sequence {s} after {last[d]}")
+        last[d] = s
+for d, n in seen.items():
+    if n < 3:
+        bad.append(f"only {n} {name[d]} pings captured")
+print("; ".join(dict.fromkeys(bad)))
+' "${MF_UL[$name]}" "${CASE_KUL[$name]}" "$want_m" "$want_k" "$key") ||
+        { REASON="tshark/python failed"; return 1; }
+    [[ -z $out ]] || { REASON=$out; return 1; }
+}
+
+GOOD_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host wire counters)
 
 # ------------------------------------------------------------ negative case --
 
@@ -458,8 +509,8 @@ run_t() { # NAME FUNC ARGS...
 main() {
     local line name flags kopts needs idx t m
     [[ $EUID -eq 0 ]] || { echo "tests/netns/kernel.sh must run as root" >&2; echo "0 passed, 1 failed"; exit 1; }
-    for t in ip ss qemu-system-x86_64 busybox apt-get dpkg-deb "$MF_PY" md5sum gzip; do
-        command -v "$t" >/dev/null || { echo "FAIL kernel/tools (missing $t: install qemu-system-x86 busybox-static iproute2 python3)"; echo "0 passed, 1 failed"; exit 1; }
+    for t in ip ss qemu-system-x86_64 busybox apt-get dpkg-deb "$MF_PY" md5sum gzip tcpdump tshark; do
+        command -v "$t" >/dev/null || { echo "FAIL kernel/tools (missing $t: install qemu-system-x86 busybox-static iproute2 python3 tcpdump tshark)"; echo "0 passed, 1 failed"; exit 1; }
     done
     [[ -x $MESHFWD ]] || { echo "FAIL kernel/tools (meshfwd binary not found at $MESHFWD: cargo build --release)"; echo "0 passed, 1 failed"; exit 1; }
     mf_init "$MF_BASE" || { echo "0 passed, 1 failed"; exit 1; }
