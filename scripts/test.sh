@@ -8,7 +8,8 @@
 # 2. cargo build --release
 # 3. cargo test --release -- --include-ignored   (unit + integration tests; the
 #    root-only Rust tests are #[ignore]d for plain `cargo test` and run here)
-# 4. tests/netns/run.sh              (namespace integration suite; needs root)
+# 4. root suites: tests/netns/run.sh (the mesh suite, once with GRE and once
+#    with GRE-in-UDP), check.sh, attach.sh   (network namespaces; need root)
 #
 # Exits non-zero if anything failed. The last line is an overall
 # "N passed, N failed" (cargo test results + netns tests; a step that could
@@ -117,13 +118,26 @@ if [[ $EUID -ne 0 ]]; then
 fi
 # Each root suite prints "ok NAME"/"FAIL NAME (reason)" lines and ends with
 # "N passed, N failed"; a suite that ends without that line counts as a failure.
-# kernel.sh boots a Debian kernel under qemu as a kernel GRE peer (downloads
-# the kernel image package once into target/kernel-interop/).
-for suite in tests/netns/run.sh tests/netns/check.sh tests/netns/attach.sh tests/netns/kernel.sh; do
-    [[ -f $suite ]] || continue
-    name=$(basename "$suite" .sh)
-    section "root suite $suite"
-    bash "$suite" 2>&1 | tee "$LOGDIR/netns-$name.log"
+# NAME=SCRIPT [ENV=VALUE...]: the mesh suite runs once per encapsulation.
+SUITES=(
+    "run=tests/netns/run.sh MF_ENCAP=gre"
+    "run-udp=tests/netns/run.sh MF_ENCAP=udp"
+    "check=tests/netns/check.sh"
+    "attach=tests/netns/attach.sh"
+    # boots a Debian kernel under qemu as a kernel GRE/FOU peer (downloads the
+    # kernel image package once into target/kernel-interop/)
+    "kernel=tests/netns/kernel.sh"
+)
+for entry in "${SUITES[@]}"; do
+    read -r spec env_kv <<<"$entry"
+    name=${spec%%=*}; suite=${spec#*=}
+    section "root suite $suite ${env_kv:-}"
+    if [[ ! -f $suite ]]; then
+        echo "FAIL: $suite is missing"
+        FAILED=$((FAILED + 1)); continue
+    fi
+    # shellcheck disable=SC2086  # env_kv is one or more NAME=VALUE words
+    env ${env_kv:-} bash "$suite" 2>&1 | tee "$LOGDIR/netns-$name.log"
     rc=${PIPESTATUS[0]}
     summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/netns-$name.log" | tail -n 1)
     if [[ -n $summary ]]; then

@@ -2,7 +2,8 @@
 //!
 //! 1. Validate everything that can be validated without side effects: layout,
 //!    local underlay address, CPUs, MTU. Errors exit 2 with one line.
-//! 2. Open one raw GRE socket per worker (fails early without CAP_NET_RAW), then
+//! 2. Open one underlay socket per worker (raw GRE: fails early without
+//!    CAP_NET_RAW; or GRE-in-UDP in one SO_REUSEPORT group), then
 //!    the multi-queue TUN (creating and configuring it unless --no-configure).
 //! 3. Spawn one pinned worker per queue, log one summary line, write the stats file.
 //! 4. Supervise: on SIGINT/SIGTERM stop the workers and exit 0; if a worker fails
@@ -14,7 +15,7 @@ use crate::counters::{aggregate, SharedCounters};
 use crate::datapath::{Datapath, Encap};
 use crate::layout::Layout;
 use crate::sys;
-use crate::worker::{Worker, WAKE};
+use crate::worker::{OtherEncap, Underlay, Worker, WAKE};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -266,14 +267,52 @@ fn run(
         .vm_overlay_addr(cfg.local)
         .expect("local checked");
 
-    // Raw sockets first: they fail fast without privileges and change nothing.
+    // Underlay sockets first: raw ones fail fast without privileges, and none
+    // changes anything.
     let mut socks = Vec::with_capacity(n);
     for i in 0..n {
-        let s =
-            sys::raw::RawGreSocket::open(cfg.local, i as u32, n as u32, SOCK_RCVBUF, SOCK_SNDBUF)
-                .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
+        let s = match cfg.encap {
+            Encap::Gre => sys::raw::RawGreSocket::open(
+                cfg.local,
+                i as u32,
+                n as u32,
+                SOCK_RCVBUF,
+                SOCK_SNDBUF,
+            )
+            .map(|(s, flushed)| (Underlay::Raw(s), flushed)),
+            Encap::Udp => {
+                sys::udp::UdpGreSocket::open(cfg.local, cfg.udp_port, SOCK_RCVBUF, SOCK_SNDBUF)
+                    .map(|s| (Underlay::Udp(s, cfg.udp_port), 0))
+            }
+        }
+        .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
         socks.push(s);
     }
+    if let Some((Underlay::Udp(s, _), _)) = socks.first() {
+        log::info!(
+            "GRE-in-UDP on {}:{}: UDP GSO {}, UDP GRO {}",
+            cfg.local,
+            cfg.udp_port,
+            if s.gso() {
+                "on"
+            } else {
+                "unavailable (one datagram per packet)"
+            },
+            if s.gro() { "on" } else { "unavailable" },
+        );
+    }
+    // A socket of the other encapsulation, so that a peer configured
+    // differently shows up as wrong_encap instead of vanishing.
+    let mut other = match cfg.encap {
+        Encap::Gre => sys::udp::UdpGreSocket::open(cfg.local, cfg.udp_port, 0, 0)
+            .map(OtherEncap::Udp)
+            .map_err(|e| format!("{e}")),
+        Encap::Udp => sys::raw::RawGreSocket::open(cfg.local, 0, 1, 0, 0)
+            .map(|(s, _)| OtherEncap::Raw(s))
+            .map_err(|e| format!("{e}")),
+    }
+    .map_err(|e| log::warn!("wrong_encap will not be counted: {e}"))
+    .ok();
     let tun_cfg = sys::tun::TunConfig {
         addr: vm_overlay,
         prefix: cfg.layout.overlay().prefix(),
@@ -321,6 +360,7 @@ fn run(
             tun,
             offload,
             sock,
+            other: if i == 0 { other.take() } else { None },
             dp: dp.clone(),
             poll,
             shared: shared.clone(),

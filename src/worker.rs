@@ -14,6 +14,11 @@
 //! consecutive TCP/UDP segments of a flow (GRO) and writes each result with one
 //! `write`; without it, one `write` per packet.
 //!
+//! With `--encap udp` the underlay is a GRE-in-UDP socket instead and both
+//! directions take the paths in [`udp`]: TUN super-packets are split straight
+//! into one contiguous run of GRE-framed segments sent with UDP GSO, and UDP
+//! GRO batches are split, checked and coalesced again for the TUN.
+//!
 //! Registrations are edge-triggered, so each side is drained until `WouldBlock`,
 //! alternating batches so neither direction starves the other.
 
@@ -21,10 +26,11 @@ use crate::counters::{Counters, IoError, SharedCounters};
 use crate::datapath::{Datapath, DropReason, TooBigAction, HEADROOM};
 use crate::sys::mmsg::{Mmsg, SendItem};
 use crate::sys::raw::RawGreSocket;
+use crate::sys::udp::{UdpGreSocket, UdpItem, UdpMmsg, UdpRecvd};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +56,42 @@ pub const RX_CAP: usize = 2 * RX_OFF + MAX_PACKET + 1;
 const TUN: Token = Token(0);
 const SOCK: Token = Token(1);
 pub const WAKE: Token = Token(2);
+const OTHER: Token = Token(3);
+
+mod udp;
+
+/// The underlay socket a worker sends and receives GRE through.
+pub enum Underlay {
+    /// Raw IP protocol 47 (this worker's shard).
+    Raw(RawGreSocket),
+    /// GRE-in-UDP to/from this UDP port (one member of a SO_REUSEPORT group).
+    Udp(UdpGreSocket, u16),
+}
+
+impl Underlay {
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Underlay::Raw(s) => s.fd(),
+            Underlay::Udp(s, _) => s.fd(),
+        }
+    }
+}
+
+/// A socket of the *other* encapsulation (worker 0 only): what arrives there
+/// is read and counted as `wrong_encap`, so a misconfigured peer is visible.
+pub enum OtherEncap {
+    Raw(RawGreSocket),
+    Udp(UdpGreSocket),
+}
+
+impl OtherEncap {
+    pub fn fd(&self) -> RawFd {
+        match self {
+            OtherEncap::Raw(s) => s.fd(),
+            OtherEncap::Udp(s) => s.fd(),
+        }
+    }
+}
 
 /// Everything a worker owns.
 pub struct Worker {
@@ -58,7 +100,9 @@ pub struct Worker {
     pub tun: tun_rs::SyncDevice,
     /// Whether the TUN queue carries virtio-net headers (TSO/GRO active).
     pub offload: bool,
-    pub sock: RawGreSocket,
+    pub sock: Underlay,
+    /// Worker 0: the other encapsulation's socket, for the wrong_encap counter.
+    pub other: Option<OtherEncap>,
     pub dp: Datapath,
     pub poll: Poll,
     pub shared: Arc<Vec<SharedCounters>>,
@@ -89,6 +133,16 @@ struct Buffers {
     icmp_limit: RateLimit,
     /// Scratch for fragments of an inner packet too big for the underlay.
     frag: Vec<u8>,
+    /// Copy of a packet the underlay refused as too big, while it is handled.
+    spill: Vec<u8>,
+    /// UDP mode: egress arena of contiguous GRE-framed segments and its messages.
+    udp_arena: Vec<u8>,
+    udp_items: Vec<UdpItem>,
+    udp_tx: UdpMmsg,
+    /// UDP mode: receive buffers (one GRO message each) and what arrived.
+    udp_rx_bufs: Vec<Vec<u8>>,
+    udp_rx_out: Vec<UdpRecvd>,
+    udp_rx: UdpMmsg,
 }
 
 /// Token bucket for ICMP replies, per worker: a flood of oversized packets must
@@ -141,6 +195,15 @@ impl Buffers {
             icmp: [0; 128],
             icmp_limit: RateLimit::new(),
             frag: vec![0; TX_SLOT],
+            spill: vec![0; TX_SLOT],
+            udp_arena: vec![0; udp::ARENA],
+            udp_items: Vec::with_capacity(udp::MAX_MESSAGES),
+            udp_tx: UdpMmsg::new(udp::MAX_MESSAGES),
+            udp_rx_bufs: (0..udp::RX_MESSAGES)
+                .map(|_| vec![0u8; udp::RX_BUF])
+                .collect(),
+            udp_rx_out: vec![UdpRecvd::default(); udp::RX_MESSAGES],
+            udp_rx: UdpMmsg::new(udp::RX_MESSAGES),
         }
     }
 
@@ -179,6 +242,10 @@ impl Worker {
             .map_err(|e| format!("worker {}: register TUN: {e}", self.id))?;
         reg.register(&mut SourceFd(&sock_fd), SOCK, Interest::READABLE)
             .map_err(|e| format!("worker {}: register socket: {e}", self.id))?;
+        if let Some(o) = &self.other {
+            reg.register(&mut SourceFd(&o.fd()), OTHER, Interest::READABLE)
+                .map_err(|e| format!("worker {}: register socket: {e}", self.id))?;
+        }
         // ICMP errors about our packets go to the error queue (never to a later
         // send, which would cost a good packet) and are counted by kind.
         if let Err(e) = crate::sys::errqueue::enable(sock_fd) {
@@ -195,13 +262,22 @@ impl Worker {
         // Drain anything that arrived before registration.
         let mut tun_pending = true;
         let mut sock_pending = true;
+        let udp = matches!(self.sock, Underlay::Udp(..));
         loop {
             while tun_pending || sock_pending {
                 if tun_pending {
-                    tun_pending = !self.egress_batch(&mut b, &mut c)?;
+                    tun_pending = !if udp {
+                        self.egress_batch_udp(&mut b, &mut c)?
+                    } else {
+                        self.egress_batch(&mut b, &mut c)?
+                    };
                 }
                 if sock_pending {
-                    sock_pending = !self.ingress_batch(&mut b, &mut c)?;
+                    sock_pending = !if udp {
+                        self.ingress_batch_udp(&mut b, &mut c)?
+                    } else {
+                        self.ingress_batch(&mut b, &mut c)?
+                    };
                 }
             }
             self.shared[self.id].publish(&c);
@@ -222,9 +298,33 @@ impl Worker {
                             self.drain_errors(&mut c);
                         }
                     }
+                    OTHER => self.count_other_encap(&mut b, &mut c),
                     _ => {}
                 }
             }
+        }
+    }
+
+    /// Reads and counts whatever arrived on the other encapsulation's socket.
+    fn count_other_encap(&self, b: &mut Buffers, c: &mut Counters) {
+        let Some(o) = &self.other else { return };
+        for _ in 0..1024 {
+            // SAFETY: valid fd; `frag` is a live buffer of the given length.
+            let r = unsafe {
+                libc::recv(
+                    o.fd(),
+                    b.frag.as_mut_ptr().cast(),
+                    b.frag.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            c.drop(DropReason::WrongEncap);
         }
     }
 
@@ -314,7 +414,10 @@ impl Worker {
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
                     let it = b.tx_items[off];
-                    self.too_big(b, c, it);
+                    let at = it.slot as usize * TX_SLOT + it.start as usize;
+                    b.spill[..it.len as usize]
+                        .copy_from_slice(&b.tx_arena[at..at + it.len as usize]);
+                    self.too_big(b, c, it.len as usize, it.dst);
                     off += 1;
                 }
                 Err(e) => {
@@ -325,17 +428,30 @@ impl Worker {
         }
     }
 
-    /// Slow path for an encapsulated packet the underlay refused (EMSGSIZE):
-    /// ICMP "fragmentation needed" to a DF sender, or outer fragmentation for
-    /// a non-DF one, as Linux ip_gre does.
-    fn too_big(&mut self, b: &mut Buffers, c: &mut Counters, it: SendItem) {
-        let at = it.slot as usize * TX_SLOT + it.start as usize;
-        let outer = &b.tx_arena[at..at + it.len as usize];
+    /// Slow path for an encapsulated packet the underlay refused (EMSGSIZE),
+    /// copied to `b.spill[..len]` (headers as `encapsulate` wrote them) and
+    /// meant for `dst`: ICMP "fragmentation needed" to a DF sender, or
+    /// fragmentation of a non-DF one before encapsulation, as Linux ip_gre does.
+    fn too_big(&mut self, b: &mut Buffers, c: &mut Counters, len: usize, dst: std::net::Ipv4Addr) {
+        // Taken out of `b` (no allocation) so `b` stays usable for sending.
+        let spill = std::mem::take(&mut b.spill);
+        self.too_big_from(b, c, &spill[..len.min(spill.len())], dst);
+        b.spill = spill;
+    }
+
+    fn too_big_from(
+        &mut self,
+        b: &mut Buffers,
+        c: &mut Counters,
+        outer: &[u8],
+        dst: std::net::Ipv4Addr,
+    ) {
+        let hl = self.dp.header_len();
         match self.dp.too_big_action(outer) {
             TooBigAction::Fragment => {
-                let mtu = crate::sys::pmtu::path_mtu(it.dst).unwrap_or(1500) as usize;
+                let mtu = crate::sys::pmtu::path_mtu(dst).unwrap_or(1500) as usize;
                 let max_inner = mtu.saturating_sub(self.dp.overhead());
-                let inner = &outer[self.dp.header_len()..];
+                let inner = &outer[hl..];
                 for index in 0.. {
                     let len = match crate::wire::ipv4::fragment(
                         inner,
@@ -357,20 +473,12 @@ impl Worker {
                             break;
                         }
                     };
-                    let one = [SendItem {
-                        slot: 0,
-                        start: e.start as u32,
-                        len: e.len as u32,
-                        dst: e.peer,
-                    }];
-                    let size = b.frag.len();
-                    match b.tx_mmsg.send(self.sock.fd(), &b.frag, size, &one) {
-                        Ok(1) => {
+                    match self.send_one(b, e.start, e.len, e.peer) {
+                        Ok(()) => {
                             c.tx_fragmented += 1;
                             c.tx_packets += 1;
-                            c.tx_bytes += e.len as u64;
+                            c.tx_bytes += self.wire_len(e.len) as u64;
                         }
-                        Ok(_) => c.error(IoError::SendOther),
                         Err(e) => c.error(IoError::from_send_errno(e.raw_os_error().unwrap_or(0))),
                     }
                 }
@@ -382,9 +490,9 @@ impl Worker {
                     c.icmp_rate_limited += 1;
                     return;
                 }
-                let mtu = crate::sys::pmtu::path_mtu(it.dst).unwrap_or(1500);
+                let mtu = crate::sys::pmtu::path_mtu(dst).unwrap_or(1500);
                 let vnet = tun_rs::VIRTIO_NET_HDR_LEN;
-                let Ok(n) = self.dp.frag_needed(outer, it.dst, mtu, &mut b.icmp[vnet..]) else {
+                let Ok(n) = self.dp.frag_needed(outer, dst, mtu, &mut b.icmp[vnet..]) else {
                     return;
                 };
                 // With offload, every TUN write starts with a virtio-net header;
@@ -396,6 +504,54 @@ impl Worker {
                     Err(_) => c.error(IoError::TunWrite),
                 }
             }
+        }
+    }
+
+    /// Bytes on the wire for `len` bytes of what meshfwd wrote.
+    fn wire_len(&self, len: usize) -> usize {
+        len + self.dp.overhead() - self.dp.header_len()
+    }
+
+    /// Sends `b.frag[start..start + len]` (as built by `encapsulate`) to `dst`
+    /// through the underlay socket, as one datagram.
+    fn send_one(
+        &self,
+        b: &mut Buffers,
+        start: usize,
+        len: usize,
+        dst: std::net::Ipv4Addr,
+    ) -> io::Result<()> {
+        let sent = match &self.sock {
+            Underlay::Raw(s) => {
+                let one = [SendItem {
+                    slot: 0,
+                    start: start as u32,
+                    len: len as u32,
+                    dst,
+                }];
+                let size = b.frag.len();
+                b.tx_mmsg.send(s.fd(), &b.frag, size, &one)?
+            }
+            Underlay::Udp(s, port) => {
+                let tos = b
+                    .frag
+                    .get(start + self.dp.header_len() + 1)
+                    .copied()
+                    .unwrap_or(0);
+                let one = [UdpItem {
+                    start: start as u32,
+                    len: len as u32,
+                    segment: 0,
+                    tos,
+                    dst,
+                }];
+                b.udp_tx.send(s.fd(), &b.frag, *port, &one)?
+            }
+        };
+        if sent == 1 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(libc::EAGAIN))
         }
     }
 

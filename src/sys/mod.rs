@@ -1,7 +1,8 @@
 //! Thin OS I/O shell: everything that crosses the user/kernel boundary.
 //!
 //! Underlay GRE packets flow through [`raw`] sockets (sharded per worker by the
-//! [`bpf`] filter) in batches via [`mmsg`]; overlay IP packets flow through the
+//! [`bpf`] filter) in batches via [`mmsg`], or as GRE-in-UDP through [`udp`]
+//! sockets (UDP GSO/GRO, SO_REUSEPORT); overlay IP packets flow through the
 //! multi-queue TUN device from [`tun`]; [`netdev`] answers setup-time questions
 //! about interfaces. Nothing here knows about GRE beyond the shard hash.
 
@@ -14,6 +15,7 @@ pub mod pmtu;
 pub mod privs;
 pub mod raw;
 pub mod tun;
+pub mod udp;
 
 pub use bpf::{shard_filter, shard_of};
 pub use mmsg::{Mmsg, SendItem};

@@ -325,14 +325,16 @@ mf_reap() {
 mf_stats_file() { printf '%s/%s.stats.json\n' "$MF_RUN_DIR" "$1"; }
 mf_meshfwd_log() { printf '%s/%s.meshfwd.log\n' "$MF_RUN_DIR" "$1"; }
 
-# mf_start VM [MESHFWD_ARGS...] — start `meshfwd LAYOUT ARGS tun0` in VM, wait for
-# its --stats-file to appear (readiness), record its PID.
+# mf_start VM [MESHFWD_ARGS...] — start `meshfwd LAYOUT $MF_ENCAP_ARGS ARGS tun0`
+# in VM, wait for its --stats-file to appear (readiness), record its PID.
+# MF_ENCAP (gre|udp, default gre) selects the encapsulation of every instance.
 mf_start() {
     local vm=$1 stats log pid i; shift
+    local encap=(); [[ ${MF_ENCAP:-gre} == gre ]] || encap=(--encap "$MF_ENCAP")
     stats=$(mf_stats_file "$vm"); log=$(mf_meshfwd_log "$vm")
     rm -f "$stats"
-    echo "# $(date +%T) meshfwd ${MF_LAYOUT_ARGS[*]} --stats-file $stats $* tun0" >>"$log"
-    _mf_dfl ip netns exec "$(mf_ns "$vm")" "$MESHFWD" "${MF_LAYOUT_ARGS[@]}" --stats-file "$stats" "$@" tun0 >>"$log" 2>&1 &
+    echo "# $(date +%T) meshfwd ${MF_LAYOUT_ARGS[*]} ${encap[*]} --stats-file $stats $* tun0" >>"$log"
+    _mf_dfl ip netns exec "$(mf_ns "$vm")" "$MESHFWD" "${MF_LAYOUT_ARGS[@]}" "${encap[@]}" --stats-file "$stats" "$@" tun0 >>"$log" 2>&1 &
     pid=$!
     MF_PIDS+=("$pid"); MF_PIDNAME[$pid]="meshfwd-$vm"; MF_MESHFWD_PID[$vm]=$pid
     for ((i = 0; i < MF_START_TIMEOUT * 20; i++)); do

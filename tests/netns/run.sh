@@ -90,6 +90,14 @@ run_group() {
 
 # ---------------------------------------------------------------- helpers --
 
+# MF_ENCAP=udp runs the whole suite over GRE-in-UDP: 8 more bytes of overhead,
+# crafted packets sent as GRE-in-UDP, captures filtered on the UDP port.
+if [[ ${MF_ENCAP:-gre} == udp ]]; then
+    ENCAP_EXTRA=8; CRAFT_ENCAP=(--udp 4754); GRE_FILTER="udp port 4754"; GRE_DECODE=(-d udp.port==4754,gre)
+else
+    ENCAP_EXTRA=0; CRAFT_ENCAP=(); GRE_FILTER="ip proto 47"; GRE_DECODE=()
+fi
+
 # expect_ping FROM TO_ADDR COUNT — all COUNT echo replies must come back
 expect_ping() {
     local r; r=$(mf_ping "$1" "$2" "$3")
@@ -182,7 +190,7 @@ setup_pmtu() {
 t_pmtu_default_tun_mtu() {
     mf_start_all || fail "start"
     local mtu; mtu=$(mf_exec vm1 cat /sys/class/net/tun0/mtu)
-    [[ $mtu == 1376 ]] || fail "tun0 MTU $mtu over a 1400 underlay, want 1376"
+    [[ $mtu == $((1376 - ENCAP_EXTRA)) ]] || fail "tun0 MTU $mtu over a 1400 underlay, want $((1376 - ENCAP_EXTRA))"
     [[ $(mf_exec vm1c1 cat /sys/class/net/eth0/mtu) == 1500 ]] || fail "container MTU is not 1500"
     bulk_tcp vm1c1 vm2c1 16
     bulk_tcp vm2c1 vm1c1 16
@@ -245,7 +253,7 @@ t_metrics_drop_label_moves() {
     sp0=$(scrape '^meshfwd_drops_total\{reason="spoofed_source"') || fail "scrape failed"
     all0=$(scrape '^meshfwd_drops_total\{') || fail "scrape failed"
     mf_exec vm2 timeout 10 "$MF_PY" "$MF_TOOLS/gre_craft.py" --src "${MF_UL[vm2]}" --dst "${MF_UL[vm1]}" \
-        --inner-src 241.99.0.2 --inner-dst "${MF_OVL[vm1c1]}" >&2 || fail "gre_craft.py failed"
+        --inner-src 241.99.0.2 --inner-dst "${MF_OVL[vm1c1]}" "${CRAFT_ENCAP[@]}" >&2 || fail "gre_craft.py failed"
     sleep 0.3
     sp1=$(scrape '^meshfwd_drops_total\{reason="spoofed_source"') || fail "scrape failed"
     all1=$(scrape '^meshfwd_drops_total\{') || fail "scrape failed"
@@ -295,14 +303,18 @@ t_no_drops_or_errors() {
 # Capture meshfwd's underlay traffic in vm1 and decode it with tshark.
 t_underlay_capture_tshark() {
     local pcap="$MF_RUN_DIR/underlay-vm1.pcap" tpid fields
-    mf_tcpdump underlay-vm1 vm1 eth0 'ip proto 47' || fail "tcpdump"
+    # GRE mode: IP protocol 47; UDP mode: GRE-in-UDP on 4754, decoded by
+    # tshark as GRE when told the port (the acceptance check of RFC 8086 mode).
+    local layers="eth:ethertype:ip:gre:ip:"
+    [[ ${MF_ENCAP:-gre} == udp ]] && layers="eth:ethertype:ip:udp:gre:ip:"
+    mf_tcpdump underlay-vm1 vm1 eth0 "$GRE_FILTER" || fail "tcpdump"
     tpid=$MF_LAST_PID
     mf_exec vm1c1 ping -n -q -c 5 -i 0.1 -W 2 -Q 0xb8 "${MF_OVL[vm2c1]}" >&2 || fail "ping vm1c1 -> vm2c1 (TOS 0xb8)"
     mf_exec vm1c2 ping -n -q -c 3 -i 0.1 -W 2 -s 1400 -M "do" "${MF_OVL[vm3c2]}" >&2 || fail "ping -s 1400 vm1c2 -> vm3c2"
     mf_exec vm1 ping -n -q -c 2 -i 0.1 -W 2 "${MF_OVL[vm2c2]}" >&2 || fail "ping vm1 -> vm2c2"
     mf_exec vm3c1 ping -n -q -c 3 -i 0.1 -W 2 -Q 0x22 "${MF_OVL[vm1c1]}" >&2 || fail "ping vm3c1 -> vm1c1 (TOS 0x22)"
     mf_tcpdump_stop "$tpid"
-    fields=$(tshark -r "$pcap" -o ip.check_checksum:TRUE -T fields -E separator=/t -E occurrence=a \
+    fields=$(tshark -r "$pcap" "${GRE_DECODE[@]}" -o ip.check_checksum:TRUE -T fields -E separator=/t -E occurrence=a \
         -E aggregator=, -e frame.protocols -e ip.src -e ip.dst -e ip.ttl -e ip.flags.df \
         -e ip.checksum.status -e ip.dsfield -e gre.flags.version -e gre.flags.checksum \
         -e gre.flags.routing -e gre.checksum.status -e gre.proto 2>"$MF_RUN_DIR/tshark.err") ||
@@ -312,9 +324,9 @@ t_underlay_capture_tshark() {
     for c in "${MF_VMS[@]}" "${MF_CONTAINERS[@]}"; do
         if [[ -n ${MF_VM_OF[$c]:-} ]]; then map+=("${MF_OVL[$c]}=${MF_UL[${MF_VM_OF[$c]}]}"); else map+=("${MF_OVL[$c]}=${MF_UL[$c]}"); fi
     done
-    "$MF_PY" - "$MF_RUN_DIR/tshark.txt" "${MF_UL[vm1]}" "${map[@]}" <<'EOF' >&2 || fail "$(tail -n 1 "$MF_RUN_DIR/tshark.verdict")"
+    "$MF_PY" - "$MF_RUN_DIR/tshark.txt" "$layers" "${MF_UL[vm1]}" "${map[@]}" <<'EOF' >&2 || fail "$(tail -n 1 "$MF_RUN_DIR/tshark.verdict")"
 import sys, collections
-path, me, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
+path, layers, me, pairs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 ul = dict(p.split("=") for p in pairs)
 bad, n, dirs = [], 0, collections.Counter()
 for ln, line in enumerate(open(path), 1):
@@ -323,7 +335,7 @@ for ln, line in enumerate(open(path), 1):
     src, dst, ttl, df, cks, ds = (x.split(",") for x in (src, dst, ttl, df, cks, ds))
     n += 1
     why = []
-    if not protos.startswith("eth:ethertype:ip:gre:ip:"): why.append(f"protocols {protos}")
+    if not protos.startswith(layers): why.append(f"protocols {protos}, want {layers}...")
     if len(src) < 2: why.append("no inner IPv4")
     else:
         if cks[0] not in ("1", "Good"): why.append(f"outer checksum status {cks[0]}")
@@ -433,7 +445,7 @@ t_key42_both_sides() {
     mf_start_all --key 42 || fail "meshfwd --key 42 start"
     local mtu; mtu=$(mf_exec vm1 cat /sys/class/net/tun0/mtu)
     # GRE with key: 20 (outer IPv4) + 4 (GRE) + 4 (key) bytes of overhead
-    [[ $mtu == $((MF_UNDERLAY_MTU - 28)) ]] || fail "tun0 MTU with --key is $mtu, want $((MF_UNDERLAY_MTU - 28))"
+    [[ $mtu == $((MF_UNDERLAY_MTU - 28 - ENCAP_EXTRA)) ]] || fail "tun0 MTU with --key is $mtu, want $((MF_UNDERLAY_MTU - 28 - ENCAP_EXTRA))"
     expect_ping vm1c1 "${MF_OVL[vm2c1]}" 3
     expect_ping vm3c1 "${MF_OVL[vm1c1]}" 3
     sleep 1.2
@@ -474,15 +486,15 @@ t_keyless_to_keyed() {
 t_csum_both_sides() {
     mf_start_all --key 42 --csum || fail "meshfwd --key 42 --csum start"
     local mtu; mtu=$(mf_exec vm1 cat /sys/class/net/tun0/mtu)
-    [[ $mtu == $((MF_UNDERLAY_MTU - 32)) ]] || fail "tun0 MTU with --key --csum is $mtu, want $((MF_UNDERLAY_MTU - 32))"
+    [[ $mtu == $((MF_UNDERLAY_MTU - 32 - ENCAP_EXTRA)) ]] || fail "tun0 MTU with --key --csum is $mtu, want $((MF_UNDERLAY_MTU - 32 - ENCAP_EXTRA))"
     local pcap="$MF_RUN_DIR/csum.pcap" tpid
-    mf_tcpdump csum vm1 eth0 'ip proto 47' || fail "tcpdump"
+    mf_tcpdump csum vm1 eth0 "$GRE_FILTER" || fail "tcpdump"
     tpid=$MF_LAST_PID
     expect_ping vm1c1 "${MF_OVL[vm2c1]}" 3
     expect_ping vm3c1 "${MF_OVL[vm1c1]}" 3
     mf_tcpdump_stop "$tpid"
     local v
-    v=$(tshark -r "$pcap" -T fields -e gre.flags.checksum -e gre.checksum.status -e gre.key 2>/dev/null |
+    v=$(tshark -r "$pcap" "${GRE_DECODE[@]}" -T fields -e gre.flags.checksum -e gre.checksum.status -e gre.key 2>/dev/null |
         sort | uniq -c | tr -s ' ' | tr '\n' ';')
     note "GRE flags C / checksum status / key: $v"
     [[ $v =~ ^\ 12\ (1|True)[[:space:]](1|Good)[[:space:]](42|0x0000002a)\;$ ]] ||
@@ -514,14 +526,14 @@ t_seq_numbers() {
     mf_start vm3 || fail "start vm3"
     [[ $(mf_stat vm1 workers) == 1 ]] || fail "--seq should run one worker, stats say $(mf_stat vm1 workers)"
     local pcap="$MF_RUN_DIR/seq.pcap" tpid
-    mf_tcpdump seq vm1 eth0 "ip proto 47 and src ${MF_UL[vm1]}" || fail "tcpdump"
+    mf_tcpdump seq vm1 eth0 "$GRE_FILTER and src ${MF_UL[vm1]}" || fail "tcpdump"
     tpid=$MF_LAST_PID
     expect_ping vm1c1 "${MF_OVL[vm2c1]}" 4
     expect_ping vm1c1 "${MF_OVL[vm3c1]}" 3
     expect_ping vm1c1 "${MF_OVL[vm2c1]}" 2
     mf_tcpdump_stop "$tpid"
     local got
-    got=$(tshark -r "$pcap" -T fields -E occurrence=f -e ip.dst -e gre.flags.sequence_number -e gre.sequence_number 2>/dev/null |
+    got=$(tshark -r "$pcap" "${GRE_DECODE[@]}" -T fields -E occurrence=f -e ip.dst -e gre.flags.sequence_number -e gre.sequence_number 2>/dev/null |
         awk '{print $1 "=" $3}' | tr '\n' ' ')
     note "dst=seq: $got"
     local want="" i
@@ -555,7 +567,7 @@ craft() {
     tun_before=$(mf_stat vm1 tun_tx_packets)
     rx_before=$(mf_stat vm1 rx_packets)
     local args=(--src "${MF_UL[vm2]}" --dst "${MF_UL[vm1]}" --inner-src "${MF_OVL[vm2c1]}"
-        --inner-dst "${MF_OVL[vm1c1]}" --icmp-id "$id" "$@")
+        --inner-dst "${MF_OVL[vm1c1]}" --icmp-id "$id" "${CRAFT_ENCAP[@]}" "$@")
     note "gre_craft.py ${args[*]}"
     mf_exec vm2 timeout 10 "$MF_PY" "$MF_TOOLS/gre_craft.py" "${args[@]}" >&2 || fail "gre_craft.py failed"
     if [[ $expect == deliver ]]; then
@@ -600,6 +612,13 @@ t_inner_truncated() { craft $((0x4d19)) inner_malformed --truncate-inner 40; }
 t_inner_header_cut() { craft $((0x4d1a)) inner_malformed --truncate-inner 12; }
 t_outer_src_not_underlay() { craft $((0x4d1b)) outer_src_not_underlay --src 172.31.0.9; }
 t_ecn_ce_over_not_ect() { craft $((0x4d1c)) ecn_ce_not_ect --ce; }
+# A valid packet of the other encapsulation (GRE-in-UDP to a GRE node, raw GRE
+# to a UDP node) is counted, not delivered.
+t_wrong_encap() {
+    local CRAFT_ENCAP=(--udp 4754)
+    [[ ${MF_ENCAP:-gre} == udp ]] && CRAFT_ENCAP=()
+    craft $((0x4d1d)) wrong_encap
+}
 t_still_forwarding() {
     expect_alive vm1
     expect_ping vm2c1 "${MF_OVL[vm1c1]}" 2
@@ -655,7 +674,7 @@ t_tun_configured() {
     local info; info=$(mf_exec vm1 ip -o addr show dev tun0; mf_exec vm1 ip -o link show dev tun0)
     note "$info"
     grep -q "inet ${MF_OVL[vm1]}/4 " <<<"$info" || fail "tun0 lacks ${MF_OVL[vm1]}/4"
-    grep -q "mtu $((MF_UNDERLAY_MTU - 24)) " <<<"$info" || fail "tun0 MTU is not $((MF_UNDERLAY_MTU - 24))"
+    grep -q "mtu $((MF_UNDERLAY_MTU - 24 - ENCAP_EXTRA)) " <<<"$info" || fail "tun0 MTU is not $((MF_UNDERLAY_MTU - 24 - ENCAP_EXTRA))"
     grep -Eq '[<,]UP[,>]' <<<"$info" || fail "tun0 not up"
     mf_exec vm1 ip route get "${MF_OVL[vm2c1]}" | grep -q 'dev tun0' || fail "overlay not routed into tun0"
     mf_stop vm1
@@ -828,7 +847,7 @@ main() {
         t_control_ce_over_ect0 t_spoofed_source t_inner_dst_other_vm t_inner_src_not_overlay \
         t_gre_version_1 t_gre_routing_bit t_gre_reserved_bits t_gre_bad_checksum t_gre_not_ipv4 \
         t_gre_key_on_keyless t_inner_truncated t_inner_header_cut t_outer_src_not_underlay \
-        t_ecn_ce_over_not_ect t_still_forwarding
+        t_ecn_ce_over_not_ect t_wrong_encap t_still_forwarding
     run_group egress setup_egress t_dst_local_vm t_dst_local_vm_from_container t_dst_reserved \
         t_peer_not_unicast t_src_not_local t_dst_not_in_overlay t_still_forwarding
     run_group lifecycle setup_lifecycle t_tun_configured t_stats_file_schema t_sigterm_exit_0 \

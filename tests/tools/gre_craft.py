@@ -106,6 +106,12 @@ def build_gre(a, inner: bytes, seq) -> bytes:
 def build_packet(a, seq) -> bytes:
     gre = build_gre(a, build_inner(a, seq), seq)
     tos = (a.outer_tos & ~3) | ECN[a.outer_ecn]
+    if a.udp:
+        # RFC 8086 GRE-in-UDP: UDP header (zero checksum, allowed over IPv4)
+        # from a flow-entropy source port to the GRE-in-UDP port.
+        udp = struct.pack("!HHHH", a.udp_sport, a.udp, 8 + len(gre), 0) + gre
+        return ipv4_header(a.src, a.dst, 17, len(udp), tos=tos, ttl=a.outer_ttl,
+                           df=not a.no_df) + udp
     return ipv4_header(a.src, a.dst, 47, len(gre), tos=tos, ttl=a.outer_ttl,
                        df=not a.no_df) + gre
 
@@ -121,6 +127,8 @@ def main():
     o.add_argument("--ce", action="store_const", dest="outer_ecn", const="ce",
                    help="mark the outer header CE (same as --outer-ecn ce)")
     o.add_argument("--no-df", action="store_true")
+    o.add_argument("--udp", type=int, metavar="PORT", help="GRE-in-UDP (RFC 8086) to this UDP port")
+    o.add_argument("--udp-sport", type=int, default=49152, help="UDP source port (with --udp)")
     g = p.add_argument_group("GRE")
     g.add_argument("--csum", action="store_true", help="C flag with a correct checksum")
     g.add_argument("--bad-csum", action="store_true", help="C flag with a wrong checksum")
