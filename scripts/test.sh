@@ -4,7 +4,8 @@
 #   sudo scripts/test.sh
 #
 # 1. installs missing Debian packages (iproute2 iperf3 iputils-ping tshark tcpdump
-#    python3 systemd, and for the kernel GRE interop suite qemu-system-x86 busybox-static)
+#    python3 systemd, and for the kernel GRE interop suite qemu-system-x86
+#    busybox-static ethtool)
 # 2. cargo build --release
 # 3. cargo test --release -- --include-ignored   (unit + integration tests; the
 #    root-only Rust tests are #[ignore]d for plain `cargo test` and run here)
@@ -41,8 +42,8 @@ finish() {
 # ---------------------------------------------------------------- packages --
 section "Debian packages"
 declare -A BIN=([iproute2]=ip [iperf3]=iperf3 [iputils-ping]=ping [tshark]=tshark [tcpdump]=tcpdump [python3]=python3 [systemd]=systemd-analyze
-    [qemu-system-x86]=qemu-system-x86_64 [busybox-static]=busybox)
-PKGS=(iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd qemu-system-x86 busybox-static)
+    [qemu-system-x86]=qemu-system-x86_64 [busybox-static]=busybox [ethtool]=ethtool)
+PKGS=(iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd qemu-system-x86 busybox-static ethtool)
 missing=()
 for pkg in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
