@@ -83,6 +83,8 @@ KI_OUT=""
 KI_CONSOLE=""
 declare -A CASE_GRO=() CASE_FLAGS=() CASE_KOPTS=() CASE_NEEDS=() CASE_KUL=() CASE_KOVL=() CASE_DEV=() CASE_BAD=()
 CASE_NAMES=()
+MISMATCH_OK=()
+SEQ_DOWNUP=""
 
 note() { mf_log "# $*"; }
 
@@ -271,7 +273,8 @@ vm_module() { tr -d '\r' <"$KI_CONSOLE" | grep -q "^@@MODULE $1 ok"; }
 vm_run() {
     local t=$MF_VM_CMD_TIMEOUT id line i
     if [[ $1 == -t ]]; then t=$2; shift 2; fi
-    id=$((++KI_SEQ))
+    # unique also when called inside $( ) (a subshell's KI_SEQ increments are lost)
+    id=${BASHPID}x$((++KI_SEQ))
     printf '%s %s\n' "$id" "$*" >&"$KI_IN"
     printf '# vm[%s] %s\n' "$id" "$*" >>"$MF_RUN_DIR/vm-commands.log"
     for ((i = 0; i < t * 20; i++)); do
@@ -518,6 +521,57 @@ vm_diag() {
     echo "##"
 }
 
+# ------------------------------------------------------------ mismatches --
+
+# Misconfigured pairs, one line each: the kernel must drop meshfwd's packets and
+# count them on the tunnel (/sys/class/net/DEV/statistics/rx_COUNTER_errors).
+#   NAME | meshfwd flags | kernel gre options | kernel counter
+MISMATCH=(
+    "csumoff|--key 7|key 7 csum|crc"      # kernel `csum` requires C on every packet
+    "csumon|--key 7 --csum|key 7|crc"     # ... and refuses C on a tunnel without csum
+    "iseqoff|--key 7|key 7 iseq|fifo"     # kernel `iseq` requires S on every packet
+)
+
+kstat() { # DEV COUNTER — a kernel tunnel counter in the VM
+    vm_run -t 10 "cat /sys/class/net/$1/statistics/rx_$2_errors" && printf '%s\n' "$KI_OUT"
+}
+
+t_mismatch() { # NAME COUNTER
+    local name=$1 ctr=$2 dev=${CASE_DEV[$1]} before after r
+    before=$(kstat "$dev" "$ctr") || { REASON="cannot read rx_${ctr}_errors"; return 1; }
+    r=$(mf_ping "${name}c1" "${CASE_KOVL[$name]}" 3)
+    [[ $r == 0/* ]] || { REASON="container -> VM over a mismatched tunnel got replies: $r"; return 1; }
+    after=$(kstat "$dev" "$ctr")
+    ((after - before >= 3)) || { REASON="kernel rx_${ctr}_errors $before -> $after after 3 pings"; return 1; }
+    mf_running "$name" || { REASON="meshfwd died"; return 1; }
+    note "$name: kernel rx_${ctr}_errors $before -> $after; meshfwd $(mf_dump_stats "$name" | tr '\n' ' ')"
+}
+
+# seq: restart meshfwd --seq; a kernel `iseq` tunnel remembers the next
+# sequence number it expects and drops the restarted sender's lower numbers
+# (rx_fifo_errors) until they catch up; re-creating the kernel tunnel resets it.
+t_seq_restart() {
+    local name=$1 dev=${CASE_DEV[$1]} r before after block
+    block=$(mf_addr_json "${MF_UL[$name]}" 1 | _mf_json_get block)
+    mf_stop "$name" || { REASON="mf_stop"; return 1; }
+    # shellcheck disable=SC2086  # flags are words
+    mf_start "$name" ${CASE_FLAGS[$name]} || { REASON="meshfwd did not restart"; return 1; }
+    before=$(kstat "$dev" fifo)
+    r=$(mf_ping "${name}c1" "${CASE_KOVL[$name]}" 3)
+    after=$(kstat "$dev" fifo)
+    note "after the restart: ping $r, kernel rx_fifo_errors $before -> $after"
+    [[ $r == 0/* ]] || { REASON="after a meshfwd restart the iseq tunnel still answered ($r): behaviour changed, update docs/OPERATIONS.md"; return 1; }
+    ((after - before >= 3)) || { REASON="kernel rx_fifo_errors $before -> $after"; return 1; }
+    vm_run "ip link set $dev down && ip link set $dev up && ip route replace $block dev $dev"
+    r=$(mf_ping "${name}c1" "${CASE_KOVL[$name]}" 3)
+    note "after ip link set $dev down/up: ping $r"
+    SEQ_DOWNUP=$r
+    vm_must "ip link del $dev && ip link add $dev type gre local ${CASE_KUL[$name]} remote ${MF_UL[$name]} ttl 64 ${CASE_KOPTS[$name]} && ip link set $dev up && ip addr add ${CASE_KOVL[$name]}/32 dev $dev && ip route add $block dev $dev" ||
+        { REASON="re-creating $dev: $KI_OUT"; return 1; }
+    r=$(mf_ping "${name}c1" "${CASE_KOVL[$name]}" 3)
+    [[ $r == 3/3 ]] || { REASON="after re-creating the kernel tunnel: ping $r"; return 1; }
+}
+
 # ------------------------------------------------------------ main --
 
 run_t() { # NAME FUNC ARGS...
@@ -534,7 +588,7 @@ run_t() { # NAME FUNC ARGS...
 }
 
 main() {
-    local line name flags kopts needs gro idx t m
+    local line name flags kopts needs gro idx t m ctr
     [[ $EUID -eq 0 ]] || { echo "tests/netns/kernel.sh must run as root" >&2; echo "0 passed, 1 failed"; exit 1; }
     for t in ip ss ethtool qemu-system-x86_64 busybox apt-get dpkg-deb "$MF_PY" md5sum gzip tcpdump tshark; do
         command -v "$t" >/dev/null || { echo "FAIL kernel/tools (missing $t: install qemu-system-x86 busybox-static iproute2 ethtool python3 tcpdump tshark)"; echo "0 passed, 1 failed"; exit 1; }
@@ -579,6 +633,17 @@ main() {
         fi
         CASE_NAMES+=("$name")
     done
+    idx=20
+    for line in "${MISMATCH[@]}"; do
+        IFS='|' read -r name flags kopts ctr <<<"$line"
+        idx=$((idx + 1))
+        _case_wanted "$name" mismatch || continue
+        if case_setup "$name" "$idx" "$flags" "$kopts"; then
+            MISMATCH_OK+=("$name|$ctr")
+        else
+            result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"
+        fi
+    done
     if _case_wanted "$BADKEY" "${BAD_TESTS[@]}"; then
         if badkey_setup; then CASE_BAD[$BADKEY]=1; else result "$BADKEY/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; fi
     fi
@@ -593,6 +658,12 @@ main() {
         done
         mf_running "$name" || result "$name/meshfwd_alive" "meshfwd died: $(tail -n 3 "$(mf_meshfwd_log "$name")")"
     done
+    for line in "${MISMATCH_OK[@]}"; do
+        run_t "${line%%|*}/mismatch" t_mismatch "${line%%|*}" "${line#*|}"
+    done
+    if [[ " ${CASE_NAMES[*]} " == *" seq "* ]]; then
+        run_t seq/restart t_seq_restart seq
+    fi
     if [[ -n ${CASE_BAD[$BADKEY]:-} ]]; then
         for t in "${BAD_TESTS[@]}"; do run_t "$BADKEY/$t" "t_badkey_$t"; done
     fi
