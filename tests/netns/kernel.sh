@@ -25,12 +25,16 @@
 #   CASE    one lib.sh "VM" namespace per case (underlay 192.168.20.X) running
 #           meshfwd with the case's options, one container CASEc1 attached.
 #
-# Per case, both directions: ping, a TCP transfer of a 1 MiB random blob with
-# md5 compare (busybox nc), HTTP (busybox httpd in the VM + busybox wget on the
-# host side; python3 http.server in the container + busybox wget in the VM),
-# then meshfwd's counters must show no drops and no errors. The negative case
-# "badkey" checks that a key mismatch is answered with ICMP port unreachable,
-# counted by meshfwd, which keeps working.
+# Per case (CASES), both directions: ping, a TCP transfer of a 1 MiB random
+# blob with md5 compare (busybox nc), HTTP (busybox httpd in the VM + busybox
+# wget on the host side; python3 http.server in the container + busybox wget in
+# the VM); "wire": the GRE flags, key, checksums and sequence numbers each side
+# sends, from the underlay capture (tshark); "counters": meshfwd saw traffic
+# both ways and counted no drop and no error; FOU cases also "fou_burst".
+# Negative cases: "badkey" (key mismatch: ICMP port unreachable from the kernel,
+# counted by meshfwd, which keeps working), MISMATCH (C/S flag mismatches: the
+# kernel drops and counts them) and "seq/restart" (kernel iseq vs a restarted
+# meshfwd --seq). docs/TESTING.md describes the suite.
 #
 # Prints "ok NAME" / "FAIL NAME (reason)" per test and last "N passed, N failed";
 # exit status 1 if anything failed. A case whose meshfwd flag does not exist in
@@ -81,10 +85,9 @@ KI_IN=""
 KI_SEQ=0
 KI_OUT=""
 KI_CONSOLE=""
-declare -A CASE_GRO=() CASE_FLAGS=() CASE_KOPTS=() CASE_NEEDS=() CASE_KUL=() CASE_KOVL=() CASE_DEV=() CASE_BAD=()
+declare -A CASE_GRO=() CASE_FLAGS=() CASE_KOPTS=() CASE_KUL=() CASE_KOVL=() CASE_DEV=() CASE_BAD=()
 CASE_NAMES=()
 MISMATCH_OK=()
-SEQ_DOWNUP=""
 
 note() { mf_log "# $*"; }
 
@@ -587,7 +590,6 @@ t_seq_restart() {
     vm_run "ip link set $dev down && ip link set $dev up && ip route replace $block dev $dev"
     r=$(mf_ping "${name}c1" "${CASE_KOVL[$name]}" 3)
     note "after ip link set $dev down/up: ping $r"
-    SEQ_DOWNUP=$r
     vm_must "ip link del $dev && ip link add $dev type gre local ${CASE_KUL[$name]} remote ${MF_UL[$name]} ttl 64 ${CASE_KOPTS[$name]} && ip link set $dev up && ip addr add ${CASE_KOVL[$name]}/32 dev $dev && ip route add $block dev $dev" ||
         { REASON="re-creating $dev: $KI_OUT"; return 1; }
     r=$(mf_ping "${name}c1" "${CASE_KOVL[$name]}" 3)
