@@ -10,7 +10,8 @@
 # 3. cargo test --release -- --include-ignored   (unit + integration tests; the
 #    root-only Rust tests are #[ignore]d for plain `cargo test` and run here)
 # 4. root suites: tests/netns/run.sh (the mesh suite, once with GRE and once
-#    with GRE-in-UDP), check.sh, attach.sh   (network namespaces; need root)
+#    with GRE-in-UDP), check.sh, attach.sh, kernel.sh (interop with a real
+#    kernel GRE/FOU peer: a Debian kernel under qemu)   (network namespaces; need root)
 #
 # Exits non-zero if anything failed. The last line is an overall
 # "N passed, N failed" (cargo test results + netns tests; a step that could
