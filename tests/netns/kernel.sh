@@ -158,6 +158,8 @@ ki_fetch() {
         note "downloading $pkg (apt-get download, cached in $dir)"
         mkdir -p "$MF_KERNEL_CACHE" || return 1
         rm -rf "$dir"
+        # leftovers of interrupted downloads
+        find "$MF_KERNEL_CACHE" -maxdepth 1 -name '.dl.*' -mmin +60 -exec rm -rf {} + 2>/dev/null
         tmp=$(mktemp -d "$MF_KERNEL_CACHE/.dl.XXXXXX") || return 1
         chmod 755 "$tmp"
         if ! (cd "$tmp" && apt-get download -q "$pkg") >"$MF_RUN_DIR/apt-download.log" 2>&1; then
@@ -198,7 +200,9 @@ ki_fetch() {
         cp "$(find "$tmp/x/boot" -name 'vmlinuz-*' | head -n 1)" "$tmp/out/vmlinuz" || { rm -rf "$tmp"; return 1; }
         echo "$pkg" >"$tmp/out/package"
         touch "$tmp/out/complete"
-        mv "$tmp/out" "$dir" && rm -rf "$tmp" || return 1
+        # (a parallel run may have filled it meanwhile: keep that one)
+        mv -T "$tmp/out" "$dir" 2>/dev/null || [[ -f $dir/complete ]] || { rm -rf "$tmp"; return 1; }
+        rm -rf "$tmp"
     fi
     KI_KDIR=$dir
     # modules added to KI_MODULES after the cache was filled: refetch
