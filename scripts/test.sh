@@ -3,11 +3,14 @@
 #
 #   sudo scripts/test.sh
 #
-# 1. installs missing Debian packages (iproute2 iperf3 iputils-ping tshark tcpdump python3)
+# 1. installs missing Debian packages (iproute2 iperf3 iputils-ping tshark tcpdump
+#    python3 systemd, and for the CNI suites podman runc containernetworking-plugins
+#    busybox-static)
 # 2. cargo build --release
 # 3. cargo test --release -- --include-ignored   (unit + integration tests; the
 #    root-only Rust tests are #[ignore]d for plain `cargo test` and run here)
-# 4. tests/netns/run.sh              (namespace integration suite; needs root)
+# 4. the root suites tests/netns/{run,check,attach,cni,podman}.sh (namespaces;
+#    a missing suite is a failure, never a skip)
 #
 # Exits non-zero if anything failed. The last line is an overall
 # "N passed, N failed" (cargo test results + netns tests; a step that could
@@ -38,9 +41,11 @@ finish() {
 
 # ---------------------------------------------------------------- packages --
 section "Debian packages"
-declare -A BIN=([iproute2]=ip [iperf3]=iperf3 [iputils-ping]=ping [tshark]=tshark [tcpdump]=tcpdump [python3]=python3 [systemd]=systemd-analyze)
+declare -A BIN=([iproute2]=ip [iperf3]=iperf3 [iputils-ping]=ping [tshark]=tshark [tcpdump]=tcpdump [python3]=python3 [systemd]=systemd-analyze
+    [podman]=podman [runc]=runc [containernetworking-plugins]=/usr/lib/cni/loopback [busybox-static]=busybox)
+PACKAGES=(iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd podman runc containernetworking-plugins busybox-static)
 missing=()
-for pkg in iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd; do
+for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -61,7 +66,7 @@ if ((${#missing[@]})); then
         ((apt_ok)) || { tail -n 20 "$LOGDIR/apt.log"; echo "apt-get install failed (log: $LOGDIR/apt.log)"; }
     fi
 else
-    echo "all present: iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd"
+    echo "all present: ${PACKAGES[*]}"
 fi
 for pkg in "${!BIN[@]}"; do
     command -v "${BIN[$pkg]}" >/dev/null || echo "WARNING: ${BIN[$pkg]} (package $pkg) is not available"
@@ -114,9 +119,13 @@ if [[ $EUID -ne 0 ]]; then
 fi
 # Each root suite prints "ok NAME"/"FAIL NAME (reason)" lines and ends with
 # "N passed, N failed"; a suite that ends without that line counts as a failure.
-for suite in tests/netns/run.sh tests/netns/check.sh tests/netns/attach.sh; do
-    [[ -f $suite ]] || continue
+for suite in tests/netns/run.sh tests/netns/check.sh tests/netns/attach.sh tests/netns/cni.sh \
+    tests/netns/podman.sh; do
     name=$(basename "$suite" .sh)
+    if [[ ! -f $suite ]]; then
+        echo "FAIL: root suite $suite is missing"
+        FAILED=$((FAILED + 1)); continue
+    fi
     section "root suite $suite"
     bash "$suite" 2>&1 | tee "$LOGDIR/netns-$name.log"
     rc=${PIPESTATUS[0]}
