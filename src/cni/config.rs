@@ -417,6 +417,32 @@ mod tests {
         assert_eq!(NetConf::parse(&big).unwrap_err().code, code::DECODE);
     }
 
+    /// The examples in docs/cni/ are valid: each plugin entry of a conflist,
+    /// with the list's name and cniVersion, as a runtime hands it over.
+    #[test]
+    fn documented_examples_parse() {
+        for (file, text) in [
+            (
+                "meshfwd.conflist",
+                include_str!("../../docs/cni/meshfwd.conflist"),
+            ),
+            (
+                "meshfwd-custom.conflist",
+                include_str!("../../docs/cni/meshfwd-custom.conflist"),
+            ),
+        ] {
+            let list: Value = serde_json::from_str(text).expect(file);
+            let plugins = list["plugins"].as_array().expect(file);
+            for p in plugins.iter().filter(|p| p["type"] == "meshfwd-cni") {
+                let mut conf = p.as_object().unwrap().clone();
+                conf.insert("name".into(), list["name"].clone());
+                conf.insert("cniVersion".into(), list["cniVersion"].clone());
+                let c = NetConf::from_map(&conf).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+                assert_eq!(c.name, "meshfwd");
+            }
+        }
+    }
+
     #[test]
     fn network_names() {
         for ok in ["a", "mesh", "m-1_x.y", "9"] {

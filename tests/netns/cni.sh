@@ -14,7 +14,7 @@
 # per test (plus the tail of its log), and last a line "N passed, N failed".
 # Exit status 1 if anything failed.
 
-# shellcheck disable=SC2317,SC2034  # test functions are called indirectly; lib.sh reads the globals
+# shellcheck disable=SC2317,SC2034,SC2119  # test functions are called indirectly; lib.sh reads the globals
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/netns/lib.sh

@@ -23,7 +23,7 @@
 # trap runs for every container of this run before the namespaces are deleted.
 # Prints "ok NAME" / "FAIL NAME (reason)" and "N passed, N failed".
 
-# shellcheck disable=SC2317,SC2034
+# shellcheck disable=SC2317,SC2034,SC2119,SC2129  # lib.sh reads the globals; logs are appended step by step
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/netns/lib.sh
@@ -207,7 +207,7 @@ main() {
     local sandboxes ids
     sandboxes=$(pm vm1 inspect --format '{{.NetworkSettings.SandboxKey}}' pa 2>>"$L"; pm vm2 inspect --format '{{.NetworkSettings.SandboxKey}}' pb 2>>"$L")
     ids=$(pm vm1 inspect --format '{{.Id}}' pa 2>>"$L"; pm vm2 inspect --format '{{.Id}}' pb 2>>"$L")
-    log "sandboxes: $(echo $sandboxes)" >>"$L" 2>&1
+    log "sandboxes: ${sandboxes//$'\n'/ }" >>"$L" 2>&1
     pm vm1 rm -f -t 0 pa >>"$L" 2>&1
     pm vm2 rm -f -t 0 pb >>"$L" 2>&1
     if [[ -z $(leases vm1) && -z $(leases vm2) ]] &&
