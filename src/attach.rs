@@ -358,8 +358,14 @@ pub fn attach(args: &AttachArgs) -> ExitCode {
     }
 }
 
+/// Warnings name the program the operator ran: `meshfwd attach`, or the
+/// CNI plugin, which runs the same wiring.
 fn warn(msg: &str) {
-    eprintln!("meshfwd attach: warning: {msg}");
+    let cni = std::env::args_os()
+        .next()
+        .is_some_and(|a| a.to_string_lossy().ends_with("meshfwd-cni"));
+    let who = if cni { "meshfwd-cni" } else { "meshfwd attach" };
+    eprintln!("{who}: warning: {msg}");
 }
 
 /// Opens a namespace file and checks it is another network namespace.

@@ -443,6 +443,69 @@ mod tests {
         }
     }
 
+    fn arb_scalar() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "[a-z0-9./:-]{0,20}".prop_map(Value::from),
+            prop_oneof![
+                Just("1.0.0"),
+                Just("1.1.0"),
+                Just("0.4.0"),
+                Just("wide"),
+                Just("classic"),
+                Just("10.0.0.0/8"),
+                Just("192.168.0.0/16"),
+                Just("240.0.0.0/4"),
+                Just("192.168.1.2"),
+                Just("/tmp/x"),
+                Just("tun0"),
+                Just("mesh")
+            ]
+            .prop_map(Value::from),
+            Just(serde_json::json!([{"containerID": "a", "ifname": "eth0"}, {}])),
+            Just(serde_json::json!({"type": "host-local"})),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// Any bytes: a config or an error with a spec code, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Err(e) = NetConf::parse(&bytes) {
+                proptest::prop_assert!([1, 2, 6, 7].contains(&e.code), "{e:?}");
+            }
+        }
+
+        /// Objects made of the known keys with arbitrary values.
+        #[test]
+        fn arbitrary_key_values_never_panic(
+            entries in proptest::collection::vec(
+                (proptest::sample::select(vec![
+                    "cniVersion", "name", "type", "layout", "overlay", "underlay", "local",
+                    "mtu", "tun", "dataDir", "ipam", "prevResult", "cni.dev/valid-attachments",
+                ]), arb_scalar()),
+                0..12,
+            )
+        ) {
+            let obj: Map<String, Value> =
+                entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            match NetConf::from_map(&obj) {
+                Ok(c) => {
+                    proptest::prop_assert!(c.data_dir.is_absolute());
+                    proptest::prop_assert!(c.mtu.map_or(true, |m| (68..=65535).contains(&m)));
+                }
+                Err(e) => proptest::prop_assert!([1, 2, 7].contains(&e.code), "{e:?}"),
+            }
+        }
+    }
+
     #[test]
     fn network_names() {
         for ok in ["a", "mesh", "m-1_x.y", "9"] {
