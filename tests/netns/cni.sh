@@ -27,6 +27,8 @@ FAIL=0
 : "${MF_CNI_PARALLEL:=8}"     # containers added at once in parallel_adds
 
 fail() { printf '%s\n' "$*" >"$T_REASON"; mf_log "FAIL: $*"; exit 1; }
+detail() { printf '%s' "$*" >"$T_DETAIL"; }   # shown on the test's "ok" line
+ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 note() { mf_log "# $*"; }
 
 # ------------------------------------------------------------------ helpers --
@@ -138,7 +140,10 @@ t_add_check_del() {
     mf_exec vm1 "$MESHFWD" attach "$(mf_ns m1)" --container 1 >&2 || fail "meshfwd attach m1"
     mf_netns_add k1 || fail "netns k1"
     cns=$(mf_ns k1)
+    local t0 add_ms del_ms
+    t0=$(date +%s%N)
     cni vm1 ADD ctr-k1 k1 eth0 "$(conf vm1)"
+    add_ms=$(ms_since "$t0")
     [[ $RC == 0 ]] || fail "ADD: rc $RC, $OUT $ERR"
     a=$(mf_container_addr "${MF_UL[vm1]}" 2)
     [[ $(jget cniVersion) == 1.0.0 ]] || fail "result cniVersion: $OUT"
@@ -170,7 +175,9 @@ t_add_check_del() {
     ip -n "$cns" route del default || fail "route del"
     cni vm1 CHECK ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":$prev")"
     expect_error 102 "no default route via ${MF_OVL[vm1]}"
+    t0=$(date +%s%N)
     cni vm1 DEL ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":$prev")"
+    del_ms=$(ms_since "$t0")
     [[ $RC == 0 && -z $OUT ]] || fail "DEL: rc $RC, $OUT $ERR"
     [[ -z $(leases vm1) ]] || fail "lease left after DEL: $(leases vm1)"
     ip -n "$cns" -o link show eth0 2>/dev/null && fail "container eth0 still exists after DEL"
@@ -180,6 +187,7 @@ t_add_check_del() {
     expect_error 3 "no lease for container ctr-k1"
     mf_exec vm1 "$MESHFWD" detach "$(mf_ns m1)" >&2 || fail "meshfwd detach m1"
     same_as "$before" vm1
+    detail "ADD $add_ms ms, DEL $del_ms ms, incl. ip netns exec"
 }
 
 t_traffic_between_vms() {
@@ -200,14 +208,16 @@ t_traffic_between_vms() {
 }
 
 t_parallel_adds() {
-    local i n=$MF_CNI_PARALLEL pids=() p addrs dup bad=0
+    local i n=$MF_CNI_PARALLEL pids=() p addrs dup bad=0 t0
     for ((i = 1; i <= n; i++)); do mf_netns_add "par$i" || fail "netns par$i"; done
+    t0=$(date +%s%N)
     for ((i = 1; i <= n; i++)); do
         ( cni vm2 ADD "ctr-par$i" "par$i" eth0 "$(conf vm2)"
           printf '%s %s\n' "$RC" "$(jget ips.0.address)" >"$MF_RUN_DIR/par.$i" ) &
         pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p"; done
+    detail "$n ADDs at once done in $(ms_since "$t0") ms"
     for ((i = 1; i <= n; i++)); do
         read -r rc addr <"$MF_RUN_DIR/par.$i"
         note "par$i: rc $rc $addr"
@@ -344,7 +354,8 @@ run_test() {
     _selected "$name" || return 0
     log="$MF_RUN_DIR/$name.log"
     T_REASON="$MF_RUN_DIR/$name.reason"
-    : >"$T_REASON"
+    T_DETAIL="$MF_RUN_DIR/$name.detail"
+    : >"$T_REASON"; : >"$T_DETAIL"
     (
         MF_PIDS=(); MF_PIDNAME=()
         base=("${MF_NETNS[@]}")
@@ -359,7 +370,9 @@ run_test() {
     ) >"$log" 2>&1
     rc=$?
     if [[ $rc == 0 ]]; then
-        echo "ok cni/$name ($((SECONDS - t0)) s)"; PASS=$((PASS + 1))
+        local extra=""
+        [[ -s $T_DETAIL ]] && extra="; $(cat "$T_DETAIL")"
+        echo "ok cni/$name ($((SECONDS - t0)) s$extra)"; PASS=$((PASS + 1))
     else
         reason=$(head -n 1 "$T_REASON"); [[ -n $reason ]] || reason="exit code $rc"
         echo "FAIL cni/$name ($reason)"; FAIL=$((FAIL + 1))
