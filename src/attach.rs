@@ -981,6 +981,31 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_use_for_the_cni_ipam() {
+        let l = Layout::wide();
+        let vm = ip("192.168.16.32");
+        let links = [
+            link(1, "lo", None),
+            link(5, "mfc3", Some("meshfwd:a")),
+            link(6, "mfc0", None),
+            link(7, "mfc4095", None), // beyond the wide layout's 4094
+        ];
+        let addr = |a: &str| Addr4 {
+            index: 1,
+            addr: ip(a),
+            prefix: 32,
+            label: None,
+        };
+        // the VM's own address (host part 1) and another VM's container do not count
+        let addrs = [addr("241.2.0.1"), addr("241.2.0.8"), addr("241.2.16.5")];
+        let mut routed = Route4::new(ip("241.2.0.11"), 32, 9);
+        routed.scope_link = true;
+        let block = Route4::new(ip("241.2.0.0"), 20, 9);
+        let used = numbers_in_use(&l, vm, &links, &addrs, &[routed, block]);
+        assert_eq!(used.into_iter().collect::<Vec<_>>(), vec![3, 7, 10]);
+    }
+
+    #[test]
     fn json_and_sentence() {
         let a = Attached {
             plan: wide_plan(1),
