@@ -32,6 +32,8 @@ ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 note() { mf_log "# $*"; }
 
 # ------------------------------------------------------------------ helpers --
+# (`cmd | grep PATTERN >/dev/null`, not `grep -q`: under pipefail, grep -q
+# exiting at the first match can fail the pipeline with SIGPIPE in cmd.)
 
 # conf VM [EXTRA_JSON_MEMBERS] — the network configuration of VM (its own IPAM
 # directory: every VM is a separate node)
@@ -157,10 +159,10 @@ t_add_check_del() {
     [[ $(jget interfaces.1.mac) == "$mac" ]] || fail "mac $(jget interfaces.1.mac), eth0 has $mac"
     # the same wiring as meshfwd attach
     tun_mtu=$(ip -n "$vns" -o link show tun0 | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')
-    ip -n "$cns" -o link show eth0 | grep -q "mtu $tun_mtu .*state UP" || fail "container eth0 not up with tun0's mtu $tun_mtu"
-    ip -n "$vns" -d link show mfc2 | grep -q "alias meshfwd:$cns" || fail "mfc2 lacks alias meshfwd:$cns"
-    ip -n "$vns" route show "$a/32" | grep -q "dev mfc2 .*src ${MF_OVL[vm1]}" || fail "VM route to $a"
-    ip -n "$cns" route | grep -q "^default via ${MF_OVL[vm1]} dev eth0 onlink" || fail "container default route"
+    ip -n "$cns" -o link show eth0 | grep "mtu $tun_mtu .*state UP" >/dev/null || fail "container eth0 not up with tun0's mtu $tun_mtu"
+    ip -n "$vns" -d link show mfc2 | grep "alias meshfwd:$cns" >/dev/null || fail "mfc2 lacks alias meshfwd:$cns"
+    ip -n "$vns" route show "$a/32" | grep "dev mfc2 .*src ${MF_OVL[vm1]}" >/dev/null || fail "VM route to $a"
+    ip -n "$cns" route | grep "^default via ${MF_OVL[vm1]} dev eth0 onlink" >/dev/null || fail "container default route"
     [[ $(leases vm1) == "$a" ]] || fail "lease files: $(leases vm1 | tr '\n' ' ')"
     grep -q '"containerID":"ctr-k1","ifname":"eth0"' "$(ipam_dir vm1)/$a" || fail "lease content: $(cat "$(ipam_dir vm1)/$a")"
     mf_exec k1 ping -n -c 2 -i 0.2 -W 1 "${MF_OVL[vm2]}" >&2 || fail "k1 cannot ping vm2's overlay address"
@@ -237,7 +239,7 @@ t_parallel_adds() {
     for p in "${pids[@]}"; do wait "$p"; done
     [[ $(cat "$MF_RUN_DIR"/pardel.* | sort -u) == 0 ]] || fail "parallel DELs failed: $(cat "$MF_RUN_DIR"/pardel.* | tr '\n' ' ')"
     [[ -z $(leases vm2) ]] || fail "leases left: $(leases vm2 | tr '\n' ' ')"
-    ip -n "$(mf_ns vm2)" -o link show | grep -q ' mfc' && fail "veths left on vm2"
+    ip -n "$(mf_ns vm2)" -o link show | grep ' mfc' >/dev/null && fail "veths left on vm2"
     return 0
 }
 
@@ -316,7 +318,7 @@ t_malformed_input() {
     cni vm1 CHECK c bad eth0 "$(conf vm1)"
     expect_error 7 "prevResult"
     [[ -z $(leases vm1) ]] || fail "a refused ADD left a lease: $(leases vm1)"
-    ip -n "$(mf_ns vm1)" -o link show | grep -q ' mfc' && fail "a refused ADD left a veth"
+    ip -n "$(mf_ns vm1)" -o link show | grep ' mfc' >/dev/null && fail "a refused ADD left a veth"
     return 0
 }
 

@@ -211,7 +211,7 @@ main() {
     pm vm1 rm -f -t 0 pa >>"$L" 2>&1
     pm vm2 rm -f -t 0 pb >>"$L" 2>&1
     if [[ -z $(leases vm1) && -z $(leases vm2) ]] &&
-        ! ip -n "$(mf_ns vm1)" -o link show | grep -q ' mfc' && ! ip -n "$(mf_ns vm2)" -o link show | grep -q ' mfc'; then
+        ! ip -n "$(mf_ns vm1)" -o link show | grep ' mfc' >/dev/null && ! ip -n "$(mf_ns vm2)" -o link show | grep ' mfc' >/dev/null; then
         ok podman_rm_releases "leases and veths gone on both VMs"
     else
         bad podman_rm_releases "left: leases vm1 '$(leases vm1)' vm2 '$(leases vm2)'; $(ip -n "$(mf_ns vm1)" -o link show | grep -o ' mfc[0-9]*' | tr '\n' ' ')"
