@@ -239,7 +239,7 @@ t_parallel_adds() {
     for p in "${pids[@]}"; do wait "$p"; done
     [[ $(cat "$MF_RUN_DIR"/pardel.* | sort -u) == 0 ]] || fail "parallel DELs failed: $(cat "$MF_RUN_DIR"/pardel.* | tr '\n' ' ')"
     [[ -z $(leases vm2) ]] || fail "leases left: $(leases vm2 | tr '\n' ' ')"
-    ip -n "$(mf_ns vm2)" -o link show | grep ' mfc' >/dev/null && fail "veths left on vm2"
+    ip -n "$(mf_ns vm2)" -o link show | grep -E '^[0-9]+: mfc[0-9]+@' >/dev/null && fail "veths left on vm2"
     return 0
 }
 
@@ -318,7 +318,7 @@ t_malformed_input() {
     cni vm1 CHECK c bad eth0 "$(conf vm1)"
     expect_error 7 "prevResult"
     [[ -z $(leases vm1) ]] || fail "a refused ADD left a lease: $(leases vm1)"
-    ip -n "$(mf_ns vm1)" -o link show | grep ' mfc' >/dev/null && fail "a refused ADD left a veth"
+    ip -n "$(mf_ns vm1)" -o link show | grep -E '^[0-9]+: mfc[0-9]+@' >/dev/null && fail "a refused ADD left a veth"
     return 0
 }
 

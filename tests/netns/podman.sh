@@ -211,10 +211,10 @@ main() {
     pm vm1 rm -f -t 0 pa >>"$L" 2>&1
     pm vm2 rm -f -t 0 pb >>"$L" 2>&1
     if [[ -z $(leases vm1) && -z $(leases vm2) ]] &&
-        ! ip -n "$(mf_ns vm1)" -o link show | grep ' mfc' >/dev/null && ! ip -n "$(mf_ns vm2)" -o link show | grep ' mfc' >/dev/null; then
+        ! ip -n "$(mf_ns vm1)" -o link show | grep -E '^[0-9]+: mfc[0-9]+@' >/dev/null && ! ip -n "$(mf_ns vm2)" -o link show | grep -E '^[0-9]+: mfc[0-9]+@' >/dev/null; then
         ok podman_rm_releases "leases and veths gone on both VMs"
     else
-        bad podman_rm_releases "left: leases vm1 '$(leases vm1)' vm2 '$(leases vm2)'; $(ip -n "$(mf_ns vm1)" -o link show | grep -o ' mfc[0-9]*' | tr '\n' ' ')"
+        bad podman_rm_releases "left: leases vm1 '$(leases vm1)' vm2 '$(leases vm2)'; $(ip -n "$(mf_ns vm1)" -o link show | grep -oE '^[0-9]+: mfc[0-9]+' | tr '\n' ' ')"
     fi
     local left=""
     for t in $sandboxes; do [[ -e $t ]] && left+=" $t"; done
