@@ -4,14 +4,16 @@
 #   sudo scripts/test.sh
 #
 # 1. installs missing Debian packages (iproute2 iperf3 iputils-ping tshark tcpdump
-#    python3 systemd, and for the kernel GRE interop suite qemu-system-x86
-#    busybox-static ethtool)
+#    python3 systemd; for the kernel GRE interop suite qemu-system-x86
+#    busybox-static ethtool; for the CNI suites podman runc
+#    containernetworking-plugins)
 # 2. cargo build --release
 # 3. cargo test --release -- --include-ignored   (unit + integration tests; the
 #    root-only Rust tests are #[ignore]d for plain `cargo test` and run here)
-# 4. root suites: tests/netns/run.sh (the mesh suite, once with GRE and once
+# 4. root suites (network namespaces; need root; a missing suite is a failure,
+#    never a skip): tests/netns/run.sh (the mesh suite, once with GRE and once
 #    with GRE-in-UDP), check.sh, attach.sh, kernel.sh (interop with a real
-#    kernel GRE/FOU peer: a Debian kernel under qemu)   (network namespaces; need root)
+#    kernel GRE/FOU peer: a Debian kernel under qemu), cni.sh, podman.sh
 #
 # Exits non-zero if anything failed. The last line is an overall
 # "N passed, N failed" (cargo test results + netns tests; a step that could
@@ -43,8 +45,10 @@ finish() {
 # ---------------------------------------------------------------- packages --
 section "Debian packages"
 declare -A BIN=([iproute2]=ip [iperf3]=iperf3 [iputils-ping]=ping [tshark]=tshark [tcpdump]=tcpdump [python3]=python3 [systemd]=systemd-analyze
-    [qemu-system-x86]=qemu-system-x86_64 [busybox-static]=busybox [ethtool]=ethtool)
-PKGS=(iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd qemu-system-x86 busybox-static ethtool)
+    [qemu-system-x86]=qemu-system-x86_64 [busybox-static]=busybox [ethtool]=ethtool
+    [podman]=podman [runc]=runc [containernetworking-plugins]=/usr/lib/cni/loopback)
+PKGS=(iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd qemu-system-x86 busybox-static ethtool
+    podman runc containernetworking-plugins)
 missing=()
 for pkg in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -129,6 +133,8 @@ SUITES=(
     # boots a Debian kernel under qemu as a kernel GRE/FOU peer (downloads the
     # kernel image package once into target/kernel-interop/)
     "kernel=tests/netns/kernel.sh"
+    "cni=tests/netns/cni.sh"
+    "podman=tests/netns/podman.sh"
 )
 for entry in "${SUITES[@]}"; do
     read -r spec env_kv <<<"$entry"

@@ -76,13 +76,13 @@ pub enum Failure {
 }
 
 impl Failure {
-    fn code(&self) -> u8 {
+    pub fn code(&self) -> u8 {
         match self {
             Failure::Refused(_) => 1,
             Failure::Usage(_) => 2,
         }
     }
-    fn message(&self) -> &str {
+    pub fn message(&self) -> &str {
         match self {
             Failure::Refused(m) | Failure::Usage(m) => m,
         }
@@ -358,12 +358,18 @@ pub fn attach(args: &AttachArgs) -> ExitCode {
     }
 }
 
+/// Warnings name the program the operator ran: `meshfwd attach`, or the
+/// CNI plugin, which runs the same wiring.
 fn warn(msg: &str) {
-    eprintln!("meshfwd attach: warning: {msg}");
+    let cni = std::env::args_os()
+        .next()
+        .is_some_and(|a| a.to_string_lossy().ends_with("meshfwd-cni"));
+    let who = if cni { "meshfwd-cni" } else { "meshfwd attach" };
+    eprintln!("{who}: warning: {msg}");
 }
 
 /// Opens a namespace file and checks it is another network namespace.
-fn open_netns(key: &str) -> Result<(File, Netlink), Failure> {
+pub fn open_netns(key: &str) -> Result<(File, Netlink), Failure> {
     let path = netns_path(key);
     let file = File::open(&path).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOENT) => refused(format!(
@@ -396,14 +402,52 @@ fn run_attach(args: &AttachArgs) -> Result<Attached, Failure> {
     check_ifname(&args.ifname).map_err(usage)?;
     check_container(&layout, args.layout.name(), args.container)?;
     let (local, underlay_if) = crate::runtime::detect_local(&layout, args.local).map_err(usage)?;
-    let p = plan(
-        &layout,
-        args.layout.name(),
+    wire_netns(&Request {
+        layout: &layout,
+        layout_name: args.layout.name(),
         local,
-        &args.netns,
-        args.container,
-        &args.ifname,
-        args.mtu,
+        underlay_if: underlay_if.as_deref(),
+        netns: &args.netns,
+        container: args.container,
+        ifname: &args.ifname,
+        mtu: args.mtu,
+        tun: &args.tun,
+    })
+}
+
+/// One wiring job, resolved by the caller (`meshfwd attach` from its flags,
+/// `meshfwd-cni` from the network configuration and its IPAM).
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub layout: &'a Layout,
+    /// For messages: "wide", "classic" or "custom".
+    pub layout_name: &'a str,
+    /// This VM's underlay address.
+    pub local: Ipv4Addr,
+    /// The interface carrying `local`, for the MTU fallback.
+    pub underlay_if: Option<&'a str>,
+    /// NETNS as [`netns_key`] accepts it.
+    pub netns: &'a str,
+    pub container: u32,
+    pub ifname: &'a str,
+    pub mtu: Option<u32>,
+    /// meshfwd's TUN, whose MTU the veth pair gets.
+    pub tun: &'a str,
+}
+
+/// Wires the container namespace `req.netns` as container `req.container` of
+/// this VM (everything the module documentation lists), or refuses and
+/// leaves nothing behind. The single implementation behind `meshfwd attach`
+/// and the CNI plugin's ADD.
+pub fn wire_netns(req: &Request<'_>) -> Result<Attached, Failure> {
+    let p = plan(
+        req.layout,
+        req.layout_name,
+        req.local,
+        req.netns,
+        req.container,
+        req.ifname,
+        req.mtu,
     )?;
 
     let mut vm = Netlink::open().map_err(nl("open rtnetlink socket"))?;
@@ -425,9 +469,9 @@ fn run_attach(args: &AttachArgs) -> Result<Attached, Failure> {
     }
     let by_name = |n: &str| links.iter().find(|l| l.name == n);
     let mtu = choose_mtu(
-        args.mtu,
-        by_name(&args.tun).and_then(|l| l.mtu),
-        underlay_if.as_deref().and_then(by_name).and_then(|l| l.mtu),
+        req.mtu,
+        by_name(req.tun).and_then(|l| l.mtu),
+        req.underlay_if.and_then(by_name).and_then(|l| l.mtu),
     );
     let lo = by_name("lo").ok_or_else(|| refused("this VM has no lo interface"))?;
     let lo_has_v = addrs
@@ -642,7 +686,9 @@ pub fn detach(args: &DetachArgs) -> ExitCode {
     }
 }
 
-enum Detached {
+/// What [`unwire_netns`] did: the lines it removed, or why there was nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Detached {
     Removed(Vec<String>),
     NotAttached(String),
 }
@@ -657,8 +703,16 @@ fn run_detach(args: &DetachArgs) -> Result<Detached, Failure> {
             .map_err(|e| usage(format!("--local: {e}")))?;
     }
     let key = netns_key(&args.netns)?;
-    let alias = alias_for(&key);
     let mut vm = Netlink::open().map_err(nl("open rtnetlink socket"))?;
+    unwire_netns(&mut vm, &key)
+}
+
+/// Removes what [`wire_netns`] created for the namespace `key` (found by the
+/// alias on the VM-side veth), then the `lo:meshfwd` address once no attached
+/// container remains. The single implementation behind `meshfwd detach` and
+/// the CNI plugin's DEL; nothing attached is a [`Detached::NotAttached`] note.
+pub fn unwire_netns(vm: &mut Netlink, key: &str) -> Result<Detached, Failure> {
+    let alias = alias_for(key);
     let links = vm.links().map_err(nl("list links"))?;
     let ours: Vec<&Link> = links
         .iter()
@@ -699,7 +753,7 @@ fn run_detach(args: &DetachArgs) -> Result<Detached, Failure> {
         .filter(|a| Some(a.index) == lo && a.prefix == 32 && a.label.as_deref() == Some(LO_LABEL))
     {
         // `ours` are gone already; a fresh listing decides.
-        if remove_lo_address_if_unused(&mut vm, a.index, a.addr, None)? {
+        if remove_lo_address_if_unused(vm, a.index, a.addr, None)? {
             lines.push(format!(
                 "removed {}/32 from lo (no attached container left)",
                 a.addr
@@ -712,6 +766,38 @@ fn run_detach(args: &DetachArgs) -> Result<Detached, Failure> {
         )));
     }
     Ok(Detached::Removed(lines))
+}
+
+/// The container numbers of `vm`'s block that are taken on this VM whatever
+/// any allocator recorded: a veth `mfc<N>` exists, or N's address is assigned
+/// here or has a /32 route here (hand-made wiring). The CNI IPAM skips them.
+pub fn numbers_in_use(
+    layout: &Layout,
+    vm: Ipv4Addr,
+    links: &[Link],
+    addrs: &[crate::sys::netlink::Addr4],
+    routes: &[Route4],
+) -> std::collections::BTreeSet<u32> {
+    let number_of = |a: Ipv4Addr| match layout.decompose(a) {
+        Some(d) if d.vm == vm => match crate::layout::Role::of_host(d.host) {
+            crate::layout::Role::Container(n) => Some(n),
+            _ => None,
+        },
+        _ => None,
+    };
+    let max = layout.max_container();
+    links
+        .iter()
+        .filter_map(|l| container_of_veth(&l.name))
+        .filter(|n| (1..=max).contains(n))
+        .chain(addrs.iter().filter_map(|a| number_of(a.addr)))
+        .chain(
+            routes
+                .iter()
+                .filter(|r| r.prefix == 32)
+                .filter_map(|r| number_of(r.dst)),
+        )
+        .collect()
 }
 
 #[cfg(test)]
@@ -733,6 +819,7 @@ mod tests {
             lower_up: true,
             oper_up: true,
             qdisc: Some("noqueue".into()),
+            mac: None,
         }
     }
 
@@ -891,6 +978,31 @@ mod tests {
         // a covering prefix is not a conflict
         let wide = Route4::new(ip("240.0.0.0"), 4, 2);
         assert_eq!(check_free(&p, &[lo, eth], &[], &[wide]), Ok(()));
+    }
+
+    #[test]
+    fn numbers_in_use_for_the_cni_ipam() {
+        let l = Layout::wide();
+        let vm = ip("192.168.16.32");
+        let links = [
+            link(1, "lo", None),
+            link(5, "mfc3", Some("meshfwd:a")),
+            link(6, "mfc0", None),
+            link(7, "mfc4095", None), // beyond the wide layout's 4094
+        ];
+        let addr = |a: &str| Addr4 {
+            index: 1,
+            addr: ip(a),
+            prefix: 32,
+            label: None,
+        };
+        // the VM's own address (host part 1) and another VM's container do not count
+        let addrs = [addr("241.2.0.1"), addr("241.2.0.8"), addr("241.2.16.5")];
+        let mut routed = Route4::new(ip("241.2.0.11"), 32, 9);
+        routed.scope_link = true;
+        let block = Route4::new(ip("241.2.0.0"), 20, 9);
+        let used = numbers_in_use(&l, vm, &links, &addrs, &[routed, block]);
+        assert_eq!(used.into_iter().collect::<Vec<_>>(), vec![3, 7, 10]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod addr;
 pub mod attach;
 pub mod check;
 pub mod cli;
+pub mod cni;
 pub mod counters;
 pub mod datapath;
 pub mod layout;

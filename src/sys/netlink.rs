@@ -53,6 +53,8 @@ pub struct Link {
     /// The root qdisc's kind: `"noop"` until the kernel has activated the
     /// device's transmit path (packets sent before that are dropped).
     pub qdisc: Option<String>,
+    /// Hardware address as `aa:bb:cc:dd:ee:ff` (`IFLA_ADDRESS`), if any.
+    pub mac: Option<String>,
 }
 
 impl Link {
@@ -497,10 +499,12 @@ fn parse_link(l: &LinkMessage) -> Link {
         lower_up: l.header.flags.contains(LinkFlags::LowerUp),
         oper_up: false,
         qdisc: None,
+        mac: None,
     };
     for a in &l.attributes {
         match a {
             LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Address(hw) if !hw.is_empty() => link.mac = Some(format_mac(hw)),
             LinkAttribute::IfAlias(s) => link.alias = Some(s.clone()),
             LinkAttribute::Mtu(m) => link.mtu = Some(*m),
             LinkAttribute::OperState(s) => link.oper_up = *s == State::Up,
@@ -509,6 +513,14 @@ fn parse_link(l: &LinkMessage) -> Link {
         }
     }
     link
+}
+
+/// `aa:bb:cc:dd:ee:ff` (lower case, as `ip link` prints it).
+pub fn format_mac(hw: &[u8]) -> String {
+    hw.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn parse_addr(a: &AddressMessage) -> Option<Addr4> {
@@ -685,7 +697,9 @@ mod tests {
             lower_up: true,
             oper_up: true,
             qdisc: Some("noop".into()),
+            mac: None,
         };
+        assert_eq!(format_mac(&[0x0a, 0, 0xff, 1, 2, 3]), "0a:00:ff:01:02:03");
         assert!(!l.ready());
         l.qdisc = Some("noqueue".into());
         assert!(l.ready());

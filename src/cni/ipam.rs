@@ -1,0 +1,490 @@
+//! Node-local IPAM: which container numbers of this VM's block belong to
+//! which (container id, ifname). No cluster state: the block follows from
+//! the VM's underlay address, so each node only has to agree with itself.
+//!
+//! One directory per network (like host-local): a file per lease, named by
+//! its overlay address and holding `{"containerID","ifname","netns"}`, a
+//! `last_reserved` file (allocation goes round-robin from there, so a
+//! released address is not handed out again at once), and a `lock` file
+//! whose `flock` serialises every plugin invocation that reads or changes
+//! the directory. Files are written to a temporary name, synced and renamed,
+//! so a crash leaves either the old or the new file, never a torn one.
+
+use crate::layout::{Layout, Role};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+const LOCK_FILE: &str = "lock";
+const LAST_RESERVED: &str = "last_reserved";
+
+/// One recorded allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub address: Ipv4Addr,
+    pub container_id: String,
+    pub ifname: String,
+    /// The netns key given to the wiring (the veth alias is `meshfwd:<netns>`).
+    pub netns: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeaseFile {
+    #[serde(rename = "containerID")]
+    container_id: String,
+    ifname: String,
+    #[serde(default)]
+    netns: String,
+}
+
+impl Lease {
+    /// The container number of this lease on `vm`, if it lies in `vm`'s block.
+    pub fn number(&self, layout: &Layout, vm: Ipv4Addr) -> Option<u32> {
+        match layout.decompose(self.address) {
+            Some(d) if d.vm == vm => match Role::of_host(d.host) {
+                Role::Container(n) => Some(n),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn is(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id == container_id && self.ifname == ifname
+    }
+}
+
+/// Allocation failures.
+#[derive(Debug)]
+pub enum IpamError {
+    Io(String),
+    /// The block has no free number: (block, numbers, recorded here, in use otherwise).
+    Full(String),
+}
+
+/// The lease directory of one network.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// Proof that the caller holds the directory's lock (released on drop).
+pub struct Locked<'a> {
+    store: &'a Store,
+    _file: File,
+}
+
+fn ctx(what: String) -> impl FnOnce(io::Error) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+impl Store {
+    /// The store in `dir` (created, mode 0755, with its parents if missing).
+    pub fn open(dir: &Path) -> Result<Store, String> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(ctx(format!("create IPAM directory {}", dir.display())))?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the directory's exclusive lock, waiting for other invocations.
+    pub fn lock(&self) -> Result<Locked<'_>, String> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .open(&path)
+            .map_err(ctx(format!("open {}", path.display())))?;
+        loop {
+            // SAFETY: flock on an fd we own; no memory is passed.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(format!("lock {}: {e}", path.display()));
+            }
+        }
+        Ok(Locked {
+            store: self,
+            _file: file,
+        })
+    }
+}
+
+/// Writes `bytes` to `dir/name` crash-safely: temporary file, fsync, rename.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let dst = dir.join(name);
+    let write = || -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &dst)?;
+        // Persist the rename itself.
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        format!("write {}: {e}", dst.display())
+    })
+}
+
+impl Locked<'_> {
+    /// Every lease of the directory (files named by an IPv4 address; other
+    /// names, such as leftover temporary files, are ignored).
+    pub fn leases(&self) -> Result<Vec<Lease>, String> {
+        let dir = &self.store.dir;
+        let mut out = Vec::new();
+        let entries = fs::read_dir(dir).map_err(ctx(format!("read {}", dir.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(ctx(format!("read {}", dir.display())))?;
+            let Some(address) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            let path = entry.path();
+            let bytes = fs::read(&path).map_err(ctx(format!("read {}", path.display())))?;
+            let f: LeaseFile = serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "{} is not a meshfwd-cni lease ({e}); remove it if no container uses {address}",
+                    path.display()
+                )
+            })?;
+            out.push(Lease {
+                address,
+                container_id: f.container_id,
+                ifname: f.ifname,
+                netns: f.netns,
+            });
+        }
+        out.sort_by_key(|l| u32::from(l.address));
+        Ok(out)
+    }
+
+    /// The lease of (container id, ifname), if any.
+    pub fn find(&self, container_id: &str, ifname: &str) -> Result<Option<Lease>, String> {
+        Ok(self
+            .leases()?
+            .into_iter()
+            .find(|l| l.is(container_id, ifname)))
+    }
+
+    fn last_reserved(&self) -> Option<Ipv4Addr> {
+        fs::read_to_string(self.store.dir.join(LAST_RESERVED))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The lease of (container id, ifname): the existing one (a repeated ADD
+    /// gets the same address), else a new one for the next number of `vm`'s
+    /// block after the last one handed out that is neither leased nor in
+    /// `in_use` (taken on the VM by other means).
+    pub fn allocate(
+        &self,
+        layout: &Layout,
+        vm: Ipv4Addr,
+        container_id: &str,
+        ifname: &str,
+        netns: &str,
+        in_use: &BTreeSet<u32>,
+    ) -> Result<(Lease, bool), IpamError> {
+        let leases = self.leases().map_err(IpamError::Io)?;
+        if let Some(l) = leases.iter().find(|l| l.is(container_id, ifname)) {
+            return Ok((l.clone(), false));
+        }
+        let leased: BTreeSet<u32> = leases.iter().filter_map(|l| l.number(layout, vm)).collect();
+        let max = layout.max_container();
+        let start = self
+            .last_reserved()
+            .and_then(|a| {
+                Lease {
+                    address: a,
+                    container_id: String::new(),
+                    ifname: String::new(),
+                    netns: String::new(),
+                }
+                .number(layout, vm)
+            })
+            .unwrap_or(0);
+        let free = (start + 1..=max)
+            .chain(1..=start.min(max))
+            .find(|n| !leased.contains(n) && !in_use.contains(n));
+        let Some(n) = free else {
+            let block = layout
+                .block(vm)
+                .map_or_else(|| "?".to_owned(), |b| b.to_string());
+            let others = in_use.difference(&leased).count();
+            return Err(IpamError::Full(format!(
+                "no free container address left in this VM's block {block}: {max} container numbers, {} leased by meshfwd-cni in {}, {others} in use otherwise on this VM; delete unused containers, or use a layout with more host bits",
+                leased.len(),
+                self.store.dir.display()
+            )));
+        };
+        let address = layout
+            .container_addr(vm, n)
+            .ok_or_else(|| IpamError::Io(format!("VM address {vm} is outside the underlay")))?;
+        let lease = Lease {
+            address,
+            container_id: container_id.to_owned(),
+            ifname: ifname.to_owned(),
+            netns: netns.to_owned(),
+        };
+        self.record(&lease).map_err(IpamError::Io)?;
+        // Only a hint for the next allocation: a failure here is harmless.
+        let _ = write_atomic(
+            &self.store.dir,
+            LAST_RESERVED,
+            address.to_string().as_bytes(),
+        );
+        Ok((lease, true))
+    }
+
+    fn record(&self, l: &Lease) -> Result<(), String> {
+        let body = serde_json::to_vec(&LeaseFile {
+            container_id: l.container_id.clone(),
+            ifname: l.ifname.clone(),
+            netns: l.netns.clone(),
+        })
+        .map_err(|e| format!("encode lease: {e}"))?;
+        write_atomic(&self.store.dir, &l.address.to_string(), &body)
+    }
+
+    /// Removes one lease file (absent is fine).
+    pub fn remove(&self, l: &Lease) -> Result<(), String> {
+        let path = self.store.dir.join(l.address.to_string());
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("remove {}: {e}", path.display())),
+        }
+    }
+
+    /// Releases the lease of (container id, ifname); `None` if there was none.
+    pub fn release(&self, container_id: &str, ifname: &str) -> Result<Option<Lease>, String> {
+        let Some(l) = self.find(container_id, ifname)? else {
+            return Ok(None);
+        };
+        self.remove(&l)?;
+        Ok(Some(l))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "meshfwd-ipam-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&p);
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// 3 host bits: reserved, VM, containers 1..=6.
+    fn tiny() -> Layout {
+        Layout::new(
+            "10.0.0.0/13".parse().unwrap(),
+            "192.168.0.0/16".parse().unwrap(),
+        )
+        .unwrap()
+    }
+
+    const VM: &str = "192.168.0.5";
+
+    #[test]
+    fn allocates_in_order_and_never_the_vm_or_host_part_0() {
+        let d = TempDir::new();
+        let s = Store::open(&d.0).unwrap();
+        let l = tiny();
+        assert_eq!(l.max_container(), 6);
+        let lock = s.lock().unwrap();
+        let none = BTreeSet::new();
+        let mut got = Vec::new();
+        for i in 0..6 {
+            let (lease, new) = lock
+                .allocate(&l, ip(VM), &format!("c{i}"), "eth0", "ns", &none)
+                .unwrap();
+            assert!(new);
+            got.push(lease.number(&l, ip(VM)).unwrap());
+            let host = l.decompose(lease.address).unwrap().host;
+            assert!(host >= 2, "host part {host}");
+        }
+        assert_eq!(got, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(l.vm_overlay_addr(ip(VM)), Some(ip("10.0.0.41")));
+        assert_eq!(lock.leases().unwrap()[0].address, ip("10.0.0.42"));
+        // full: a clear error naming the block
+        let IpamError::Full(msg) = lock
+            .allocate(&l, ip(VM), "c7", "eth0", "ns", &none)
+            .unwrap_err()
+        else {
+            panic!("expected Full")
+        };
+        assert!(msg.contains("10.0.0.40/29"), "{msg}");
+        assert!(msg.contains("6 leased"), "{msg}");
+    }
+
+    #[test]
+    fn release_reuse_round_robin_and_idempotent_add() {
+        let d = TempDir::new();
+        let s = Store::open(&d.0).unwrap();
+        let l = tiny();
+        let lock = s.lock().unwrap();
+        let none = BTreeSet::new();
+        let (a, _) = lock
+            .allocate(&l, ip(VM), "a", "eth0", "nsa", &none)
+            .unwrap();
+        let (b, _) = lock
+            .allocate(&l, ip(VM), "b", "eth0", "nsb", &none)
+            .unwrap();
+        // the same (container, ifname) again: same lease, not new
+        let (a2, new) = lock
+            .allocate(&l, ip(VM), "a", "eth0", "nsa", &none)
+            .unwrap();
+        assert_eq!((a2.clone(), new), (a.clone(), false));
+        // another ifname of the same container is another lease
+        let (a_net1, _) = lock
+            .allocate(&l, ip(VM), "a", "net1", "nsa", &none)
+            .unwrap();
+        assert_ne!(a_net1.address, a.address);
+        assert_eq!(lock.release("a", "eth0").unwrap(), Some(a.clone()));
+        assert_eq!(lock.release("a", "eth0").unwrap(), None);
+        assert_eq!(lock.find("b", "eth0").unwrap(), Some(b));
+        // round-robin: the released #1 is not handed out next
+        let (c, _) = lock
+            .allocate(&l, ip(VM), "c", "eth0", "nsc", &none)
+            .unwrap();
+        assert_eq!(c.number(&l, ip(VM)), Some(4));
+        assert_eq!(c.netns, "nsc");
+    }
+
+    #[test]
+    fn skips_numbers_in_use_on_the_vm() {
+        let d = TempDir::new();
+        let s = Store::open(&d.0).unwrap();
+        let l = tiny();
+        let lock = s.lock().unwrap();
+        let in_use: BTreeSet<u32> = [1, 2, 4].into_iter().collect();
+        let n = |id: &str| {
+            lock.allocate(&l, ip(VM), id, "eth0", "ns", &in_use)
+                .unwrap()
+                .0
+                .number(&l, ip(VM))
+                .unwrap()
+        };
+        assert_eq!([n("a"), n("b"), n("c")], [3, 5, 6]);
+        let IpamError::Full(msg) = lock
+            .allocate(&l, ip(VM), "d", "eth0", "ns", &in_use)
+            .unwrap_err()
+        else {
+            panic!("expected Full")
+        };
+        assert!(msg.contains("3 in use otherwise"), "{msg}");
+    }
+
+    #[test]
+    fn leases_of_another_block_do_not_count_and_junk_is_ignored() {
+        let d = TempDir::new();
+        let s = Store::open(&d.0).unwrap();
+        let l = tiny();
+        fs::write(d.0.join(".10.0.0.42.tmp99"), b"torn").unwrap();
+        fs::write(d.0.join("last_reserved"), b"garbage").unwrap();
+        let lock = s.lock().unwrap();
+        let none = BTreeSet::new();
+        // a lease of VM .6's block
+        lock.allocate(&l, ip("192.168.0.6"), "x", "eth0", "ns", &none)
+            .unwrap();
+        let (a, _) = lock.allocate(&l, ip(VM), "a", "eth0", "ns", &none).unwrap();
+        assert_eq!(a.number(&l, ip(VM)), Some(1));
+        assert_eq!(lock.leases().unwrap().len(), 2);
+        // a corrupt lease file is an error that says what to do
+        fs::write(d.0.join("10.0.0.50"), b"{").unwrap();
+        let e = lock.leases().unwrap_err();
+        assert!(
+            e.contains("remove it if no container uses 10.0.0.50"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parallel_allocations_never_collide() {
+        // Threads contend for the flock through their own open file
+        // descriptions, exactly like separate plugin processes.
+        let d = TempDir::new();
+        let l = Layout::classic();
+        let threads = 8;
+        let per = 10;
+        let results = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|sc| {
+            for t in 0..threads {
+                let (dir, results) = (&d.0, &results);
+                sc.spawn(move || {
+                    for i in 0..per {
+                        let s = Store::open(dir).unwrap();
+                        let lock = s.lock().unwrap();
+                        let (lease, _) = lock
+                            .allocate(
+                                &l,
+                                ip(VM),
+                                &format!("t{t}-{i}"),
+                                "eth0",
+                                "ns",
+                                &BTreeSet::new(),
+                            )
+                            .unwrap();
+                        results.lock().unwrap().push(lease.address);
+                    }
+                });
+            }
+        });
+        let all = results.into_inner().unwrap();
+        let unique: BTreeSet<_> = all.iter().collect();
+        assert_eq!(all.len(), threads * per);
+        assert_eq!(unique.len(), all.len(), "duplicate addresses: {all:?}");
+        let s = Store::open(&d.0).unwrap();
+        assert_eq!(s.lock().unwrap().leases().unwrap().len(), threads * per);
+    }
+}

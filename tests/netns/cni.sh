@@ -1,0 +1,414 @@
+#!/usr/bin/env bash
+# tests/netns/cni.sh — the CNI plugin `meshfwd-cni`, driven exactly as a
+# container runtime drives it: CNI_* environment variables plus the network
+# configuration on stdin, run inside a "VM" namespace (root).
+#
+#   tests/netns/cni.sh                     # everything
+#   tests/netns/cni.sh parallel traffic    # only tests whose name contains one of these
+#   MESHFWD_CNI=/path/to/meshfwd-cni tests/netns/cni.sh
+#
+# One mesh (2 VMs, meshfwd running in each, no containers) serves all tests;
+# each test runs in a subshell, creates its own extra namespaces and deletes
+# them when it ends. IPAM directories live in the run directory (config
+# "dataDir"), never under /var/lib. Prints "ok NAME" or "FAIL NAME (reason)"
+# per test (plus the tail of its log), and last a line "N passed, N failed".
+# Exit status 1 if anything failed.
+
+# shellcheck disable=SC2317,SC2034,SC2119  # test functions are called indirectly; lib.sh reads the globals
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/netns/lib.sh
+source "$HERE/lib.sh"
+: "${MESHFWD_CNI:=$(dirname "$MESHFWD")/meshfwd-cni}"
+
+PATTERNS=("$@")
+PASS=0
+FAIL=0
+: "${MF_CNI_PARALLEL:=8}"     # containers added at once in parallel_adds
+
+fail() { printf '%s\n' "$*" >"$T_REASON"; mf_log "FAIL: $*"; exit 1; }
+detail() { printf '%s' "$*" >"$T_DETAIL"; }   # shown on the test's "ok" line
+ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+note() { mf_log "# $*"; }
+
+# ------------------------------------------------------------------ helpers --
+# (`cmd | grep PATTERN >/dev/null`, not `grep -q`: under pipefail, grep -q
+# exiting at the first match can fail the pipeline with SIGPIPE in cmd.)
+
+# conf VM [EXTRA_JSON_MEMBERS] — the network configuration of VM (its own IPAM
+# directory: every VM is a separate node)
+conf() {
+    local extra=${2:+,$2}
+    printf '{"cniVersion":"1.0.0","name":"meshtest","type":"meshfwd-cni","dataDir":"%s"%s}' \
+        "$MF_RUN_DIR/ipam-$1" "$extra"
+}
+ipam_dir() { printf '%s/ipam-%s/meshtest\n' "$MF_RUN_DIR" "$1"; }
+leases() { find "$(ipam_dir "$1")" -maxdepth 1 -name '[0-9]*' -printf '%f\n' 2>/dev/null | sort; }
+
+# cni VM COMMAND CONTAINER_ID NETNS IFNAME CONFIG — run meshfwd-cni in VM's
+# namespace with a runtime's environment; stdout in $OUT, stderr in $ERR, exit
+# code in $RC. NETNS is a name made by mf_netns_add (passed as /run/netns/...)
+# or "" (no CNI_NETNS).
+cni() {
+    local vm=$1 cmd=$2 id=$3 ns=$4 ifname=$5 config=$6 errf nspath=""
+    errf="$MF_RUN_DIR/cni.$BASHPID.err"
+    [[ -n $ns ]] && nspath="/run/netns/$(mf_ns "$ns")"
+    OUT=$(printf '%s' "$config" | mf_exec "$vm" env -i PATH="$PATH" CNI_COMMAND="$cmd" \
+        CNI_CONTAINERID="$id" ${nspath:+CNI_NETNS="$nspath"} CNI_IFNAME="$ifname" \
+        CNI_PATH=/usr/lib/cni CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=$id" "$MESHFWD_CNI" 2>"$errf")
+    RC=$?
+    ERR=$(cat "$errf"); rm -f "$errf"
+    note "cni $vm $cmd $id ${ns:-(no netns)} $ifname: rc $RC ${OUT:+out: $OUT }${ERR:+err: $ERR}"
+}
+
+# jget PATH — a value from the JSON in $OUT; PATH like ips.0.address
+jget() {
+    "$MF_PY" -c 'import json,sys
+v=json.loads(sys.argv[2])
+for k in sys.argv[1].split("."):
+    v=v[int(k)] if isinstance(v,list) else v[k]
+print(v)' "$1" "$OUT" 2>/dev/null
+}
+
+# error_code — the code of the CNI error object in $OUT (empty if none)
+error_code() {
+    "$MF_PY" -c 'import json,sys
+v=json.loads(sys.argv[1])
+assert set(v)=={"cniVersion","code","msg","details"}, v
+print(v["code"])' "$OUT" 2>/dev/null
+}
+
+# expect_error CODE TEXT — $OUT is a CNI error object with CODE whose msg contains TEXT
+expect_error() {
+    local c; c=$(error_code)
+    [[ $RC != 0 ]] || fail "expected error $1, got exit 0: $OUT"
+    ((RC < 128)) || fail "exit $RC (killed by a signal: panic?): $ERR"
+    [[ $c == "$1" ]] || fail "expected error code $1, got '${c}': $OUT $ERR"
+    [[ $(jget msg) == *"$2"* ]] || fail "error message lacks '$2': $OUT"
+    [[ $ERR != *panicked* ]] || fail "panic: $ERR"
+}
+
+snap() {
+    local ns; ns=$(mf_ns "$1")
+    ip -n "$ns" -o link show | sed 's/\\.*//'
+    ip -n "$ns" -o addr show
+    ip -n "$ns" route show table all
+}
+
+same_as() { # FILE VM — fail unless the VM's current snapshot equals FILE
+    snap "$2" >"$1.after"
+    diff -u "$1" "$1.after" >&2 || fail "$2 differs after the round trip (diff in the log)"
+}
+
+# a bare "VM": underlay address on eth0, lo up, forwarding on, no meshfwd
+bare_vm() {
+    local vm=$1 ul=$2 ns ulns
+    mf_netns_add "$vm" || fail "netns $vm"
+    ns=$(mf_ns "$vm"); ulns=$(mf_ns ul)
+    ip -n "$ns" link add eth0 type veth peer name "u-$vm" netns "$ulns" || fail "veth $vm"
+    ip -n "$ulns" link set "u-$vm" master br0 up || fail "bridge port"
+    ip -n "$ns" addr add "$ul/16" dev eth0 || fail "eth0 address in $vm"
+    ip -n "$ns" link set eth0 up || fail "eth0 up in $vm"
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 >/dev/null
+}
+
+wait_gone() { # VM IFACE — the kernel deletes a veth with its namespace, asynchronously
+    local i
+    for i in $(seq 50); do ip -n "$(mf_ns "$1")" link show "$2" >/dev/null 2>&1 || return 0; sleep 0.1; done
+    return 1
+}
+
+# ------------------------------------------------------------------- tests --
+
+t_version_and_about() {
+    local out rc
+    cni vm1 VERSION x "" eth0 '{"cniVersion":"1.0.0"}'
+    [[ $RC == 0 && $(jget cniVersion) == 1.0.0 ]] || fail "VERSION: rc $RC, $OUT"
+    [[ $OUT == *'"supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]'* ]] || fail "supportedVersions: $OUT"
+    cni vm1 VERSION x "" eth0 ''
+    [[ $RC == 0 && $(jget cniVersion) == 1.1.0 ]] || fail "VERSION without stdin: rc $RC, $OUT"
+    out=$("$MESHFWD_CNI" </dev/null 2>&1); rc=$?
+    note "no CNI_COMMAND: rc $rc: $out"
+    [[ $rc != 0 && $out == "CNI plugin meshfwd-cni v"*"supports CNI 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"* ]] ||
+        fail "run by hand: rc $rc, $out"
+}
+
+t_add_check_del() {
+    local before="$MF_RUN_DIR/acd.before" vns cns a prev mac tun_mtu
+    vns=$(mf_ns vm1)
+    snap vm1 >"$before"
+    # container #1 is taken by `meshfwd attach`: the IPAM must skip it
+    mf_netns_add m1 || fail "netns m1"
+    mf_exec vm1 "$MESHFWD" attach "$(mf_ns m1)" --container 1 >&2 || fail "meshfwd attach m1"
+    mf_netns_add k1 || fail "netns k1"
+    cns=$(mf_ns k1)
+    local t0 add_ms del_ms
+    t0=$(date +%s%N)
+    cni vm1 ADD ctr-k1 k1 eth0 "$(conf vm1)"
+    add_ms=$(ms_since "$t0")
+    [[ $RC == 0 ]] || fail "ADD: rc $RC, $OUT $ERR"
+    a=$(mf_container_addr "${MF_UL[vm1]}" 2)
+    [[ $(jget cniVersion) == 1.0.0 ]] || fail "result cniVersion: $OUT"
+    [[ $(jget ips.0.address) == "$a/32" ]] || fail "address $(jget ips.0.address), expected container #2 $a/32 (#1 is attached by hand)"
+    [[ $(jget ips.0.gateway) == "${MF_OVL[vm1]}" ]] || fail "gateway: $OUT"
+    [[ $(jget ips.0.interface) == 1 && $(jget interfaces.1.name) == eth0 ]] || fail "interface index: $OUT"
+    [[ $(jget interfaces.1.sandbox) == "/run/netns/$cns" && $(jget interfaces.0.name) == mfc2 ]] || fail "interfaces: $OUT"
+    [[ $(jget routes.0.dst) == 0.0.0.0/0 && $(jget routes.0.gw) == "${MF_OVL[vm1]}" ]] || fail "routes: $OUT"
+    [[ $(jget dns) == "{}" ]] || fail "dns: $OUT"
+    mac=$(ip -n "$cns" -o link show eth0 | sed -n 's/.*link\/ether \([0-9a-f:]*\) .*/\1/p')
+    [[ $(jget interfaces.1.mac) == "$mac" ]] || fail "mac $(jget interfaces.1.mac), eth0 has $mac"
+    # the same wiring as meshfwd attach
+    tun_mtu=$(ip -n "$vns" -o link show tun0 | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')
+    ip -n "$cns" -o link show eth0 | grep "mtu $tun_mtu .*state UP" >/dev/null || fail "container eth0 not up with tun0's mtu $tun_mtu"
+    ip -n "$vns" -d link show mfc2 | grep "alias meshfwd:$cns" >/dev/null || fail "mfc2 lacks alias meshfwd:$cns"
+    ip -n "$vns" route show "$a/32" | grep "dev mfc2 .*src ${MF_OVL[vm1]}" >/dev/null || fail "VM route to $a"
+    ip -n "$cns" route | grep "^default via ${MF_OVL[vm1]} dev eth0 onlink" >/dev/null || fail "container default route"
+    [[ $(leases vm1) == "$a" ]] || fail "lease files: $(leases vm1 | tr '\n' ' ')"
+    grep -q '"containerID":"ctr-k1","ifname":"eth0"' "$(ipam_dir vm1)/$a" || fail "lease content: $(cat "$(ipam_dir vm1)/$a")"
+    mf_exec k1 ping -n -c 2 -i 0.2 -W 1 "${MF_OVL[vm2]}" >&2 || fail "k1 cannot ping vm2's overlay address"
+    # repeated ADD of the same container: same result, nothing new
+    prev=$OUT
+    cni vm1 ADD ctr-k1 k1 eth0 "$(conf vm1)"
+    [[ $RC == 0 && $(jget ips.0.address) == "$a/32" && $(leases vm1 | wc -l) == 1 ]] || fail "repeated ADD: rc $RC, $OUT"
+    # CHECK with the ADD result as prevResult
+    cni vm1 CHECK ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":$prev")"
+    [[ $RC == 0 && -z $OUT ]] || fail "CHECK: rc $RC, $OUT $ERR"
+    # CHECK notices a broken container
+    ip -n "$cns" route del default || fail "route del"
+    cni vm1 CHECK ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":$prev")"
+    expect_error 102 "no default route via ${MF_OVL[vm1]}"
+    t0=$(date +%s%N)
+    cni vm1 DEL ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":$prev")"
+    del_ms=$(ms_since "$t0")
+    [[ $RC == 0 && -z $OUT ]] || fail "DEL: rc $RC, $OUT $ERR"
+    [[ -z $(leases vm1) ]] || fail "lease left after DEL: $(leases vm1)"
+    ip -n "$cns" -o link show eth0 2>/dev/null && fail "container eth0 still exists after DEL"
+    cni vm1 DEL ctr-k1 k1 eth0 "$(conf vm1)"
+    [[ $RC == 0 ]] || fail "second DEL: rc $RC, $OUT"
+    cni vm1 CHECK ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":$prev")"
+    expect_error 3 "no lease for container ctr-k1"
+    mf_exec vm1 "$MESHFWD" detach "$(mf_ns m1)" >&2 || fail "meshfwd detach m1"
+    same_as "$before" vm1
+    detail "ADD $add_ms ms, DEL $del_ms ms, incl. ip netns exec"
+}
+
+t_traffic_between_vms() {
+    local a1 a2
+    mf_netns_add p1 || fail "netns p1"
+    mf_netns_add p2 || fail "netns p2"
+    cni vm1 ADD ctr-p1 p1 eth0 "$(conf vm1)"
+    [[ $RC == 0 ]] || fail "ADD p1: rc $RC, $OUT $ERR"
+    a1=$(jget ips.0.address); a1=${a1%/32}
+    cni vm2 ADD ctr-p2 p2 eth0 "$(conf vm2)"
+    [[ $RC == 0 ]] || fail "ADD p2: rc $RC, $OUT $ERR"
+    a2=$(jget ips.0.address); a2=${a2%/32}
+    note "p1 $a1 on vm1, p2 $a2 on vm2"
+    [[ $(mf_ping p1 "$a2" 5) == 5/5 ]] || fail "p1 -> p2 ($a2) lost pings"
+    [[ $(mf_ping p2 "$a1" 5) == 5/5 ]] || fail "p2 -> p1 ($a1) lost pings"
+    cni vm1 DEL ctr-p1 p1 eth0 "$(conf vm1)"; [[ $RC == 0 ]] || fail "DEL p1: rc $RC"
+    cni vm2 DEL ctr-p2 p2 eth0 "$(conf vm2)"; [[ $RC == 0 ]] || fail "DEL p2: rc $RC"
+}
+
+t_parallel_adds() {
+    local i n=$MF_CNI_PARALLEL pids=() p addrs dup bad=0 t0
+    for ((i = 1; i <= n; i++)); do mf_netns_add "par$i" || fail "netns par$i"; done
+    t0=$(date +%s%N)
+    for ((i = 1; i <= n; i++)); do
+        ( cni vm2 ADD "ctr-par$i" "par$i" eth0 "$(conf vm2)"
+          printf '%s %s\n' "$RC" "$(jget ips.0.address)" >"$MF_RUN_DIR/par.$i" ) &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    detail "$n ADDs at once done in $(ms_since "$t0") ms"
+    for ((i = 1; i <= n; i++)); do
+        read -r rc addr <"$MF_RUN_DIR/par.$i"
+        note "par$i: rc $rc $addr"
+        [[ $rc == 0 && -n $addr ]] || bad=$((bad + 1))
+    done
+    ((bad == 0)) || fail "$bad of $n parallel ADDs failed"
+    addrs=$(cut -d' ' -f2 "$MF_RUN_DIR"/par.* | sort)
+    dup=$(uniq -d <<<"$addrs")
+    [[ -z $dup ]] || fail "duplicate addresses: $dup"
+    [[ $(leases vm2 | wc -l) == "$n" ]] || fail "$(leases vm2 | wc -l) lease files for $n containers"
+    [[ $(mf_ping par1 "$(cut -d' ' -f2 "$MF_RUN_DIR/par.$n" | cut -d/ -f1)" 2) == 2/2 ]] || fail "par1 cannot reach par$n"
+    pids=()
+    for ((i = 1; i <= n; i++)); do
+        ( cni vm2 DEL "ctr-par$i" "par$i" eth0 "$(conf vm2)"; echo "$RC" >"$MF_RUN_DIR/pardel.$i" ) &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    [[ $(cat "$MF_RUN_DIR"/pardel.* | sort -u) == 0 ]] || fail "parallel DELs failed: $(cat "$MF_RUN_DIR"/pardel.* | tr '\n' ' ')"
+    [[ -z $(leases vm2) ]] || fail "leases left: $(leases vm2 | tr '\n' ' ')"
+    ip -n "$(mf_ns vm2)" -o link show | grep -E '^[0-9]+: mfc[0-9]+@' >/dev/null && fail "veths left on vm2"
+    return 0
+}
+
+t_del_after_netns_gone() {
+    local before="$MF_RUN_DIR/gone.before"
+    snap vm1 >"$before"
+    mf_netns_add g1 || fail "netns g1"
+    cni vm1 ADD ctr-g1 g1 eth0 "$(conf vm1)"
+    [[ $RC == 0 ]] || fail "ADD: rc $RC, $OUT $ERR"
+    ip netns del "$(mf_ns g1)" || fail "ip netns del"
+    cni vm1 DEL ctr-g1 g1 eth0 "$(conf vm1)"
+    [[ $RC == 0 ]] || fail "DEL with the namespace gone: rc $RC, $OUT $ERR"
+    [[ -z $(leases vm1) ]] || fail "lease left: $(leases vm1)"
+    wait_gone vm1 mfc1 || true
+    # and without CNI_NETNS at all (a runtime may leave it empty on DEL)
+    mf_netns_add g2 || fail "netns g2"
+    cni vm1 ADD ctr-g2 g2 eth0 "$(conf vm1)"
+    [[ $RC == 0 ]] || fail "ADD g2: rc $RC, $OUT $ERR"
+    cni vm1 DEL ctr-g2 "" eth0 "$(conf vm1)"
+    [[ $RC == 0 && -z $(leases vm1) ]] || fail "DEL without CNI_NETNS: rc $RC, leases $(leases vm1)"
+    ip -n "$(mf_ns g2)" -o link show eth0 2>/dev/null && fail "g2 still wired after DEL without CNI_NETNS"
+    wait_gone vm1 mfc1 || fail "mfc1 still on vm1"
+    same_as "$before" vm1
+}
+
+# A custom layout with 2 host bits: host part 0 reserved, 1 the VM, so just
+# two container numbers per VM. Bare VM (no meshfwd): ADD works without it.
+t_block_exhaustion() {
+    local c l=',"overlay":"10.0.0.0/14","underlay":"192.168.0.0/16","local":"192.168.77.9"' got=()
+    bare_vm tiny 192.168.77.9
+    for c in x1 x2 x3; do mf_netns_add "$c" || fail "netns $c"; done
+    cni tiny ADD ctr-x1 x1 eth0 "$(conf tiny "${l#,}")"
+    [[ $RC == 0 ]] || fail "ADD x1: rc $RC, $OUT $ERR"; got+=("$(jget ips.0.address)")
+    cni tiny ADD ctr-x2 x2 eth0 "$(conf tiny "${l#,}")"
+    [[ $RC == 0 ]] || fail "ADD x2: rc $RC, $OUT $ERR"; got+=("$(jget ips.0.address)")
+    note "addresses ${got[*]}"
+    # 192.168.77.9 -> block 10.1.52.36/30: .36 reserved, .37 the VM
+    [[ "${got[*]}" == "10.1.52.38/32 10.1.52.39/32" ]] || fail "addresses ${got[*]}, expected host parts 2 and 3 of 10.1.52.36/30"
+    [[ $(jget ips.0.gateway) == 10.1.52.37 ]] || fail "gateway $(jget ips.0.gateway)"
+    cni tiny ADD ctr-x3 x3 eth0 "$(conf tiny "${l#,}")"
+    expect_error 101 "no free container address left in this VM's block 10.1.52.36/30"
+    ip -n "$(mf_ns x3)" -o link show eth0 2>/dev/null && fail "x3 got an eth0 anyway"
+    [[ $(leases tiny | wc -l) == 2 ]] || fail "leases: $(leases tiny | tr '\n' ' ')"
+    cni tiny DEL ctr-x1 x1 eth0 "$(conf tiny "${l#,}")"
+    [[ $RC == 0 ]] || fail "DEL x1: rc $RC"
+    cni tiny ADD ctr-x3 x3 eth0 "$(conf tiny "${l#,}")"
+    [[ $RC == 0 && $(jget ips.0.address) == 10.1.52.38/32 ]] || fail "ADD x3 after DEL x1: rc $RC, $OUT"
+    [[ $(mf_ping x3 10.1.52.39 2) == 2/2 ]] || fail "x3 cannot reach x2 through the VM"
+}
+
+t_malformed_input() {
+    local e
+    mf_netns_add bad || fail "netns"
+    cni vm1 ADD c bad eth0 'this is not json'
+    expect_error 6 "not valid JSON"
+    cni vm1 ADD c bad eth0 "$(printf '\xff\xfe\x00garbage')"
+    expect_error 6 "not valid JSON"
+    cni vm1 ADD c bad eth0 '{"cniVersion":"1.0.0","name":"meshtest","ipam":{"type":"host-local"}}'
+    expect_error 2 "remove the \"ipam\" section"
+    cni vm1 ADD c bad eth0 '{"cniVersion":"9.9.9","name":"meshtest"}'
+    expect_error 1 "use one of"
+    cni vm1 ADD c bad eth0 "$(conf vm1 '"layout":"huge"')"
+    expect_error 7 '"wide" or "classic"'
+    cni vm1 ADD c bad eth0 "$(conf vm1 '"mtu":-1')"
+    expect_error 7 '"mtu"'
+    cni vm1 ADD c bad eth0 "$(conf vm1 '"local":"192.168.99.99","overlay":"10.0.0.0/30"')"
+    expect_error 7 "give both"
+    cni vm1 ADD "" bad eth0 "$(conf vm1)"
+    expect_error 4 "CNI_CONTAINERID is not set"
+    cni vm1 ADD c bad 'eth0/../x' "$(conf vm1)"
+    expect_error 4 "CNI_IFNAME"
+    cni vm1 ADD c nosuchns eth0 "$(conf vm1)"
+    expect_error 100 "does not exist"
+    cni vm1 FROB c bad eth0 "$(conf vm1)"
+    expect_error 4 "not one of ADD"
+    cni vm1 CHECK c bad eth0 "$(conf vm1)"
+    expect_error 7 "prevResult"
+    [[ -z $(leases vm1) ]] || fail "a refused ADD left a lease: $(leases vm1)"
+    ip -n "$(mf_ns vm1)" -o link show | grep -E '^[0-9]+: mfc[0-9]+@' >/dev/null && fail "a refused ADD left a veth"
+    return 0
+}
+
+t_status_and_gc() {
+    local c11='"cniVersion":"1.1.0"' cfg
+    cfg=$(conf vm2 | sed 's/"cniVersion":"1.0.0"/'"$c11"'/')
+    cni vm2 STATUS "" "" "" "$cfg"
+    [[ $RC == 0 && -z $OUT ]] || fail "STATUS with meshfwd running: rc $RC, $OUT"
+    bare_vm nomesh 192.168.77.10
+    cni nomesh STATUS "" "" "" "$cfg"
+    expect_error 50 "TUN tun0 does not exist on this node"
+    mf_netns_add ga || fail "netns ga"
+    mf_netns_add gb || fail "netns gb"
+    cni vm2 ADD ctr-ga ga eth0 "$cfg"; [[ $RC == 0 ]] || fail "ADD ga: rc $RC $OUT"
+    cni vm2 ADD ctr-gb gb eth0 "$cfg"; [[ $RC == 0 ]] || fail "ADD gb: rc $RC $OUT"
+    cni vm2 GC "" "" "" "${cfg%\}},\"cni.dev/valid-attachments\":[{\"containerID\":\"ctr-ga\",\"ifname\":\"eth0\"}]}"
+    [[ $RC == 0 ]] || fail "GC: rc $RC, $OUT $ERR"
+    [[ $(leases vm2 | wc -l) == 1 ]] || fail "GC left $(leases vm2 | wc -l) leases, expected 1"
+    ip -n "$(mf_ns gb)" -o link show eth0 2>/dev/null && fail "GC left gb wired"
+    ip -n "$(mf_ns ga)" -o link show eth0 >/dev/null 2>&1 || fail "GC unwired ga, a valid attachment"
+    cni vm2 DEL ctr-ga ga eth0 "$cfg"; [[ $RC == 0 && -z $(leases vm2) ]] || fail "DEL ga"
+}
+
+# ----------------------------------------------------------------- framework --
+
+_selected() {
+    local p
+    ((${#PATTERNS[@]})) || return 0
+    for p in "${PATTERNS[@]}"; do [[ $1 == *"$p"* ]] && return 0; done
+    return 1
+}
+
+run_test() {
+    local t=$1 name=${1#t_} log rc reason t0=$SECONDS
+    _selected "$name" || return 0
+    log="$MF_RUN_DIR/$name.log"
+    T_REASON="$MF_RUN_DIR/$name.reason"
+    T_DETAIL="$MF_RUN_DIR/$name.detail"
+    : >"$T_REASON"; : >"$T_DETAIL"
+    (
+        MF_PIDS=(); MF_PIDNAME=()
+        base=("${MF_NETNS[@]}")
+        # stop what the test started, delete the namespaces it created
+        trap 'mf_kill_pids; for ns in "${MF_NETNS[@]}"; do
+                  [[ " ${base[*]} " == *" $ns "* ]] && continue
+                  for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+                  ip netns del "$ns" 2>/dev/null; rm -rf "/etc/netns/$ns"
+              done' EXIT
+        trap 'exit 130' INT; trap 'exit 143' TERM
+        "$t"
+    ) >"$log" 2>&1
+    rc=$?
+    if [[ $rc == 0 ]]; then
+        local extra=""
+        [[ -s $T_DETAIL ]] && extra="; $(cat "$T_DETAIL")"
+        echo "ok cni/$name ($((SECONDS - t0)) s$extra)"; PASS=$((PASS + 1))
+    else
+        reason=$(head -n 1 "$T_REASON"); [[ -n $reason ]] || reason="exit code $rc"
+        echo "FAIL cni/$name ($reason)"; FAIL=$((FAIL + 1))
+        tail -n 15 "$log" | sed 's/^/    # /'
+        echo "    # full log: $log"
+        MF_KEEP=1
+    fi
+    # a test's leftovers must not leak into the next one
+    rm -rf "$MF_RUN_DIR"/ipam-*
+}
+
+main() {
+    [[ $EUID -eq 0 ]] || { echo "tests/netns/cni.sh must run as root" >&2; echo "0 passed, 1 failed"; exit 1; }
+    local t start=$SECONDS
+    for t in ip ping "$MF_PY"; do
+        command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; echo "0 passed, 1 failed"; exit 1; }
+    done
+    [[ -x $MESHFWD && -x $MESHFWD_CNI ]] || { echo "meshfwd or meshfwd-cni not found ($MESHFWD, $MESHFWD_CNI): cargo build --release" >&2; echo "0 passed, 1 failed"; exit 1; }
+    mf_init || { echo "0 passed, 1 failed"; exit 1; }
+    [[ ${MF_KEEP_LOGS:-0} == 1 ]] && MF_KEEP=1
+    echo "# meshfwd-cni suite: $MESHFWD_CNI, logs in $MF_RUN_DIR"
+    if ! { mf_mesh --containers 0 192.168.16.32 192.168.16.33 && mf_start_all; } >"$MF_RUN_DIR/setup.log" 2>&1; then
+        echo "FAIL cni/setup (mesh or meshfwd start failed)"; tail -n 15 "$MF_RUN_DIR/setup.log" | sed 's/^/    # /'
+        MF_KEEP=1; echo "0 passed, 1 failed"; exit 1
+    fi
+    for t in t_version_and_about t_add_check_del t_traffic_between_vms t_parallel_adds \
+        t_del_after_netns_gone t_block_exhaustion t_malformed_input t_status_and_gc; do
+        run_test "$t"
+    done
+    for t in "${MF_VMS[@]}"; do mf_running "$t" || { echo "FAIL cni/meshfwd_alive ($t: meshfwd died)"; FAIL=$((FAIL + 1)); }; done
+    ((PASS + FAIL > 0)) || { echo "no test matched" >&2; FAIL=1; }
+    echo "# $((SECONDS - start)) s"
+    echo "$PASS passed, $FAIL failed"
+    ((FAIL == 0))
+}
+
+main
