@@ -10,7 +10,7 @@
 #   --reps N          repetitions (default 3)
 #   --duration S      TCP test length in seconds, after the omitted start (default 20)
 #   --omit S          seconds of TCP slow start left out (default 2)
-#   --paths LIST      comma list of raw,vxlan,fastd,tinc,meshfwd,meshfwd-nooff (default all)
+#   --paths LIST      comma list of raw,vxlan,fastd,tinc,meshfwd,meshfwd-nooff,meshfwd-udp (default all)
 #   --tests LIST      comma list of ping,tcp1,tcp4,udp,udp64 (default all)
 #   --quick           --reps 1 --duration 5 --omit 1, shorter UDP steps and ping
 #   --out DIR         results directory (default bench-results/<timestamp>)
@@ -21,7 +21,8 @@
 # Paths: raw = the veth itself; vxlan = kernel VXLAN (MTU 1450); fastd = fastd
 # `method "null"` over TUN (MTU 1450); tinc = tinc 1.0 Cipher/Digest none, router
 # mode over TUN (MTU 1450, measured only after PMTU discovery moved it to UDP);
-# meshfwd = default settings (MTU 1476 = 1500 - 24); meshfwd-nooff = --no-offload.
+# meshfwd = default settings (MTU 1476 = 1500 - 24); meshfwd-nooff = --no-offload;
+# meshfwd-udp = --encap udp (GRE-in-UDP with UDP GSO/GRO, MTU 1468 = 1500 - 32).
 #
 # Within each repetition every test runs on every path in turn (A/B/C/A/B/C; the
 # order is reversed on every other repetition), so slow drift of this shared
@@ -45,7 +46,7 @@ REPORT="$HERE/bench_report.py"
 
 ARGS_STR="$*"
 # shellcheck disable=SC2034  # read through a nameref in pick()
-ALL_PATHS=(raw vxlan fastd tinc meshfwd meshfwd-nooff)
+ALL_PATHS=(raw vxlan fastd tinc meshfwd meshfwd-nooff meshfwd-udp)
 # shellcheck disable=SC2034
 ALL_TESTS=(ping tcp1 tcp4 udp udp64)
 REPS=3
@@ -145,7 +146,7 @@ if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
     log "python3-matplotlib not importable by $PY: charts disabled"; CHARTS=0
 fi
 
-if has meshfwd || has meshfwd-nooff; then
+if has meshfwd || has meshfwd-nooff || has meshfwd-udp; then
     if ((BUILD)); then
         [[ -d $HOME/.cargo/bin ]] && PATH="$HOME/.cargo/bin:$PATH"
         command -v cargo >/dev/null || { echo "cargo not found (or use --no-build)" >&2; exit 1; }
@@ -227,7 +228,7 @@ bench_cleanup() {
 trap bench_cleanup EXIT
 
 # The meshfwd binary is copied so that a concurrent `cargo build` cannot swap it mid-run.
-if has meshfwd || has meshfwd-nooff; then
+if has meshfwd || has meshfwd-nooff || has meshfwd-udp; then
     cp "$MESHFWD_SRC" "$RUN/meshfwd" || exit 1
     MESHFWD="$RUN/meshfwd"
 fi
@@ -365,6 +366,7 @@ EOF
 MESHFWD_MODE=""
 DST[meshfwd]=$("$MESHFWD_SRC" addr --json $UL2 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["vm_overlay"])' 2>/dev/null)
 DST[meshfwd-nooff]=${DST[meshfwd]}
+DST[meshfwd-udp]=${DST[meshfwd]}
 meshfwd_stop() {
     local vm
     [[ -n $MESHFWD_MODE ]] || return 0
@@ -376,13 +378,14 @@ meshfwd_stop() {
         cp "$(mf_stats_file "$vm")" "$OUT/logs/$MESHFWD_MODE.$vm.stats.json" 2>/dev/null
     done
     MESHFWD_MODE=""
-    PIDS[meshfwd]="" PIDS[meshfwd-nooff]=""
+    PIDS[meshfwd]="" PIDS[meshfwd-nooff]="" PIDS[meshfwd-udp]=""
 }
-meshfwd_start() { # MODE (meshfwd | meshfwd-nooff)
+meshfwd_start() { # MODE (meshfwd | meshfwd-nooff | meshfwd-udp)
     local mode=$1 args=() vm
     [[ $MESHFWD_MODE == "$mode" ]] && mf_running $VM1 && mf_running $VM2 && return 0
     meshfwd_stop
     [[ $mode == meshfwd-nooff ]] && args=(--no-offload)
+    [[ $mode == meshfwd-udp ]] && args=(--encap udp)
     args+=("${MESHFWD_EXTRA[@]}")
     for vm in $VM1 $VM2; do
         mf_start "$vm" "${args[@]}" || return 1
@@ -400,7 +403,7 @@ for p in "${PATHS[@]}"; do
         vxlan | fastd | tinc)
             log "setting up $p"
             if "setup_$p"; then PATH_OK[$p]=1; else log "$p did not come up: it is left out (logs in $OUT/logs)"; fi ;;
-        meshfwd | meshfwd-nooff)
+        meshfwd | meshfwd-nooff | meshfwd-udp)
             log "checking $p"
             if meshfwd_start "$p"; then PATH_OK[$p]=1; else log "$p did not come up: it is left out"; fi ;;
     esac
@@ -556,7 +559,7 @@ ensure_path() { # PATH — up and answering, else 1
     local p=$1 pid
     [[ -n ${PATH_OK[$p]:-} ]] || return 1
     case $p in
-        meshfwd | meshfwd-nooff) meshfwd_start "$p" || { log "$p: could not start"; return 1; } ;;
+        meshfwd | meshfwd-nooff | meshfwd-udp) meshfwd_start "$p" || { log "$p: could not start"; return 1; } ;;
         fastd | tinc)
             for pid in ${PIDS[$p]}; do
                 _mf_alive "$pid" || { log "$p: daemon $pid has exited; path dropped"; PATH_OK[$p]=""; return 1; }

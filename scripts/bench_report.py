@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 
-PATH_ORDER = ["raw", "vxlan", "fastd", "tinc", "meshfwd", "meshfwd-nooff"]
+PATH_ORDER = ["raw", "vxlan", "fastd", "tinc", "meshfwd", "meshfwd-nooff", "meshfwd-udp"]
 LABEL = {
     "raw": "raw veth",
     "vxlan": "kernel VXLAN",
@@ -25,9 +25,10 @@ LABEL = {
     "tinc": "tinc 1.0 none",
     "meshfwd": "meshfwd",
     "meshfwd-nooff": "meshfwd --no-offload",
+    "meshfwd-udp": "meshfwd --encap udp",
 }
-DAEMON_PATHS = {"fastd", "tinc", "meshfwd", "meshfwd-nooff"}
-MESHFWD_PATHS = {"meshfwd", "meshfwd-nooff"}
+DAEMON_PATHS = {"fastd", "tinc", "meshfwd", "meshfwd-nooff", "meshfwd-udp"}
+MESHFWD_PATHS = {"meshfwd", "meshfwd-nooff", "meshfwd-udp"}
 
 # metrics summarised per path: key -> (label, unit, digits)
 METRICS = {
@@ -60,6 +61,12 @@ TARGETS = [
     ("ratio:fastd:tcp1_gbps_per_core", "Gb/s per meshfwd core / fastd's (TCP 1-stream)", ">=", 10.0, None),
     ("path:meshfwd:added_p50_us", "meshfwd ping RTT p50 added over raw (µs)", "<=", 50.0, None),
     ("path:meshfwd:rss_max_mib", "meshfwd RSS under load, max of any sample (MiB)", "<=", 32.0, None),
+    # the same targets for GRE-in-UDP (issue #7 adds >= 0.8x VXLAN for it)
+    ("ratio-udp:fastd:tcp1_gbps", "meshfwd-udp TCP 1-stream / fastd-null", ">=", 8.0, None),
+    ("ratio-udp:vxlan:tcp1_gbps", "meshfwd-udp TCP 1-stream / kernel VXLAN", ">=", 0.8, None),
+    ("ratio-udp:fastd:tcp1_gbps_per_core", "Gb/s per meshfwd-udp core / fastd's (TCP 1-stream)", ">=", 10.0, None),
+    ("path:meshfwd-udp:added_p50_us", "meshfwd-udp ping RTT p50 added over raw (µs)", "<=", 50.0, None),
+    ("path:meshfwd-udp:rss_max_mib", "meshfwd-udp RSS under load, max of any sample (MiB)", "<=", 32.0, None),
 ]
 
 
@@ -262,7 +269,7 @@ def summarise(per_rep, paths, reps):
         if "rss_max_mib" in summary[p]:  # the worst sample is what the target is about
             summary[p]["rss_max_mib"]["worst"] = summary[p]["rss_max_mib"]["max"]
     ratios = {}
-    for num in [p for p in ("meshfwd", "meshfwd-nooff") if p in paths]:
+    for num in [p for p in ("meshfwd", "meshfwd-nooff", "meshfwd-udp") if p in paths]:
         for den in paths:
             if den == num:
                 continue
@@ -284,8 +291,9 @@ def evaluate_targets(summary, ratios):
     for key, desc, kind, thr, stretch in TARGETS:
         parts = key.split(":")
         s = None
-        if parts[0] == "ratio":
-            s = ratios.get("meshfwd", {}).get(parts[1], {}).get(parts[2])
+        if parts[0] in ("ratio", "ratio-udp"):
+            num = "meshfwd-udp" if parts[0] == "ratio-udp" else "meshfwd"
+            s = ratios.get(num, {}).get(parts[1], {}).get(parts[2])
         else:
             s = summary.get(parts[1], {}).get(parts[2])
         if s is None:
@@ -398,7 +406,7 @@ def render_tables(res):
                      cell(s.get("tcp1_daemon_cores"), 2), cell(s.get("tcp1_gbps_per_core"), 2),
                      fmt(rss["max"], 1) if rss else "–"])
     out.append(md_table(hdr, rows))
-    for num in ("meshfwd", "meshfwd-nooff"):
+    for num in ("meshfwd", "meshfwd-nooff", "meshfwd-udp"):
         if num not in ratios:
             continue
         out.append(f"\n**Ratios {LABEL[num]} / X** (computed per repetition, then medianed)\n")
@@ -438,7 +446,8 @@ def charts(res, out_dir):
     summary = res["summary"]
     paths = [p for p in PATH_ORDER if p in summary]
     short = {"raw": "raw veth", "vxlan": "kernel\nVXLAN", "fastd": "fastd\nnull", "tinc": "tinc 1.0\nnone",
-             "meshfwd": "meshfwd", "meshfwd-nooff": "meshfwd\nno offload"}
+             "meshfwd": "meshfwd", "meshfwd-nooff": "meshfwd\nno offload",
+             "meshfwd-udp": "meshfwd\nGRE-in-UDP"}
     labels = [short[p] for p in paths]
     meta = res["meta"]
     sub = f"{meta['reps']} rep(s), median with min–max; 2 namespaces, veth MTU 1500; {meta.get('timestamp', '')}"
