@@ -571,6 +571,31 @@ impl Datapath {
     }
 }
 
+/// A hash of the inner flow of IPv4 packet `inner` (addresses, protocol and,
+/// for unfragmented TCP/UDP/SCTP, the ports), for choosing the GRE-in-UDP source
+/// port (RFC 8086 entropy): every packet of a flow hashes alike. Fragments
+/// hash on addresses and protocol only. Never panics; garbage hashes to 0.
+#[inline]
+pub fn flow_hash(inner: &[u8]) -> u32 {
+    let Ok(ip) = Ipv4Packet::new_checked(inner) else {
+        return 0;
+    };
+    let proto = ip.protocol();
+    let mut h = ip.src_raw() ^ ip.dst_raw().rotate_left(16) ^ u32::from(proto) << 8;
+    let fragment = ip.more_frags() || ip.frag_offset() != 0;
+    if !fragment && matches!(proto, 6 | 17 | 132) {
+        if let Some(p) = ip.payload().get(..4) {
+            h ^= u32::from_be_bytes([p[0], p[1], p[2], p[3]]).rotate_left(7);
+        }
+    }
+    // MurmurHash3's finaliser: every input bit affects every output bit.
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
 /// What to do with an encapsulated packet the underlay refused as too big.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TooBigAction {

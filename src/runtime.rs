@@ -28,6 +28,8 @@ const EXIT_CONFIG: u8 = 2;
 /// Socket buffers sized for bursts of a full batch on every worker.
 const SOCK_RCVBUF: usize = 8 << 20;
 const SOCK_SNDBUF: usize = 4 << 20;
+/// GRE-in-UDP source ports per worker (flows are spread over them by hash).
+const UDP_SENDERS: usize = 8;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -288,6 +290,21 @@ fn run(
         .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
         socks.push(s);
     }
+    // UDP mode: per worker, sender sockets on kernel-chosen source ports; the
+    // inner flow's hash picks one (RFC 8086 entropy).
+    let mut senders = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut set = Vec::new();
+        if cfg.encap == Encap::Udp {
+            for _ in 0..UDP_SENDERS {
+                set.push(
+                    sys::udp::UdpGreSocket::open(cfg.local, 0, 0, SOCK_SNDBUF)
+                        .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?,
+                );
+            }
+        }
+        senders.push(set);
+    }
     if let Some((Underlay::Udp(s, _), _)) = socks.first() {
         log::info!(
             "GRE-in-UDP on {}:{}: UDP GSO {}, UDP GRO {}",
@@ -361,6 +378,7 @@ fn run(
             offload,
             sock,
             other: if i == 0 { other.take() } else { None },
+            senders: std::mem::take(&mut senders[i]),
             dp: dp.clone(),
             poll,
             shared: shared.clone(),

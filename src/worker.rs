@@ -57,6 +57,8 @@ const TUN: Token = Token(0);
 const SOCK: Token = Token(1);
 pub const WAKE: Token = Token(2);
 const OTHER: Token = Token(3);
+/// Tokens `SENDER + i` are the UDP sender sockets (their error queues).
+const SENDER: usize = 16;
 
 mod udp;
 
@@ -103,6 +105,9 @@ pub struct Worker {
     pub sock: Underlay,
     /// Worker 0: the other encapsulation's socket, for the wrong_encap counter.
     pub other: Option<OtherEncap>,
+    /// UDP mode: sockets on distinct ephemeral source ports; a flow's hash
+    /// picks one (RFC 8086 entropy for ECMP/RSS and the peer's SO_REUSEPORT).
+    pub senders: Vec<UdpGreSocket>,
     pub dp: Datapath,
     pub poll: Poll,
     pub shared: Arc<Vec<SharedCounters>>,
@@ -138,6 +143,8 @@ struct Buffers {
     /// UDP mode: egress arena of contiguous GRE-framed segments and its messages.
     udp_arena: Vec<u8>,
     udp_items: Vec<UdpItem>,
+    /// Index into `Worker::senders` of each of `udp_items`.
+    udp_socks: Vec<u8>,
     udp_tx: UdpMmsg,
     /// UDP mode: receive buffers (one GRO message each) and what arrived.
     udp_rx_bufs: Vec<Vec<u8>>,
@@ -198,6 +205,7 @@ impl Buffers {
             spill: vec![0; TX_SLOT],
             udp_arena: vec![0; udp::ARENA],
             udp_items: Vec::with_capacity(udp::MAX_MESSAGES),
+            udp_socks: Vec::with_capacity(udp::MAX_MESSAGES),
             udp_tx: UdpMmsg::new(udp::MAX_MESSAGES),
             udp_rx_bufs: (0..udp::RX_MESSAGES)
                 .map(|_| vec![0u8; udp::RX_BUF])
@@ -245,6 +253,17 @@ impl Worker {
         if let Some(o) = &self.other {
             reg.register(&mut SourceFd(&o.fd()), OTHER, Interest::READABLE)
                 .map_err(|e| format!("worker {}: register socket: {e}", self.id))?;
+        }
+        for (i, s) in self.senders.iter().enumerate() {
+            reg.register(
+                &mut SourceFd(&s.fd()),
+                Token(SENDER + i),
+                Interest::READABLE,
+            )
+            .map_err(|e| format!("worker {}: register sender socket: {e}", self.id))?;
+            if let Err(e) = crate::sys::errqueue::enable(s.fd()) {
+                log::warn!("worker {}: IP_RECVERR on a sender socket: {e}", self.id);
+            }
         }
         // ICMP errors about our packets go to the error queue (never to a later
         // send, which would cost a good packet) and are counted by kind.
@@ -295,10 +314,15 @@ impl Worker {
                     SOCK => {
                         sock_pending = true;
                         if ev.is_error() {
-                            self.drain_errors(&mut c);
+                            self.drain_errors(self.sock.fd(), &mut c);
                         }
                     }
                     OTHER => self.count_other_encap(&mut b, &mut c),
+                    Token(t) if t >= SENDER => {
+                        if let Some(s) = self.senders.get(t - SENDER) {
+                            self.drain_errors(s.fd(), &mut c);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -328,9 +352,9 @@ impl Worker {
         }
     }
 
-    fn drain_errors(&self, c: &mut Counters) {
+    fn drain_errors(&self, fd: RawFd, c: &mut Counters) {
         use crate::sys::errqueue::{drain, PeerError};
-        drain(self.sock.fd(), 1024, |k| {
+        drain(fd, 1024, |k| {
             c.error(match k {
                 PeerError::Unreachable => IoError::IcmpUnreachable,
                 PeerError::PortUnreachable => IoError::IcmpPortUnreachable,
@@ -533,11 +557,14 @@ impl Worker {
                 b.tx_mmsg.send(s.fd(), &b.frag, size, &one)?
             }
             Underlay::Udp(s, port) => {
-                let tos = b
+                let inner = b
                     .frag
-                    .get(start + self.dp.header_len() + 1)
-                    .copied()
-                    .unwrap_or(0);
+                    .get(start + self.dp.header_len()..start + len)
+                    .unwrap_or_default();
+                let tos = inner.get(1).copied().unwrap_or(0);
+                let fd = self
+                    .sender_fd(crate::datapath::flow_hash(inner))
+                    .unwrap_or(s.fd());
                 let one = [UdpItem {
                     start: start as u32,
                     len: len as u32,
@@ -545,7 +572,7 @@ impl Worker {
                     tos,
                     dst,
                 }];
-                b.udp_tx.send(s.fd(), &b.frag, *port, &one)?
+                b.udp_tx.send(fd, &b.frag, *port, &one)?
             }
         };
         if sent == 1 {

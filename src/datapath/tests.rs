@@ -629,3 +629,40 @@ fn udp_mode_frag_needed_uses_the_udp_overhead() {
     let icmp = p.payload();
     assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1400 - 32);
 }
+
+#[test]
+fn flow_hash_is_per_flow() {
+    fn tcp(src: &str, dst: &str, sport: u16, dport: u16, frag: bool) -> Vec<u8> {
+        let mut p = inner(ip(src), ip(dst), 0, 60);
+        p[9] = 6;
+        if frag {
+            p[6] = 0x20; // MF
+        }
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
+        p[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+    let a = tcp("10.16.32.2", "10.16.33.2", 40000, 5201, false);
+    let mut a2 = a.clone();
+    a2.extend_from_slice(&[0; 100]); // payload does not matter
+    a2[2..4].copy_from_slice(&160u16.to_be_bytes());
+    assert_eq!(flow_hash(&a), flow_hash(&a[..60]));
+    // Different source ports of the same address pair spread out.
+    let ports: std::collections::HashSet<u32> = (0..64)
+        .map(|i| flow_hash(&tcp("10.16.32.2", "10.16.33.2", 40000 + i, 5201, false)) % 8)
+        .collect();
+    assert!(
+        ports.len() >= 6,
+        "64 flows hit only {} of 8 buckets",
+        ports.len()
+    );
+    // A fragment hashes on addresses only (the ports are not in every fragment).
+    assert_eq!(
+        flow_hash(&tcp("10.16.32.2", "10.16.33.2", 1, 2, true)),
+        flow_hash(&tcp("10.16.32.2", "10.16.33.2", 3, 4, true))
+    );
+    assert_eq!(flow_hash(&[0x45, 0, 0]), 0);
+}

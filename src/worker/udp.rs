@@ -17,7 +17,7 @@
 
 use super::{Buffers, Underlay, Worker, HEADROOM, RX_BATCH, RX_OFF, TX_READ_ROOM};
 use crate::counters::{Counters, IoError};
-use crate::datapath::{DropReason, MAX_UDP_PAYLOAD, UDP_OUTER_LEN};
+use crate::datapath::{flow_hash, DropReason, MAX_UDP_PAYLOAD, UDP_OUTER_LEN};
 use crate::sys::udp::{UdpItem, MAX_GSO_SEGMENTS};
 use std::io;
 use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
@@ -38,6 +38,28 @@ const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 
 impl Worker {
+    /// The sender socket for a flow hash, if there are any.
+    pub(super) fn sender_fd(&self, hash: u32) -> Option<i32> {
+        let n = self.senders.len();
+        (n > 0).then(|| self.senders[hash as usize % n].fd())
+    }
+
+    /// The fd of sender socket `i` (the listening socket when there are none).
+    fn sock_fd(&self, i: u8) -> i32 {
+        match self.senders.get(usize::from(i)) {
+            Some(s) => s.fd(),
+            None => self.sock.fd(),
+        }
+    }
+
+    /// Index of the sender socket for the inner packet `inner`.
+    fn sender_of(&self, inner: &[u8]) -> u8 {
+        match self.senders.len() {
+            0 => 0,
+            n => (flow_hash(inner) as usize % n) as u8,
+        }
+    }
+
     fn udp_port(&self) -> (i32, u16, bool) {
         match &self.sock {
             Underlay::Udp(s, p) => (s.fd(), *p, s.gso()),
@@ -53,6 +75,7 @@ impl Worker {
         c: &mut Counters,
     ) -> Result<bool, String> {
         b.udp_items.clear();
+        b.udp_socks.clear();
         let (_, _, gso) = self.udp_port();
         let gl = self.dp.header_len();
         let mut pos = 0usize;
@@ -106,6 +129,8 @@ impl Worker {
                     {
                         Ok(e) => {
                             let tos = b.udp_arena[pos + gl + 1];
+                            let sock = self.sender_of(&b.udp_arena[pos + gl..pos + e.len]);
+                            b.udp_socks.push(sock);
                             b.udp_items.push(UdpItem {
                                 start: pos as u32,
                                 len: e.len as u32,
@@ -163,6 +188,17 @@ impl Worker {
                 return pos;
             }
         };
+        // Every segment carries the flow's addresses and ports: one socket.
+        let sock = match k {
+            0 => 0,
+            _ => self.sender_of(&b.udp_arena[pos + gl..pos + gl + b.tx_sizes[0]]),
+        };
+        let items = &mut b.udp_items;
+        let socks = &mut b.udp_socks;
+        let mut push_run = |r: (usize, usize, std::net::Ipv4Addr, u8), bytes: usize| {
+            push_run(items, pos, stride, r, bytes);
+            socks.push(sock);
+        };
         // Encapsulate each segment in place; consecutive good segments of
         // full size form runs that go out as GSO messages.
         let max_run = MAX_GSO_SEGMENTS.min(MAX_UDP_PAYLOAD / stride).max(1);
@@ -187,7 +223,7 @@ impl Worker {
                         }
                         _ => {
                             if let Some(r) = run.take() {
-                                push_run(&mut b.udp_items, pos, stride, r, stride * r.1);
+                                push_run(r, stride * r.1);
                             }
                             run = Some((i, 1, e.peer, tos));
                         }
@@ -196,20 +232,20 @@ impl Worker {
                         // A short segment ends its run (it must be the last one).
                         if let Some(r) = run.take() {
                             let bytes = stride * (r.1 - 1) + e.len;
-                            push_run(&mut b.udp_items, pos, stride, r, bytes);
+                            push_run(r, bytes);
                         }
                     }
                 }
                 Err(r) => {
                     c.drop(r);
                     if let Some(r) = run.take() {
-                        push_run(&mut b.udp_items, pos, stride, r, stride * r.1);
+                        push_run(r, stride * r.1);
                     }
                 }
             }
         }
         if let Some(r) = run.take() {
-            push_run(&mut b.udp_items, pos, stride, r, stride * r.1);
+            push_run(r, stride * r.1);
         }
         pos + k * stride
     }
@@ -217,10 +253,20 @@ impl Worker {
     /// Sends the queued messages; refused GSO messages are retried datagram by
     /// datagram, datagrams refused as too big take the ICMP/fragment path.
     fn flush_udp(&mut self, b: &mut Buffers, c: &mut Counters) {
-        let (fd, port, _) = self.udp_port();
+        let (_, port, _) = self.udp_port();
         let mut off = 0;
         while off < b.udp_items.len() {
-            match b.udp_tx.send(fd, &b.udp_arena, port, &b.udp_items[off..]) {
+            // One sendmmsg per run of messages leaving through the same socket.
+            let sock = b.udp_socks[off];
+            let run_end = b.udp_socks[off..]
+                .iter()
+                .position(|&s| s != sock)
+                .map_or(b.udp_items.len(), |p| off + p);
+            let fd = self.sock_fd(sock);
+            match b
+                .udp_tx
+                .send(fd, &b.udp_arena, port, &b.udp_items[off..run_end])
+            {
                 Ok(n) if n > 0 => {
                     for it in &b.udp_items[off..off + n] {
                         let (pkts, bytes) = wire_counts(it);
@@ -237,7 +283,7 @@ impl Worker {
                     let it = b.udp_items[off];
                     let errno = e.raw_os_error().unwrap_or(0);
                     if it.segment > 0 && it.len > u32::from(it.segment) {
-                        self.send_segments(b, c, it);
+                        self.send_segments(b, c, it, fd);
                     } else if errno == libc::EMSGSIZE {
                         let (s, l) = (it.start as usize, it.len as usize);
                         b.spill[..l].copy_from_slice(&b.udp_arena[s..s + l]);
@@ -252,8 +298,8 @@ impl Worker {
     }
 
     /// Sends the datagrams of a GSO message one by one.
-    fn send_segments(&mut self, b: &mut Buffers, c: &mut Counters, it: UdpItem) {
-        let (fd, port, _) = self.udp_port();
+    fn send_segments(&mut self, b: &mut Buffers, c: &mut Counters, it: UdpItem, fd: i32) {
+        let (_, port, _) = self.udp_port();
         let seg = usize::from(it.segment);
         let end = (it.start + it.len) as usize;
         let mut at = it.start as usize;

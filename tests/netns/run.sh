@@ -363,6 +363,44 @@ if bad:
 EOF
 }
 
+# GRE-in-UDP only: the UDP source port comes from the inner flow's hash (RFC
+# 8086 entropy): every inner flow keeps one outer port, different flows spread.
+t_udp_source_ports() {
+    local pcap="$MF_RUN_DIR/sport.pcap" tpid
+    mf_tcpdump sport vm1 eth0 "udp dst port 4754 and src ${MF_UL[vm1]}" || fail "tcpdump"
+    tpid=$MF_LAST_PID
+    mf_exec vm1c1 "$MF_PY" - "${MF_OVL[vm2c1]}" <<'EOF' || fail "sending UDP flows failed"
+import socket, sys
+for sport in range(40000, 40016):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("", sport))
+    for _ in range(3):
+        s.sendto(b"x" * 32, (sys.argv[1], 9))
+    s.close()
+EOF
+    mf_tcpdump_stop "$tpid"
+    "$MF_PY" - "$pcap" "${GRE_DECODE[@]}" <<'EOF' >&2 || fail "$(tail -n 1 "$MF_RUN_DIR/sport.verdict")"
+import collections, subprocess, sys
+out = subprocess.run(["tshark", "-r", sys.argv[1], *sys.argv[2:], "-T", "fields", "-E", "occurrence=a",
+                      "-E", "aggregator=,", "-e", "udp.srcport", "-e", "ip.proto"],
+                     capture_output=True, text=True).stdout
+ports = collections.defaultdict(set)
+for line in out.splitlines():
+    sp, proto = line.split("\t")
+    sp = sp.split(",")
+    if len(sp) >= 2 and proto.split(",")[-1] == "17":   # outer UDP carrying inner UDP
+        ports[sp[1]].add(sp[0])
+bad = {k: v for k, v in ports.items() if len(v) != 1}
+outer = set().union(*ports.values()) if ports else set()
+msg = f"{len(ports)} inner flows over {len(outer)} outer source ports"
+print(msg)
+verdict = open(sys.argv[1].replace("sport.pcap", "sport.verdict"), "w")
+if len(ports) != 16 or bad or len(outer) < 4:
+    verdict.write(f"want 16 flows, each on one port, >= 4 ports: {msg}; split flows: {bad}\n"); sys.exit(1)
+verdict.write(msg + "\n")
+EOF
+}
+
 # ---------------------------------------------------------------- threads --
 
 setup_threads2() {
@@ -833,8 +871,10 @@ main() {
     trap 'echo "FAIL interrupted"; echo "FAIL interrupted" >>"$RES_DIR/results"; _finish 130' INT TERM
     echo "# meshfwd netns suite: $MESHFWD, logs in $RES_DIR"
 
+    local udp_only=()
+    [[ ${MF_ENCAP:-gre} == udp ]] && udp_only=(t_udp_source_ports)
     run_group wide setup_wide t_all_pairs_ping t_vm_host_to_remote_container t_bulk_tcp_sha256 \
-        t_underlay_capture_tshark t_no_drops_or_errors
+        t_underlay_capture_tshark "${udp_only[@]}" t_no_drops_or_errors
     run_group classic setup_classic t_all_pairs_ping t_vm_host_to_remote_container t_no_drops_or_errors
     run_group nooffload setup_nooffload t_all_pairs_ping t_offload_reported t_bulk_tcp_nooffload \
         t_bulk_tcp_mixed_offload t_no_drops_or_errors
