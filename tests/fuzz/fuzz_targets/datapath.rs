@@ -1,23 +1,34 @@
-//! Fuzzes the ingress and egress decisions with arbitrary packets: no panic, and
-//! an accepted packet's range lies inside the buffer and passes the checks again.
+//! Fuzzes the ingress and egress decisions with arbitrary packets, in both
+//! encapsulations and with every GRE option: no panic, and an accepted packet's
+//! range lies inside the buffer and passes the checks again.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use meshfwd::datapath::{Datapath, HEADROOM};
+use meshfwd::datapath::{flow_hash, Datapath, Encap, HEADROOM};
 use meshfwd::layout::Layout;
 use std::net::Ipv4Addr;
 
 fuzz_target!(|data: &[u8]| {
-    let layout = if data.first().is_some_and(|b| b & 1 == 1) {
+    let opts = data.first().copied().unwrap_or(0);
+    let layout = if opts & 1 == 1 {
         Layout::classic()
     } else {
         Layout::wide()
     };
-    let key = data.get(1).and_then(|b| (b & 1 == 1).then_some(42));
-    let dp = Datapath::new(layout, Ipv4Addr::new(192, 168, 16, 33), key);
+    let key = (opts & 2 != 0).then_some(42);
+    let encap = if opts & 4 != 0 { Encap::Udp } else { Encap::Gre };
+    let (csum, seq) = (opts & 8 != 0, opts & 16 != 0);
+    let dp = Datapath::new(layout, Ipv4Addr::new(192, 168, 16, 33), key)
+        .with_options(encap, csum, seq);
+    let sender = Ipv4Addr::new(192, 168, data.get(1).copied().unwrap_or(16), 32);
     let body = data.get(2..).unwrap_or(&[]);
+    let _ = flow_hash(body);
 
     let mut rx = body.to_vec();
-    if let Ok(d) = dp.decapsulate(&mut rx, body.len()) {
+    let got = match encap {
+        Encap::Gre => dp.decapsulate(&mut rx, body.len()),
+        Encap::Udp => dp.decapsulate_udp(&mut rx, body.len(), sender, opts),
+    };
+    if let Ok(d) = got {
         assert!(d.start + d.len <= body.len());
         let inner = meshfwd::wire::Ipv4Packet::new_checked(&rx[d.start..d.start + d.len])
             .expect("delivered packet is valid IPv4");
@@ -28,9 +39,20 @@ fuzz_target!(|data: &[u8]| {
     tx[HEADROOM..].copy_from_slice(body);
     if let Ok(e) = dp.encapsulate(&mut tx, HEADROOM, body.len()) {
         assert!(e.start + e.len <= tx.len());
-        let outer = meshfwd::wire::Ipv4Packet::new_checked(&tx[e.start..e.start + e.len])
-            .expect("outer header is valid");
-        assert!(outer.verify_checksum());
-        assert_eq!(outer.dst_addr(), e.peer);
+        let gre_at = match encap {
+            Encap::Gre => {
+                let outer = meshfwd::wire::Ipv4Packet::new_checked(&tx[e.start..e.start + e.len])
+                    .expect("outer header is valid");
+                assert!(outer.verify_checksum());
+                assert_eq!(outer.dst_addr(), e.peer);
+                e.start + 20
+            }
+            Encap::Udp => e.start,
+        };
+        let g = meshfwd::wire::gre::GrePacket::new_checked(&tx[gre_at..e.start + e.len])
+            .expect("GRE header is valid");
+        assert!(g.verify_checksum());
+        assert_eq!(g.has_checksum(), csum);
+        assert_eq!(g.has_seq(), seq);
     }
 });
