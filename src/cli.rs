@@ -255,9 +255,13 @@ pub struct RunArgs {
     /// Leave address, MTU and link state of the TUN to the operator.
     #[arg(long)]
     pub no_configure: bool,
-    /// Disable TUN segmentation offload (TSO/USO on egress, GRO on ingress).
+    /// Disable segmentation offload: TUN TSO/USO on egress and GRO on ingress,
+    /// and with --encap udp also UDP GSO/GRO (one datagram per packet).
     #[arg(long)]
     pub no_offload: bool,
+    /// Testing: UDP GSO/GRO off, TUN offload on (the path of kernels without them).
+    #[arg(long, hide = true)]
+    pub no_udp_offload: bool,
     /// After start-up, switch to this user (name or uid). All capabilities are
     /// dropped after start-up in any case; the stats file must be writable by it.
     #[arg(long, value_name = "NAME")]

@@ -49,6 +49,8 @@ pub struct Config {
     pub cpus: Vec<Option<core_affinity::CoreId>>,
     pub configure: bool,
     pub offload: bool,
+    /// UDP GSO/GRO (with --encap udp).
+    pub udp_offload: bool,
 }
 
 /// Turns arguments into a configuration, reading (not changing) the system.
@@ -146,6 +148,7 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
         cpus,
         configure: !args.no_configure,
         offload: !args.no_offload,
+        udp_offload: !args.no_offload && !args.no_udp_offload,
     })
 }
 
@@ -282,10 +285,14 @@ fn run(
                 SOCK_SNDBUF,
             )
             .map(|(s, flushed)| (Underlay::Raw(s), flushed)),
-            Encap::Udp => {
-                sys::udp::UdpGreSocket::open(cfg.local, cfg.udp_port, SOCK_RCVBUF, SOCK_SNDBUF)
-                    .map(|s| (Underlay::Udp(s, cfg.udp_port), 0))
-            }
+            Encap::Udp => sys::udp::UdpGreSocket::open_with(
+                cfg.local,
+                cfg.udp_port,
+                SOCK_RCVBUF,
+                SOCK_SNDBUF,
+                cfg.udp_offload,
+            )
+            .map(|s| (Underlay::Udp(s, cfg.udp_port), 0)),
         }
         .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
         socks.push(s);
@@ -298,8 +305,14 @@ fn run(
         if cfg.encap == Encap::Udp {
             for _ in 0..UDP_SENDERS {
                 set.push(
-                    sys::udp::UdpGreSocket::open(cfg.local, 0, 0, SOCK_SNDBUF)
-                        .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?,
+                    sys::udp::UdpGreSocket::open_with(
+                        cfg.local,
+                        0,
+                        0,
+                        SOCK_SNDBUF,
+                        cfg.udp_offload,
+                    )
+                    .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?,
                 );
             }
         }
@@ -310,12 +323,16 @@ fn run(
             "GRE-in-UDP on {}:{}: UDP GSO {}, UDP GRO {}",
             cfg.local,
             cfg.udp_port,
-            if s.gso() {
-                "on"
-            } else {
-                "unavailable (one datagram per packet)"
+            match (s.gso(), cfg.udp_offload) {
+                (true, _) => "on",
+                (false, false) => "off (by option)",
+                (false, true) => "unavailable (one datagram per packet)",
             },
-            if s.gro() { "on" } else { "unavailable" },
+            match (s.gro(), cfg.udp_offload) {
+                (true, _) => "on",
+                (false, false) => "off (by option)",
+                (false, true) => "unavailable",
+            },
         );
     }
     // A socket of the other encapsulation, so that a peer configured

@@ -44,9 +44,22 @@ pub struct UdpGreSocket {
 }
 
 impl UdpGreSocket {
-    /// Opens, configures and binds one member of the reuse-port group.
+    /// Opens, configures and binds one member of the reuse-port group, with
+    /// UDP GSO/GRO where the kernel has them.
     /// `rcvbuf`/`sndbuf` as for the raw socket (0 = kernel default).
     pub fn open(local: Ipv4Addr, port: u16, rcvbuf: usize, sndbuf: usize) -> io::Result<Self> {
+        Self::open_with(local, port, rcvbuf, sndbuf, true)
+    }
+
+    /// As [`UdpGreSocket::open`]; `offload = false` leaves GSO/GRO off (the
+    /// datagram-per-packet path that kernels without them take).
+    pub fn open_with(
+        local: Ipv4Addr,
+        port: u16,
+        rcvbuf: usize,
+        sndbuf: usize,
+        offload: bool,
+    ) -> io::Result<Self> {
         let ctx =
             |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
         let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
@@ -77,8 +90,8 @@ impl UdpGreSocket {
         }
         // Probing: setting the socket-wide default segment size to 0 (= off)
         // succeeds exactly where per-message UDP_SEGMENT is supported.
-        let gso = set_int(&sock, libc::SOL_UDP, libc::UDP_SEGMENT, 0).is_ok();
-        let gro = set_int(&sock, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+        let gso = offload && set_int(&sock, libc::SOL_UDP, libc::UDP_SEGMENT, 0).is_ok();
+        let gro = offload && set_int(&sock, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         sock.bind(&SocketAddrV4::new(local, port).into())
             .map_err(ctx(format!("bind GRE-in-UDP socket to {local}:{port}")))?;
         sock.set_nonblocking(true)

@@ -585,6 +585,28 @@ t_seq_numbers() {
     [[ $rc == 2 && $out == *"--seq needs a single worker"* ]] || fail "--seq --threads 2 should exit 2 with a reason (rc $rc)"
 }
 
+# GRE-in-UDP only: a VM whose kernel refuses UDP GSO/GRO (forced here with the
+# hidden --no-udp-offload) sends TUN super-packets one datagram per segment and
+# still interoperates with a GSO/GRO peer, both ways.
+t_udp_gso_fallback() {
+    mf_start vm1 --no-udp-offload || fail "start vm1 --no-udp-offload"
+    mf_start vm2 || fail "start vm2"
+    grep -q "UDP GSO off (by option), UDP GRO off (by option)" "$(mf_meshfwd_log vm1)" ||
+        fail "vm1 did not log GSO/GRO off: $(grep -m1 GRE-in-UDP "$(mf_meshfwd_log vm1)")"
+    grep -q "UDP GSO on, UDP GRO on" "$(mf_meshfwd_log vm2)" || fail "vm2 has no UDP GSO/GRO here"
+    bulk_tcp vm1c1 vm2c1 16
+    bulk_tcp vm2c1 vm1c1 16
+    sleep 1.2
+    local vm
+    for vm in vm1 vm2; do
+        [[ -z $(nonzero "$vm") ]] || fail "$vm counted drops/errors: $(nonzero "$vm")"
+    done
+    # Without GSO every datagram is its own send: vm1 sent at least one per MSS.
+    local tx; tx=$(mf_stat vm1 tx_packets)
+    note "vm1 tx_packets $tx"
+    ((tx > 11000)) || fail "vm1 sent only $tx datagrams for 16 MiB"
+}
+
 # ----------------------------------------------------------------- crafted --
 # gre_craft.py runs in vm2's namespace (outer source = vm2's underlay address
 # unless the case says otherwise) and targets vm1c1 through vm1's meshfwd.
@@ -881,8 +903,10 @@ main() {
     run_group metrics setup_metrics t_metrics_counters_move t_metrics_drop_label_moves t_metrics_404
     run_group pmtu setup_pmtu t_pmtu_fragment_non_df t_pmtu_icmp_frag_needed t_pmtu_default_tun_mtu
     run_group threads2 setup_threads2 t_thread_count t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads
+    local udp_key=()
+    [[ ${MF_ENCAP:-gre} == udp ]] && udp_key=(t_udp_gso_fallback)
     run_group key setup_key t_key42_both_sides t_key_mismatch_42_43 t_keyless_to_keyed \
-        t_csum_both_sides t_csum_required t_seq_numbers
+        t_csum_both_sides t_csum_required t_seq_numbers "${udp_key[@]}"
     run_group crafted setup_crafted t_control_valid t_control_gre_checksum t_control_gre_sequence \
         t_control_ce_over_ect0 t_spoofed_source t_inner_dst_other_vm t_inner_src_not_overlay \
         t_gre_version_1 t_gre_routing_bit t_gre_reserved_bits t_gre_bad_checksum t_gre_not_ipv4 \
