@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cni;
 pub mod counters;
 pub mod datapath;
+pub mod gro;
 pub mod layout;
 pub mod metrics;
 pub mod runtime;

@@ -133,6 +133,8 @@ struct Buffers {
     rx_lens: Vec<usize>,
     rx_mmsg: Mmsg,
     gro: tun_rs::GROTable,
+    /// UDP mode: zero-copy coalescing of what one `recvmmsg` brought.
+    coalescer: crate::gro::Coalescer,
     /// Scratch for ICMP replies (virtio-net header room + IPv4 + ICMP + quote).
     icmp: [u8; 128],
     icmp_limit: RateLimit,
@@ -185,7 +187,7 @@ impl RateLimit {
 }
 
 impl Buffers {
-    fn new() -> Buffers {
+    fn new(vnet: bool, uso: bool) -> Buffers {
         let rx_bufs: Vec<Vec<u8>> = (0..RX_BATCH).map(|_| vec![0u8; RX_CAP]).collect();
         let rx_alloc = rx_bufs.iter().map(|b| b.as_ptr()).collect();
         Buffers {
@@ -199,6 +201,7 @@ impl Buffers {
             rx_lens: vec![0; RX_BATCH],
             rx_mmsg: Mmsg::new(RX_BATCH),
             gro: tun_rs::GROTable::default(),
+            coalescer: crate::gro::Coalescer::new(vnet, uso),
             icmp: [0; 128],
             icmp_limit: RateLimit::new(),
             frag: vec![0; TX_SLOT],
@@ -274,7 +277,7 @@ impl Worker {
             );
         }
 
-        let mut b = Buffers::new();
+        let mut b = Buffers::new(self.offload, self.tun.udp_gso());
         let mut c = Counters::default();
         c.errors[IoError::StartupFlush as usize] = self.flushed;
         let mut events = Events::with_capacity(16);

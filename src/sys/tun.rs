@@ -120,6 +120,29 @@ pub fn tun_mtu(dev: &SyncDevice) -> io::Result<u16> {
     })
 }
 
+/// Writes one packet gathered from `parts` to a TUN queue (`writev`; a TUN
+/// write is one packet, whatever the iovecs). EINTR is retried here.
+pub fn write_gathered(fd: std::os::fd::RawFd, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    loop {
+        // SAFETY: IoSlice is ABI-compatible with iovec on Unix; the slices
+        // outlive the call and the count is the slice's length.
+        let n = unsafe {
+            libc::writev(
+                fd,
+                parts.as_ptr().cast::<libc::iovec>(),
+                parts.len() as libc::c_int,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,14 +12,20 @@
 //! Ingress: `recvmmsg` of up to `RX_MESSAGES` messages; with UDP GRO one
 //! message holds many datagrams of one sender, `segment` bytes each → each
 //! datagram is checked by `decapsulate_udp` (sender and outer TOS from the
-//! message) → the inner packets are copied to the delivery buffers at `RX_OFF`
-//! → `deliver` (TUN GRO coalesces TCP segments again) in batches of `RX_BATCH`.
+//! message) → the inner packet, where it lies, goes to `gro::Coalescer`, which
+//! merges consecutive TCP segments (and UDP datagrams where the TUN takes USO)
+//! into super-packets described as a rewritten header + payload pieces → one
+//! `writev` per super-packet to the TUN. The payload is never copied in
+//! userspace on the way in.
 
-use super::{Buffers, Underlay, Worker, HEADROOM, RX_BATCH, RX_OFF, TX_READ_ROOM};
+use super::{Buffers, Underlay, Worker, HEADROOM, TX_READ_ROOM};
 use crate::counters::{Counters, IoError};
 use crate::datapath::{flow_hash, DropReason, MAX_UDP_PAYLOAD, UDP_OUTER_LEN};
+use crate::gro::{Piece, MAX_SEGMENTS};
+use crate::sys::tun::write_gathered;
 use crate::sys::udp::{UdpItem, MAX_GSO_SEGMENTS};
-use std::io;
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
 use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
 /// Egress arena: room for a batch of super-packets split into segments.
@@ -346,8 +352,8 @@ impl Worker {
                 return Ok(true);
             }
         };
-        let mut k = 0;
-        let mut bytes = 0u64;
+        let g = &mut b.coalescer;
+        g.clear();
         for i in 0..n {
             let o = b.udp_rx_out[i];
             if o.len == usize::MAX {
@@ -368,28 +374,53 @@ impl Worker {
                 c.rx_bytes += (len + UDP_OUTER_LEN) as u64;
                 let dgram = &mut b.udp_rx_bufs[i][at..at + len];
                 match self.dp.decapsulate_udp(dgram, len, src, o.tos) {
-                    Ok(d) => {
-                        let out = &mut b.rx_bufs[k];
-                        out.clear();
-                        out.resize(RX_OFF, 0);
-                        out.extend_from_slice(&dgram[d.start..d.start + d.len]);
-                        bytes += d.len as u64;
-                        k += 1;
-                    }
+                    Ok(d) => g.push(
+                        &dgram[d.start..d.start + d.len],
+                        Piece {
+                            buf: i as u32,
+                            start: (at + d.start) as u32,
+                            len: d.len as u32,
+                        },
+                    ),
                     Err(r) => c.drop(r),
                 }
                 at += len;
-                if k == RX_BATCH {
-                    self.deliver(b, c, k, bytes)?;
-                    k = 0;
-                    bytes = 0;
-                }
             }
         }
-        let r = self.deliver(b, c, k, bytes);
-        b.restore_rx();
-        r?;
+        g.finish();
+        self.write_coalesced(b, c)?;
         Ok(n < RX_MESSAGES)
+    }
+
+    /// Writes what the coalescer described: one `writev` per packet, the
+    /// payloads straight from the receive buffers.
+    fn write_coalesced(&mut self, b: &mut Buffers, c: &mut Counters) -> Result<(), String> {
+        let fd = self.tun.as_raw_fd();
+        let g = &b.coalescer;
+        for w in &g.writes {
+            let mut parts: [IoSlice<'_>; MAX_SEGMENTS + 1] = [IoSlice::new(&[]); MAX_SEGMENTS + 1];
+            let mut k = 0;
+            if w.prefix_len > 0 {
+                parts[0] = IoSlice::new(w.prefix());
+                k = 1;
+            }
+            for p in &g.pieces[w.first as usize..(w.first + w.count) as usize] {
+                let (s, l) = (p.start as usize, p.len as usize);
+                parts[k] = IoSlice::new(&b.udp_rx_bufs[p.buf as usize][s..s + l]);
+                k += 1;
+            }
+            match write_gathered(fd, &parts[..k]) {
+                Ok(_) => {
+                    c.tun_tx_packets += u64::from(w.packets);
+                    c.tun_tx_bytes += u64::from(w.bytes);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+                    return Err(self.tun_failed("write", &e))
+                }
+                Err(_) => c.error(IoError::TunWrite),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,731 @@
+//! Zero-copy receive coalescing (GRO) for the TUN.
+//!
+//! What flows through: decapsulated inner IPv4 packets, in arrival order, each
+//! still where the socket put it (`Piece`: buffer index, offset, length) →
+//! `push` either appends the packet to the open super-packet (same flow, next
+//! TCP sequence number, headers the kernel's GRO would also merge, segment no
+//! longer than the first) or closes that one and opens a new one → `finish`
+//! closes the last → the I/O shell writes every `Write` with one `writev`:
+//! `prefix` (virtio-net header, then for a merged packet its rewritten IPv4 +
+//! TCP/UDP headers) followed by the pieces, which are never copied.
+//!
+//! Why not tun-rs' `GROTable`: it wants every packet in its own contiguous
+//! buffer, copies each candidate once more into a fresh `Vec` (an allocation
+//! per packet) and again into the first buffer when merging. With GRE-in-UDP
+//! the segments of a flow already arrive back to back in one UDP GRO message,
+//! so describing them is enough.
+//!
+//! Semantics follow Linux `tcp_gro_receive`/`inet_gro_receive`: merge only
+//! ACK or ACK|PSH segments with payload, equal TOS/TTL/DF, addresses, ports,
+//! ACK number, window, header length and option bytes; PSH or a shorter
+//! segment ends a super-packet. Every merged segment's TCP (or UDP) checksum
+//! is verified first, because the merged packet is written as NEEDS_CSUM and
+//! the kernel will not look at the payload again; a segment that fails is
+//! written alone, unmarked, and the kernel drops and counts it as it would.
+//! IPv4 with options, fragments and everything else pass through alone.
+
+use crate::wire::checksum;
+use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+
+/// Longest prefix: virtio-net header + IPv4 (no options) + TCP with options.
+pub const PREFIX_MAX: usize = VIRTIO_NET_HDR_LEN + IP_LEN + 60;
+/// Segments per super-packet (one `writev` iovec each, plus the prefix).
+pub const MAX_SEGMENTS: usize = 64;
+/// A super-packet is still one IPv4 packet.
+const MAX_TOTAL: usize = 65535;
+
+const IP_LEN: usize = 20;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const TCP_ACK: u8 = 0x10;
+const TCP_PSH: u8 = 0x08;
+const F_NEEDS_CSUM: u8 = 1;
+const F_DATA_VALID: u8 = 2;
+const GSO_TCPV4: u8 = 1;
+const GSO_UDP_L4: u8 = 5;
+
+/// Where one packet (or one segment's payload) lies in the receive buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub buf: u32,
+    pub start: u32,
+    pub len: u32,
+}
+
+/// One TUN write: `prefix[..prefix_len]`, then `pieces[first..first + count]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Write {
+    pub prefix: [u8; PREFIX_MAX],
+    pub prefix_len: u8,
+    pub first: u32,
+    pub count: u32,
+    /// Inner packets and their bytes, for the TUN counters.
+    pub packets: u32,
+    pub bytes: u32,
+}
+
+impl Write {
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix[..usize::from(self.prefix_len)]
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tcp,
+    Udp,
+}
+
+/// The super-packet being built.
+struct Open {
+    kind: Kind,
+    /// The first packet's IPv4 + transport headers.
+    hdr: [u8; IP_LEN + 60],
+    hdr_len: usize,
+    /// The first packet, whole (used as is when nothing joins it).
+    whole: Piece,
+    /// Index in `pieces` of the first packet's entry.
+    first_piece: usize,
+    gso_size: usize,
+    payload: usize,
+    next_seq: u32,
+    count: u32,
+    psh: bool,
+    /// No more segments may join (PSH seen, or a segment shorter than the first).
+    closed: bool,
+}
+
+/// What `classify` found out about a packet.
+enum Candidate {
+    /// Written alone; `valid` = its transport checksum was verified good.
+    Alone {
+        valid: bool,
+    },
+    Tcp {
+        hdr_len: usize,
+        seq: u32,
+        psh: bool,
+    },
+    Udp,
+}
+
+/// Per-worker coalescer; `writes` and `pieces` keep their capacity across
+/// batches, so the steady state allocates nothing.
+pub struct Coalescer {
+    vnet: bool,
+    udp: bool,
+    open: Option<Open>,
+    pub writes: Vec<Write>,
+    pub pieces: Vec<Piece>,
+}
+
+impl Coalescer {
+    /// `vnet`: the TUN takes virtio-net headers (offload on); without them
+    /// every packet is written alone with no prefix. `udp`: the TUN accepts
+    /// UDP segmentation offload, so UDP datagrams may be merged too.
+    pub fn new(vnet: bool, udp: bool) -> Coalescer {
+        Coalescer {
+            vnet,
+            udp: udp && vnet,
+            open: None,
+            writes: Vec::with_capacity(1024),
+            pieces: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Forgets the previous batch.
+    pub fn clear(&mut self) {
+        self.open = None;
+        self.writes.clear();
+        self.pieces.clear();
+    }
+
+    /// Adds the inner packet `pkt`, which lies at `at` in the receive buffers.
+    pub fn push(&mut self, pkt: &[u8], at: Piece) {
+        debug_assert_eq!(pkt.len(), at.len as usize);
+        if !self.vnet {
+            self.alone(at, None);
+            return;
+        }
+        match classify(pkt, self.udp) {
+            Candidate::Alone { valid } => {
+                self.close();
+                self.alone(at, Some(valid));
+            }
+            Candidate::Tcp { hdr_len, seq, psh } => {
+                if !self.append_tcp(pkt, at, hdr_len, seq, psh) {
+                    self.close();
+                    self.open(Kind::Tcp, pkt, at, hdr_len, seq, psh);
+                }
+            }
+            Candidate::Udp => {
+                if !self.append_udp(pkt, at) {
+                    self.close();
+                    self.open(Kind::Udp, pkt, at, IP_LEN + 8, 0, false);
+                }
+            }
+        }
+    }
+
+    /// Closes the open super-packet; call once after the last `push`.
+    pub fn finish(&mut self) {
+        self.close();
+    }
+
+    /// A write of one unmodified packet; `valid` = Some(checksum verified).
+    fn alone(&mut self, at: Piece, valid: Option<bool>) {
+        let mut prefix = [0u8; PREFIX_MAX];
+        let prefix_len = match valid {
+            None => 0,
+            Some(v) => {
+                let h = VirtioNetHdr {
+                    flags: if v { F_DATA_VALID } else { 0 },
+                    ..VirtioNetHdr::default()
+                };
+                // Cannot fail: the prefix is longer than the header.
+                let _ = h.encode(&mut prefix);
+                VIRTIO_NET_HDR_LEN as u8
+            }
+        };
+        self.writes.push(Write {
+            prefix,
+            prefix_len,
+            first: self.pieces.len() as u32,
+            count: 1,
+            packets: 1,
+            bytes: at.len,
+        });
+        self.pieces.push(at);
+    }
+
+    fn open(&mut self, kind: Kind, pkt: &[u8], at: Piece, hdr_len: usize, seq: u32, psh: bool) {
+        let payload = pkt.len() - hdr_len;
+        let mut hdr = [0u8; IP_LEN + 60];
+        hdr[..hdr_len].copy_from_slice(&pkt[..hdr_len]);
+        self.pieces.push(Piece {
+            buf: at.buf,
+            start: at.start + hdr_len as u32,
+            len: payload as u32,
+        });
+        self.open = Some(Open {
+            kind,
+            hdr,
+            hdr_len,
+            whole: at,
+            first_piece: self.pieces.len() - 1,
+            gso_size: payload,
+            payload,
+            next_seq: seq.wrapping_add(payload as u32),
+            count: 1,
+            psh,
+            closed: psh,
+        });
+    }
+
+    /// Whether `pkt` may join the open packet on the IPv4 level.
+    fn joinable(o: &Open, kind: Kind, pkt: &[u8], payload: usize) -> bool {
+        let h = &o.hdr;
+        o.kind == kind
+            && !o.closed
+            && (o.count as usize) < MAX_SEGMENTS
+            && payload <= o.gso_size
+            && o.hdr_len + o.payload + payload <= MAX_TOTAL
+            && pkt[1] == h[1]
+            && pkt[8] == h[8]
+            && (pkt[6] ^ h[6]) & 0x40 == 0
+            && pkt[12..20] == h[12..20]
+    }
+
+    fn append_tcp(&mut self, pkt: &[u8], at: Piece, hdr_len: usize, seq: u32, psh: bool) -> bool {
+        let Some(o) = &mut self.open else {
+            return false;
+        };
+        let payload = pkt.len() - hdr_len;
+        let t = IP_LEN;
+        let h = &o.hdr;
+        let same = Self::joinable(o, Kind::Tcp, pkt, payload)
+            && hdr_len == o.hdr_len
+            && seq == o.next_seq
+            // ports, then ACK number
+            && pkt[t..t + 4] == h[t..t + 4]
+            && pkt[t + 8..t + 12] == h[t + 8..t + 12]
+            // data offset and window (flags were checked by classify)
+            && pkt[t + 12] == h[t + 12]
+            && pkt[t + 14..t + 16] == h[t + 14..t + 16]
+            // options, byte for byte (timestamps included), as Linux does
+            && pkt[t + 20..hdr_len] == h[t + 20..hdr_len];
+        if !same {
+            return false;
+        }
+        o.payload += payload;
+        o.next_seq = seq.wrapping_add(payload as u32);
+        o.count += 1;
+        o.psh |= psh;
+        o.closed = psh || payload < o.gso_size;
+        self.pieces.push(Piece {
+            buf: at.buf,
+            start: at.start + hdr_len as u32,
+            len: payload as u32,
+        });
+        true
+    }
+
+    fn append_udp(&mut self, pkt: &[u8], at: Piece) -> bool {
+        let Some(o) = &mut self.open else {
+            return false;
+        };
+        let hdr_len = IP_LEN + 8;
+        let payload = pkt.len() - hdr_len;
+        let same = Self::joinable(o, Kind::Udp, pkt, payload)
+            && pkt[IP_LEN..IP_LEN + 4] == o.hdr[IP_LEN..IP_LEN + 4];
+        if !same {
+            return false;
+        }
+        o.payload += payload;
+        o.count += 1;
+        o.closed = payload < o.gso_size;
+        self.pieces.push(Piece {
+            buf: at.buf,
+            start: at.start + hdr_len as u32,
+            len: payload as u32,
+        });
+        true
+    }
+
+    fn close(&mut self) {
+        let Some(o) = self.open.take() else { return };
+        let bytes = (o.count as usize * o.hdr_len + o.payload) as u32;
+        if o.count == 1 {
+            // Nothing joined: write the first packet as it came (verified).
+            self.pieces[o.first_piece] = o.whole;
+            let mut prefix = [0u8; PREFIX_MAX];
+            let h = VirtioNetHdr {
+                flags: F_DATA_VALID,
+                ..VirtioNetHdr::default()
+            };
+            let _ = h.encode(&mut prefix);
+            self.writes.push(Write {
+                prefix,
+                prefix_len: VIRTIO_NET_HDR_LEN as u8,
+                first: o.first_piece as u32,
+                count: 1,
+                packets: 1,
+                bytes,
+            });
+            return;
+        }
+        let mut prefix = [0u8; PREFIX_MAX];
+        let (gso_type, csum_offset, proto) = match o.kind {
+            Kind::Tcp => (GSO_TCPV4, 16u16, TCP),
+            Kind::Udp => (GSO_UDP_L4, 6u16, UDP),
+        };
+        let v = VirtioNetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type,
+            hdr_len: o.hdr_len as u16,
+            gso_size: o.gso_size as u16,
+            csum_start: IP_LEN as u16,
+            csum_offset,
+        };
+        let _ = v.encode(&mut prefix);
+        let h = &mut prefix[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + o.hdr_len];
+        h.copy_from_slice(&o.hdr[..o.hdr_len]);
+        let total = o.hdr_len + o.payload;
+        let l4_len = total - IP_LEN;
+        h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        h[10..12].fill(0);
+        let ip_csum = checksum::checksum(&h[..IP_LEN]);
+        h[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+        if o.kind == Kind::Tcp && o.psh {
+            h[IP_LEN + 13] |= TCP_PSH;
+        }
+        if o.kind == Kind::Udp {
+            h[IP_LEN + 4..IP_LEN + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        }
+        // NEEDS_CSUM: the field holds the pseudo-header sum, not complemented;
+        // the kernel adds the rest when it segments or delivers.
+        let pseudo = pseudo_sum(&h[12..16], &h[16..20], proto, l4_len as u16);
+        let at = IP_LEN + usize::from(csum_offset);
+        h[at..at + 2].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        self.writes.push(Write {
+            prefix,
+            prefix_len: (VIRTIO_NET_HDR_LEN + o.hdr_len) as u8,
+            first: o.first_piece as u32,
+            count: o.count,
+            packets: o.count,
+            bytes,
+        });
+    }
+}
+
+fn pseudo_sum(src: &[u8], dst: &[u8], proto: u8, len: u16) -> u64 {
+    let l = len.to_be_bytes();
+    checksum::sum(
+        &[
+            src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3], 0, proto, l[0], l[1],
+        ],
+        0,
+    )
+}
+
+/// True when the transport checksum of `pkt` (IPv4 header `IP_LEN` long) is good.
+fn transport_valid(pkt: &[u8], proto: u8) -> bool {
+    let l4 = &pkt[IP_LEN..];
+    let pseudo = pseudo_sum(&pkt[12..16], &pkt[16..20], proto, l4.len() as u16);
+    // tun-rs' checksum is SIMD-dispatched; the sums are interchangeable.
+    tun_rs::checksum(l4, pseudo) == 0xffff
+}
+
+fn classify(pkt: &[u8], udp: bool) -> Candidate {
+    let unknown = Candidate::Alone { valid: false };
+    if pkt.len() < IP_LEN
+        || pkt[0] != 0x45
+        || usize::from(u16::from_be_bytes([pkt[2], pkt[3]])) != pkt.len()
+        // MF or a fragment offset: not a whole datagram
+        || (pkt[6] & 0x3f) != 0
+        || pkt[7] != 0
+    {
+        return unknown;
+    }
+    match pkt[9] {
+        TCP if pkt.len() >= IP_LEN + 20 => {
+            let hdr_len = IP_LEN + usize::from(pkt[IP_LEN + 12] >> 4) * 4;
+            let flags = pkt[IP_LEN + 13];
+            if hdr_len < IP_LEN + 20
+                || hdr_len >= pkt.len()
+                || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH)
+            {
+                return unknown;
+            }
+            if !transport_valid(pkt, TCP) {
+                return unknown;
+            }
+            let seq = u32::from_be_bytes([pkt[24], pkt[25], pkt[26], pkt[27]]);
+            Candidate::Tcp {
+                hdr_len,
+                seq,
+                psh: flags & TCP_PSH != 0,
+            }
+        }
+        UDP if udp && pkt.len() > IP_LEN + 8 => {
+            let ulen = usize::from(u16::from_be_bytes([pkt[24], pkt[25]]));
+            let zero_csum = pkt[26] == 0 && pkt[27] == 0;
+            if ulen != pkt.len() - IP_LEN || zero_csum || !transport_valid(pkt, UDP) {
+                return unknown;
+            }
+            Candidate::Udp
+        }
+        _ => unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: [u8; 4] = [240, 1, 2, 10];
+    const DST: [u8; 4] = [240, 3, 4, 20];
+
+    /// A TCP/IPv4 segment with valid checksums; `opts` = TCP option bytes.
+    fn tcp(seq: u32, flags: u8, payload: &[u8], opts: &[u8]) -> Vec<u8> {
+        tcp_with(seq, flags, payload, opts, 77, 0x02)
+    }
+
+    fn tcp_with(seq: u32, flags: u8, payload: &[u8], opts: &[u8], ack: u32, tos: u8) -> Vec<u8> {
+        let thl = 20 + opts.len();
+        let total = IP_LEN + thl + payload.len();
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[1] = tos;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&seq.to_be_bytes()[2..]); // some IP ID
+        p[6] = 0x40;
+        p[8] = 64;
+        p[9] = TCP;
+        p[12..16].copy_from_slice(&SRC);
+        p[16..20].copy_from_slice(&DST);
+        let c = checksum::checksum(&p[..IP_LEN]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let t = &mut p[IP_LEN..];
+        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        t[2..4].copy_from_slice(&5201u16.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = ((thl / 4) as u8) << 4;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&502u16.to_be_bytes());
+        t[20..thl].copy_from_slice(opts);
+        t[thl..].copy_from_slice(payload);
+        let ps = pseudo_sum(&SRC, &DST, TCP, (thl + payload.len()) as u16);
+        let c = !checksum::fold(checksum::sum(&p[IP_LEN..], ps));
+        p[IP_LEN + 16..IP_LEN + 18].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    fn udp(payload: &[u8]) -> Vec<u8> {
+        let total = IP_LEN + 8 + payload.len();
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = UDP;
+        p[12..16].copy_from_slice(&SRC);
+        p[16..20].copy_from_slice(&DST);
+        let c = checksum::checksum(&p[..IP_LEN]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p[20..22].copy_from_slice(&5000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&6000u16.to_be_bytes());
+        p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        p[28..].copy_from_slice(payload);
+        let ps = pseudo_sum(&SRC, &DST, UDP, (8 + payload.len()) as u16);
+        let c = !checksum::fold(checksum::sum(&p[IP_LEN..], ps));
+        p[26..28].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    /// Feeds `pkts` (buffer i = packet i) and returns the writes as the
+    /// bytes a TUN would receive.
+    fn run(g: &mut Coalescer, pkts: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        g.clear();
+        for (i, p) in pkts.iter().enumerate() {
+            g.push(
+                p,
+                Piece {
+                    buf: i as u32,
+                    start: 0,
+                    len: p.len() as u32,
+                },
+            );
+        }
+        g.finish();
+        g.writes
+            .iter()
+            .map(|w| {
+                let mut out = w.prefix().to_vec();
+                for pc in &g.pieces[w.first as usize..(w.first + w.count) as usize] {
+                    let b = &pkts[pc.buf as usize];
+                    out.extend_from_slice(&b[pc.start as usize..(pc.start + pc.len) as usize]);
+                }
+                out
+            })
+            .collect()
+    }
+
+    fn vnet(w: &[u8]) -> VirtioNetHdr {
+        VirtioNetHdr::decode(w).unwrap()
+    }
+
+    /// Completes a NEEDS_CSUM packet the way the kernel would and checks it.
+    fn assert_partial_csum_completes(pkt: &[u8], proto: u8) {
+        let mut p = pkt.to_vec();
+        assert!(checksum::verify(&p[..IP_LEN]), "IPv4 header checksum");
+        let off = if proto == TCP { 16 } else { 6 };
+        let c = !checksum::fold(checksum::sum(&p[IP_LEN..], 0));
+        p[IP_LEN + off..IP_LEN + off + 2].copy_from_slice(&c.to_be_bytes());
+        assert!(transport_valid(&p, proto), "completed transport checksum");
+    }
+
+    #[test]
+    fn consecutive_segments_become_one_super_packet() {
+        let mut g = Coalescer::new(true, true);
+        let ts = [1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 3];
+        let pk = vec![
+            tcp(1000, TCP_ACK, &[1; 100], &ts),
+            tcp(1100, TCP_ACK, &[2; 100], &ts),
+            tcp(1200, TCP_ACK | TCP_PSH, &[3; 40], &ts),
+        ];
+        let w = run(&mut g, &pk);
+        assert_eq!(w.len(), 1);
+        assert_eq!((g.writes[0].packets, g.writes[0].count), (3, 3));
+        assert_eq!(
+            g.writes[0].bytes as usize,
+            pk.iter().map(Vec::len).sum::<usize>()
+        );
+        let h = vnet(&w[0]);
+        assert_eq!((h.flags, h.gso_type), (F_NEEDS_CSUM, GSO_TCPV4));
+        assert_eq!((h.hdr_len, h.gso_size), (52, 100));
+        assert_eq!((h.csum_start, h.csum_offset), (20, 16));
+        let p = &w[0][VIRTIO_NET_HDR_LEN..];
+        assert_eq!(p.len(), 52 + 240);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len());
+        assert_eq!(p[IP_LEN + 13], TCP_ACK | TCP_PSH);
+        assert_eq!(&p[52..152], &[1; 100]);
+        assert_eq!(&p[252..], &[3; 40]);
+        assert_partial_csum_completes(p, TCP);
+    }
+
+    #[test]
+    fn a_lone_segment_is_written_unchanged_and_marked_valid() {
+        let mut g = Coalescer::new(true, true);
+        let pk = vec![tcp(1, TCP_ACK, &[9; 10], &[])];
+        let w = run(&mut g, &pk);
+        assert_eq!(w.len(), 1);
+        assert_eq!(vnet(&w[0]).flags, F_DATA_VALID);
+        assert_eq!(vnet(&w[0]).gso_type, 0);
+        assert_eq!(&w[0][VIRTIO_NET_HDR_LEN..], &pk[0][..]);
+    }
+
+    #[test]
+    fn anything_that_does_not_fit_starts_a_new_packet() {
+        let mut g = Coalescer::new(true, true);
+        let a = tcp(0, TCP_ACK, &[0; 100], &[]);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("sequence gap", tcp(150, TCP_ACK, &[0; 100], &[])),
+            ("longer segment", tcp(100, TCP_ACK, &[0; 101], &[])),
+            ("other options", tcp(100, TCP_ACK, &[0; 100], &[1, 1, 1, 1])),
+            ("FIN", tcp(100, TCP_ACK | 0x01, &[0; 100], &[])),
+            ("no payload", tcp(100, TCP_ACK, &[], &[])),
+            ("udp", udp(&[0; 100])),
+            (
+                "other ack",
+                tcp_with(100, TCP_ACK, &[0; 100], &[], 78, 0x02),
+            ),
+            // CE must not be merged into a packet without it
+            (
+                "other TOS",
+                tcp_with(100, TCP_ACK, &[0; 100], &[], 77, 0x03),
+            ),
+        ];
+        for (what, b) in cases {
+            let w = run(&mut g, &[a.clone(), b.clone()]);
+            assert_eq!(w.len(), 2, "{what}");
+            assert_eq!(&w[0][VIRTIO_NET_HDR_LEN..], &a[..], "{what}");
+            assert_eq!(&w[1][VIRTIO_NET_HDR_LEN..], &b[..], "{what}");
+        }
+    }
+
+    #[test]
+    fn psh_or_a_short_segment_ends_a_super_packet() {
+        let mut g = Coalescer::new(true, true);
+        let w = run(
+            &mut g,
+            &[
+                tcp(0, TCP_ACK, &[0; 100], &[]),
+                tcp(100, TCP_ACK, &[0; 50], &[]),
+                tcp(150, TCP_ACK, &[0; 50], &[]),
+            ],
+        );
+        assert_eq!(w.len(), 2);
+        assert_eq!(g.writes[0].packets, 2);
+        let w = run(
+            &mut g,
+            &[
+                tcp(0, TCP_ACK | TCP_PSH, &[0; 100], &[]),
+                tcp(100, TCP_ACK, &[0; 100], &[]),
+            ],
+        );
+        assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_checksum_is_written_alone_and_unmarked() {
+        let mut g = Coalescer::new(true, true);
+        let mut bad = tcp(100, TCP_ACK, &[5; 100], &[]);
+        bad[IP_LEN + 30] ^= 0xff;
+        let pk = vec![
+            tcp(0, TCP_ACK, &[5; 100], &[]),
+            bad.clone(),
+            tcp(200, TCP_ACK, &[5; 100], &[]),
+        ];
+        let w = run(&mut g, &pk);
+        assert_eq!(w.len(), 3);
+        assert_eq!(vnet(&w[1]).flags, 0, "the kernel must check it itself");
+        assert_eq!(&w[1][VIRTIO_NET_HDR_LEN..], &bad[..]);
+    }
+
+    #[test]
+    fn size_and_segment_limits_hold() {
+        let mut g = Coalescer::new(true, true);
+        let pk: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| tcp(i * 1000, TCP_ACK, &[7; 1000], &[]))
+            .collect();
+        let w = run(&mut g, &pk);
+        let total: u32 = g.writes.iter().map(|w| w.packets).sum();
+        assert_eq!(total, 100);
+        for x in &w {
+            assert!(x.len() - VIRTIO_NET_HDR_LEN <= MAX_TOTAL);
+            assert_partial_csum_completes(&x[VIRTIO_NET_HDR_LEN..], TCP);
+        }
+        assert!(g.writes.iter().all(|w| w.count as usize <= MAX_SEGMENTS));
+        assert_eq!(g.writes[0].packets as usize, MAX_SEGMENTS);
+        // 40 + 59 * 1100 = 64,940 bytes fit in one IPv4 packet, 60 segments do not.
+        let pk: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| tcp(i * 1100, TCP_ACK, &[7; 1100], &[]))
+            .collect();
+        run(&mut g, &pk);
+        assert_eq!(g.writes[0].packets, 59);
+        let pk: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| tcp(i * 10, TCP_ACK, &[7; 10], &[]))
+            .collect();
+        run(&mut g, &pk);
+        assert_eq!(g.writes[0].packets as usize, MAX_SEGMENTS, "small segments");
+    }
+
+    #[test]
+    fn udp_datagrams_merge_only_when_the_tun_takes_uso() {
+        let pk = vec![udp(&[1; 300]), udp(&[2; 300]), udp(&[3; 10])];
+        let mut g = Coalescer::new(true, true);
+        let w = run(&mut g, &pk);
+        assert_eq!(w.len(), 1);
+        let h = vnet(&w[0]);
+        assert_eq!((h.gso_type, h.gso_size, h.hdr_len), (GSO_UDP_L4, 300, 28));
+        let p = &w[0][VIRTIO_NET_HDR_LEN..];
+        assert_eq!(u16::from_be_bytes([p[24], p[25]]), 8 + 610);
+        assert_partial_csum_completes(p, UDP);
+        let mut g = Coalescer::new(true, false);
+        assert_eq!(run(&mut g, &pk).len(), 3);
+        let mut zero = udp(&[1; 300]);
+        zero[26..28].fill(0);
+        let mut g = Coalescer::new(true, true);
+        assert_eq!(run(&mut g, &[zero.clone(), zero]).len(), 2);
+    }
+
+    #[test]
+    fn without_virtio_headers_every_packet_goes_alone_and_bare() {
+        let mut g = Coalescer::new(false, true);
+        let pk = vec![
+            tcp(0, TCP_ACK, &[0; 100], &[]),
+            tcp(100, TCP_ACK, &[0; 100], &[]),
+        ];
+        let w = run(&mut g, &pk);
+        assert_eq!(w, pk);
+    }
+
+    #[test]
+    fn garbage_never_panics_and_every_byte_is_accounted() {
+        let mut g = Coalescer::new(true, true);
+        let mut x = 0x1234_5678u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let base = tcp(0, TCP_ACK, &[1; 64], &[1, 1, 1, 1]);
+        for _ in 0..2000 {
+            let mut pk = Vec::new();
+            for _ in 0..(next() % 8) {
+                let mut p = if next() % 2 == 0 {
+                    base.clone()
+                } else {
+                    vec![0u8; (next() % 120) as usize]
+                };
+                for _ in 0..(next() % 4) {
+                    if !p.is_empty() {
+                        let i = next() as usize % p.len();
+                        p[i] = next() as u8;
+                    }
+                }
+                pk.push(p);
+            }
+            let w = run(&mut g, &pk);
+            let n: u32 = g.writes.iter().map(|w| w.packets).sum();
+            assert_eq!(n as usize, pk.len());
+            for (x, wr) in w.iter().zip(&g.writes) {
+                if wr.packets == 1 {
+                    assert_eq!(x.len(), VIRTIO_NET_HDR_LEN + wr.bytes as usize);
+                }
+            }
+        }
+    }
+}
