@@ -9,10 +9,11 @@
 //! → one `sendmmsg` for up to `TX_SLOTS` packets to their peer VMs.
 //!
 //! Ingress: raw socket → `recvmmsg` of up to `RX_BATCH` GRE packets, each placed
-//! so that its inner packet lands at `RX_OFF` → `decapsulate` → accepted inner
-//! packets are compacted to the front → with offload, `send_multiple` coalesces
-//! consecutive TCP/UDP segments of a flow (GRO) and writes each result with one
-//! `write`; without it, one `write` per packet.
+//! so that its inner packet lands at `RX_OFF` → `decapsulate` → each accepted
+//! inner packet, where it lies, goes to [`Coalescer`], which (with offload)
+//! merges consecutive TCP/UDP segments of a flow (GRO) → one `writev` per
+//! resulting packet: rewritten headers, then the payloads from the receive
+//! buffers; without offload, one plain write per packet.
 //!
 //! With `--encap udp` the underlay is a GRE-in-UDP socket instead and both
 //! directions take the paths in [`udp`]: TUN super-packets are split straight
@@ -24,12 +25,14 @@
 
 use crate::counters::{Counters, IoError, SharedCounters};
 use crate::datapath::{Datapath, DropReason, TooBigAction, HEADROOM};
+use crate::gro::{Coalescer, Piece, MAX_SEGMENTS};
 use crate::sys::mmsg::{Mmsg, SendItem};
 use crate::sys::raw::RawGreSocket;
+use crate::sys::tun::write_gathered;
 use crate::sys::udp::{UdpGreSocket, UdpItem, UdpMmsg, UdpRecvd};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -127,14 +130,10 @@ struct Buffers {
     tx_items: Vec<SendItem>,
     tx_mmsg: Mmsg,
     rx_bufs: Vec<Vec<u8>>,
-    /// Allocation of each rx buffer when created: lets us restore the full
-    /// length after GRO without zeroing 64 KiB per packet.
-    rx_alloc: Vec<*const u8>,
     rx_lens: Vec<usize>,
     rx_mmsg: Mmsg,
-    gro: tun_rs::GROTable,
     /// UDP mode: zero-copy coalescing of what one `recvmmsg` brought.
-    coalescer: crate::gro::Coalescer,
+    coalescer: Coalescer,
     /// Scratch for ICMP replies (virtio-net header room + IPv4 + ICMP + quote).
     icmp: [u8; 128],
     icmp_limit: RateLimit,
@@ -189,7 +188,6 @@ impl RateLimit {
 impl Buffers {
     fn new(vnet: bool, uso: bool) -> Buffers {
         let rx_bufs: Vec<Vec<u8>> = (0..RX_BATCH).map(|_| vec![0u8; RX_CAP]).collect();
-        let rx_alloc = rx_bufs.iter().map(|b| b.as_ptr()).collect();
         Buffers {
             tun_read: vec![0; tun_rs::VIRTIO_NET_HDR_LEN + MAX_PACKET + 1],
             tx_arena: vec![0; TX_SLOTS * TX_SLOT],
@@ -197,11 +195,9 @@ impl Buffers {
             tx_items: Vec::with_capacity(TX_SLOTS),
             tx_mmsg: Mmsg::new(TX_SLOTS),
             rx_bufs,
-            rx_alloc,
             rx_lens: vec![0; RX_BATCH],
             rx_mmsg: Mmsg::new(RX_BATCH),
-            gro: tun_rs::GROTable::default(),
-            coalescer: crate::gro::Coalescer::new(vnet, uso),
+            coalescer: Coalescer::new(vnet, uso),
             icmp: [0; 128],
             icmp_limit: RateLimit::new(),
             frag: vec![0; TX_SLOT],
@@ -215,25 +211,6 @@ impl Buffers {
                 .collect(),
             udp_rx_out: vec![UdpRecvd::default(); udp::RX_MESSAGES],
             udp_rx: UdpMmsg::new(udp::RX_MESSAGES),
-        }
-    }
-
-    /// Gives every rx buffer its full length back after a batch.
-    fn restore_rx(&mut self) {
-        for (b, alloc) in self.rx_bufs.iter_mut().zip(self.rx_alloc.iter_mut()) {
-            if b.len() == RX_CAP {
-                continue;
-            }
-            if b.as_ptr() == *alloc && b.capacity() >= RX_CAP {
-                // SAFETY: same allocation as created by `vec![0; RX_CAP]`, whose
-                // bytes were all initialised then; truncation and in-place writes
-                // never de-initialise them, and u8 has no drop.
-                unsafe { b.set_len(RX_CAP) };
-            } else {
-                // Reallocated by a growing write: zero-fill once and track it.
-                b.resize(RX_CAP, 0);
-                *alloc = b.as_ptr();
-            }
         }
     }
 }
@@ -605,8 +582,8 @@ impl Worker {
                 return Ok(true);
             }
         };
-        let mut accepted = 0;
-        let mut bytes = 0u64;
+        let g = &mut b.coalescer;
+        g.clear();
         for i in 0..n {
             c.rx_packets += 1;
             let len = b.rx_lens[i];
@@ -619,57 +596,46 @@ impl Worker {
             match self.dp.decapsulate(&mut buf[recv_at..], len) {
                 Ok(d) => {
                     let at = recv_at + d.start;
-                    if at != RX_OFF {
-                        buf.copy_within(at..at + d.len, RX_OFF);
-                    }
-                    buf.truncate(RX_OFF + d.len);
-                    bytes += d.len as u64;
-                    b.rx_bufs.swap(i, accepted);
-                    b.rx_alloc.swap(i, accepted);
-                    accepted += 1;
+                    let piece = Piece {
+                        buf: i as u32,
+                        start: at as u32,
+                        len: d.len as u32,
+                    };
+                    g.push(&buf[at..at + d.len], piece);
                 }
                 Err(r) => c.drop(r),
             }
         }
-        let result = self.deliver(b, c, accepted, bytes);
-        b.restore_rx();
-        result?;
+        g.finish();
+        self.write_coalesced(&b.coalescer, &b.rx_bufs, c)?;
         Ok(n < RX_BATCH)
     }
 
-    /// Writes the first `k` rx buffers (inner packets at RX_OFF) to the TUN.
-    fn deliver(
-        &mut self,
-        b: &mut Buffers,
+    /// Writes what the coalescer described: one `writev` per (super-)packet,
+    /// the payloads straight from the receive buffers `bufs`.
+    fn write_coalesced(
+        &self,
+        g: &Coalescer,
+        bufs: &[Vec<u8>],
         c: &mut Counters,
-        k: usize,
-        bytes: u64,
     ) -> Result<(), String> {
-        if k == 0 {
-            return Ok(());
-        }
-        if self.offload {
-            match self
-                .tun
-                .send_multiple(&mut b.gro, &mut b.rx_bufs[..k], RX_OFF)
-            {
-                Ok(_) => {
-                    c.tun_tx_packets += k as u64;
-                    c.tun_tx_bytes += bytes;
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
-                    return Err(self.tun_failed("write", &e))
-                }
-                // tun-rs reports only the last failure of a batch; count one.
-                Err(_) => c.error(IoError::TunWrite),
+        let fd = self.tun.as_raw_fd();
+        for w in &g.writes {
+            let mut parts = [IoSlice::new(&[]); MAX_SEGMENTS + 1];
+            let mut k = 0;
+            if w.prefix_len > 0 {
+                parts[0] = IoSlice::new(w.prefix());
+                k = 1;
             }
-            return Ok(());
-        }
-        for buf in &b.rx_bufs[..k] {
-            match self.tun.send(&buf[RX_OFF..]) {
+            for p in &g.pieces[w.first as usize..(w.first + w.count) as usize] {
+                let (s, l) = (p.start as usize, p.len as usize);
+                parts[k] = IoSlice::new(&bufs[p.buf as usize][s..s + l]);
+                k += 1;
+            }
+            match write_gathered(fd, &parts[..k]) {
                 Ok(_) => {
-                    c.tun_tx_packets += 1;
-                    c.tun_tx_bytes += (buf.len() - RX_OFF) as u64;
+                    c.tun_tx_packets += u64::from(w.packets);
+                    c.tun_tx_bytes += u64::from(w.bytes);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
                     return Err(self.tun_failed("write", &e))

@@ -21,11 +21,9 @@
 use super::{Buffers, Underlay, Worker, HEADROOM, TX_READ_ROOM};
 use crate::counters::{Counters, IoError};
 use crate::datapath::{flow_hash, DropReason, MAX_UDP_PAYLOAD, UDP_OUTER_LEN};
-use crate::gro::{Piece, MAX_SEGMENTS};
-use crate::sys::tun::write_gathered;
+use crate::gro::Piece;
 use crate::sys::udp::{UdpItem, MAX_GSO_SEGMENTS};
-use std::io::{self, IoSlice};
-use std::os::fd::AsRawFd;
+use std::io;
 use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
 /// Egress arena: room for a batch of super-packets split into segments.
@@ -388,39 +386,8 @@ impl Worker {
             }
         }
         g.finish();
-        self.write_coalesced(b, c)?;
+        self.write_coalesced(&b.coalescer, &b.udp_rx_bufs, c)?;
         Ok(n < RX_MESSAGES)
-    }
-
-    /// Writes what the coalescer described: one `writev` per packet, the
-    /// payloads straight from the receive buffers.
-    fn write_coalesced(&mut self, b: &mut Buffers, c: &mut Counters) -> Result<(), String> {
-        let fd = self.tun.as_raw_fd();
-        let g = &b.coalescer;
-        for w in &g.writes {
-            let mut parts: [IoSlice<'_>; MAX_SEGMENTS + 1] = [IoSlice::new(&[]); MAX_SEGMENTS + 1];
-            let mut k = 0;
-            if w.prefix_len > 0 {
-                parts[0] = IoSlice::new(w.prefix());
-                k = 1;
-            }
-            for p in &g.pieces[w.first as usize..(w.first + w.count) as usize] {
-                let (s, l) = (p.start as usize, p.len as usize);
-                parts[k] = IoSlice::new(&b.udp_rx_bufs[p.buf as usize][s..s + l]);
-                k += 1;
-            }
-            match write_gathered(fd, &parts[..k]) {
-                Ok(_) => {
-                    c.tun_tx_packets += u64::from(w.packets);
-                    c.tun_tx_bytes += u64::from(w.bytes);
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
-                    return Err(self.tun_failed("write", &e))
-                }
-                Err(_) => c.error(IoError::TunWrite),
-            }
-        }
-        Ok(())
     }
 }
 
