@@ -1,12 +1,17 @@
 //! Micro-benchmarks of the pure datapath: egress decision + in-place header
-//! write, and ingress checks + decapsulation, on 64 B and 1400 B packets, plus
-//! egress spread over 4,096 destination VMs versus a single one (stateless
-//! mapping must make these equal within noise).
+//! write, and ingress checks + decapsulation, on 64 B and 1400 B packets;
+//! a 64 KiB TCP super-packet through GRE-in-UDP egress (TSO split + GRE
+//! headers into the GSO arena, as `worker::udp` does) and back through ingress
+//! (checks + decapsulation of each datagram + zero-copy GRO into one TUN
+//! write), in bytes of inner payload per second; plus egress spread over 4,096
+//! destination VMs versus a single one (stateless mapping must make these
+//! equal within noise).
 //!
 //! Run: `cargo bench --bench datapath` (criterion prints ns per packet).
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use meshfwd::datapath::{Datapath, HEADROOM};
+use meshfwd::datapath::{Datapath, Encap, HEADROOM};
+use meshfwd::gro::{Coalescer, Piece};
 use meshfwd::layout::Layout;
 use meshfwd::wire::checksum;
 use std::net::Ipv4Addr;
@@ -77,6 +82,8 @@ fn bench(c: &mut Criterion) {
         g.finish();
     }
 
+    superpacket(c, l, src, dst);
+
     // Egress over 4,096 distinct destination VMs vs 1: no per-peer state, so equal.
     let size = 64;
     let many: Vec<Vec<u8>> = (0..4096u32)
@@ -111,6 +118,104 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    g.finish();
+}
+
+/// A 64 KiB TCP super-packet (45 segments of 1,428 B, the MSS at the
+/// GRE-in-UDP MTU of 1468) through egress and back through ingress.
+fn superpacket(c: &mut Criterion, l: Layout, src: Ipv4Addr, dst: Ipv4Addr) {
+    use tun_rs::VirtioNetHdr;
+    const MSS: usize = 1428;
+    const SEGS: usize = 45;
+    let a = Datapath::new(l, VM_A, None).with_options(Encap::Udp, false, false);
+    let b = Datapath::new(l, VM_B, None).with_options(Encap::Udp, false, false);
+    let payload = MSS * SEGS;
+    let mut tso = inner(src, dst, 40 + payload);
+    tso[9] = 6;
+    tso[10..12].fill(0);
+    let ipc = checksum::checksum(&tso[..20]);
+    tso[10..12].copy_from_slice(&ipc.to_be_bytes());
+    tso[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    tso[22..24].copy_from_slice(&5201u16.to_be_bytes());
+    tso[32] = 5 << 4;
+    tso[33] = 0x10;
+    tso[34..36].copy_from_slice(&502u16.to_be_bytes());
+    for (i, x) in tso[40..].iter_mut().enumerate() {
+        *x = i as u8;
+    }
+    let hdr = VirtioNetHdr {
+        flags: 1,
+        gso_type: tun_rs::VIRTIO_NET_HDR_GSO_TCPV4,
+        hdr_len: 40,
+        gso_size: MSS as u16,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    let gl = a.header_len();
+    let stride = gl + 40 + MSS;
+    let mut arena = vec![0u8; stride * SEGS];
+    let mut sizes = [0usize; SEGS];
+    // Egress: split into the arena at `stride`, then a GRE header in front of each.
+    // gso_split rewrites the super-packet's headers; the payload stays as read.
+    let mut input = tso.clone();
+    let mut egress = |arena: &mut Vec<u8>, sizes: &mut [usize; SEGS]| {
+        input[..40].copy_from_slice(&tso[..40]);
+        let mut slots: [&mut [u8]; SEGS] = {
+            let mut it = arena.chunks_exact_mut(stride);
+            std::array::from_fn(|_| it.next().unwrap())
+        };
+        let k = tun_rs::gso_split(&mut input, hdr, &mut slots, sizes, gl, false).unwrap();
+        for (i, &len) in sizes.iter().enumerate().take(k) {
+            let at = i * stride;
+            black_box(
+                a.encapsulate(&mut arena[at..at + gl + len], gl, len)
+                    .unwrap(),
+            );
+        }
+        k
+    };
+    assert_eq!(egress(&mut arena, &mut sizes), SEGS);
+    let mut g = c.benchmark_group("superpacket_64KiB");
+    g.throughput(Throughput::Bytes(payload as u64));
+    g.bench_function("egress_split_encapsulate_udp", |bch| {
+        bch.iter_batched_ref(
+            || (),
+            |_| black_box(egress(&mut arena, &mut sizes)),
+            BatchSize::SmallInput,
+        )
+    });
+    // Ingress: the arena is what one UDP GRO message holds.
+    let wire = arena.clone();
+    let mut rx = wire.clone();
+    let mut gro = Coalescer::new(true, true);
+    let mut ingress = |rx: &mut Vec<u8>, gro: &mut Coalescer| {
+        gro.clear();
+        let mut at = 0;
+        while at < rx.len() {
+            let len = stride.min(rx.len() - at);
+            let d = &mut rx[at..at + len];
+            if let Ok(x) = b.decapsulate_udp(d, len, VM_A, 0) {
+                let piece = Piece {
+                    buf: 0,
+                    start: (at + x.start) as u32,
+                    len: x.len as u32,
+                };
+                gro.push(&d[x.start..x.start + x.len], piece);
+            }
+            at += len;
+        }
+        gro.finish();
+        gro.writes.len()
+    };
+    assert_eq!(
+        ingress(&mut rx, &mut gro),
+        1,
+        "45 segments coalesce into one write"
+    );
+    assert_eq!(gro.writes[0].packets as usize, SEGS);
+    g.bench_function("ingress_decapsulate_gro_udp", |bch| {
+        bch.iter(|| black_box(ingress(&mut rx, &mut gro)))
+    });
     g.finish();
 }
 
