@@ -188,7 +188,7 @@ fn superpacket(c: &mut Criterion, l: Layout, src: Ipv4Addr, dst: Ipv4Addr) {
     let wire = arena.clone();
     let mut rx = wire.clone();
     let mut gro = Coalescer::new(true, true);
-    let mut ingress = |rx: &mut Vec<u8>, gro: &mut Coalescer| {
+    let ingress = |rx: &mut Vec<u8>, gro: &mut Coalescer| {
         gro.clear();
         let mut at = 0;
         while at < rx.len() {
