@@ -17,12 +17,16 @@
 //!
 //! Semantics follow Linux `tcp_gro_receive`/`inet_gro_receive`: merge only
 //! ACK or ACK|PSH segments with payload, equal TOS/TTL/DF, addresses, ports,
-//! ACK number, window, header length and option bytes; PSH or a shorter
-//! segment ends a super-packet. Every merged segment's TCP (or UDP) checksum
-//! is verified first, because the merged packet is written as NEEDS_CSUM and
-//! the kernel will not look at the payload again; a segment that fails is
-//! written alone, unmarked, and the kernel drops and counts it as it would.
-//! IPv4 with options, fragments and everything else pass through alone.
+//! ACK number, window, header length and option bytes; IPv4 IDs that go up by
+//! one per segment (any ID with DF set: RFC 6864 makes it meaningless there);
+//! PSH or a shorter segment ends a super-packet. Every merged segment's IPv4
+//! header checksum and TCP (or UDP) checksum are verified first, because the
+//! merged packet gets fresh headers and is written as NEEDS_CSUM, so the
+//! kernel will not look at the payload again; a packet that fails is written
+//! alone, as it came, and the kernel drops and counts it as it would.
+//! IPv4 with options, fragments and everything else pass through alone, with
+//! an empty virtio-net header (the kernel checks them itself: DATA_VALID means
+//! nothing in this direction).
 
 use crate::wire::checksum;
 use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
@@ -40,7 +44,6 @@ const UDP: u8 = 17;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 const F_NEEDS_CSUM: u8 = 1;
-const F_DATA_VALID: u8 = 2;
 const GSO_TCPV4: u8 = 1;
 const GSO_UDP_L4: u8 = 5;
 
@@ -97,10 +100,8 @@ struct Open {
 
 /// What `classify` found out about a packet.
 enum Candidate {
-    /// Written alone; `valid` = its transport checksum was verified good.
-    Alone {
-        valid: bool,
-    },
+    /// Written alone, unchanged.
+    Alone,
     Tcp {
         hdr_len: usize,
         seq: u32,
@@ -144,13 +145,13 @@ impl Coalescer {
     pub fn push(&mut self, pkt: &[u8], at: Piece) {
         debug_assert_eq!(pkt.len(), at.len as usize);
         if !self.vnet {
-            self.alone(at, None);
+            self.alone(at, false);
             return;
         }
         match classify(pkt, self.udp) {
-            Candidate::Alone { valid } => {
+            Candidate::Alone => {
                 self.close();
-                self.alone(at, Some(valid));
+                self.alone(at, true);
             }
             Candidate::Tcp { hdr_len, seq, psh } => {
                 if !self.append_tcp(pkt, at, hdr_len, seq, psh) {
@@ -172,24 +173,12 @@ impl Coalescer {
         self.close();
     }
 
-    /// A write of one unmodified packet; `valid` = Some(checksum verified).
-    fn alone(&mut self, at: Piece, valid: Option<bool>) {
-        let mut prefix = [0u8; PREFIX_MAX];
-        let prefix_len = match valid {
-            None => 0,
-            Some(v) => {
-                let h = VirtioNetHdr {
-                    flags: if v { F_DATA_VALID } else { 0 },
-                    ..VirtioNetHdr::default()
-                };
-                // Cannot fail: the prefix is longer than the header.
-                let _ = h.encode(&mut prefix);
-                VIRTIO_NET_HDR_LEN as u8
-            }
-        };
+    /// A write of one unmodified packet, after an empty virtio-net header
+    /// when the TUN takes them (all zeros: no GSO, no checksum offload).
+    fn alone(&mut self, at: Piece, vnet: bool) {
         self.writes.push(Write {
-            prefix,
-            prefix_len,
+            prefix: [0u8; PREFIX_MAX],
+            prefix_len: if vnet { VIRTIO_NET_HDR_LEN as u8 } else { 0 },
             first: self.pieces.len() as u32,
             count: 1,
             packets: 1,
@@ -234,6 +223,11 @@ impl Coalescer {
             && pkt[8] == h[8]
             && (pkt[6] ^ h[6]) & 0x40 == 0
             && pkt[12..20] == h[12..20]
+            && (h[6] & 0x40 != 0 || {
+                // Without DF the IDs must go up by one, as Linux requires.
+                let first = u16::from_be_bytes([h[4], h[5]]);
+                u16::from_be_bytes([pkt[4], pkt[5]]) == first.wrapping_add(o.count as u16)
+            })
     }
 
     fn append_tcp(&mut self, pkt: &[u8], at: Piece, hdr_len: usize, seq: u32, psh: bool) -> bool {
@@ -296,16 +290,10 @@ impl Coalescer {
         let Some(o) = self.open.take() else { return };
         let bytes = (o.count as usize * o.hdr_len + o.payload) as u32;
         if o.count == 1 {
-            // Nothing joined: write the first packet as it came (verified).
+            // Nothing joined: write the first packet as it came.
             self.pieces[o.first_piece] = o.whole;
-            let mut prefix = [0u8; PREFIX_MAX];
-            let h = VirtioNetHdr {
-                flags: F_DATA_VALID,
-                ..VirtioNetHdr::default()
-            };
-            let _ = h.encode(&mut prefix);
             self.writes.push(Write {
-                prefix,
+                prefix: [0u8; PREFIX_MAX],
                 prefix_len: VIRTIO_NET_HDR_LEN as u8,
                 first: o.first_piece as u32,
                 count: 1,
@@ -377,13 +365,15 @@ fn transport_valid(pkt: &[u8], proto: u8) -> bool {
 }
 
 fn classify(pkt: &[u8], udp: bool) -> Candidate {
-    let unknown = Candidate::Alone { valid: false };
+    let unknown = Candidate::Alone;
     if pkt.len() < IP_LEN
         || pkt[0] != 0x45
         || usize::from(u16::from_be_bytes([pkt[2], pkt[3]])) != pkt.len()
         // MF or a fragment offset: not a whole datagram
         || (pkt[6] & 0x3f) != 0
         || pkt[7] != 0
+        // the merged packet gets a fresh header checksum: never launder a bad one
+        || !checksum::verify(&pkt[..IP_LEN])
     {
         return unknown;
     }
@@ -419,19 +409,27 @@ fn classify(pkt: &[u8], udp: bool) -> Candidate {
     }
 }
 
+/// Test packets shared with the worker's tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testutil {
     use super::*;
 
-    const SRC: [u8; 4] = [240, 1, 2, 10];
-    const DST: [u8; 4] = [240, 3, 4, 20];
+    pub const SRC: [u8; 4] = [240, 1, 2, 10];
+    pub const DST: [u8; 4] = [240, 3, 4, 20];
 
     /// A TCP/IPv4 segment with valid checksums; `opts` = TCP option bytes.
-    fn tcp(seq: u32, flags: u8, payload: &[u8], opts: &[u8]) -> Vec<u8> {
+    pub fn tcp(seq: u32, flags: u8, payload: &[u8], opts: &[u8]) -> Vec<u8> {
         tcp_with(seq, flags, payload, opts, 77, 0x02)
     }
 
-    fn tcp_with(seq: u32, flags: u8, payload: &[u8], opts: &[u8], ack: u32, tos: u8) -> Vec<u8> {
+    pub fn tcp_with(
+        seq: u32,
+        flags: u8,
+        payload: &[u8],
+        opts: &[u8],
+        ack: u32,
+        tos: u8,
+    ) -> Vec<u8> {
         let thl = 20 + opts.len();
         let total = IP_LEN + thl + payload.len();
         let mut p = vec![0u8; total];
@@ -461,12 +459,19 @@ mod tests {
         p[IP_LEN + 16..IP_LEN + 18].copy_from_slice(&c.to_be_bytes());
         p
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
 
     fn udp(payload: &[u8]) -> Vec<u8> {
         let total = IP_LEN + 8 + payload.len();
         let mut p = vec![0u8; total];
         p[0] = 0x45;
         p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[6] = 0x40;
         p[8] = 64;
         p[9] = UDP;
         p[12..16].copy_from_slice(&SRC);
@@ -555,13 +560,12 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_segment_is_written_unchanged_and_marked_valid() {
+    fn a_lone_segment_is_written_unchanged_behind_an_empty_header() {
         let mut g = Coalescer::new(true, true);
         let pk = vec![tcp(1, TCP_ACK, &[9; 10], &[])];
         let w = run(&mut g, &pk);
         assert_eq!(w.len(), 1);
-        assert_eq!(vnet(&w[0]).flags, F_DATA_VALID);
-        assert_eq!(vnet(&w[0]).gso_type, 0);
+        assert_eq!(&w[0][..VIRTIO_NET_HDR_LEN], &[0; VIRTIO_NET_HDR_LEN]);
         assert_eq!(&w[0][VIRTIO_NET_HDR_LEN..], &pk[0][..]);
     }
 
@@ -580,6 +584,17 @@ mod tests {
                 "other ack",
                 tcp_with(100, TCP_ACK, &[0; 100], &[], 78, 0x02),
             ),
+            ("other window", {
+                let mut p = tcp(100, TCP_ACK, &[0; 100], &[]);
+                p[IP_LEN + 15] += 1;
+                resum_tcp(&mut p);
+                p
+            }),
+            ("other TTL", {
+                let mut p = tcp(100, TCP_ACK, &[0; 100], &[]);
+                p[8] -= 1;
+                with_id(p, true, 1)
+            }),
             // CE must not be merged into a packet without it
             (
                 "other TOS",
@@ -631,6 +646,159 @@ mod tests {
         assert_eq!(w.len(), 3);
         assert_eq!(vnet(&w[1]).flags, 0, "the kernel must check it itself");
         assert_eq!(&w[1][VIRTIO_NET_HDR_LEN..], &bad[..]);
+    }
+
+    /// Recomputes the TCP checksum of `p` after an edit.
+    fn resum_tcp(p: &mut [u8]) {
+        let ps = pseudo_sum(&SRC, &DST, TCP, (p.len() - IP_LEN) as u16);
+        p[IP_LEN + 16..IP_LEN + 18].fill(0);
+        let c = !checksum::fold(checksum::sum(&p[IP_LEN..], ps));
+        p[IP_LEN + 16..IP_LEN + 18].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// Rewrites the IPv4 ID and DF bit of `p`, keeping its header checksum valid.
+    fn with_id(mut p: Vec<u8>, df: bool, id: u16) -> Vec<u8> {
+        p[4..6].copy_from_slice(&id.to_be_bytes());
+        p[6] = if df { 0x40 } else { 0 };
+        p[10..12].fill(0);
+        let c = checksum::checksum(&p[..IP_LEN]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn a_bad_ipv4_header_checksum_is_never_laundered() {
+        let mut g = Coalescer::new(true, true);
+        let mut bad = tcp(0, TCP_ACK, &[5; 100], &[]);
+        bad[4] ^= 0xff; // ID corrupted in flight (ignored with DF), header checksum now wrong
+        let pk = vec![bad.clone(), tcp(100, TCP_ACK, &[5; 100], &[])];
+        let w = run(&mut g, &pk);
+        assert_eq!(w.len(), 2);
+        assert_eq!(&w[0][VIRTIO_NET_HDR_LEN..], &bad[..]);
+    }
+
+    #[test]
+    fn without_df_the_ipv4_ids_must_go_up_by_one() {
+        let mut g = Coalescer::new(true, true);
+        let seg = |i: u32, id: u16| with_id(tcp(i * 100, TCP_ACK, &[1; 100], &[]), false, id);
+        let w = run(&mut g, &[seg(0, 7), seg(1, 8), seg(2, 9)]);
+        assert_eq!(w.len(), 1);
+        let w = run(&mut g, &[seg(0, 7), seg(1, 7)]);
+        assert_eq!(w.len(), 2, "a repeated ID without DF");
+        let w = run(&mut g, &[seg(0, 0xffff), seg(1, 0)]);
+        assert_eq!(w.len(), 1, "the ID wraps");
+        // With DF the ID means nothing (RFC 6864): fixed or random IDs merge.
+        let df = |i: u32, id: u16| with_id(tcp(i * 100, TCP_ACK, &[1; 100], &[]), true, id);
+        assert_eq!(run(&mut g, &[df(0, 5), df(1, 5), df(2, 900)]).len(), 1);
+    }
+
+    /// Splits a write back into segments the way the kernel's TCP GSO would.
+    fn resegment(w: &[u8]) -> Vec<Vec<u8>> {
+        let h = vnet(w);
+        let p = &w[VIRTIO_NET_HDR_LEN..];
+        if h.gso_type == 0 {
+            return vec![p.to_vec()];
+        }
+        let hl = usize::from(h.hdr_len);
+        let mss = usize::from(h.gso_size);
+        let seq0 = u32::from_be_bytes([p[24], p[25], p[26], p[27]]);
+        let chunks: Vec<&[u8]> = p[hl..].chunks(mss).collect();
+        let n = chunks.len();
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut s = p[..hl].to_vec();
+                s.extend_from_slice(c);
+                let total = s.len() as u16;
+                s[2..4].copy_from_slice(&total.to_be_bytes());
+                let seq = seq0.wrapping_add((i * mss) as u32);
+                s[24..28].copy_from_slice(&seq.to_be_bytes());
+                if i + 1 < n {
+                    s[IP_LEN + 13] &= !TCP_PSH;
+                }
+                s
+            })
+            .collect()
+    }
+
+    /// Bytes that must survive coalescing + resegmentation: all but the IPv4
+    /// ID and both checksums.
+    fn essence(p: &[u8]) -> Vec<u8> {
+        let mut e = p.to_vec();
+        e[4..6].fill(0);
+        e[10..12].fill(0);
+        if e.len() >= IP_LEN + 18 && e[9] == TCP {
+            e[IP_LEN + 16..IP_LEN + 18].fill(0);
+        }
+        e
+    }
+
+    #[test]
+    fn random_valid_streams_survive_coalescing_and_resegmentation() {
+        let mut x = 0x9e37_79b9u32;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let mut g = Coalescer::new(true, false);
+        let mut merged = 0;
+        for _ in 0..500 {
+            // Two flows' worth of segments, mostly in order, with the odd
+            // gap, PSH, short segment, option change, other flag or bad sum.
+            let mut seq = [0u32, 50_000];
+            let mut pk = Vec::new();
+            let mss = 100 + (next() % 1300) as usize;
+            for _ in 0..(next() % 80) {
+                let f = (next() % 8 == 0) as usize;
+                let r = next() % 64;
+                let len = if r == 0 {
+                    1 + (next() as usize % mss)
+                } else {
+                    mss
+                };
+                let flags = match r {
+                    1 => TCP_ACK | TCP_PSH,
+                    2 => TCP_ACK | 0x01,
+                    3 => TCP_ACK | 0x40,
+                    _ => TCP_ACK,
+                };
+                if r == 4 {
+                    seq[f] = seq[f].wrapping_add(7);
+                }
+                let opts: &[u8] = if r == 5 { &[1, 1, 1, 1] } else { &[] };
+                let mut p = tcp(seq[f], flags, &vec![(next() & 0xff) as u8; len], opts);
+                p[IP_LEN + 1] = f as u8; // the flow: source port
+                resum_tcp(&mut p);
+                if r == 6 {
+                    p[IP_LEN + 20] ^= 1; // corrupted in flight
+                }
+                seq[f] = seq[f].wrapping_add(len as u32);
+                pk.push(p);
+            }
+            let w = run(&mut g, &pk);
+            let out: Vec<Vec<u8>> = w.iter().flat_map(|x| resegment(x)).collect();
+            assert_eq!(out.len(), pk.len());
+            for (o, i) in out.iter().zip(&pk) {
+                assert_eq!(essence(o), essence(i));
+            }
+            for (x, wr) in w.iter().zip(&g.writes) {
+                if wr.packets > 1 {
+                    merged += 1;
+                    let h = vnet(x);
+                    let p = &x[VIRTIO_NET_HDR_LEN..];
+                    // what virtio_net_hdr_to_skb and TCP GSO rely on
+                    assert!(h.gso_size > 0 && usize::from(h.hdr_len) < p.len());
+                    assert!(
+                        usize::from(h.csum_start + h.csum_offset) + 2 <= usize::from(h.hdr_len)
+                    );
+                    assert_partial_csum_completes(p, TCP);
+                }
+            }
+        }
+        assert!(merged > 500, "the merge paths ran ({merged} merged writes)");
     }
 
     #[test]

@@ -611,38 +611,207 @@ impl Worker {
         Ok(n < RX_BATCH)
     }
 
-    /// Writes what the coalescer described: one `writev` per (super-)packet,
-    /// the payloads straight from the receive buffers `bufs`.
+    /// Writes what the coalescer described (see [`write_coalesced`]).
     fn write_coalesced(
         &self,
         g: &Coalescer,
         bufs: &[Vec<u8>],
         c: &mut Counters,
     ) -> Result<(), String> {
-        let fd = self.tun.as_raw_fd();
-        for w in &g.writes {
-            let mut parts = [IoSlice::new(&[]); MAX_SEGMENTS + 1];
-            let mut k = 0;
-            if w.prefix_len > 0 {
-                parts[0] = IoSlice::new(w.prefix());
-                k = 1;
-            }
-            for p in &g.pieces[w.first as usize..(w.first + w.count) as usize] {
-                let (s, l) = (p.start as usize, p.len as usize);
-                parts[k] = IoSlice::new(&bufs[p.buf as usize][s..s + l]);
-                k += 1;
-            }
-            match write_gathered(fd, &parts[..k]) {
-                Ok(_) => {
-                    c.tun_tx_packets += u64::from(w.packets);
-                    c.tun_tx_bytes += u64::from(w.bytes);
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
-                    return Err(self.tun_failed("write", &e))
-                }
-                Err(_) => c.error(IoError::TunWrite),
-            }
+        write_coalesced(self.tun.as_raw_fd(), g, bufs, c).map_err(|e| self.tun_failed("write", &e))
+    }
+}
+
+/// Writes what the coalescer described to the TUN `fd`: one `writev` per
+/// (super-)packet, the payloads straight from the receive buffers `bufs`.
+/// Errors are counted; only EBADFD (the TUN is gone) is returned.
+fn write_coalesced(fd: RawFd, g: &Coalescer, bufs: &[Vec<u8>], c: &mut Counters) -> io::Result<()> {
+    for w in &g.writes {
+        let mut parts = [IoSlice::new(&[]); MAX_SEGMENTS + 1];
+        let mut k = 0;
+        if w.prefix_len > 0 {
+            parts[0] = IoSlice::new(w.prefix());
+            k = 1;
         }
-        Ok(())
+        for p in &g.pieces[w.first as usize..(w.first + w.count) as usize] {
+            let (s, l) = (p.start as usize, p.len as usize);
+            parts[k] = IoSlice::new(&bufs[p.buf as usize][s..s + l]);
+            k += 1;
+        }
+        match write_gathered(fd, &parts[..k]) {
+            Ok(_) => {
+                c.tun_tx_packets += u64::from(w.packets);
+                c.tun_tx_bytes += u64::from(w.bytes);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => return Err(e),
+            Err(e) if w.packets > 1 => write_segments(fd, g, w, bufs, c, &e)?,
+            Err(_) => c.error(IoError::TunWrite),
+        }
+    }
+    Ok(())
+}
+
+/// Slow path for a merged packet the TUN refused: writes its segments one by
+/// one as they were received (their headers are still in front of each
+/// payload piece), so a kernel that rejects the GSO form loses nothing. Each
+/// segment that still fails counts as a TUN write error.
+fn write_segments(
+    fd: RawFd,
+    g: &Coalescer,
+    w: &crate::gro::Write,
+    bufs: &[Vec<u8>],
+    c: &mut Counters,
+    why: &io::Error,
+) -> io::Result<()> {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        log::warn!(
+            "the TUN refused a coalesced packet ({why}); writing its segments one by one \
+             (logged once)"
+        )
+    });
+    let empty = [0u8; tun_rs::VIRTIO_NET_HDR_LEN];
+    let hdr_len = usize::from(w.prefix_len).saturating_sub(tun_rs::VIRTIO_NET_HDR_LEN);
+    for p in &g.pieces[w.first as usize..(w.first + w.count) as usize] {
+        let (s, l) = (p.start as usize, p.len as usize);
+        let Some(pkt) = s
+            .checked_sub(hdr_len)
+            .and_then(|from| bufs[p.buf as usize].get(from..s + l))
+        else {
+            c.error(IoError::TunWrite);
+            continue;
+        };
+        match write_gathered(fd, &[IoSlice::new(&empty), IoSlice::new(pkt)]) {
+            Ok(_) => {
+                c.tun_tx_packets += 1;
+                c.tun_tx_bytes += pkt.len() as u64;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => return Err(e),
+            Err(_) => c.error(IoError::TunWrite),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gro::testutil::tcp;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    /// A datagram socket pair standing in for the TUN: one write, one packet.
+    fn pair(sndbuf: libc::c_int) -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: plain syscalls on fds this test owns.
+        unsafe {
+            assert_eq!(
+                libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()),
+                0
+            );
+            let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            let v = &sndbuf as *const libc::c_int as *const libc::c_void;
+            assert_eq!(
+                libc::setsockopt(fds[0], libc::SOL_SOCKET, libc::SO_SNDBUF, v, len),
+                0
+            );
+            // A missing datagram fails the test instead of hanging it.
+            let t = libc::timeval {
+                tv_sec: 5,
+                tv_usec: 0,
+            };
+            let tl = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+            let tp = &t as *const libc::timeval as *const libc::c_void;
+            let r = libc::setsockopt(fds[1], libc::SOL_SOCKET, libc::SO_RCVTIMEO, tp, tl);
+            assert_eq!(r, 0);
+            (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+        }
+    }
+
+    /// Reads `n` datagrams on a thread (a small send buffer only drains
+    /// while someone reads).
+    fn reader(fd: OwnedFd, n: usize) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 70_000];
+            while out.len() < n {
+                // SAFETY: buf is valid for its length.
+                let got =
+                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                assert!(got >= 0, "recv: {}", io::Error::last_os_error());
+                out.push(buf[..got as usize].to_vec());
+            }
+            out
+        })
+    }
+
+    fn coalesced(segs: &[Vec<u8>]) -> Coalescer {
+        let mut g = Coalescer::new(true, false);
+        for (i, p) in segs.iter().enumerate() {
+            let at = Piece {
+                buf: i as u32,
+                start: 0,
+                len: p.len() as u32,
+            };
+            g.push(p, at);
+        }
+        g.finish();
+        g
+    }
+
+    #[test]
+    fn a_merged_packet_goes_out_in_one_write() {
+        let segs: Vec<Vec<u8>> = (0..10u32)
+            .map(|i| tcp(i * 1400, 0x10, &[i as u8; 1400], &[]))
+            .collect();
+        let g = coalesced(&segs);
+        let (tx, rx) = pair(1 << 20);
+        let rx = reader(rx, 1);
+        let mut c = Counters::default();
+        write_coalesced(tx.as_raw_fd(), &g, &segs, &mut c).unwrap();
+        let got = rx.join().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].len(), tun_rs::VIRTIO_NET_HDR_LEN + 40 + 14_000);
+        assert_eq!(c.tun_tx_packets, 10);
+        assert_eq!(c.errors[IoError::TunWrite as usize], 0);
+    }
+
+    #[test]
+    fn a_refused_merged_packet_is_written_segment_by_segment() {
+        let segs: Vec<Vec<u8>> = (0..10u32)
+            .map(|i| tcp(i * 1400, 0x10, &[i as u8; 1400], &[]))
+            .collect();
+        let g = coalesced(&segs);
+        assert_eq!(g.writes.len(), 1);
+        // A send buffer too small for the 14 KB super-packet: EMSGSIZE, like a
+        // TUN that rejects the GSO form.
+        let (tx, rx) = pair(4096);
+        let rx = reader(rx, 10);
+        let mut c = Counters::default();
+        write_coalesced(tx.as_raw_fd(), &g, &segs, &mut c).unwrap();
+        let got = rx.join().unwrap();
+        assert_eq!(got.len(), 10, "every segment arrives");
+        for (d, s) in got.iter().zip(&segs) {
+            assert_eq!(
+                &d[..tun_rs::VIRTIO_NET_HDR_LEN],
+                &[0; tun_rs::VIRTIO_NET_HDR_LEN]
+            );
+            assert_eq!(&d[tun_rs::VIRTIO_NET_HDR_LEN..], &s[..], "as received");
+        }
+        assert_eq!(c.tun_tx_packets, 10);
+        assert_eq!(c.errors[IoError::TunWrite as usize], 0);
+    }
+
+    #[test]
+    fn write_errors_are_counted_per_packet() {
+        let segs: Vec<Vec<u8>> = (0..3u32)
+            .map(|i| tcp(i * 100, 0x10, &[1; 100], &[]))
+            .collect();
+        let g = coalesced(&segs);
+        let (tx, rx) = pair(1 << 20);
+        drop(rx); // every write now fails with ECONNREFUSED
+        let mut c = Counters::default();
+        write_coalesced(tx.as_raw_fd(), &g, &segs, &mut c).unwrap();
+        assert_eq!(c.errors[IoError::TunWrite as usize], 3);
+        assert_eq!(c.tun_tx_packets, 0);
     }
 }
