@@ -145,13 +145,13 @@ impl Coalescer {
     pub fn push(&mut self, pkt: &[u8], at: Piece) {
         debug_assert_eq!(pkt.len(), at.len as usize);
         if !self.vnet {
-            self.alone(at, false);
+            self.alone(at);
             return;
         }
         match classify(pkt, self.udp) {
             Candidate::Alone => {
                 self.close();
-                self.alone(at, true);
+                self.alone(at);
             }
             Candidate::Tcp { hdr_len, seq, psh } => {
                 if !self.append_tcp(pkt, at, hdr_len, seq, psh) {
@@ -173,29 +173,43 @@ impl Coalescer {
         self.close();
     }
 
-    /// A write of one unmodified packet, after an empty virtio-net header
-    /// when the TUN takes them (all zeros: no GSO, no checksum offload).
-    fn alone(&mut self, at: Piece, vnet: bool) {
+    /// A write of one unmodified packet.
+    fn alone(&mut self, at: Piece) {
+        self.pieces.push(at);
+        self.single(self.pieces.len() - 1);
+    }
+
+    /// A write of the one packet at `pieces[i]`, after an empty virtio-net
+    /// header when the TUN takes them (all zeros: no GSO, no checksum offload).
+    fn single(&mut self, i: usize) {
         self.writes.push(Write {
             prefix: [0u8; PREFIX_MAX],
-            prefix_len: if vnet { VIRTIO_NET_HDR_LEN as u8 } else { 0 },
-            first: self.pieces.len() as u32,
+            prefix_len: if self.vnet {
+                VIRTIO_NET_HDR_LEN as u8
+            } else {
+                0
+            },
+            first: i as u32,
             count: 1,
             packets: 1,
-            bytes: at.len,
+            bytes: self.pieces[i].len,
         });
-        self.pieces.push(at);
+    }
+
+    /// Records the payload of the packet at `at` (headers `hdr_len` long).
+    fn push_payload(&mut self, at: Piece, hdr_len: usize) {
+        self.pieces.push(Piece {
+            buf: at.buf,
+            start: at.start + hdr_len as u32,
+            len: at.len - hdr_len as u32,
+        });
     }
 
     fn open(&mut self, kind: Kind, pkt: &[u8], at: Piece, hdr_len: usize, seq: u32, psh: bool) {
         let payload = pkt.len() - hdr_len;
         let mut hdr = [0u8; IP_LEN + 60];
         hdr[..hdr_len].copy_from_slice(&pkt[..hdr_len]);
-        self.pieces.push(Piece {
-            buf: at.buf,
-            start: at.start + hdr_len as u32,
-            len: payload as u32,
-        });
+        self.push_payload(at, hdr_len);
         self.open = Some(Open {
             kind,
             hdr,
@@ -256,11 +270,7 @@ impl Coalescer {
         o.count += 1;
         o.psh |= psh;
         o.closed = psh || payload < o.gso_size;
-        self.pieces.push(Piece {
-            buf: at.buf,
-            start: at.start + hdr_len as u32,
-            len: payload as u32,
-        });
+        self.push_payload(at, hdr_len);
         true
     }
 
@@ -278,30 +288,19 @@ impl Coalescer {
         o.payload += payload;
         o.count += 1;
         o.closed = payload < o.gso_size;
-        self.pieces.push(Piece {
-            buf: at.buf,
-            start: at.start + hdr_len as u32,
-            len: payload as u32,
-        });
+        self.push_payload(at, hdr_len);
         true
     }
 
     fn close(&mut self) {
         let Some(o) = self.open.take() else { return };
-        let bytes = (o.count as usize * o.hdr_len + o.payload) as u32;
         if o.count == 1 {
             // Nothing joined: write the first packet as it came.
             self.pieces[o.first_piece] = o.whole;
-            self.writes.push(Write {
-                prefix: [0u8; PREFIX_MAX],
-                prefix_len: VIRTIO_NET_HDR_LEN as u8,
-                first: o.first_piece as u32,
-                count: 1,
-                packets: 1,
-                bytes,
-            });
+            self.single(o.first_piece);
             return;
         }
+        let bytes = (o.count as usize * o.hdr_len + o.payload) as u32;
         let mut prefix = [0u8; PREFIX_MAX];
         let (gso_type, csum_offset, proto) = match o.kind {
             Kind::Tcp => (GSO_TCPV4, 16u16, TCP),
@@ -365,7 +364,6 @@ fn transport_valid(pkt: &[u8], proto: u8) -> bool {
 }
 
 fn classify(pkt: &[u8], udp: bool) -> Candidate {
-    let unknown = Candidate::Alone;
     if pkt.len() < IP_LEN
         || pkt[0] != 0x45
         || usize::from(u16::from_be_bytes([pkt[2], pkt[3]])) != pkt.len()
@@ -375,7 +373,7 @@ fn classify(pkt: &[u8], udp: bool) -> Candidate {
         // the merged packet gets a fresh header checksum: never launder a bad one
         || !checksum::verify(&pkt[..IP_LEN])
     {
-        return unknown;
+        return Candidate::Alone;
     }
     match pkt[9] {
         TCP if pkt.len() >= IP_LEN + 20 => {
@@ -385,10 +383,10 @@ fn classify(pkt: &[u8], udp: bool) -> Candidate {
                 || hdr_len >= pkt.len()
                 || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH)
             {
-                return unknown;
+                return Candidate::Alone;
             }
             if !transport_valid(pkt, TCP) {
-                return unknown;
+                return Candidate::Alone;
             }
             let seq = u32::from_be_bytes([pkt[24], pkt[25], pkt[26], pkt[27]]);
             Candidate::Tcp {
@@ -401,11 +399,11 @@ fn classify(pkt: &[u8], udp: bool) -> Candidate {
             let ulen = usize::from(u16::from_be_bytes([pkt[24], pkt[25]]));
             let zero_csum = pkt[26] == 0 && pkt[27] == 0;
             if ulen != pkt.len() - IP_LEN || zero_csum || !transport_valid(pkt, UDP) {
-                return unknown;
+                return Candidate::Alone;
             }
             Candidate::Udp
         }
-        _ => unknown,
+        _ => Candidate::Alone,
     }
 }
 

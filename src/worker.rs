@@ -8,8 +8,8 @@
 //! slots at `HEADROOM` → `encapsulate` writes outer IPv4 + GRE in front of each
 //! → one `sendmmsg` for up to `TX_SLOTS` packets to their peer VMs.
 //!
-//! Ingress: raw socket → `recvmmsg` of up to `RX_BATCH` GRE packets, each placed
-//! so that its inner packet lands at `RX_OFF` → `decapsulate` → each accepted
+//! Ingress: raw socket → `recvmmsg` of up to `RX_BATCH` GRE packets, each into
+//! its own buffer → `decapsulate` → each accepted
 //! inner packet, where it lies, goes to [`Coalescer`], which (with offload)
 //! merges consecutive TCP/UDP segments of a flow (GRO) → one `writev` per
 //! resulting packet: rewritten headers, then the payloads from the receive
@@ -49,12 +49,10 @@ pub const TX_SLOTS: usize = 256;
 pub const TX_READ_ROOM: usize = 128;
 /// Ingress datagrams per `recvmmsg`.
 pub const RX_BATCH: usize = 64;
-/// Where the inner packet sits in an ingress buffer (≥ the virtio-net header
-/// that GRO writes in front of it).
-pub const RX_OFF: usize = HEADROOM;
-/// Ingress buffer size: GRO grows the first buffer of a flow in place and
-/// needs 2·offset + the coalesced length.
-pub const RX_CAP: usize = 2 * RX_OFF + MAX_PACKET + 1;
+/// Ingress buffer size: the largest IPv4 datagram (outer header included).
+/// Inner packets are written to the TUN from where they were received, so no
+/// room around them is needed.
+pub const RX_CAP: usize = MAX_PACKET + 1;
 
 const TUN: Token = Token(0);
 const SOCK: Token = Token(1);
@@ -132,7 +130,7 @@ struct Buffers {
     rx_bufs: Vec<Vec<u8>>,
     rx_lens: Vec<usize>,
     rx_mmsg: Mmsg,
-    /// UDP mode: zero-copy coalescing of what one `recvmmsg` brought.
+    /// Zero-copy coalescing of what one `recvmmsg` brought (both modes).
     coalescer: Coalescer,
     /// Scratch for ICMP replies (virtio-net header room + IPv4 + ICMP + quote).
     icmp: [u8; 128],
@@ -565,12 +563,9 @@ impl Worker {
     /// Receives up to RX_BATCH GRE packets and delivers them. Returns Ok(true)
     /// once the socket is drained.
     fn ingress_batch(&mut self, b: &mut Buffers, c: &mut Counters) -> Result<bool, String> {
-        // Place each datagram so that, with our own header sizes, the inner
-        // packet starts exactly at RX_OFF (no move in the common case).
-        let recv_at = RX_OFF - self.dp.header_len();
         let n = match b
             .rx_mmsg
-            .recv_bufs(self.sock.fd(), &mut b.rx_bufs, recv_at, &mut b.rx_lens)
+            .recv_bufs(self.sock.fd(), &mut b.rx_bufs, 0, &mut b.rx_lens)
         {
             Ok(n) => {
                 c.errors[IoError::RxOverflow as usize] = u64::from(b.rx_mmsg.rx_queue_drops());
@@ -593,15 +588,14 @@ impl Worker {
             }
             c.rx_bytes += len as u64;
             let buf = &mut b.rx_bufs[i];
-            match self.dp.decapsulate(&mut buf[recv_at..], len) {
+            match self.dp.decapsulate(buf, len) {
                 Ok(d) => {
-                    let at = recv_at + d.start;
                     let piece = Piece {
                         buf: i as u32,
-                        start: at as u32,
+                        start: d.start as u32,
                         len: d.len as u32,
                     };
-                    g.push(&buf[at..at + d.len], piece);
+                    g.push(&buf[d.start..d.start + d.len], piece);
                 }
                 Err(r) => c.drop(r),
             }
@@ -626,8 +620,8 @@ impl Worker {
 /// (super-)packet, the payloads straight from the receive buffers `bufs`.
 /// Errors are counted; only EBADFD (the TUN is gone) is returned.
 fn write_coalesced(fd: RawFd, g: &Coalescer, bufs: &[Vec<u8>], c: &mut Counters) -> io::Result<()> {
+    let mut parts = [IoSlice::new(&[]); MAX_SEGMENTS + 1];
     for w in &g.writes {
-        let mut parts = [IoSlice::new(&[]); MAX_SEGMENTS + 1];
         let mut k = 0;
         if w.prefix_len > 0 {
             parts[0] = IoSlice::new(w.prefix());
