@@ -151,15 +151,6 @@ pub enum LayoutName {
     Classic,
 }
 
-/// `--steer` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SteerName {
-    /// The worker pinned to the CPU that produced or received the packet.
-    Cpu,
-    /// The kernel's flow hash.
-    Hash,
-}
-
 /// `--encap` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EncapName {
@@ -255,14 +246,6 @@ pub struct RunArgs {
     /// with UDP segmentation offload. Every VM of a mesh must use the same.
     #[arg(long, value_enum, default_value_t = EncapName::Gre)]
     pub encap: EncapName,
-    /// Which worker gets a packet. cpu: the worker pinned to the CPU the
-    /// kernel produced (TUN) or received (underlay) it on, so no hand-off
-    /// wakes another CPU; an address pair that sent within the last 10 ms keeps
-    /// its worker, so an active flow is never reordered. hash: spread flows
-    /// by the kernel's flow hash. cpu needs pinned workers on distinct CPUs;
-    /// otherwise meshfwd says so and hashes.
-    #[arg(long, value_enum, default_value_t = SteerName::Cpu)]
-    pub steer: SteerName,
     /// UDP port of GRE-in-UDP, sent to and listened on (with --encap udp).
     #[arg(long, value_name = "PORT", default_value_t = crate::datapath::GRE_UDP_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub udp_port: u16,

@@ -47,10 +47,6 @@ pub struct Config {
     pub encap: Encap,
     pub udp_port: u16,
     pub cpus: Vec<Option<core_affinity::CoreId>>,
-    /// `--steer cpu`: worker `j`'s CPU at `[j]`; empty: hash steering.
-    pub steer_cpus: Vec<u32>,
-    /// Why `--steer cpu` fell back to hashing, if it did.
-    pub steer_note: Option<String>,
     pub configure: bool,
     pub offload: bool,
     /// UDP GSO/GRO (with --encap udp).
@@ -125,7 +121,7 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
         None if args.seq => 1,
         None => pin_list.len().max(1),
     };
-    let cpus: Vec<_> = (0..threads)
+    let cpus = (0..threads)
         .map(|i| {
             if args.no_pin || pin_list.is_empty() {
                 None
@@ -136,11 +132,8 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
             }
         })
         .collect();
-    let (steer_cpus, steer_note) = steer_table(args.steer, &cpus);
     Ok(Config {
         tun,
-        steer_cpus,
-        steer_note,
         layout,
         layout_name: args.layout.name(),
         local,
@@ -162,84 +155,6 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
 /// This VM's underlay address and the interface that carries it: `--local` if
 /// given (validated against the layout), else the one unicast address of this
 /// host inside the underlay prefix. Errors say what to do.
-/// Attaches the `--steer cpu` programs (or removes an old TUN program for
-/// hash steering) and describes the outcome for the start-up line. Failures
-/// fall back to hashing for that direction, with a warning.
-fn steer_workers(cfg: &Config, queues: &[tun_rs::SyncDevice], socks: &[(Underlay, u64)]) -> String {
-    use std::os::fd::AsRawFd;
-    let Some(tun_fd) = queues.first().map(|q| q.as_raw_fd()) else {
-        return "hash".into();
-    };
-    if cfg.steer_cpus.is_empty() {
-        if let Some(note) = &cfg.steer_note {
-            log::warn!("{note}");
-        }
-        if let Err(e) = sys::steer::detach_tun(tun_fd) {
-            log::debug!("TUN {}: remove steering program: {e}", cfg.tun);
-        }
-        return "hash".into();
-    }
-    let egress = match sys::steer::attach_tun(tun_fd, &cfg.steer_cpus) {
-        Ok(()) => "cpu",
-        Err(e) => {
-            log::warn!(
-                "TUN {}: {e}; packets leave by flow hash instead of by CPU \
-                 (loading eBPF needs CAP_BPF or CAP_SYS_ADMIN)",
-                cfg.tun
-            );
-            "hash"
-        }
-    };
-    // Raw GRE sockets carry the CPU test in their shard filters already.
-    let ingress = match socks.first() {
-        Some((Underlay::Udp(s, _), _)) => {
-            match sys::steer::attach_reuseport(s.fd(), &cfg.steer_cpus) {
-                Ok(()) => "cpu",
-                Err(e) => {
-                    log::warn!(
-                        "GRE-in-UDP sockets: {e}; packets arrive by flow hash instead of by CPU"
-                    );
-                    "hash"
-                }
-            }
-        }
-        _ => "cpu",
-    };
-    if egress == ingress {
-        egress.into()
-    } else {
-        format!("egress {egress}, ingress {ingress}")
-    }
-}
-
-/// The CPU table of `--steer cpu`: one distinct CPU per worker, or empty with
-/// the reason (hashing is then used).
-fn steer_table(
-    steer: crate::cli::SteerName,
-    cpus: &[Option<core_affinity::CoreId>],
-) -> (Vec<u32>, Option<String>) {
-    if steer == crate::cli::SteerName::Hash || cpus.len() < 2 {
-        return (Vec::new(), None);
-    }
-    let pinned: Vec<u32> = cpus.iter().flatten().map(|c| c.id as u32).collect();
-    let mut distinct = pinned.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let why = if pinned.len() < cpus.len() {
-        "workers are not pinned (--no-pin)"
-    } else if distinct.len() < pinned.len() {
-        "more workers than CPUs, so CPUs are shared"
-    } else if pinned.len() > sys::steer::MAX_TABLE {
-        "more than 128 workers"
-    } else {
-        return (pinned, None);
-    };
-    (
-        Vec::new(),
-        Some(format!("--steer cpu: {why}; steering by flow hash")),
-    )
-}
-
 pub fn detect_local(
     layout: &Layout,
     local: Option<Ipv4Addr>,
@@ -366,7 +281,6 @@ fn run(
                 cfg.local,
                 i as u32,
                 n as u32,
-                &cfg.steer_cpus,
                 SOCK_RCVBUF,
                 SOCK_SNDBUF,
             )
@@ -427,7 +341,7 @@ fn run(
         Encap::Gre => sys::udp::UdpGreSocket::open(cfg.local, cfg.udp_port, 0, 0)
             .map(OtherEncap::Udp)
             .map_err(|e| format!("{e}")),
-        Encap::Udp => sys::raw::RawGreSocket::open(cfg.local, 0, 1, &[], 0, 0)
+        Encap::Udp => sys::raw::RawGreSocket::open(cfg.local, 0, 1, 0, 0)
             .map(|(s, _)| OtherEncap::Raw(s))
             .map_err(|e| format!("{e}")),
     }
@@ -440,7 +354,6 @@ fn run(
     };
     let queues = sys::tun::open_tun(&cfg.tun, n, cfg.configure.then_some(&tun_cfg), cfg.offload)
         .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
-    let steering = steer_workers(cfg, &queues, &socks);
     let offload = queues.first().is_some_and(|q| q.tcp_gso());
     let offload_desc = match (offload, queues.first().is_some_and(|q| q.udp_gso())) {
         (true, true) => "TSO+USO/GRO",
@@ -508,7 +421,7 @@ fn run(
         .map(|c| c.map_or("-".into(), |c| c.id.to_string()))
         .collect();
     log::info!(
-        "meshfwd {} on {}: layout {} ({}), local VM {} (underlay if {}), block {}, VM overlay {}, {} worker(s) on CPUs [{}], MTU {}{}, encap {}, key {}, csum {}, seq {}, offload {}, steer {}",
+        "meshfwd {} on {}: layout {} ({}), local VM {} (underlay if {}), block {}, VM overlay {}, {} worker(s) on CPUs [{}], MTU {}{}, encap {}, key {}, csum {}, seq {}, offload {}",
         env!("CARGO_PKG_VERSION"),
         cfg.tun,
         cfg.layout_name,
@@ -530,7 +443,6 @@ fn run(
         if cfg.csum { "on" } else { "off" },
         if cfg.seq { "on" } else { "off" },
         offload_desc,
-        steering,
     );
     if let Some(l) = metrics {
         let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();

@@ -216,8 +216,7 @@ fn gre_shards_deliver_each_packet_once() {
     let (mut shards, mut ovf) = in_netns(&na, || {
         let shards: Vec<Rx> = (0..2)
             .map(|i| {
-                let (sock, drained) =
-                    RawGreSocket::open(ADDR_A, i, 2, &[], 4 << 20, 1 << 20).unwrap();
+                let (sock, drained) = RawGreSocket::open(ADDR_A, i, 2, 4 << 20, 1 << 20).unwrap();
                 assert_eq!(drained, 0);
                 Rx {
                     sock,
@@ -226,7 +225,7 @@ fn gre_shards_deliver_each_packet_once() {
                 }
             })
             .collect();
-        let (sock, drained) = RawGreSocket::open(ADDR_A, 0, 1, &[], 1, 0).unwrap();
+        let (sock, drained) = RawGreSocket::open(ADDR_A, 0, 1, 1, 0).unwrap();
         assert_eq!(drained, 0);
         (
             shards,
@@ -238,7 +237,7 @@ fn gre_shards_deliver_each_packet_once() {
         )
     });
     let (tx, _) = in_netns(&nb, || {
-        RawGreSocket::open(ADDR_B, 0, 1, &[], 0, 4 << 20).unwrap()
+        RawGreSocket::open(ADDR_B, 0, 1, 0, 4 << 20).unwrap()
     });
 
     // 200 full packets + 10 too short for the inner header, ids 1..=210.
@@ -555,141 +554,4 @@ fn tun_multiqueue_in_netns() {
             .args(["-n", &nt, "link", "del", dev])
             .status();
     }
-}
-
-/// Runs `f` on a thread pinned to `cpu` that has entered netns `ns`.
-fn on_cpu<T: Send>(ns: &str, cpu: usize, f: impl FnOnce() -> T + Send) -> T {
-    in_netns(ns, || {
-        assert!(
-            core_affinity::set_for_current(core_affinity::CoreId { id: cpu }),
-            "pin to CPU {cpu} (this test needs CPUs 0 and 1)"
-        );
-        f()
-    })
-}
-
-/// `--steer cpu` in the kernel: the TUN steering program sends an idle
-/// address pair's packet to the queue of the sending CPU, keeps an active
-/// pair on its queue, and the reuse-port program hands a datagram to the
-/// socket of the CPU it was received on.
-#[test]
-#[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
-fn cpu_steering_in_the_kernel() {
-    use meshfwd::sys::steer;
-    require_root();
-    let pid = std::process::id();
-    let ns_name = format!("mfsys{pid}c");
-    let mut ns = Namespaces::default();
-    ns.add(&ns_name);
-    let tun = format!("sctun{pid}");
-    let cfg = TunConfig {
-        addr: Ipv4Addr::new(240, 16, 32, 1),
-        prefix: 4,
-        mtu: 1476,
-    };
-    let queues = in_netns(&ns_name, || open_tun(&tun, 2, Some(&cfg), false).unwrap());
-    // Workers 0 and 1 pinned to CPUs 1 and 0: queue index != CPU number.
-    steer::attach_tun(queues[0].as_raw_fd(), &[1, 0]).expect("attach TUN program");
-
-    // Which queue each datagram to `dst` came out of (others are ignored).
-    let drain = |dst: [u8; 4]| -> Vec<usize> {
-        let mut per_queue = vec![0usize; 2];
-        let mut buf = [0u8; 2048];
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < deadline {
-            for (i, q) in queues.iter().enumerate() {
-                while let Ok(n) = q.recv(&mut buf) {
-                    if n >= 28 && buf[0] == 0x45 && buf[9] == 17 && buf[16..20] == dst {
-                        per_queue[i] += 1;
-                    }
-                }
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        per_queue
-    };
-    let send = |cpu: usize, dst: [u8; 4], count: usize, gap: Duration| {
-        on_cpu(&ns_name, cpu, || {
-            let s = UdpSocket::bind((cfg.addr, 0)).unwrap();
-            for _ in 0..count {
-                s.send_to(b"steer", (Ipv4Addr::from(dst), 9)).unwrap();
-                thread::sleep(gap);
-            }
-        })
-    };
-    // Idle pairs follow the sending CPU (30 ms apart: idle every time).
-    let idle = Duration::from_nanos(3 * steer::STICKY_NS as u64);
-    let a = [240, 16, 33, 5];
-    send(0, a, 5, idle);
-    assert_eq!(drain(a), [0, 5], "sent on CPU 0 -> worker 1's queue");
-    thread::sleep(idle);
-    send(1, a, 5, idle);
-    assert_eq!(drain(a), [5, 0], "sent on CPU 1 -> worker 0's queue");
-
-    // An active pair stays put: two threads on both CPUs send to one
-    // destination every 100 µs; a gap of more than STICKY_NS (a stalled
-    // machine) would let it move once, so allow a little.
-    let b = [240, 16, 40, 9];
-    thread::sleep(idle);
-    thread::scope(|s| {
-        s.spawn(|| send(0, b, 200, Duration::from_micros(100)));
-        thread::sleep(Duration::from_millis(2));
-        s.spawn(|| send(1, b, 200, Duration::from_micros(100)));
-    });
-    let got = drain(b);
-    assert_eq!(got.iter().sum::<usize>(), 400, "{got:?}");
-    assert!(
-        got.iter().any(|&n| n >= 380),
-        "an active pair must stay on one queue: {got:?}"
-    );
-
-    // Detached: the kernel's flow hash again (both CPUs, one flow, one queue).
-    steer::detach_tun(queues[0].as_raw_fd()).expect("detach");
-
-    // Reuse-port group of two sockets on one port, workers pinned to 1 and 0.
-    let (port, socks) = in_netns(&ns_name, || {
-        let first = meshfwd::sys::udp::UdpGreSocket::open(Ipv4Addr::LOCALHOST, 0, 0, 0).unwrap();
-        let port = local_port(first.fd());
-        let second =
-            meshfwd::sys::udp::UdpGreSocket::open(Ipv4Addr::LOCALHOST, port, 0, 0).unwrap();
-        (port, [first, second])
-    });
-    steer::attach_reuseport(socks[0].fd(), &[1, 0]).expect("attach reuse-port program");
-    for (cpu, want) in [(0usize, 1usize), (1, 0)] {
-        on_cpu(&ns_name, cpu, || {
-            // Several source ports: a hash would spread them.
-            for _ in 0..8 {
-                let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-                s.send_to(b"steer", (Ipv4Addr::LOCALHOST, port)).unwrap();
-            }
-        });
-        let mut got = [0usize; 2];
-        let mut buf = [0u8; 64];
-        for (i, s) in socks.iter().enumerate() {
-            // SAFETY: valid fd and buffer.
-            while unsafe {
-                libc::recv(
-                    s.fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            } > 0
-            {
-                got[i] += 1;
-            }
-        }
-        let mut expect = [0usize; 2];
-        expect[want] = 8;
-        assert_eq!(got, expect, "received on CPU {cpu} -> socket {want}");
-    }
-}
-
-fn local_port(fd: std::os::fd::RawFd) -> u16 {
-    // SAFETY: zeroed sockaddr_in is valid; getsockname fills it.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let r = unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len) };
-    assert_eq!(r, 0);
-    u16::from_be(sa.sin_port)
 }

@@ -10,12 +10,6 @@
 //! Packets too short to hold the GRE header or the inner addresses go to
 //! shard 0, so userspace sees and counts them instead of the kernel dropping
 //! them silently on an out-of-bounds load.
-//!
-//! With CPU-local steering ([`super::steer`]) a CPU test comes first: a packet
-//! the kernel received on the CPU of a pinned worker goes to that worker
-//! ([`shard_filter_local`] for raw sockets, [`reuseport_by_cpu`] for the
-//! GRE-in-UDP reuse-port group); only packets received on other CPUs are
-//! sharded by hash.
 
 use libc::sock_filter;
 
@@ -127,33 +121,11 @@ fn insn(code: u32, jt: u8, jf: u8, k: u32) -> sock_filter {
     }
 }
 
-/// Most workers a CPU table is built for: beyond this the jump offsets of
-/// classic BPF (u8) would not reach the returns, and hashing is used alone.
-pub const MAX_CPU_TABLE: usize = 128;
-
-/// `A = the CPU this packet is being processed on` (an ancillary load).
-fn load_cpu() -> sock_filter {
-    insn(
-        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
-        0,
-        0,
-        (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
-    )
-}
-
 /// cBPF program for a raw GRE socket that accepts (returns `0xFFFF_FFFF`)
 /// exactly the packets with `shard_of(packet, count) == index` and drops the
 /// rest (returns 0). `count <= 1` accepts everything for index 0; an
 /// `index >= count` accepts nothing.
 pub fn shard_filter(index: u32, count: u32) -> Vec<sock_filter> {
-    shard_filter_local(index, count, &[])
-}
-
-/// [`shard_filter`] behind a CPU test: `cpus[j]` is the CPU worker `j` is
-/// pinned to (one entry per worker, all different, or empty for none). A
-/// packet received on `cpus[j]` is accepted by worker `j` alone; a packet
-/// received on any other CPU goes to its hash shard.
-pub fn shard_filter_local(index: u32, count: u32, cpus: &[u32]) -> Vec<sock_filter> {
     use libc::{
         BPF_ADD, BPF_AND, BPF_B, BPF_IND, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
         BPF_LEN, BPF_MEM, BPF_MISC, BPF_MOD, BPF_MSH, BPF_RET, BPF_RSH, BPF_ST, BPF_STX, BPF_TAX,
@@ -168,20 +140,6 @@ pub fn shard_filter_local(index: u32, count: u32, cpus: &[u32]) -> Vec<sock_filt
     // Where too-short packets go: shard 0.
     let short = if index == 0 { To::Accept } else { To::Reject };
     let mut a = Asm::default();
-    if cpus.len() == count as usize && cpus.len() <= MAX_CPU_TABLE {
-        a.ops.push({
-            let l = load_cpu();
-            (u32::from(l.code), l.k, To::Next, To::Next)
-        });
-        for (j, &cpu) in cpus.iter().enumerate() {
-            let mine = if j == index as usize {
-                To::Accept
-            } else {
-                To::Reject
-            };
-            a.jmp(BPF_JMP | BPF_JEQ | BPF_K, cpu, mine, To::Next);
-        }
-    }
     a.op(BPF_LD | BPF_W | BPF_LEN, 0) //           A = len
         .jmp(BPF_JMP | BPF_JEQ | BPF_K, 0, short, To::Next) // empty: shard 0
         .op(BPF_LDX | BPF_B | BPF_MSH, 0) //       X = ihl = 4*([0]&0xf)
@@ -236,20 +194,6 @@ pub fn shard_filter_local(index: u32, count: u32, cpus: &[u32]) -> Vec<sock_filt
     a.finish()
 }
 
-/// Reuse-port program for the GRE-in-UDP socket group
-/// (`SO_ATTACH_REUSEPORT_CBPF`): returns the index `j` of the worker pinned
-/// to the receiving CPU (`cpus[j]`), or `u32::MAX` on any other CPU, which
-/// is out of range, so the kernel falls back to its 4-tuple hash.
-pub fn reuseport_by_cpu(cpus: &[u32]) -> Vec<sock_filter> {
-    let mut prog = vec![load_cpu()];
-    for (j, &cpu) in cpus.iter().take(MAX_CPU_TABLE).enumerate() {
-        prog.push(insn(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, cpu));
-        prog.push(insn(libc::BPF_RET | libc::BPF_K, 0, 0, j as u32));
-    }
-    prog.push(insn(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
-    prog
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,11 +208,6 @@ mod tests {
     /// opcodes the shard filter uses: an out-of-bounds packet load or a
     /// division by zero ends the program with 0 (drop).
     fn run(prog: &[sock_filter], pkt: &[u8]) -> u32 {
-        run_on(prog, pkt, 0)
-    }
-
-    /// [`run`] as if the kernel processed the packet on CPU `cpu`.
-    fn run_on(prog: &[sock_filter], pkt: &[u8], cpu: u32) -> u32 {
         let (mut a, mut x) = (0u32, 0u32);
         let mut mem = [0u32; 16];
         let mut pc = 0usize;
@@ -294,7 +233,6 @@ mod tests {
                         BPF_LEN => pkt.len() as u32,
                         BPF_IMM => k,
                         BPF_MEM => mem[k as usize],
-                        BPF_ABS if k == (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32 => cpu,
                         BPF_ABS => match load(k, code & 0x18) {
                             Some(v) => v,
                             None => return 0,
@@ -506,48 +444,6 @@ mod tests {
     }
 
     #[test]
-    fn local_cpu_goes_to_its_worker() {
-        let mut rng = Rng(7);
-        let cpus = [3u32, 0, 5];
-        let count = cpus.len() as u32;
-        let filters: Vec<_> = (0..count)
-            .map(|i| shard_filter_local(i, count, &cpus))
-            .collect();
-        filters.iter().for_each(|f| verify(f));
-        for _ in 0..2000 {
-            let flags = (rng.next() as u8) & 0xb0;
-            let mut p = structured(&mut rng, 5, flags);
-            let len = rng.below(p.len() + 1);
-            p.truncate(len);
-            for cpu in 0..8u32 {
-                let want = match cpus.iter().position(|&c| c == cpu) {
-                    Some(j) => j as u32,
-                    None => shard_of(&p, count),
-                };
-                for (i, f) in filters.iter().enumerate() {
-                    let accepted = run_on(f, &p, cpu) == ACCEPT;
-                    assert_eq!(accepted, i as u32 == want, "cpu {cpu} worker {i} {p:02x?}");
-                }
-            }
-        }
-        // A table that does not name every worker's CPU is not used.
-        assert_eq!(
-            shard_filter_local(1, 2, &[1]).len(),
-            shard_filter(1, 2).len()
-        );
-    }
-
-    #[test]
-    fn reuseport_program_picks_the_local_worker() {
-        let prog = reuseport_by_cpu(&[2, 0]);
-        verify(&prog);
-        assert_eq!(run_on(&prog, &[], 2), 0);
-        assert_eq!(run_on(&prog, &[1, 2, 3], 0), 1);
-        assert_eq!(run_on(&prog, &[], 1), u32::MAX, "other CPUs: hash");
-        assert_eq!(run_on(&reuseport_by_cpu(&[]), &[], 0), u32::MAX);
-    }
-
-    #[test]
     fn hash_spreads() {
         let mut rng = Rng(42);
         let mut hist = [0u32; 4];
@@ -574,10 +470,5 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{index}/{count}: {e}"));
             }
         }
-        let local: Vec<_> = shard_filter_local(1, 3, &[4, 0, 7])
-            .iter()
-            .map(|i| socket2::SockFilter::new(i.code, i.jt, i.jf, i.k))
-            .collect();
-        sock.attach_filter(&local).expect("filter with CPU table");
     }
 }

@@ -3,8 +3,7 @@
 //! Underlay GRE packets flow through [`raw`] sockets (sharded per worker by the
 //! [`bpf`] filter) in batches via [`mmsg`], or as GRE-in-UDP through [`udp`]
 //! sockets (UDP GSO/GRO, SO_REUSEPORT); overlay IP packets flow through the
-//! multi-queue TUN device from [`tun`]; [`steer`] keeps each packet on the
-//! worker of the CPU that produced it; [`netdev`] answers setup-time questions
+//! multi-queue TUN device from [`tun`]; [`netdev`] answers setup-time questions
 //! about interfaces. Nothing here knows about GRE beyond the shard hash.
 
 pub mod bpf;
@@ -15,7 +14,6 @@ pub mod netlink;
 pub mod pmtu;
 pub mod privs;
 pub mod raw;
-pub mod steer;
 pub mod tun;
 pub mod udp;
 

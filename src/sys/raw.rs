@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 
-use super::bpf::shard_filter_local;
+use super::bpf::shard_filter;
 
 /// Upper bound on datagrams discarded by the startup drain, so a flood
 /// arriving during `open` cannot keep it spinning.
@@ -28,10 +28,9 @@ pub struct RawGreSocket {
 
 impl RawGreSocket {
     /// Opens `socket(AF_INET, SOCK_RAW, IPPROTO_GRE)` for shard
-    /// `shard_index` of `shard_count`; `cpus` (empty, or one CPU per shard)
-    /// gives each shard the packets received on its CPU first.
+    /// `shard_index` of `shard_count`.
     ///
-    /// In order: attach `shard_filter_local(shard_index, shard_count, cpus)`; `IP_HDRINCL`
+    /// In order: attach `shard_filter(shard_index, shard_count)`; `IP_HDRINCL`
     /// on; bind to `(local, 0)` so only GRE addressed to `local` arrives;
     /// `SO_RCVBUF`/`SO_SNDBUF` to `rcvbuf`/`sndbuf` (the `*FORCE` variants
     /// first, which bypass `rmem_max`/`wmem_max` with `CAP_NET_ADMIN`; 0 keeps
@@ -42,7 +41,6 @@ impl RawGreSocket {
         local: Ipv4Addr,
         shard_index: u32,
         shard_count: u32,
-        cpus: &[u32],
         rcvbuf: usize,
         sndbuf: usize,
     ) -> io::Result<(Self, u64)> {
@@ -70,7 +68,7 @@ impl RawGreSocket {
         let ctx =
             |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
 
-        let filter: Vec<SockFilter> = shard_filter_local(shard_index, shard_count, cpus)
+        let filter: Vec<SockFilter> = shard_filter(shard_index, shard_count)
             .iter()
             .map(|i| SockFilter::new(i.code, i.jt, i.jf, i.k))
             .collect();
@@ -190,7 +188,7 @@ mod tests {
     #[test]
     fn rejects_bad_shard_before_opening() {
         for (i, c) in [(0, 0), (2, 2), (5, 3)] {
-            let e = RawGreSocket::open(Ipv4Addr::LOCALHOST, i, c, &[], 0, 0).unwrap_err();
+            let e = RawGreSocket::open(Ipv4Addr::LOCALHOST, i, c, 0, 0).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
             assert!(
                 e.to_string().starts_with("open raw GRE socket: shard"),

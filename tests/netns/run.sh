@@ -405,41 +405,7 @@ EOF
 
 setup_threads2() {
     mf_mesh --containers 2 || sfail "mesh" || return 1
-    mf_start vm1 --threads 2 --metrics 127.0.0.1:9469 || sfail "meshfwd vm1 --threads 2" || return 1
-    mf_start vm2 --threads 2 || sfail "meshfwd vm2 --threads 2" || return 1
-    mf_start vm3 --threads 2 || sfail "meshfwd vm3 --threads 2" || return 1
-}
-
-# --steer cpu (the default): a ping sent on CPU c is read from the TUN by the
-# worker pinned to c, and its reply comes back to that same worker through
-# the peer (which received it on c, answered on c and sent it back on c).
-t_steer_cpu_local() {
-    local log cpus c w other m after d
-    local -A before
-    log=$(mf_meshfwd_log vm1)
-    grep -q 'steer cpu' "$log" || fail "vm1 does not report 'steer cpu': $(grep -o 'steer [a-z, ]*' "$log" | tail -n 1)"
-    # worker i is pinned to the i-th CPU of "on CPUs [a,b]"
-    cpus=$(sed -n 's/.* on CPUs \[\([0-9,]*\)\].*/\1/p' "$log" | tail -n 1)
-    [[ $cpus =~ ^[0-9]+,[0-9]+$ ]] || fail "need two pinned workers, log says CPUs [$cpus]"
-    IFS=, read -r -a cpus <<<"$cpus"
-    for w in 0 1; do
-        c=${cpus[$w]} other=$((1 - w))
-        for m in tun_read underlay_received; do
-            before[$m$w]=$(scrape "^meshfwd_${m}_packets_total\{worker=\"$w\"") || fail "scrape"
-            before[$m$other]=$(scrape "^meshfwd_${m}_packets_total\{worker=\"$other\"") || fail "scrape"
-        done
-        mf_exec vm1 taskset -c "$c" ping -n -q -c 20 -i 0.01 -W 1 "${MF_OVL[vm2]}" >/dev/null || fail "ping on CPU $c failed"
-        for m in tun_read underlay_received; do
-            after=$(scrape "^meshfwd_${m}_packets_total\{worker=\"$w\"") || fail "scrape"
-            d=$((after - before[$m$w]))
-            note "CPU $c: worker $w ${m} +$d"
-            ((d >= 20)) || fail "ping on CPU $c: worker $w (pinned to $c) ${m} +$d, want all 20"
-            after=$(scrape "^meshfwd_${m}_packets_total\{worker=\"$other\"") || fail "scrape"
-            d=$((after - before[$m$other]))
-            note "CPU $c: worker $other ${m} +$d"
-            ((d <= 2)) || fail "ping on CPU $c: worker $other (other CPU) ${m} +$d, want none"
-        done
-    done
+    mf_start_all --threads 2 || sfail "meshfwd --threads 2 start" || return 1
 }
 
 t_thread_count() {
@@ -936,7 +902,7 @@ main() {
         t_bulk_tcp_mixed_offload t_no_drops_or_errors
     run_group metrics setup_metrics t_metrics_counters_move t_metrics_drop_label_moves t_metrics_404
     run_group pmtu setup_pmtu t_pmtu_fragment_non_df t_pmtu_icmp_frag_needed t_pmtu_default_tun_mtu
-    run_group threads2 setup_threads2 t_thread_count t_steer_cpu_local t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads
+    run_group threads2 setup_threads2 t_thread_count t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads
     local udp_key=()
     [[ ${MF_ENCAP:-gre} == udp ]] && udp_key=(t_udp_gso_fallback)
     run_group key setup_key t_key42_both_sides t_key_mismatch_42_43 t_keyless_to_keyed \
