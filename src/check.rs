@@ -2,7 +2,8 @@
 //! and how to fix what is missing.
 //!
 //! Two halves: [`gather`] reads the system (files under /proc and /sys, one
-//! `open` of /dev/net/tun, one raw GRE socket, `getifaddrs`, `SIOCGIFMTU`) and
+//! `open` of /dev/net/tun, one raw GRE socket, `getifaddrs`, `SIOCGIFMTU`;
+//! with `--encap udp` one UDP bind of the GRE-in-UDP port, closed at once) and
 //! changes nothing; the `check_*` functions are pure verdicts over those facts,
 //! unit-tested without root. Every check is `ok`, `warn` or `fail`; a failure
 //! means meshfwd will not start or will not forward container traffic.
@@ -11,6 +12,7 @@
 //! failed, 2 on bad usage (layout, `--local` outside the underlay, TUN name).
 
 use crate::cli::CheckArgs;
+use crate::datapath::Encap;
 use crate::layout::{Cidr, Layout};
 use crate::sys::netdev::{self, IfAddr};
 use serde::Serialize;
@@ -23,6 +25,8 @@ use std::process::ExitCode;
 /// GRE + outer IPv4 header bytes without / with a GRE key.
 const OVERHEAD: u32 = 24;
 const OVERHEAD_KEY: u32 = 28;
+/// GRE-in-UDP adds a UDP header.
+const UDP_HEADER: u32 = 8;
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_NET_RAW: u32 = 13;
 
@@ -172,6 +176,8 @@ pub struct Facts {
     pub gre: GreFacts,
     /// Result of `socket(AF_INET, SOCK_RAW, IPPROTO_GRE)`.
     pub raw_socket: Result<(), io::Error>,
+    /// With `--encap udp` and a known local address: the GRE-in-UDP port.
+    pub udp_port: Option<UdpPortFacts>,
     pub ip_forward: Option<u32>,
     /// rp_filter of `all`, `default`, the underlay interface, the TUN (if present).
     pub rp_filter: Vec<(String, u32)>,
@@ -187,9 +193,107 @@ pub struct Facts {
     pub resolvers: Vec<(String, Vec<Ipv4Addr>)>,
 }
 
+/// Whether meshfwd could bind its GRE-in-UDP port, and who holds it if not.
+#[derive(Debug)]
+pub struct UdpPortFacts {
+    pub local: Ipv4Addr,
+    pub port: u16,
+    /// Result of binding a UDP socket (without `SO_REUSEPORT`, so a running
+    /// meshfwd's group is never joined) to `local:port`.
+    pub bind: Result<(), io::Error>,
+    /// When the port is taken: who has a UDP socket on it (`name (pid N)`,
+    /// or a kernel socket); `None` when /proc could not tell.
+    pub holders: Option<Vec<String>>,
+}
+
+/// The UDP sockets on `port` bound to `local` or to any address, from the
+/// text of /proc/net/udp: their inodes (0 for a kernel socket, e.g. FOU).
+pub fn parse_proc_net_udp(text: &str, local: Ipv4Addr, port: u16) -> Vec<u64> {
+    let mut inodes = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(inode)) = (f.get(1), f.get(9)) else {
+            continue;
+        };
+        let Some((a, p)) = addr.split_once(':') else {
+            continue;
+        };
+        let (Ok(a), Ok(p), Ok(inode)) = (
+            u32::from_str_radix(a, 16),
+            u16::from_str_radix(p, 16),
+            inode.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        // The address is the raw network-order word printed as a number.
+        let a = Ipv4Addr::from(a.to_ne_bytes());
+        if p == port && (a == local || a.is_unspecified()) {
+            inodes.push(inode);
+        }
+    }
+    inodes
+}
+
+/// Names of the processes (`comm (pid N)`) holding the socket inodes, and
+/// "a kernel socket" for inode 0. `None` when nothing could be attributed.
+fn socket_holders(inodes: &[u64]) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    if inodes.contains(&0) {
+        out.push("a kernel socket (a FOU receive port? see `ip fou show`)".to_string());
+    }
+    let wanted: Vec<String> = inodes
+        .iter()
+        .filter(|&&i| i != 0)
+        .map(|i| format!("socket:[{i}]"))
+        .collect();
+    if !wanted.is_empty() {
+        for e in std::fs::read_dir("/proc").ok()?.flatten() {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+                continue;
+            };
+            let holds = fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|l| wanted.iter().any(|w| l.as_os_str() == w.as_str()))
+            });
+            if holds {
+                let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+                out.push(format!("{} (pid {pid})", comm.trim()));
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn gather_udp_port(local: Ipv4Addr, port: u16) -> UdpPortFacts {
+    let bind = std::net::UdpSocket::bind((local, port)).map(drop);
+    let holders = match &bind {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => std::fs::read_to_string("/proc/net/udp")
+            .ok()
+            .and_then(|t| socket_holders(&parse_proc_net_udp(&t, local, port))),
+        _ => None,
+    };
+    UdpPortFacts {
+        local,
+        port,
+        bind,
+        holders,
+    }
+}
+
 /// Reads the facts. Changes nothing on the system; opens and closes
-/// /dev/net/tun (no TUNSETIFF, so no device is created) and a raw socket.
-pub fn gather(layout: &Layout, local: Option<Ipv4Addr>, tun: &str) -> Facts {
+/// /dev/net/tun (no TUNSETIFF, so no device is created), a raw socket and,
+/// with `Encap::Udp`, a UDP socket bound to the GRE-in-UDP port.
+pub fn gather(
+    layout: &Layout,
+    local: Option<Ipv4Addr>,
+    tun: &str,
+    encap: Encap,
+    udp_port: u16,
+) -> Facts {
     let tun_open = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -216,6 +320,10 @@ pub fn gather(layout: &Layout, local: Option<Ipv4Addr>, tun: &str) -> Facts {
     let addrs = netdev::ipv4_addrs().unwrap_or_default();
     let local = crate::runtime::detect_local(layout, local);
     let underlay_if = local.as_ref().ok().and_then(|(_, i)| i.clone());
+    let udp_port = match (&local, encap) {
+        (Ok((a, _)), Encap::Udp) => Some(gather_udp_port(*a, udp_port)),
+        _ => None,
+    };
     let tun_exists = netdev::interface_exists(tun);
     let mut rp_filter = Vec::new();
     let mut rp_names = vec!["all".to_string(), "default".to_string()];
@@ -257,6 +365,7 @@ pub fn gather(layout: &Layout, local: Option<Ipv4Addr>, tun: &str) -> Facts {
         cap_eff,
         gre: gather_gre(),
         raw_socket,
+        udp_port,
         ip_forward,
         rp_filter,
         local,
@@ -402,7 +511,7 @@ pub fn check_tun_device(
     }
 }
 
-pub fn check_capabilities(cap_eff: Option<u64>, euid: u32) -> Check {
+pub fn check_capabilities(cap_eff: Option<u64>, euid: u32, encap: Encap) -> Check {
     const N: &str = "capabilities";
     let Some(eff) = cap_eff else {
         return Check::warn(
@@ -412,32 +521,62 @@ pub fn check_capabilities(cap_eff: Option<u64>, euid: u32) -> Check {
         );
     };
     let has = |bit: u32| eff & (1u64 << bit) != 0;
-    let missing: Vec<&str> = [
-        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
-        (CAP_NET_RAW, "CAP_NET_RAW"),
-    ]
-    .into_iter()
-    .filter(|(b, _)| !has(*b))
-    .map(|(_, n)| n)
-    .collect();
-    if missing.is_empty() {
+    let (admin, raw) = (has(CAP_NET_ADMIN), has(CAP_NET_RAW));
+    let grant = "run as root, or use scripts/systemd/meshfwd@.service (AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW), or setcap cap_net_admin,cap_net_raw+ep /usr/local/bin/meshfwd";
+    if admin && raw {
         return Check::ok(
             N,
             format!("CAP_NET_ADMIN and CAP_NET_RAW are effective (uid {euid}, CapEff {eff:016x})"),
         );
     }
+    if encap == Encap::Udp {
+        if admin {
+            return Check::warn(
+                N,
+                format!(
+                    "CAP_NET_ADMIN is effective, CAP_NET_RAW is not (uid {euid}, CapEff {eff:016x}); with --encap udp that is enough to forward, but raw GRE from peers still on --encap gre is not counted (wrong_encap)"
+                ),
+                "grant CAP_NET_RAW too if you want wrong_encap counted, or ignore this",
+            );
+        }
+        return Check::fail(
+            N,
+            format!(
+                "missing CAP_NET_ADMIN (uid {euid}, CapEff {eff:016x}); with --encap udp meshfwd needs it for the TUN, its address/MTU and socket buffers (CAP_NET_RAW is optional)"
+            ),
+            grant,
+        );
+    }
+    let missing: Vec<&str> = [(admin, "CAP_NET_ADMIN"), (raw, "CAP_NET_RAW")]
+        .into_iter()
+        .filter(|(has, _)| !has)
+        .map(|(_, n)| n)
+        .collect();
     Check::fail(
         N,
         format!(
             "missing {} (uid {euid}, CapEff {eff:016x}); meshfwd needs CAP_NET_ADMIN for the TUN, its address/MTU and socket buffers, CAP_NET_RAW for the raw GRE sockets",
             missing.join(" and ")
         ),
-        "run as root, or use scripts/systemd/meshfwd@.service (AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW), or setcap cap_net_admin,cap_net_raw+ep /usr/local/bin/meshfwd",
+        grant,
     )
 }
 
-pub fn check_raw_socket(r: &Result<(), io::Error>) -> Check {
+pub fn check_raw_socket(r: &Result<(), io::Error>, encap: Encap) -> Check {
     const N: &str = "raw_socket";
+    if encap == Encap::Udp {
+        return match r {
+            Ok(()) => Check::ok(
+                N,
+                "raw IPPROTO_GRE socket opens (with --encap udp it only counts raw GRE from peers still on --encap gre, as wrong_encap)",
+            ),
+            Err(e) => Check::warn(
+                N,
+                format!("cannot open a raw IPPROTO_GRE socket: {e}; with --encap udp meshfwd forwards without it, but raw GRE from peers still on --encap gre is not counted (wrong_encap)"),
+                "grant CAP_NET_RAW if you want wrong_encap counted, or ignore this",
+            ),
+        };
+    }
     match r {
         Ok(()) => Check::ok(
             N,
@@ -463,15 +602,17 @@ pub fn check_raw_socket(r: &Result<(), io::Error>) -> Check {
     }
 }
 
-pub fn check_gre_modules(g: &GreFacts) -> Check {
+pub fn check_gre_modules(g: &GreFacts, encap: Encap) -> Check {
     const N: &str = "gre_modules";
     let listed = |m: &str| {
         g.proc_modules
             .as_deref()
             .is_some_and(|t| t.lines().any(|l| l.split_whitespace().next() == Some(m)))
     };
-    let not_needed =
-        "meshfwd does not need them (it speaks GRE itself over raw IPPROTO_GRE sockets)";
+    let not_needed = match encap {
+        Encap::Gre => "meshfwd does not need them (it speaks GRE itself over raw IPPROTO_GRE sockets)",
+        Encap::Udp => "meshfwd does not need them (with --encap udp it speaks GRE-in-UDP itself over UDP sockets)",
+    };
     if listed("ip_gre") || g.sys_ip_gre {
         return Check::ok(
             N,
@@ -513,6 +654,55 @@ pub fn check_gre_modules(g: &GreFacts) -> Check {
             looked.join(", ")
         ),
     )
+}
+
+/// `--encap udp`: meshfwd binds one socket per worker to `local:port`.
+pub fn check_udp_port(u: Option<&UdpPortFacts>, port: u16) -> Check {
+    const N: &str = "udp_port";
+    let Some(u) = u else {
+        return Check::warn(
+            N,
+            format!("UDP port {port} not checked: the local underlay address is unknown"),
+            "fix the local_address check first",
+        );
+    };
+    let at = format!("UDP {}:{}", u.local, u.port);
+    let e = match &u.bind {
+        Ok(()) => {
+            return Check::ok(
+                N,
+                format!("{at} is free (meshfwd binds one socket per worker there; peers must be able to reach it)"),
+            )
+        }
+        Err(e) => e,
+    };
+    if e.kind() != io::ErrorKind::AddrInUse {
+        return Check::fail(
+            N,
+            format!("cannot bind {at}: {e}"),
+            "fix the local_address check, or check seccomp/LSM policy for UDP sockets",
+        );
+    }
+    let other_fix = format!(
+        "stop what holds it (a kernel FOU port: ip fou del port {}), or choose another --udp-port on every VM of the mesh",
+        u.port
+    );
+    match &u.holders {
+        Some(h) if h.iter().all(|n| n.starts_with("meshfwd (")) => Check::ok(
+            N,
+            format!("{at} is held by {} (already running)", h.join(", ")),
+        ),
+        Some(h) => Check::fail(
+            N,
+            format!("{at} is in use by {}: meshfwd --encap udp cannot bind it", h.join(", ")),
+            other_fix,
+        ),
+        None => Check::fail(
+            N,
+            format!("{at} is in use (by a program this check cannot see; a running meshfwd of another user?): meshfwd --encap udp cannot bind it"),
+            other_fix,
+        ),
+    }
 }
 
 pub fn check_ip_forward(v: Option<u32>) -> Check {
@@ -702,29 +892,39 @@ pub fn check_layout(
     )
 }
 
-pub fn check_mtu(underlay: Option<(&str, u32)>, tun: &str, tun_mtu: Option<u32>) -> Check {
+pub fn check_mtu(
+    underlay: Option<(&str, u32)>,
+    tun: &str,
+    tun_mtu: Option<u32>,
+    encap: Encap,
+) -> Check {
     const N: &str = "mtu";
+    let (extra, what) = match encap {
+        Encap::Gre => (0, "IPv4 20 + GRE 4"),
+        Encap::Udp => (UDP_HEADER, "IPv4 20 + UDP 8 + GRE 4"),
+    };
+    let (overhead, overhead_key) = (OVERHEAD + extra, OVERHEAD_KEY + extra);
     let Some((ifname, u)) = underlay else {
         return Check::warn(
             N,
             format!(
                 "underlay interface unknown (no local address): meshfwd would assume 1500, TUN MTU {}",
-                1500 - OVERHEAD
+                1500 - overhead
             ),
             "fix the local_address check first",
         );
     };
-    if u <= OVERHEAD + 68 {
+    if u <= overhead + 68 {
         return Check::fail(
             N,
-            format!("underlay {ifname} MTU {u} leaves no room for {OVERHEAD} bytes of GRE + IPv4"),
+            format!("underlay {ifname} MTU {u} leaves no room for {overhead} bytes of encapsulation ({what})"),
             format!("raise the underlay MTU (ip link set {ifname} mtu 1500) or pass --mtu"),
         );
     }
-    let want = u - OVERHEAD;
+    let want = u - overhead;
     let msg = format!(
-        "underlay {ifname} MTU {u} -> TUN MTU {want} (minus {OVERHEAD}: IPv4 20 + GRE 4; {} with --key, minus {OVERHEAD_KEY})",
-        u - OVERHEAD_KEY
+        "underlay {ifname} MTU {u} -> TUN MTU {want} (minus {overhead}: {what}; {} with --key, minus {overhead_key})",
+        u - overhead_key
     );
     match tun_mtu {
         Some(t) if t > want => Check::warn(
@@ -732,7 +932,7 @@ pub fn check_mtu(underlay: Option<(&str, u32)>, tun: &str, tun_mtu: Option<u32>)
             format!("{msg}; but existing {tun} has MTU {t}: larger packets cannot be sent (send_emsgsize drops)"),
             format!("ip link set {tun} mtu {want} (or restart meshfwd without --mtu)"),
         ),
-        Some(t) if t > u - OVERHEAD_KEY => Check::ok(
+        Some(t) if t > u - overhead_key => Check::ok(
             N,
             format!("{msg}; existing {tun} has MTU {t} (too large if --key is used)"),
         ),
@@ -849,25 +1049,31 @@ pub fn check_resolvers(layout: &Layout, sources: &[(String, Vec<Ipv4Addr>)]) -> 
 }
 
 /// All checks over gathered facts, in report order.
-pub fn evaluate(layout: &Layout, tun: &str, f: &Facts) -> Vec<Check> {
+pub fn evaluate(layout: &Layout, tun: &str, f: &Facts, encap: Encap, udp_port: u16) -> Vec<Check> {
     let (local, underlay_if) = match &f.local {
         Ok((a, i)) => (Some(*a), i.as_deref()),
         Err(_) => (None, None),
     };
     let own_block = local.and_then(|a| layout.block(a));
-    vec![
+    let mut checks = vec![
         check_tun_device(&f.tun_open, f.tun_node, f.euid),
-        check_capabilities(f.cap_eff, f.euid),
-        check_raw_socket(&f.raw_socket),
-        check_gre_modules(&f.gre),
+        check_capabilities(f.cap_eff, f.euid, encap),
+        check_raw_socket(&f.raw_socket, encap),
+    ];
+    if encap == Encap::Udp {
+        checks.push(check_udp_port(f.udp_port.as_ref(), udp_port));
+    }
+    checks.extend([
+        check_gre_modules(&f.gre, encap),
         check_ip_forward(f.ip_forward),
         check_local_address(layout, &f.local, &f.addrs),
         check_layout(layout, &f.addrs, tun, own_block),
-        check_mtu(underlay_if.zip(f.underlay_mtu), tun, f.tun_mtu),
+        check_mtu(underlay_if.zip(f.underlay_mtu), tun, f.tun_mtu, encap),
         check_rp_filter(&f.rp_filter, underlay_if, tun),
         check_overlay_routes(f.routes.as_deref(), layout.overlay(), tun, own_block),
         check_resolvers(layout, &f.resolvers),
-    ]
+    ]);
+    checks
 }
 
 /// `meshfwd check`.
@@ -891,17 +1097,22 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             "--tun '{tun}' is not a valid interface name (1-15 characters, no '/' or spaces)"
         ));
     }
-    let facts = gather(&layout, args.local, tun);
-    let report = Report::new(evaluate(&layout, tun, &facts));
+    let encap = Encap::from(args.encap);
+    let facts = gather(&layout, args.local, tun, encap, args.udp_port);
+    let report = Report::new(evaluate(&layout, tun, &facts, encap, args.udp_port));
     if args.json {
         println!("{}", report.to_json());
     } else {
         print!(
             "{}",
             report.to_text(&format!(
-                "meshfwd check: layout {}: {}; TUN {tun}",
+                "meshfwd check: layout {}: {}; TUN {tun}{}",
                 args.layout.name(),
-                layout
+                layout,
+                match encap {
+                    Encap::Gre => String::new(),
+                    Encap::Udp => format!("; encap udp port {}", args.udp_port),
+                }
             ))
         );
     }
@@ -942,24 +1153,27 @@ mod tests {
         assert_eq!(parse_cap_eff(s), Some(0x1fffeffffff));
         assert_eq!(parse_cap_eff("Name: x\n"), None);
         assert_eq!(
-            check_capabilities(Some(0x1fffeffffff), 0).status,
+            check_capabilities(Some(0x1fffeffffff), 0, Encap::Gre).status,
             Status::Ok
         );
-        assert_eq!(check_capabilities(Some(0x3000), 65534).status, Status::Ok);
-        let c = check_capabilities(Some(0x1000), 65534);
+        assert_eq!(
+            check_capabilities(Some(0x3000), 65534, Encap::Gre).status,
+            Status::Ok
+        );
+        let c = check_capabilities(Some(0x1000), 65534, Encap::Gre);
         assert_eq!(c.status, Status::Fail);
         assert!(
             c.message.contains("missing CAP_NET_RAW")
                 && !c.message.contains("missing CAP_NET_ADMIN"),
             "{c:?}"
         );
-        let c = check_capabilities(Some(0), 65534);
+        let c = check_capabilities(Some(0), 65534, Encap::Gre);
         assert!(
             c.message.contains("missing CAP_NET_ADMIN and CAP_NET_RAW"),
             "{c:?}"
         );
         assert!(c.fix.unwrap().contains("AmbientCapabilities"));
-        assert_eq!(check_capabilities(None, 0).status, Status::Warn);
+        assert_eq!(check_capabilities(None, 0, Encap::Gre).status, Status::Warn);
     }
 
     #[test]
@@ -993,12 +1207,124 @@ mod tests {
     }
 
     #[test]
+    fn udp_encap_needs_only_cap_net_admin() {
+        let u = Encap::Udp;
+        assert_eq!(check_capabilities(Some(0x3000), 0, u).status, Status::Ok);
+        let c = check_capabilities(Some(0x1000), 65534, u);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.message.contains("wrong_encap"), "{c:?}");
+        let c = check_capabilities(Some(0x2000), 65534, u);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.message.contains("missing CAP_NET_ADMIN") && c.message.contains("optional"));
+        assert_eq!(check_raw_socket(&Ok(()), u).status, Status::Ok);
+        let c = check_raw_socket(&errno(libc::EPERM), u);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.message.contains("Operation not permitted"), "{c:?}");
+        // GRE mode is unchanged by all this.
+        assert_eq!(
+            check_raw_socket(&errno(libc::EPERM), Encap::Gre).status,
+            Status::Fail
+        );
+        assert_eq!(
+            check_capabilities(Some(0x1000), 0, Encap::Gre).status,
+            Status::Fail
+        );
+    }
+
+    #[test]
+    fn udp_encap_mtu_overhead() {
+        let c = check_mtu(Some(("eth0", 1500)), "tun0", None, Encap::Udp);
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.message.contains(
+                "TUN MTU 1468 (minus 32: IPv4 20 + UDP 8 + GRE 4; 1464 with --key, minus 36)"
+            ),
+            "{c:?}"
+        );
+        let c = check_mtu(Some(("eth0", 1500)), "tun0", Some(1476), Encap::Udp);
+        assert_eq!(
+            c.status,
+            Status::Warn,
+            "the GRE MTU is too big for UDP: {c:?}"
+        );
+        assert_eq!(
+            check_mtu(Some(("eth0", 100)), "tun0", None, Encap::Udp).status,
+            Status::Fail
+        );
+        assert!(check_mtu(None, "tun0", None, Encap::Udp)
+            .message
+            .contains("TUN MTU 1468"));
+    }
+
+    #[test]
+    fn udp_port_verdicts() {
+        let at = |bind, holders| UdpPortFacts {
+            local: ip("192.168.16.32"),
+            port: 4754,
+            bind,
+            holders,
+        };
+        let c = check_udp_port(Some(&at(Ok(()), None)), 4754);
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.message.contains("UDP 192.168.16.32:4754 is free"),
+            "{c:?}"
+        );
+        let own = at(
+            errno(libc::EADDRINUSE),
+            Some(vec!["meshfwd (pid 7)".into()]),
+        );
+        let c = check_udp_port(Some(&own), 4754);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.message.contains("meshfwd (pid 7) (already running)"));
+        let other = at(
+            errno(libc::EADDRINUSE),
+            Some(vec!["meshfwd (pid 7)".into(), "python3 (pid 9)".into()]),
+        );
+        let c = check_udp_port(Some(&other), 4754);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(
+            c.message.contains("python3 (pid 9)")
+                && c.fix.as_deref().unwrap().contains("ip fou del port 4754")
+        );
+        let c = check_udp_port(Some(&at(errno(libc::EADDRINUSE), None)), 4754);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        let c = check_udp_port(Some(&at(errno(libc::EADDRNOTAVAIL), None)), 4754);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert_eq!(check_udp_port(None, 4754).status, Status::Warn);
+    }
+
+    #[test]
+    fn proc_net_udp_lines() {
+        let t = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  118: 2010A8C0:1292 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 41234 2 0000000000000000 0
+  119: 00000000:1292 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 0 2 0000000000000000 0
+  120: 2110A8C0:1292 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 555 2 0000000000000000 0
+  121: 2010A8C0:1293 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 777 2 0000000000000000 0
+garbage
+";
+        // 0x1292 = 4754; 2010A8C0 is 192.168.16.32 as printed on a little-endian host.
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                parse_proc_net_udp(t, ip("192.168.16.32"), 4754),
+                vec![41234, 0]
+            );
+            assert_eq!(
+                parse_proc_net_udp(t, ip("192.168.16.33"), 4754),
+                vec![0, 555]
+            );
+            assert_eq!(parse_proc_net_udp(t, ip("192.168.16.32"), 4755), vec![777]);
+        }
+        assert!(parse_proc_net_udp(t, ip("10.0.0.1"), 1).is_empty());
+    }
+
+    #[test]
     fn raw_socket_needs_cap_net_raw() {
-        assert_eq!(check_raw_socket(&Ok(())).status, Status::Ok);
-        let c = check_raw_socket(&errno(libc::EPERM));
+        assert_eq!(check_raw_socket(&Ok(()), Encap::Gre).status, Status::Ok);
+        let c = check_raw_socket(&errno(libc::EPERM), Encap::Gre);
         assert_eq!(c.status, Status::Fail);
         assert!(c.fix.unwrap().contains("CAP_NET_RAW"));
-        let c = check_raw_socket(&errno(libc::EAFNOSUPPORT));
+        let c = check_raw_socket(&errno(libc::EAFNOSUPPORT), Encap::Gre);
         assert!(c.fix.unwrap().contains("RestrictAddressFamilies"));
     }
 
@@ -1008,7 +1334,7 @@ mod tests {
             release: "6.18.0".into(),
             ..Default::default()
         };
-        let c = check_gre_modules(&none);
+        let c = check_gre_modules(&none, Encap::Gre);
         assert_eq!(c.status, Status::Ok);
         assert!(c.message.contains("no kernel GRE support found"), "{c:?}");
         assert!(c.message.contains("does not need"));
@@ -1020,7 +1346,7 @@ mod tests {
             module_files: vec!["/lib/modules/6.1/kernel/net/ipv4/ip_gre.ko.xz".into()],
             ..none.clone()
         };
-        let c = check_gre_modules(&avail);
+        let c = check_gre_modules(&avail, Encap::Gre);
         assert_eq!(c.status, Status::Ok);
         assert!(
             c.message.contains("ip_gre not loaded") && c.message.contains("ip_gre.ko.xz available")
@@ -1029,14 +1355,16 @@ mod tests {
             proc_modules: Some("ip_gre 32768 0 - Live 0x0\ngre 16384 1 ip_gre, Live 0x0\n".into()),
             ..none.clone()
         };
-        let c = check_gre_modules(&loaded);
+        let c = check_gre_modules(&loaded, Encap::Gre);
         assert_eq!(c.status, Status::Ok);
         assert!(c.message.contains("is loaded") && c.message.contains("does not need"));
         let sys = GreFacts {
             sys_ip_gre: true,
             ..none
         };
-        assert!(check_gre_modules(&sys).message.contains("is loaded"));
+        assert!(check_gre_modules(&sys, Encap::Gre)
+            .message
+            .contains("is loaded"));
     }
 
     #[test]
@@ -1172,23 +1500,26 @@ mod tests {
 
     #[test]
     fn mtu_arithmetic() {
-        let c = check_mtu(Some(("eth0", 1500)), "tun0", None);
+        let c = check_mtu(Some(("eth0", 1500)), "tun0", None, Encap::Gre);
         assert_eq!(c.status, Status::Ok);
         assert!(
             c.message.contains("TUN MTU 1476") && c.message.contains("1472 with --key"),
             "{c:?}"
         );
-        let c = check_mtu(Some(("eth0", 9000)), "tun0", Some(8976));
+        let c = check_mtu(Some(("eth0", 9000)), "tun0", Some(8976), Encap::Gre);
         assert_eq!(c.status, Status::Ok);
         assert!(c.message.contains("too large if --key"));
-        let c = check_mtu(Some(("eth0", 1500)), "tun0", Some(1500));
+        let c = check_mtu(Some(("eth0", 1500)), "tun0", Some(1500), Encap::Gre);
         assert_eq!(c.status, Status::Warn);
         assert!(c.fix.unwrap().contains("ip link set tun0 mtu 1476"));
         assert_eq!(
-            check_mtu(Some(("eth0", 90)), "tun0", None).status,
+            check_mtu(Some(("eth0", 90)), "tun0", None, Encap::Gre).status,
             Status::Fail
         );
-        assert_eq!(check_mtu(None, "tun0", None).status, Status::Warn);
+        assert_eq!(
+            check_mtu(None, "tun0", None, Encap::Gre).status,
+            Status::Warn
+        );
     }
 
     const PROC_ROUTE: &str =

@@ -73,6 +73,7 @@ Examples:
   meshfwd check                         wide layout, local address auto-detected
   meshfwd check --layout classic --local 192.168.16.32
   meshfwd check --json                  one JSON object for machines
+  meshfwd check --encap udp             for GRE-in-UDP: also checks that UDP port 4754 is free
 
 Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 on bad usage.";
 
@@ -99,6 +100,14 @@ pub struct CheckArgs {
     /// TUN device name meshfwd will use (for the MTU and route checks).
     #[arg(long, value_name = "TUN", default_value = "tun0")]
     pub tun: String,
+    /// Encapsulation meshfwd will use, as `meshfwd --encap`: with udp, CAP_NET_RAW
+    /// and the raw socket are optional, the MTU overhead is 32 bytes, and the
+    /// UDP port must be free.
+    #[arg(long, value_enum, default_value_t = EncapName::Gre)]
+    pub encap: EncapName,
+    /// UDP port of GRE-in-UDP, as `meshfwd --udp-port` (with --encap udp).
+    #[arg(long, value_name = "PORT", default_value_t = crate::datapath::GRE_UDP_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub udp_port: u16,
     /// Print one JSON object instead of a report.
     #[arg(long)]
     pub json: bool,

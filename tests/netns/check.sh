@@ -225,6 +225,58 @@ t_running_vm() {
     mf_stop run
 }
 
+# GRE-in-UDP needs no CAP_NET_RAW: `check --encap udp` says so (warnings,
+# exit 0), and meshfwd --encap udp started without it forwards to a peer; the
+# check then sees its port held by meshfwd.
+t_udp_without_cap_net_raw() {
+    mf_vm_add udpa 192.168.16.41 || { R="setup"; return 1; }
+    mf_vm_add udpb 192.168.16.42 || { R="setup"; return 1; }
+    local noraw=(setpriv --bounding-set=-net_raw --inh-caps=-net_raw) wrapper="$MF_RUN_DIR/meshfwd-noraw" pid bnd
+    CK_OUT="$MF_RUN_DIR/check.udpnoraw.out"
+    mf_exec udpa "${noraw[@]}" "$MESHFWD" check --json --encap udp >"$CK_OUT" 2>"$CK_OUT.err"
+    CK_RC=$?
+    _ck_valid || return 1
+    want_rc 0 || return 1
+    want capabilities warn "CAP_NET_RAW is not" || return 1
+    want raw_socket warn "wrong_encap" || return 1
+    want udp_port ok "UDP 192.168.16.41:4754 is free" || return 1
+    want mtu ok "TUN MTU 1468 (minus 32" || return 1
+    only_not_ok capabilities raw_socket || return 1
+
+    printf '#!/bin/sh\nexec %s "%s" "$@"\n' "${noraw[*]}" "$MESHFWD" >"$wrapper" && chmod 0755 "$wrapper" || { R="wrapper"; return 1; }
+    MF_ENCAP=udp MESHFWD=$wrapper mf_start udpa || { R="meshfwd --encap udp without CAP_NET_RAW did not start"; return 1; }
+    MF_ENCAP=udp mf_start udpb || { R="meshfwd udpb did not start"; return 1; }
+    pid=${MF_MESHFWD_PID[udpa]}
+    bnd=$(awk '/^CapBnd:/ {print $2}' "/proc/$pid/status")
+    (((16#$bnd >> 13) & 1)) && { R="meshfwd in udpa still has CAP_NET_RAW in its bounding set ($bnd)"; return 1; }
+    grep -q "wrong_encap will not be counted" "$(mf_meshfwd_log udpa)" || { R="no wrong_encap warning in the log"; return 1; }
+    mf_exec udpa ping -n -c 3 -i 0.2 -W 2 "${MF_OVL[udpb]}" || { R="no ping udpa -> udpb over GRE-in-UDP without CAP_NET_RAW"; return 1; }
+    ck udpa --encap udp || return 1
+    want udp_port ok "held by meshfwd (pid $pid) (already running)" || return 1
+    mf_stop udpa; mf_stop udpb
+}
+
+# Something else holds UDP 4754: the GRE-in-UDP check fails and names it;
+# the GRE check does not look at the port.
+t_udp_port_taken() {
+    mf_vm_add udpc 192.168.16.43 || { R="setup"; return 1; }
+    local pid i
+    mf_bg holder udpc "$MF_PY" -c 'import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("192.168.16.43", 4754))
+print("bound", flush=True); time.sleep(60)'
+    pid=$MF_LAST_PID
+    for ((i = 0; i < 50; i++)); do grep -qs bound "$MF_RUN_DIR/holder.log" && break; sleep 0.1; done
+    ck udpc --encap udp || return 1
+    want_rc 1 || return 1
+    want udp_port fail "in use by python3 (pid $pid)" || return 1
+    [[ $(field udp_port fix) == *"--udp-port"* ]] || { R="udp_port fix: $(field udp_port fix)"; return 1; }
+    only_not_ok udp_port || return 1
+    ck udpc || return 1
+    want_rc 0 || return 1
+    [[ $(field udp_port status) == MISSING ]] || { R="GRE mode reports udp_port"; return 1; }
+    kill "$pid"; mf_reap "$pid" 5 || true
+}
+
 # ---------------------------------------------------------------- systemd --
 # scripts/systemd/meshfwd@.service, checked offline (no running systemd needed;
 # package `systemd` provides systemd-analyze). `systemd-analyze verify` exits 0
@@ -309,6 +361,8 @@ main() {
     run_test check/rp_filter_strict t_rp_filter_strict
     run_test check/unprivileged t_unprivileged
     run_test check/running_vm t_running_vm
+    run_test check/udp_without_cap_net_raw t_udp_without_cap_net_raw
+    run_test check/udp_port_taken t_udp_port_taken
     if _need_systemd_analyze; then
         run_test systemd/unit_verifies t_unit_verifies
         run_test systemd/unit_verify_detects_errors t_unit_verify_detects_errors
