@@ -10,7 +10,7 @@
 #   --reps N          repetitions (default 3)
 #   --duration S      TCP test length in seconds, after the omitted start (default 20)
 #   --omit S          seconds of TCP slow start left out (default 2)
-#   --paths LIST      comma list of raw,vxlan,fastd,tinc,meshfwd,meshfwd-nooff,meshfwd-udp (default all)
+#   --paths LIST      comma list of raw,raw-nooff,vxlan,fastd,tinc,meshfwd,meshfwd-nooff,meshfwd-udp (default all)
 #   --tests LIST      comma list of ping,tcp1,tcp4,udp,udp64 (default all)
 #   --quick           --reps 1 --duration 5 --omit 1, shorter UDP steps and ping
 #   --out DIR         results directory (default bench-results/<timestamp>)
@@ -18,7 +18,10 @@
 #   --no-charts       skip the PNG charts
 #   --meshfwd-args A  extra meshfwd options for both meshfwd paths, e.g. "--no-pin"
 #
-# Paths: raw = the veth itself; vxlan = kernel VXLAN (MTU 1450); fastd = fastd
+# Paths: raw = the veth itself; raw-nooff = a second veth between the same two
+# namespaces with TSO/GSO/GRO off, so the kernel handles every 1500-byte packet
+# on its own (the per-packet ceiling that raw-socket GRE mode works against);
+# vxlan = kernel VXLAN (MTU 1450); fastd = fastd
 # `method "null"` over TUN (MTU 1450); tinc = tinc 1.0 Cipher/Digest none, router
 # mode over TUN (MTU 1450, measured only after PMTU discovery moved it to UDP);
 # meshfwd = default settings (MTU 1476 = 1500 - 24); meshfwd-nooff = --no-offload;
@@ -46,7 +49,7 @@ REPORT="$HERE/bench_report.py"
 
 ARGS_STR="$*"
 # shellcheck disable=SC2034  # read through a nameref in pick()
-ALL_PATHS=(raw vxlan fastd tinc meshfwd meshfwd-nooff meshfwd-udp)
+ALL_PATHS=(raw raw-nooff vxlan fastd tinc meshfwd meshfwd-nooff meshfwd-udp)
 # shellcheck disable=SC2034
 ALL_TESTS=(ping tcp1 tcp4 udp udp64)
 REPS=3
@@ -130,6 +133,7 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ping >/dev/null || need+=(iputils-ping)
+has raw-nooff && ! command -v ethtool >/dev/null && need+=(ethtool)
 has fastd && ! command -v fastd >/dev/null && need+=(fastd)
 has tinc && ! command -v tincd >/dev/null && need+=(tinc)
 PY=/usr/bin/python3
@@ -258,6 +262,20 @@ declare -A DST=() PIDS=() MTU=()
 mtu_of() { ip -n "$1" -o link show dev "$2" 2>/dev/null | sed -nE 's/.* mtu ([0-9]+) .*/\1/p'; }
 DST[raw]=$UL2
 declare -A PATH_OK=()
+
+# -- a second veth without segmentation offloads (TSO/GSO/GRO off on both ends)
+setup_raw_nooff() {
+    local i ns
+    ip -n "$NS1" link add eth1 mtu 1500 type veth peer name eth1 mtu 1500 netns "$NS2" || return 1
+    for i in 1 2; do
+        if ((i == 1)); then ns=$NS1; else ns=$NS2; fi
+        ip -n "$ns" addr add "198.18.9.$i/24" dev eth1 || return 1
+        ip netns exec "$ns" ethtool -K eth1 tso off gso off gro off >/dev/null || return 1
+        ip -n "$ns" link set eth1 up || return 1
+    done
+    DST[raw-nooff]=198.18.9.2
+    wait_ping 198.18.9.2 5
+}
 
 # -- kernel VXLAN (L2 over UDP 4789; 1450 = 1500 - 50)
 setup_vxlan() {
@@ -400,9 +418,9 @@ meshfwd_start() { # MODE (meshfwd | meshfwd-nooff | meshfwd-udp)
 for p in "${PATHS[@]}"; do
     case $p in
         raw) PATH_OK[raw]=1 ;;
-        vxlan | fastd | tinc)
+        raw-nooff | vxlan | fastd | tinc)
             log "setting up $p"
-            if "setup_$p"; then PATH_OK[$p]=1; else log "$p did not come up: it is left out (logs in $OUT/logs)"; fi ;;
+            if "setup_${p//-/_}"; then PATH_OK[$p]=1; else log "$p did not come up: it is left out (logs in $OUT/logs)"; fi ;;
         meshfwd | meshfwd-nooff | meshfwd-udp)
             log "checking $p"
             if meshfwd_start "$p"; then PATH_OK[$p]=1; else log "$p did not come up: it is left out"; fi ;;
@@ -411,6 +429,7 @@ done
 meshfwd_stop
 
 MTU[raw]=$(mtu_of "$NS1" eth0)
+MTU[raw-nooff]=$(mtu_of "$NS1" eth1)
 MTU[vxlan]=$(mtu_of "$NS1" vx0)
 MTU[fastd]=$(mtu_of "$NS1" fastd0)
 MTU[tinc]=$(mtu_of "$NS1" tinc0)

@@ -17,9 +17,10 @@ import statistics
 import subprocess
 import sys
 
-PATH_ORDER = ["raw", "vxlan", "fastd", "tinc", "meshfwd", "meshfwd-nooff", "meshfwd-udp"]
+PATH_ORDER = ["raw", "raw-nooff", "vxlan", "fastd", "tinc", "meshfwd", "meshfwd-nooff", "meshfwd-udp"]
 LABEL = {
     "raw": "raw veth",
+    "raw-nooff": "raw veth, no offload",
     "vxlan": "kernel VXLAN",
     "fastd": "fastd null",
     "tinc": "tinc 1.0 none",
@@ -445,7 +446,7 @@ def charts(res, out_dir):
 
     summary = res["summary"]
     paths = [p for p in PATH_ORDER if p in summary]
-    short = {"raw": "raw veth", "vxlan": "kernel\nVXLAN", "fastd": "fastd\nnull", "tinc": "tinc 1.0\nnone",
+    short = {"raw": "raw veth", "raw-nooff": "raw veth\nno offload", "vxlan": "kernel\nVXLAN", "fastd": "fastd\nnull", "tinc": "tinc 1.0\nnone",
              "meshfwd": "meshfwd", "meshfwd-nooff": "meshfwd\nno offload",
              "meshfwd-udp": "meshfwd\nGRE-in-UDP"}
     labels = [short[p] for p in paths]
