@@ -201,80 +201,166 @@ pub struct UdpPortFacts {
     /// Result of binding a UDP socket (without `SO_REUSEPORT`, so a running
     /// meshfwd's group is never joined) to `local:port`.
     pub bind: Result<(), io::Error>,
-    /// When the port is taken: who has a UDP socket on it (`name (pid N)`,
-    /// or a kernel socket); `None` when /proc could not tell.
-    pub holders: Option<Vec<String>>,
+    /// When the port is taken: who holds the sockets on it.
+    pub holders: Vec<Holder>,
 }
 
-/// The UDP sockets on `port` bound to `local` or to any address, from the
-/// text of /proc/net/udp: their inodes (0 for a kernel socket, e.g. FOU).
-pub fn parse_proc_net_udp(text: &str, local: Ipv4Addr, port: u16) -> Vec<u64> {
-    let mut inodes = Vec::new();
+/// One socket on the GRE-in-UDP port, as /proc tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A meshfwd process; `udp`: started with `--encap udp` (a GRE-mode
+    /// meshfwd binds the port too, to count `wrong_encap`).
+    Meshfwd { pid: u32, udp: bool },
+    /// Another process (`comm`).
+    Program { comm: String, pid: u32 },
+    /// Inode 0: a socket of the kernel itself (e.g. a FOU receive port).
+    Kernel,
+    /// A socket no readable /proc/PID/fd holds (another user's process
+    /// while the check is not root, or another PID namespace).
+    Unseen { uid: u32 },
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Meshfwd { pid, udp: true } => write!(f, "meshfwd --encap udp (pid {pid})"),
+            Holder::Meshfwd { pid, udp: false } => write!(
+                f,
+                "meshfwd in GRE mode (pid {pid}, which binds the port to count wrong_encap)"
+            ),
+            Holder::Program { comm, pid } => write!(f, "{comm} (pid {pid})"),
+            Holder::Kernel => write!(
+                f,
+                "a kernel socket (for example a FOU receive port: ip fou show)"
+            ),
+            Holder::Unseen { uid } => write!(
+                f,
+                "a socket of uid {uid} whose process this check cannot see (run it as root)"
+            ),
+        }
+    }
+}
+
+/// The UDP sockets on `port` that a bind to `local:port` collides with,
+/// from the text of /proc/net/udp (`v6`: /proc/net/udp6, where `::` and
+/// `::ffff:local` collide): `(inode, uid)`, inode 0 for a kernel socket.
+pub fn parse_proc_net_udp(text: &str, local: Ipv4Addr, port: u16, v6: bool) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(addr), Some(inode)) = (f.get(1), f.get(9)) else {
+        let (Some(addr), Some(uid), Some(inode)) = (f.get(1), f.get(7), f.get(9)) else {
             continue;
         };
         let Some((a, p)) = addr.split_once(':') else {
             continue;
         };
-        let (Ok(a), Ok(p), Ok(inode)) = (
-            u32::from_str_radix(a, 16),
+        let (Ok(p), Ok(uid), Ok(inode)) = (
             u16::from_str_radix(p, 16),
+            uid.parse::<u32>(),
             inode.parse::<u64>(),
         ) else {
             continue;
         };
-        // The address is the raw network-order word printed as a number.
-        let a = Ipv4Addr::from(a.to_ne_bytes());
-        if p == port && (a == local || a.is_unspecified()) {
-            inodes.push(inode);
+        // Addresses are raw network-order 32-bit words, each printed as a number.
+        let words: Option<Vec<[u8; 4]>> = (0..a.len() / 8)
+            .map(|i| {
+                u32::from_str_radix(a.get(8 * i..8 * i + 8)?, 16)
+                    .ok()
+                    .map(u32::to_ne_bytes)
+            })
+            .collect();
+        let Some(words) = words else { continue };
+        let collides = match (v6, words.as_slice()) {
+            (false, [w]) => {
+                let a = Ipv4Addr::from(*w);
+                a == local || a.is_unspecified()
+            }
+            (true, [w0, w1, w2, w3]) => {
+                let any = words.iter().all(|w| *w == [0; 4]);
+                let mapped = *w0 == [0; 4] && *w1 == [0; 4] && *w2 == [0, 0, 0xff, 0xff];
+                any || (mapped && Ipv4Addr::from(*w3) == local)
+            }
+            _ => false,
+        };
+        if p == port && collides {
+            out.push((inode, uid));
         }
     }
-    inodes
+    out
 }
 
-/// Names of the processes (`comm (pid N)`) holding the socket inodes, and
-/// "a kernel socket" for inode 0. `None` when nothing could be attributed.
-fn socket_holders(inodes: &[u64]) -> Option<Vec<String>> {
-    let mut out = Vec::new();
-    if inodes.contains(&0) {
-        out.push("a kernel socket (a FOU receive port? see `ip fou show`)".to_string());
-    }
-    let wanted: Vec<String> = inodes
+/// Who holds each socket `(inode, uid)`: the processes whose /proc/PID/fd
+/// link to it (meshfwd recognised by `comm`, its mode by its command line).
+fn socket_holders(sockets: &[(u64, u32)]) -> Vec<Holder> {
+    let mut named: Vec<Holder> = Vec::new();
+    let mut seen: Vec<u64> = Vec::new();
+    let wanted: Vec<(u64, String)> = sockets
         .iter()
-        .filter(|&&i| i != 0)
-        .map(|i| format!("socket:[{i}]"))
+        .filter(|(i, _)| *i != 0)
+        .map(|(i, _)| (*i, format!("socket:[{i}]")))
         .collect();
     if !wanted.is_empty() {
-        for e in std::fs::read_dir("/proc").ok()?.flatten() {
-            let pid = e.file_name().to_string_lossy().into_owned();
-            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
-            }
+            };
             let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
                 continue;
             };
-            let holds = fds.flatten().any(|fd| {
-                std::fs::read_link(fd.path())
-                    .is_ok_and(|l| wanted.iter().any(|w| l.as_os_str() == w.as_str()))
-            });
-            if holds {
+            let links: Vec<std::path::PathBuf> = fds
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .collect();
+            for (inode, w) in &wanted {
+                if !links.iter().any(|l| l.as_os_str() == w.as_str()) {
+                    continue;
+                }
                 let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                out.push(format!("{} (pid {pid})", comm.trim()));
+                let comm = comm.trim().to_string();
+                let holder = if comm == "meshfwd" {
+                    let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                    let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+                    let udp = args
+                        .windows(2)
+                        .any(|w| w[0] == b"--encap" && w[1] == b"udp")
+                        || args.contains(&&b"--encap=udp"[..]);
+                    Holder::Meshfwd { pid, udp }
+                } else {
+                    Holder::Program { comm, pid }
+                };
+                seen.push(*inode);
+                if !named.contains(&holder) {
+                    named.push(holder);
+                }
             }
         }
     }
-    (!out.is_empty()).then_some(out)
+    for &(inode, uid) in sockets {
+        let other = match inode {
+            0 => Holder::Kernel,
+            i if seen.contains(&i) => continue,
+            _ => Holder::Unseen { uid },
+        };
+        if !named.contains(&other) {
+            named.push(other);
+        }
+    }
+    named
 }
 
 fn gather_udp_port(local: Ipv4Addr, port: u16) -> UdpPortFacts {
     let bind = std::net::UdpSocket::bind((local, port)).map(drop);
     let holders = match &bind {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => std::fs::read_to_string("/proc/net/udp")
-            .ok()
-            .and_then(|t| socket_holders(&parse_proc_net_udp(&t, local, port))),
-        _ => None,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let mut sockets = Vec::new();
+            for (path, v6) in [("/proc/net/udp", false), ("/proc/net/udp6", true)] {
+                if let Ok(t) = std::fs::read_to_string(path) {
+                    sockets.extend(parse_proc_net_udp(&t, local, port, v6));
+                }
+            }
+            socket_holders(&sockets)
+        }
+        _ => Vec::new(),
     };
     UdpPortFacts {
         local,
@@ -687,22 +773,51 @@ pub fn check_udp_port(u: Option<&UdpPortFacts>, port: u16) -> Check {
         "stop what holds it (a kernel FOU port: ip fou del port {}), or choose another --udp-port on every VM of the mesh",
         u.port
     );
-    match &u.holders {
-        Some(h) if h.iter().all(|n| n.starts_with("meshfwd (")) => Check::ok(
-            N,
-            format!("{at} is held by {} (already running)", h.join(", ")),
-        ),
-        Some(h) => Check::fail(
-            N,
-            format!("{at} is in use by {}: meshfwd --encap udp cannot bind it", h.join(", ")),
-            other_fix,
-        ),
-        None => Check::fail(
-            N,
-            format!("{at} is in use (by a program this check cannot see; a running meshfwd of another user?): meshfwd --encap udp cannot bind it"),
-            other_fix,
-        ),
+    let list = |h: &[Holder]| {
+        h.iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let h = &u.holders;
+    if !h.is_empty()
+        && h.iter()
+            .all(|h| matches!(h, Holder::Meshfwd { udp: true, .. }))
+    {
+        return Check::ok(N, format!("{at} is held by {} (already running)", list(h)));
     }
+    if h.iter().any(|h| {
+        matches!(
+            h,
+            Holder::Program { .. } | Holder::Kernel | Holder::Meshfwd { udp: false, .. }
+        )
+    }) {
+        let fix = if h
+            .iter()
+            .any(|h| matches!(h, Holder::Meshfwd { udp: false, .. }))
+        {
+            format!("stop the GRE-mode meshfwd before starting --encap udp (all VMs of a mesh use one encapsulation); otherwise {other_fix}")
+        } else {
+            other_fix
+        };
+        return Check::fail(
+            N,
+            format!(
+                "{at} is in use by {}: meshfwd --encap udp cannot bind it",
+                list(h)
+            ),
+            fix,
+        );
+    }
+    // Only sockets this check cannot attribute (or none found at all).
+    Check::warn(
+        N,
+        format!(
+            "{at} is in use by {}: fine if that is this host's meshfwd --encap udp, otherwise meshfwd cannot bind it",
+            if h.is_empty() { "a socket not listed in /proc/net/udp{,6}".to_string() } else { list(h) }
+        ),
+        format!("run the check as root to see who holds it; {other_fix}"),
+    )
 }
 
 pub fn check_ip_forward(v: Option<u32>) -> Check {
@@ -1264,32 +1379,55 @@ mod tests {
             bind,
             holders,
         };
-        let c = check_udp_port(Some(&at(Ok(()), None)), 4754);
+        let inuse = || errno(libc::EADDRINUSE);
+        let c = check_udp_port(Some(&at(Ok(()), vec![])), 4754);
         assert_eq!(c.status, Status::Ok);
         assert!(
             c.message.contains("UDP 192.168.16.32:4754 is free"),
             "{c:?}"
         );
-        let own = at(
-            errno(libc::EADDRINUSE),
-            Some(vec!["meshfwd (pid 7)".into()]),
-        );
-        let c = check_udp_port(Some(&own), 4754);
+        let own = Holder::Meshfwd { pid: 7, udp: true };
+        let c = check_udp_port(Some(&at(inuse(), vec![own.clone()])), 4754);
         assert_eq!(c.status, Status::Ok, "{c:?}");
-        assert!(c.message.contains("meshfwd (pid 7) (already running)"));
-        let other = at(
-            errno(libc::EADDRINUSE),
-            Some(vec!["meshfwd (pid 7)".into(), "python3 (pid 9)".into()]),
+        assert!(c
+            .message
+            .contains("meshfwd --encap udp (pid 7) (already running)"));
+        // A GRE-mode meshfwd holds the port too (wrong_encap counting).
+        let gre = Holder::Meshfwd { pid: 8, udp: false };
+        let c = check_udp_port(Some(&at(inuse(), vec![gre])), 4754);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(
+            c.fix
+                .as_deref()
+                .unwrap()
+                .contains("stop the GRE-mode meshfwd"),
+            "{c:?}"
         );
-        let c = check_udp_port(Some(&other), 4754);
+        let py = Holder::Program {
+            comm: "python3".into(),
+            pid: 9,
+        };
+        let c = check_udp_port(Some(&at(inuse(), vec![own.clone(), py])), 4754);
         assert_eq!(c.status, Status::Fail, "{c:?}");
         assert!(
             c.message.contains("python3 (pid 9)")
                 && c.fix.as_deref().unwrap().contains("ip fou del port 4754")
         );
-        let c = check_udp_port(Some(&at(errno(libc::EADDRINUSE), None)), 4754);
+        let c = check_udp_port(Some(&at(inuse(), vec![Holder::Kernel])), 4754);
         assert_eq!(c.status, Status::Fail, "{c:?}");
-        let c = check_udp_port(Some(&at(errno(libc::EADDRNOTAVAIL), None)), 4754);
+        // Sockets nobody could be named for: not a failure (an unprivileged
+        // check cannot see another user's meshfwd), and never "ok" either.
+        let c = check_udp_port(
+            Some(&at(inuse(), vec![own, Holder::Unseen { uid: 1000 }])),
+            4754,
+        );
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.message.contains("uid 1000"), "{c:?}");
+        assert_eq!(
+            check_udp_port(Some(&at(inuse(), vec![])), 4754).status,
+            Status::Warn
+        );
+        let c = check_udp_port(Some(&at(errno(libc::EADDRNOTAVAIL), vec![])), 4754);
         assert_eq!(c.status, Status::Fail, "{c:?}");
         assert_eq!(check_udp_port(None, 4754).status, Status::Warn);
     }
@@ -1299,23 +1437,34 @@ mod tests {
         let t = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
   118: 2010A8C0:1292 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 41234 2 0000000000000000 0
   119: 00000000:1292 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 0 2 0000000000000000 0
-  120: 2110A8C0:1292 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 555 2 0000000000000000 0
+  120: 2110A8C0:1292 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 555 2 0000000000000000 0
   121: 2010A8C0:1293 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 777 2 0000000000000000 0
 garbage
 ";
+        let t6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+   1: 00000000000000000000000000000000:1292 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000   105        0 900 2 0000000000000000 0
+   2: 0000000000000000FFFF00002010A8C0:1292 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 901 2 0000000000000000 0
+   3: 0000000000000000FFFF00002110A8C0:1292 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 902 2 0000000000000000 0
+";
         // 0x1292 = 4754; 2010A8C0 is 192.168.16.32 as printed on a little-endian host.
         if cfg!(target_endian = "little") {
+            let a = ip("192.168.16.32");
             assert_eq!(
-                parse_proc_net_udp(t, ip("192.168.16.32"), 4754),
-                vec![41234, 0]
+                parse_proc_net_udp(t, a, 4754, false),
+                vec![(41234, 0), (0, 0)]
             );
             assert_eq!(
-                parse_proc_net_udp(t, ip("192.168.16.33"), 4754),
-                vec![0, 555]
+                parse_proc_net_udp(t, ip("192.168.16.33"), 4754, false),
+                vec![(0, 0), (555, 1000)]
             );
-            assert_eq!(parse_proc_net_udp(t, ip("192.168.16.32"), 4755), vec![777]);
+            assert_eq!(parse_proc_net_udp(t, a, 4755, false), vec![(777, 0)]);
+            assert_eq!(
+                parse_proc_net_udp(t6, a, 4754, true),
+                vec![(900, 105), (901, 0)]
+            );
         }
-        assert!(parse_proc_net_udp(t, ip("10.0.0.1"), 1).is_empty());
+        assert!(parse_proc_net_udp(t, ip("10.0.0.1"), 1, false).is_empty());
+        assert!(parse_proc_net_udp(t6, ip("10.0.0.1"), 4754, false).is_empty());
     }
 
     #[test]

@@ -20,7 +20,8 @@ Examples:
                                         explain an address (see `meshfwd addr --help`)
 
 Exit codes: 0 clean shutdown (SIGINT/SIGTERM), 1 runtime failure (e.g. TUN deleted),
-2 bad configuration or usage. Must run as root (CAP_NET_ADMIN + CAP_NET_RAW).";
+2 bad configuration or usage. Must run as root (CAP_NET_ADMIN + CAP_NET_RAW; with
+--encap udp, CAP_NET_ADMIN is enough).";
 
 const ADDR_EXAMPLES: &str = "\
 Examples:

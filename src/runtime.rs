@@ -249,7 +249,7 @@ pub fn main(args: RunArgs) -> ExitCode {
 fn permission_hint(e: &std::io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => {
-            " (meshfwd needs CAP_NET_ADMIN and CAP_NET_RAW: run as root)"
+            " (meshfwd needs CAP_NET_ADMIN, and CAP_NET_RAW unless --encap udp: run as root)"
         }
         _ => "",
     }

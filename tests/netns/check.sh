@@ -252,12 +252,23 @@ t_udp_without_cap_net_raw() {
     grep -q "wrong_encap will not be counted" "$(mf_meshfwd_log udpa)" || { R="no wrong_encap warning in the log"; return 1; }
     mf_exec udpa ping -n -c 3 -i 0.2 -W 2 "${MF_OVL[udpb]}" || { R="no ping udpa -> udpb over GRE-in-UDP without CAP_NET_RAW"; return 1; }
     ck udpa --encap udp || return 1
-    want udp_port ok "held by meshfwd (pid $pid) (already running)" || return 1
+    want udp_port ok "held by meshfwd --encap udp (pid $pid) (already running)" || return 1
+    # unprivileged, the holder cannot be seen: a warning, never ok or fail
+    local dir="$MF_RUN_DIR/bin"
+    { mkdir -p "$dir" && cp "$MESHFWD" "$dir/meshfwd" && chmod 0711 "$MF_RUN_DIR" && chmod 0755 "$dir" "$dir/meshfwd"; } ||
+        { R="copy binary"; return 1; }
+    CK_OUT="$MF_RUN_DIR/check.udpunpriv.out"
+    mf_exec udpa setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+        "$dir/meshfwd" check --json --encap udp >"$CK_OUT" 2>"$CK_OUT.err"
+    CK_RC=$?
+    _ck_valid || return 1
+    want udp_port warn "uid 0 whose process this check cannot see" || return 1
     mf_stop udpa; mf_stop udpb
 }
 
 # Something else holds UDP 4754: the GRE-in-UDP check fails and names it;
-# the GRE check does not look at the port.
+# the GRE check does not look at the port. A GRE-mode meshfwd holding it is
+# named as such.
 t_udp_port_taken() {
     mf_vm_add udpc 192.168.16.43 || { R="setup"; return 1; }
     local pid i
@@ -265,7 +276,8 @@ t_udp_port_taken() {
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("192.168.16.43", 4754))
 print("bound", flush=True); time.sleep(60)'
     pid=$MF_LAST_PID
-    for ((i = 0; i < 50; i++)); do grep -qs bound "$MF_RUN_DIR/holder.log" && break; sleep 0.1; done
+    for ((i = 0; i < 100; i++)); do grep -qs bound "$MF_RUN_DIR/holder.log" && break; sleep 0.1; done
+    grep -qs bound "$MF_RUN_DIR/holder.log" || { R="the python3 holder did not bind 4754: $(cat "$MF_RUN_DIR/holder.log")"; return 1; }
     ck udpc --encap udp || return 1
     want_rc 1 || return 1
     want udp_port fail "in use by python3 (pid $pid)" || return 1
@@ -275,6 +287,13 @@ print("bound", flush=True); time.sleep(60)'
     want_rc 0 || return 1
     [[ $(field udp_port status) == MISSING ]] || { R="GRE mode reports udp_port"; return 1; }
     kill "$pid"; mf_reap "$pid" 5 || true
+    # a meshfwd in GRE mode binds the port too (to count wrong_encap)
+    mf_start udpc || { R="meshfwd (GRE) did not start"; return 1; }
+    pid=${MF_MESHFWD_PID[udpc]}
+    ck udpc --encap udp || return 1
+    want udp_port fail "meshfwd in GRE mode (pid $pid" || return 1
+    [[ $(field udp_port fix) == *"stop the GRE-mode meshfwd"* ]] || { R="udp_port fix: $(field udp_port fix)"; return 1; }
+    mf_stop udpc
 }
 
 # ---------------------------------------------------------------- systemd --
