@@ -235,7 +235,7 @@ impl std::fmt::Display for Holder {
             ),
             Holder::Unseen { uid } => write!(
                 f,
-                "a socket of uid {uid} whose process this check cannot see (run it as root)"
+                "a socket of uid {uid} whose process this check cannot see"
             ),
         }
     }
@@ -311,28 +311,29 @@ fn socket_holders(sockets: &[(u64, u32)]) -> Vec<Holder> {
                 .flatten()
                 .filter_map(|fd| std::fs::read_link(fd.path()).ok())
                 .collect();
-            for (inode, w) in &wanted {
-                if !links.iter().any(|l| l.as_os_str() == w.as_str()) {
-                    continue;
-                }
-                let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                let comm = comm.trim().to_string();
-                let holder = if comm == "meshfwd" {
-                    let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                    let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-                    let udp = args
-                        .windows(2)
-                        .any(|w| w[0] == b"--encap" && w[1] == b"udp")
-                        || args.contains(&&b"--encap=udp"[..]);
-                    Holder::Meshfwd { pid, udp }
-                } else {
-                    Holder::Program { comm, pid }
-                };
-                seen.push(*inode);
-                if !named.contains(&holder) {
-                    named.push(holder);
-                }
+            let held: Vec<u64> = wanted
+                .iter()
+                .filter(|(_, w)| links.iter().any(|l| l.as_os_str() == w.as_str()))
+                .map(|(i, _)| *i)
+                .collect();
+            if held.is_empty() {
+                continue;
             }
+            seen.extend(held);
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            let comm = comm.trim().to_string();
+            let holder = if comm == "meshfwd" {
+                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+                let udp = args
+                    .windows(2)
+                    .any(|w| w[0] == b"--encap" && w[1] == b"udp")
+                    || args.contains(&&b"--encap=udp"[..]);
+                Holder::Meshfwd { pid, udp }
+            } else {
+                Holder::Program { comm, pid }
+            };
+            named.push(holder);
         }
     }
     for &(inode, uid) in sockets {

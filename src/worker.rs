@@ -738,6 +738,13 @@ mod tests {
         })
     }
 
+    /// Ten consecutive 1,400-byte segments of one TCP flow.
+    fn ten_segments() -> Vec<Vec<u8>> {
+        (0..10u32)
+            .map(|i| tcp(i * 1400, 0x10, &[i as u8; 1400], &[]))
+            .collect()
+    }
+
     fn coalesced(segs: &[Vec<u8>]) -> Coalescer {
         let mut g = Coalescer::new(true, false);
         for (i, p) in segs.iter().enumerate() {
@@ -754,9 +761,7 @@ mod tests {
 
     #[test]
     fn a_merged_packet_goes_out_in_one_write() {
-        let segs: Vec<Vec<u8>> = (0..10u32)
-            .map(|i| tcp(i * 1400, 0x10, &[i as u8; 1400], &[]))
-            .collect();
+        let segs = ten_segments();
         let g = coalesced(&segs);
         let (tx, rx) = pair(1 << 20);
         let rx = reader(rx, 1);
@@ -771,9 +776,7 @@ mod tests {
 
     #[test]
     fn a_refused_merged_packet_is_written_segment_by_segment() {
-        let segs: Vec<Vec<u8>> = (0..10u32)
-            .map(|i| tcp(i * 1400, 0x10, &[i as u8; 1400], &[]))
-            .collect();
+        let segs = ten_segments();
         let g = coalesced(&segs);
         assert_eq!(g.writes.len(), 1);
         // A send buffer too small for the 14 KB super-packet: EMSGSIZE, like a

@@ -32,6 +32,21 @@ ck() {
     _ck_valid || return 1
 }
 
+# ck_unpriv NAME TAG [ARGS...] — `meshfwd check --json ARGS` in namespace NAME as
+# uid 65534 without capabilities (a copy of the binary that uid can reach,
+# since the run directory is 0700); output in check.TAG.out
+ck_unpriv() {
+    local name=$1 tag=$2 dir="$MF_RUN_DIR/bin"; shift 2
+    { mkdir -p "$dir" && cp "$MESHFWD" "$dir/meshfwd" && chmod 0711 "$MF_RUN_DIR" &&
+        chmod 0755 "$dir" "$dir/meshfwd"; } || { R="copy binary"; return 1; }
+    CK_OUT="$MF_RUN_DIR/check.$tag.out"
+    mf_exec "$name" setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+        "$dir/meshfwd" check --json "$@" >"$CK_OUT" 2>"$CK_OUT.err"
+    CK_RC=$?
+    mf_log "# [$name] (uid 65534) meshfwd check --json $* -> exit $CK_RC"
+    _ck_valid
+}
+
 _ck_valid() {
     "$MF_PY" -c 'import json,sys
 v=json.load(open(sys.argv[1])); assert set(v)=={"ok","checks"}' "$CK_OUT" 2>/dev/null ||
@@ -185,17 +200,8 @@ t_rp_filter_strict() {
 # node is world-accessible (udev's 0666; 0600 on some hosts).
 t_unprivileged() {
     mf_vm_add unpriv 192.168.16.39 || { R="setup"; return 1; }
-    local dir="$MF_RUN_DIR/bin" mode
-    # the run directory is 0700: let uid 65534 reach a copy of the binary
-    if ! { mkdir -p "$dir" && cp "$MESHFWD" "$dir/meshfwd" && chmod 0711 "$MF_RUN_DIR" &&
-        chmod 0755 "$dir" "$dir/meshfwd"; }; then
-        R="copy binary"; return 1
-    fi
-    CK_OUT="$MF_RUN_DIR/check.unpriv.out"
-    mf_exec unpriv setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
-        "$dir/meshfwd" check --json >"$CK_OUT" 2>"$CK_OUT.err"
-    CK_RC=$?
-    _ck_valid || return 1
+    local mode
+    ck_unpriv unpriv unpriv || return 1
     want_rc 1 || return 1
     want capabilities fail "missing CAP_NET_ADMIN and CAP_NET_RAW" || return 1
     want raw_socket fail || return 1
@@ -243,7 +249,8 @@ t_udp_without_cap_net_raw() {
     want mtu ok "TUN MTU 1468 (minus 32" || return 1
     only_not_ok capabilities raw_socket || return 1
 
-    printf '#!/bin/sh\nexec %s "%s" "$@"\n' "${noraw[*]}" "$MESHFWD" >"$wrapper" && chmod 0755 "$wrapper" || { R="wrapper"; return 1; }
+    { printf '#!/bin/sh\nexec %s "%s" "$@"\n' "${noraw[*]}" "$MESHFWD" >"$wrapper" && chmod 0755 "$wrapper"; } ||
+        { R="wrapper"; return 1; }
     MF_ENCAP=udp MESHFWD=$wrapper mf_start udpa || { R="meshfwd --encap udp without CAP_NET_RAW did not start"; return 1; }
     MF_ENCAP=udp mf_start udpb || { R="meshfwd udpb did not start"; return 1; }
     pid=${MF_MESHFWD_PID[udpa]}
@@ -254,14 +261,7 @@ t_udp_without_cap_net_raw() {
     ck udpa --encap udp || return 1
     want udp_port ok "held by meshfwd --encap udp (pid $pid) (already running)" || return 1
     # unprivileged, the holder cannot be seen: a warning, never ok or fail
-    local dir="$MF_RUN_DIR/bin"
-    { mkdir -p "$dir" && cp "$MESHFWD" "$dir/meshfwd" && chmod 0711 "$MF_RUN_DIR" && chmod 0755 "$dir" "$dir/meshfwd"; } ||
-        { R="copy binary"; return 1; }
-    CK_OUT="$MF_RUN_DIR/check.udpunpriv.out"
-    mf_exec udpa setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
-        "$dir/meshfwd" check --json --encap udp >"$CK_OUT" 2>"$CK_OUT.err"
-    CK_RC=$?
-    _ck_valid || return 1
+    ck_unpriv udpa udpunpriv --encap udp || return 1
     want udp_port warn "uid 0 whose process this check cannot see" || return 1
     mf_stop udpa; mf_stop udpb
 }
