@@ -191,6 +191,9 @@ pub struct Facts {
     pub routes: Option<Vec<Route>>,
     /// (file, nameservers) for each resolver configuration read.
     pub resolvers: Vec<(String, Vec<Ipv4Addr>)>,
+    /// `None`: no process holds the TUN's instance lock in this network
+    /// namespace; `Some`: the processes holding it (empty: not visible).
+    pub instance: Option<Vec<crate::procfs::SocketOwner>>,
 }
 
 /// Whether meshfwd could bind its GRE-in-UDP port, and who holds it if not.
@@ -292,49 +295,25 @@ pub fn parse_proc_net_udp(text: &str, local: Ipv4Addr, port: u16, v6: bool) -> V
 /// Who holds each socket `(inode, uid)`: the processes whose /proc/PID/fd
 /// link to it (meshfwd recognised by `comm`, its mode by its command line).
 fn socket_holders(sockets: &[(u64, u32)]) -> Vec<Holder> {
+    let inodes: Vec<u64> = sockets.iter().map(|(i, _)| *i).collect();
     let mut named: Vec<Holder> = Vec::new();
     let mut seen: Vec<u64> = Vec::new();
-    let wanted: Vec<(u64, String)> = sockets
-        .iter()
-        .filter(|(i, _)| *i != 0)
-        .map(|(i, _)| (*i, format!("socket:[{i}]")))
-        .collect();
-    if !wanted.is_empty() {
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
-                continue;
-            };
-            let links: Vec<std::path::PathBuf> = fds
-                .flatten()
-                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-                .collect();
-            let held: Vec<u64> = wanted
-                .iter()
-                .filter(|(_, w)| links.iter().any(|l| l.as_os_str() == w.as_str()))
-                .map(|(i, _)| *i)
-                .collect();
-            if held.is_empty() {
-                continue;
+    for o in crate::procfs::socket_owners(&inodes) {
+        seen.extend(&o.inodes);
+        let holder = if o.comm == "meshfwd" {
+            let udp = o
+                .args
+                .windows(2)
+                .any(|w| w[0] == "--encap" && w[1] == "udp")
+                || o.args.iter().any(|a| a == "--encap=udp");
+            Holder::Meshfwd { pid: o.pid, udp }
+        } else {
+            Holder::Program {
+                comm: o.comm,
+                pid: o.pid,
             }
-            seen.extend(held);
-            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            let comm = comm.trim().to_string();
-            let holder = if comm == "meshfwd" {
-                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-                let udp = args
-                    .windows(2)
-                    .any(|w| w[0] == b"--encap" && w[1] == b"udp")
-                    || args.contains(&&b"--encap=udp"[..]);
-                Holder::Meshfwd { pid, udp }
-            } else {
-                Holder::Program { comm, pid }
-            };
-            named.push(holder);
-        }
+        };
+        named.push(holder);
     }
     for &(inode, uid) in sockets {
         let other = match inode {
@@ -445,6 +424,12 @@ pub fn gather(
             }
         }
     }
+    let instance = match crate::sys::instance::acquire(tun) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Some(crate::procfs::socket_owners(
+            &crate::procfs::abstract_unix_inodes(&crate::sys::instance::lock_name(tun)),
+        )),
+        _ => None,
+    };
     Facts {
         tun_open,
         tun_node,
@@ -461,6 +446,7 @@ pub fn gather(
         tun_mtu,
         routes,
         resolvers,
+        instance,
     }
 }
 
@@ -1165,6 +1151,51 @@ pub fn check_resolvers(layout: &Layout, sources: &[(String, Vec<Ipv4Addr>)]) -> 
 }
 
 /// All checks over gathered facts, in report order.
+/// Whether a meshfwd already forwards on `tun` in this network namespace (a
+/// second one refuses to start: it would deliver every packet twice).
+pub fn check_instance(tun: &str, holders: Option<&[crate::procfs::SocketOwner]>) -> Check {
+    const N: &str = "instance";
+    match holders {
+        None => Check::ok(
+            N,
+            format!("no meshfwd forwards on {tun} in this network namespace"),
+        ),
+        Some([]) => Check::warn(
+            N,
+            format!(
+                "a process this check cannot see holds {tun}'s instance lock (@{}): meshfwd {tun} would refuse to start",
+                crate::sys::instance::lock_name(tun)
+            ),
+            "run the check as root to name it; stop it before starting meshfwd",
+        ),
+        Some(owners) => {
+            let who: Vec<String> = owners
+                .iter()
+                .map(|o| format!("pid {} ({})", o.pid, o.args.join(" ")))
+                .collect();
+            let msg = format!(
+                "{tun} is taken in this network namespace by {}; a second meshfwd {tun} here would refuse to start (exit 2)",
+                who.join("; ")
+            );
+            if owners.iter().all(|o| o.comm == "meshfwd") {
+                // Like udp_port: the running instance itself is not a problem.
+                Check::ok(N, format!("already running: {msg}"))
+            } else {
+                let pids: Vec<String> = owners.iter().map(|o| o.pid.to_string()).collect();
+                Check::warn(
+                    N,
+                    msg,
+                    format!(
+                        "a program other than meshfwd holds the name @{}: stop it (pid {}) or use another TUN name",
+                        crate::sys::instance::lock_name(tun),
+                        pids.join(" ")
+                    ),
+                )
+            }
+        }
+    }
+}
+
 pub fn evaluate(layout: &Layout, tun: &str, f: &Facts, encap: Encap, udp_port: u16) -> Vec<Check> {
     let (local, underlay_if) = match &f.local {
         Ok((a, i)) => (Some(*a), i.as_deref()),
@@ -1188,6 +1219,7 @@ pub fn evaluate(layout: &Layout, tun: &str, f: &Facts, encap: Encap, udp_port: u
         check_rp_filter(&f.rp_filter, underlay_if, tun),
         check_overlay_routes(f.routes.as_deref(), layout.overlay(), tun, own_block),
         check_resolvers(layout, &f.resolvers),
+        check_instance(tun, f.instance.as_deref()),
     ]);
     checks
 }
@@ -1253,6 +1285,28 @@ mod tests {
             addr: ip(addr),
             prefix,
         }
+    }
+
+    #[test]
+    fn instance_check_names_the_running_meshfwd() {
+        use crate::procfs::SocketOwner;
+        assert_eq!(check_instance("tun0", None).status, Status::Ok);
+        assert_eq!(check_instance("tun0", Some(&[])).status, Status::Warn);
+        let own = |comm: &str| SocketOwner {
+            pid: 4242,
+            comm: comm.into(),
+            args: vec!["meshfwd".into(), "tun0".into()],
+            inodes: vec![7],
+        };
+        let c = check_instance("tun0", Some(&[own("meshfwd")]));
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(
+            c.message.contains("already running") && c.message.contains("pid 4242 (meshfwd tun0)"),
+            "{c:?}"
+        );
+        let c = check_instance("tun0", Some(&[own("squatter")]));
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.fix.unwrap().contains("pid 4242"));
     }
 
     fn vals(v: &[(&str, u32)]) -> Vec<(String, u32)> {

@@ -135,7 +135,9 @@ drop_reasons! {
     DstNotInOverlay => "dst_not_in_overlay",
     /// Egress: destination inside this VM's own block (no such container here).
     DstLocalVm => "dst_local_vm",
-    /// Egress: destination host part 0 (a block's network address).
+    /// Destination host part 0 (a block's network address): refused on egress,
+    /// and on ingress before it reaches the TUN (the kernel would route it
+    /// straight back out).
     DstReserved => "dst_reserved",
     /// Egress: the destination's VM would be the underlay network or broadcast address.
     PeerNotUnicast => "peer_not_unicast",
@@ -551,8 +553,12 @@ impl Datapath {
         if self.layout.vm_of_raw(src) != sender {
             return Err(DropReason::SpoofedSource);
         }
-        if !self.is_local_block(inner.dst_raw()) {
+        let dst = inner.dst_raw();
+        if !self.is_local_block(dst) {
             return Err(DropReason::InnerDstNotLocal);
+        }
+        if dst & !self.block_mask == 0 {
+            return Err(DropReason::DstReserved);
         }
         let inner_len = usize::from(inner.total_len());
         let inner_ecn = inner.ecn();

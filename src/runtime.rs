@@ -206,16 +206,8 @@ fn fmt_list(v: &[usize]) -> String {
         .join(",")
 }
 
-fn init_logging(level: log::LevelFilter) {
-    // Timestamps in UTC: local timestamps panic in multi-threaded programs.
-    let _ = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .with_utc_timestamps()
-        .init();
-}
-
 pub fn main(args: RunArgs) -> ExitCode {
-    init_logging(args.log_level());
+    crate::logging::init(args.log_level());
     let cfg = match resolve(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -255,6 +247,30 @@ fn permission_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// Why the instance lock on `tun` could not be taken, naming the holder.
+fn instance_error(tun: &str, e: &std::io::Error) -> String {
+    if e.kind() != std::io::ErrorKind::AddrInUse {
+        return format!(
+            "take the instance lock @{}: {e}",
+            sys::instance::lock_name(tun)
+        );
+    }
+    let inodes = crate::procfs::abstract_unix_inodes(&sys::instance::lock_name(tun));
+    let holders: Vec<String> = crate::procfs::socket_owners(&inodes)
+        .iter()
+        .map(|o| format!("pid {} ({})", o.pid, o.args.join(" ")))
+        .collect();
+    let who = if holders.is_empty() {
+        "another process".to_string()
+    } else {
+        format!("another meshfwd, {},", holders.join("; "))
+    };
+    format!(
+        "{who} already forwards on {tun} in this network namespace; a second instance would \
+         receive and deliver every packet twice. Stop it first, or use another TUN name"
+    )
+}
+
 fn run(
     cfg: &Config,
     stats_file: Option<&Path>,
@@ -264,6 +280,10 @@ fn run(
     metrics_addr: Option<std::net::SocketAddr>,
 ) -> Result<u8, (u8, String)> {
     let n = cfg.cpus.len();
+    // Before anything else: a second instance on this TUN would attach to the
+    // first one's queues and deliver every packet twice.
+    let _instance = sys::instance::acquire(&cfg.tun)
+        .map_err(|e| (EXIT_CONFIG, instance_error(&cfg.tun, &e)))?;
     let dp =
         Datapath::new(cfg.layout, cfg.local, cfg.key).with_options(cfg.encap, cfg.csum, cfg.seq);
     let block = cfg.layout.block(cfg.local).expect("local checked");
@@ -378,6 +398,13 @@ fn run(
         signal_hook::flag::register(sig, signalled.clone())
             .map_err(|e| (EXIT_RUNTIME, format!("install signal handler: {e}")))?;
     }
+    // SIGHUP (a closed terminal, `systemctl reload`, `pkill -HUP`): there is no
+    // configuration file to re-read, so log the counters, rewrite the stats
+    // file and keep forwarding. Its default action would end the daemon
+    // without final counters.
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())
+        .map_err(|e| (EXIT_RUNTIME, format!("install signal handler: {e}")))?;
     let shared: Arc<Vec<SharedCounters>> =
         Arc::new((0..n).map(|_| SharedCounters::default()).collect());
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, Result<(), String>)>();
@@ -479,6 +506,14 @@ fn run(
         if signalled.load(Ordering::Relaxed) {
             log::info!("signal received, shutting down");
             break;
+        }
+        if hangup.swap(false, Ordering::Relaxed) {
+            write_stats(stats_file, &shared, n, &cfg.tun);
+            log::info!(
+                "SIGHUP: nothing to reload, still forwarding; after {:.1} s: {}",
+                started.elapsed().as_secs_f64(),
+                aggregate(&shared).summary()
+            );
         }
         match done_rx.recv_timeout(Duration::from_millis(100)) {
             Ok((i, r)) => {
@@ -583,6 +618,7 @@ fn write_stats(path: Option<&Path>, shared: &[SharedCounters], workers: usize, t
         v["tun_kernel_rx_dropped"] = rx.into();
         v["tun_kernel_tx_dropped"] = tx.into();
     }
+    v["log_lines_lost"] = crate::logging::lost_lines().into();
     let json = v.to_string();
     let tmp = path.with_extension("tmp");
     let r = std::fs::write(&tmp, json + "\n").and_then(|_| std::fs::rename(&tmp, path));

@@ -22,6 +22,17 @@
 //!
 //! Registrations are edge-triggered, so each side is drained until `WouldBlock`,
 //! alternating batches so neither direction starves the other.
+//!
+//! Asynchronous errors: with IP_RECVERR the kernel
+//! both queues an ICMP error about an earlier packet on the socket's error
+//! queue (drained and counted as `icmp_*`) and sets the socket's pending
+//! error, which the next send or receive call on that socket reports and
+//! clears, whatever it was doing. A send or receive that fails is therefore
+//! tried once more before it is counted (`send_*`, `recv`): the retry tells a
+//! stale report about some other packet (often to another peer) from a
+//! failure of this one. Before this, each such ICMP cost an unrelated packet
+//! (`send_other`: ENOPROTOOPT from protocol-unreachable) or ended a receive
+//! batch early (`recv`).
 
 use crate::counters::{Counters, IoError, SharedCounters};
 use crate::datapath::{Datapath, DropReason, TooBigAction, HEADROOM};
@@ -401,6 +412,7 @@ impl Worker {
     fn flush(&mut self, b: &mut Buffers, c: &mut Counters) {
         let fd = self.sock.fd();
         let mut off = 0;
+        let mut retried = usize::MAX;
         while off < b.tx_items.len() {
             match b.tx_mmsg.send(fd, &b.tx_arena, TX_SLOT, &b.tx_items[off..]) {
                 Ok(n) if n > 0 => {
@@ -414,6 +426,9 @@ impl Worker {
                     c.error(IoError::SendOther);
                     off += 1;
                 }
+                // Maybe the socket's pending asynchronous error (module doc):
+                // the same message once more before blaming it.
+                Err(_) if retried != off => retried = off,
                 Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
                     let it = b.tx_items[off];
                     let at = it.slot as usize * TX_SLOT + it.start as usize;
@@ -563,10 +578,14 @@ impl Worker {
     /// Receives up to RX_BATCH GRE packets and delivers them. Returns Ok(true)
     /// once the socket is drained.
     fn ingress_batch(&mut self, b: &mut Buffers, c: &mut Counters) -> Result<bool, String> {
-        let n = match b
-            .rx_mmsg
-            .recv_bufs(self.sock.fd(), &mut b.rx_bufs, 0, &mut b.rx_lens)
-        {
+        let fd = self.sock.fd();
+        let recv = |b: &mut Buffers| b.rx_mmsg.recv_bufs(fd, &mut b.rx_bufs, 0, &mut b.rx_lens);
+        // A first failure is the socket's pending asynchronous error (see
+        // the module doc), consumed by that call: receive again.
+        let n = match recv(b).or_else(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => Err(e),
+            _ => recv(b),
+        }) {
             Ok(n) => {
                 c.errors[IoError::RxOverflow as usize] = u64::from(b.rx_mmsg.rx_queue_drops());
                 n

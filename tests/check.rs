@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-const NAMES: [&str; 11] = [
+const NAMES: [&str; 12] = [
     "tun_device",
     "capabilities",
     "raw_socket",
@@ -16,6 +16,7 @@ const NAMES: [&str; 11] = [
     "rp_filter",
     "overlay_routes",
     "dns_resolver",
+    "instance",
 ];
 
 fn check(args: &[&str]) -> Output {

@@ -315,6 +315,18 @@ fn ingress_drop_reasons() {
             DropReason::InnerDstNotLocal,
         ),
         (
+            // Host part 0 of our own block: the kernel would send it back out
+            // of the TUN (issue #19: it came back as dst_local_vm).
+            outer(
+                VM_A,
+                VM_B,
+                0,
+                &GRE_PLAIN,
+                &inner(ip("10.16.32.2"), ip("10.16.33.0"), 0, 40),
+            ),
+            DropReason::DstReserved,
+        ),
+        (
             outer(VM_A, VM_B, 0b11, &GRE_PLAIN, &good_inner),
             DropReason::EcnCeNotEct,
         ),

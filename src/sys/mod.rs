@@ -8,6 +8,7 @@
 
 pub mod bpf;
 pub mod errqueue;
+pub mod instance;
 pub mod mmsg;
 pub mod netdev;
 pub mod netlink;

@@ -418,6 +418,41 @@ fn set_int(sock: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// The kernel behaviour behind the worker's one retry of a failed send or
+    /// receive (worker module doc, "Asynchronous errors"): with IP_RECVERR an
+    /// ICMP error about one datagram also becomes the socket's pending error,
+    /// which the next send reports (whatever it sends, wherever to) and clears.
+    #[test]
+    fn an_icmp_error_fails_the_next_send_once_and_the_retry_goes_out() {
+        let lo = Ipv4Addr::LOCALHOST;
+        let port_of = |s: &Socket| s.local_addr().unwrap().as_socket().unwrap().port();
+        let rx = UdpGreSocket::open(lo, 0, 0, 0).unwrap();
+        let closed = {
+            let s = UdpGreSocket::open(lo, 0, 0, 0).unwrap();
+            port_of(&s.sock)
+        };
+        let tx = UdpGreSocket::open(lo, 0, 0, 0).unwrap();
+        super::super::errqueue::enable(tx.fd()).unwrap();
+        let arena = [7u8; 8];
+        let one = [UdpItem {
+            start: 0,
+            len: 8,
+            segment: 0,
+            tos: 0,
+            dst: lo,
+        }];
+        let mut m = UdpMmsg::new(1);
+        // To a closed port: ICMP port unreachable comes back (loopback: at once).
+        assert_eq!(m.send(tx.fd(), &arena, closed, &one).unwrap(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let e = m
+            .send(tx.fd(), &arena, port_of(&rx.sock), &one)
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED), "{e}");
+        // That report cleared it: the same datagram goes out on the retry.
+        assert_eq!(m.send(tx.fd(), &arena, port_of(&rx.sock), &one).unwrap(), 1);
+    }
+
     /// Loopback round trip through two real UDP sockets (no root needed):
     /// one GSO message of 3 segments arrives as 3 datagrams (or one GRO
     /// message of segment size 100) with the sender and TOS reported.

@@ -259,6 +259,7 @@ impl Worker {
     fn flush_udp(&mut self, b: &mut Buffers, c: &mut Counters) {
         let (_, port, _) = self.udp_port();
         let mut off = 0;
+        let mut retried = usize::MAX;
         while off < b.udp_items.len() {
             // One sendmmsg per run of messages leaving through the same socket.
             let sock = b.udp_socks[off];
@@ -283,6 +284,9 @@ impl Worker {
                     c.error(IoError::SendOther);
                     off += 1;
                 }
+                // Maybe the socket's pending asynchronous error (see the worker doc):
+                // the same message once more before blaming it.
+                Err(_) if retried != off => retried = off,
                 Err(e) => {
                     let it = b.udp_items[off];
                     let errno = e.raw_os_error().unwrap_or(0);
@@ -339,7 +343,12 @@ impl Worker {
         c: &mut Counters,
     ) -> Result<bool, String> {
         let (fd, _, _) = self.udp_port();
-        let n = match b.udp_rx.recv(fd, &mut b.udp_rx_bufs, &mut b.udp_rx_out) {
+        let recv = |b: &mut Buffers| b.udp_rx.recv(fd, &mut b.udp_rx_bufs, &mut b.udp_rx_out);
+        // As in GRE mode: a first failure may be the pending asynchronous error.
+        let n = match recv(b).or_else(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => Err(e),
+            _ => recv(b),
+        }) {
             Ok(n) => {
                 c.errors[IoError::RxOverflow as usize] = u64::from(b.udp_rx.rx_queue_drops());
                 n
@@ -366,7 +375,9 @@ impl Worker {
             };
             let seg = o.segment.max(1);
             let mut at = 0;
-            while at < o.len {
+            // Runs at least once: an empty datagram is a received packet too
+            // (counted, then dropped as too_short).
+            loop {
                 let len = seg.min(o.len - at);
                 c.rx_packets += 1;
                 c.rx_bytes += (len + UDP_OUTER_LEN) as u64;
@@ -383,6 +394,9 @@ impl Worker {
                     Err(r) => c.drop(r),
                 }
                 at += len;
+                if at >= o.len {
+                    break;
+                }
             }
         }
         g.finish();

@@ -228,7 +228,10 @@ t_running_vm() {
     want overlay_routes ok "240.0.0.0/4 dev tun0 present" || return 1
     want mtu ok "existing tun0 has MTU 1476" || return 1
     want rp_filter ok "tun0 (TUN) = 0" || return 1
+    want instance ok "already running: tun0 is taken in this network namespace by pid ${MF_MESHFWD_PID[run]} (" || return 1
     mf_stop run
+    ck run || return 1
+    want instance ok "no meshfwd forwards on tun0" || return 1
 }
 
 # GRE-in-UDP needs no CAP_NET_RAW: `check --encap udp` says so (warnings,

@@ -672,6 +672,29 @@ t_inner_truncated() { craft $((0x4d19)) inner_malformed --truncate-inner 40; }
 t_inner_header_cut() { craft $((0x4d1a)) inner_malformed --truncate-inner 12; }
 t_outer_src_not_underlay() { craft $((0x4d1b)) outer_src_not_underlay --src 172.31.0.9; }
 t_ecn_ce_over_not_ect() { craft $((0x4d1c)) ecn_ce_not_ect --ce; }
+# Issue #19: host part 0 of our own block came in, went to the TUN and back
+# out as dst_local_vm; it is refused on ingress like on egress.
+t_inner_dst_host_part_0() {
+    local net
+    net=$(mf_addr_json "${MF_UL[vm1]}" 1 | _mf_json_get block) || fail "meshfwd addr"
+    local lvm_before; lvm_before=$(mf_stat vm1 drops.dst_local_vm)
+    craft $((0x4d1e)) dst_reserved --inner-dst "${net%/*}"
+    [[ $(mf_stat vm1 drops.dst_local_vm) == "$lvm_before" ]] || fail "dst_local_vm moved: it went through the TUN"
+}
+# Issue #19: every received datagram lands in a counter, an empty one (no GRE
+# header at all; an empty UDP datagram in UDP mode) too: rx_packets and too_short.
+t_empty_outer_payload() {
+    local rx ts n=20
+    rx=$(mf_stat vm1 rx_packets); ts=$(mf_stat vm1 drops.too_short)
+    mf_exec vm2 timeout 10 "$MF_PY" "$MF_TOOLS/gre_craft.py" --src "${MF_UL[vm2]}" --dst "${MF_UL[vm1]}" \
+        --inner-src "${MF_OVL[vm2c1]}" --inner-dst "${MF_OVL[vm1c1]}" "${CRAFT_ENCAP[@]}" \
+        --empty --count $n --interval 0.001 >&2 || fail "gre_craft.py failed"
+    mf_wait_stat vm1 drops.too_short -ge $((ts + n)) 4 >/dev/null ||
+        fail "too_short $ts -> $(mf_stat vm1 drops.too_short) after $n empty datagrams (want +$n)"
+    mf_wait_stat vm1 rx_packets -ge $((rx + n)) 4 >/dev/null ||
+        fail "rx_packets $rx -> $(mf_stat vm1 rx_packets) after $n empty datagrams (want +$n)"
+    expect_alive vm1
+}
 # A valid packet of the other encapsulation (GRE-in-UDP to a GRE node, raw GRE
 # to a UDP node) is counted, not delivered.
 t_wrong_encap() {
@@ -723,6 +746,34 @@ t_dst_not_in_overlay() {
     mf_exec vm1 ip route add 198.51.100.0/24 dev tun0 || fail "route into tun0"
     egress dst_not_in_overlay vm1 198.51.100.7
     mf_exec vm1 ip route del 198.51.100.0/24 dev tun0
+}
+
+# Issue #19 (errors.recv / send_other seen during floods): an ICMP error about
+# GRE to a peer without meshfwd (protocol- or port-unreachable) also sets the
+# socket's pending error, which the next send or receive reported — and that
+# send, often of a packet to another, healthy peer, was dropped. Now the ICMP is
+# counted once (icmp_*), and no packet to vm3 is lost for it.
+t_icmp_errors_cost_no_other_packet() {
+    mf_stop vm2 || fail "stop vm2's meshfwd"
+    local before_other before_recv before_unr icmp0 icmp1 n p2 p3 out="$MF_RUN_DIR/flood-vm3.log"
+    before_other=$(mf_stat vm1 errors.send_other); before_recv=$(mf_stat vm1 errors.recv)
+    before_unr=$(mf_stat vm1 errors.send_unreachable)
+    icmp0=$(($(mf_stat vm1 errors.icmp_proto_unreachable) + $(mf_stat vm1 errors.icmp_port_unreachable)))
+    # vm2 answers every GRE (GRE-in-UDP) with an ICMP error while vm1's workers
+    # are busy with a bulk transfer and pings to vm3
+    mf_bg flood-vm2 vm1c1 ping -n -q -c 3000 -i 0.002 -W 1 "${MF_OVL[vm2c1]}"; p2=$MF_LAST_PID
+    mf_bg flood-vm3 vm1c1 ping -n -q -c 1500 -i 0.004 -W 1 "${MF_OVL[vm3c1]}"; p3=$MF_LAST_PID
+    bulk_tcp vm1c1 vm3c1 256
+    mf_reap "$p3" 20 || true; mf_reap "$p2" 20 || true
+    sleep 1.2 # one stats period
+    icmp1=$(($(mf_stat vm1 errors.icmp_proto_unreachable) + $(mf_stat vm1 errors.icmp_port_unreachable)))
+    note "vm1c1 -> vm3c1: $(grep transmitted "$out"); vm1 icmp unreachable +$((icmp1 - icmp0)); $(nonzero vm1)"
+    ((icmp1 > icmp0)) || fail "vm2 sent no ICMP unreachable: the test proves nothing"
+    [[ $(mf_stat vm1 errors.send_other) == "$before_other" ]] || fail "send_other $before_other -> $(mf_stat vm1 errors.send_other)"
+    [[ $(mf_stat vm1 errors.send_unreachable) == "$before_unr" ]] || fail "send_unreachable $before_unr -> $(mf_stat vm1 errors.send_unreachable)"
+    [[ $(mf_stat vm1 errors.recv) == "$before_recv" ]] || fail "recv errors $before_recv -> $(mf_stat vm1 errors.recv)"
+    n=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' "$out")
+    [[ ${n:-0} == 1500 ]] || fail "vm1c1 -> vm3c1 lost $((1500 - ${n:-0})) of 1500 pings while vm2 answered with ICMP errors"
 }
 
 # --------------------------------------------------------------- lifecycle --
@@ -849,6 +900,84 @@ t_peer_down_counted() {
     ((ok)) || fail "traffic did not resume after vm2 came back"
 }
 
+# Issue #19: a second meshfwd on the same TUN attached to the first one's
+# queues and both delivered every packet (ping: +9 duplicates). It must refuse
+# with exit 2 and name the running instance; the first keeps forwarding alone.
+t_second_instance_refused() {
+    mf_start vm1 || fail "start vm1"; mf_start vm2 || fail "start vm2"
+    local pid=${MF_MESHFWD_PID[vm1]} rc log="$MF_RUN_DIR/second.log" out="$MF_RUN_DIR/second-ping.log"
+    local encap=(); [[ ${MF_ENCAP:-gre} == gre ]] || encap=(--encap "$MF_ENCAP")
+    mf_exec vm1 timeout 10 "$MESHFWD" "${MF_LAYOUT_ARGS[@]}" "${encap[@]}" tun0 >"$log" 2>&1; rc=$?
+    note "second instance: exit $rc: $(tail -n 1 "$log")"
+    [[ $rc == 2 ]] || fail "second meshfwd tun0 exited $rc (want 2)"
+    grep -q "already forwards on tun0" "$log" || fail "no clear message: $(tail -n 1 "$log")"
+    grep -q "pid $pid " "$log" || fail "the running instance (pid $pid) is not named: $(tail -n 1 "$log")"
+    expect_alive vm1
+    mf_exec vm1c1 ping -n -c 10 -i 0.05 -W 1 "${MF_OVL[vm2c1]}" >"$out" 2>&1
+    note "$(grep -E 'transmitted' "$out")"
+    grep -q 'DUP!\|duplicates' "$out" && fail "duplicates: $(grep -E 'transmitted' "$out")"
+    grep -q ' 10 received' "$out" || fail "ping: $(grep -E 'transmitted' "$out")"
+    # in another network namespace the same TUN name is free
+    mf_stop vm2; mf_start vm2 || fail "vm2 could not start next to vm1's tun0"
+}
+
+# Issue #19: SIGHUP killed the daemon (exit 129) without final counters. It
+# logs the counters, rewrites the stats file and keeps forwarding.
+t_sighup_keeps_running() {
+    mf_start vm1 || fail "start vm1"; mf_start vm2 || fail "start vm2"
+    local pid=${MF_MESHFWD_PID[vm1]} i
+    kill -HUP "$pid"
+    for ((i = 0; i < 30; i++)); do grep -q "SIGHUP" "$(mf_meshfwd_log vm1)" && break; sleep 0.1; done
+    grep -q "SIGHUP: nothing to reload, still forwarding" "$(mf_meshfwd_log vm1)" || fail "no SIGHUP line in the log"
+    expect_alive vm1
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 2
+    mf_stop vm1 TERM 10
+    [[ $MF_RC == 0 ]] || fail "exit code $MF_RC after SIGHUP then SIGTERM (want 0)"
+    grep -q "final counters" "$(mf_meshfwd_log vm1)" || fail "no final counters"
+}
+
+# start_logging_to VM STDERR [ARGS...] — like mf_start, but stderr and stdout
+# go to STDERR (a path: /dev/full, a FIFO) instead of the log file.
+start_logging_to() {
+    local vm=$1 target=$2 stats pid i; shift 2
+    local encap=(); [[ ${MF_ENCAP:-gre} == gre ]] || encap=(--encap "$MF_ENCAP")
+    stats=$(mf_stats_file "$vm"); rm -f "$stats"
+    _mf_dfl ip netns exec "$(mf_ns "$vm")" "$MESHFWD" "${MF_LAYOUT_ARGS[@]}" "${encap[@]}" \
+        --stats-file "$stats" "$@" tun0 >"$target" 2>&1 &
+    pid=$!
+    MF_PIDS+=("$pid"); MF_PIDNAME[$pid]="meshfwd-$vm"; MF_MESHFWD_PID[$vm]=$pid
+    for ((i = 0; i < MF_START_TIMEOUT * 20; i++)); do
+        [[ -s $stats ]] && return 0
+        _mf_alive "$pid" || { mf_reap "$pid" 1; unset 'MF_MESHFWD_PID[$vm]'; mf_log "meshfwd in $vm exited early ($MF_RC)"; return 1; }
+        sleep 0.05
+    done
+    return 1
+}
+
+# Issue #19: a failed log write (full disk, closed pipe, restarting journald)
+# panicked, and panic=abort made that SIGABRT (exit 134). Now the lines are
+# counted as lost and forwarding goes on.
+t_log_write_failure_keeps_forwarding() {
+    local fifo="$MF_RUN_DIR/stderr.fifo" rpid lost1 lost2
+    mkfifo "$fifo" || fail "mkfifo"
+    # a reader that takes 10 bytes and goes away: later writes get EPIPE
+    head -c 10 "$fifo" >/dev/null &
+    rpid=$!; MF_PIDS+=("$rpid")
+    start_logging_to vm1 /dev/full --stats-interval 1 || fail "start vm1 with stderr on /dev/full"
+    start_logging_to vm2 "$fifo" --stats-interval 1 || fail "start vm2 with stderr on a closed pipe"
+    mf_reap "$rpid" 5 || true
+    sleep 2.5 # two or more stats lines each, all failing
+    expect_alive vm1; expect_alive vm2
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 3
+    lost1=$(mf_wait_stat vm1 log_lines_lost -ge 2 4) || fail "vm1 log_lines_lost $(mf_stat vm1 log_lines_lost) (want >= 2)"
+    lost2=$(mf_wait_stat vm2 log_lines_lost -ge 2 4) || fail "vm2 log_lines_lost $(mf_stat vm2 log_lines_lost) (want >= 2)"
+    note "log_lines_lost: vm1 (/dev/full) $lost1, vm2 (closed pipe) $lost2"
+    mf_stop vm1 TERM 10
+    [[ $MF_RC == 0 ]] || fail "vm1 exit code $MF_RC with stderr on /dev/full (want 0)"
+    mf_stop vm2 TERM 10
+    [[ $MF_RC == 0 ]] || fail "vm2 exit code $MF_RC with stderr on a closed pipe (want 0)"
+}
+
 t_sigint_exit_0() {
     mf_start vm1 || fail "start"
     mf_stop vm1 INT 10
@@ -911,12 +1040,14 @@ main() {
         t_control_ce_over_ect0 t_spoofed_source t_inner_dst_other_vm t_inner_src_not_overlay \
         t_gre_version_1 t_gre_routing_bit t_gre_reserved_bits t_gre_bad_checksum t_gre_not_ipv4 \
         t_gre_key_on_keyless t_inner_truncated t_inner_header_cut t_outer_src_not_underlay \
-        t_ecn_ce_over_not_ect t_wrong_encap t_still_forwarding
+        t_ecn_ce_over_not_ect t_wrong_encap t_inner_dst_host_part_0 t_empty_outer_payload t_still_forwarding
     run_group egress setup_egress t_dst_local_vm t_dst_local_vm_from_container t_dst_reserved \
-        t_peer_not_unicast t_src_not_local t_dst_not_in_overlay t_still_forwarding
+        t_peer_not_unicast t_src_not_local t_dst_not_in_overlay t_still_forwarding \
+        t_icmp_errors_cost_no_other_packet
     run_group lifecycle setup_lifecycle t_tun_configured t_stats_file_schema t_sigterm_exit_0 \
         t_sigint_exit_0 t_tun_deleted_exit_nonzero t_bad_config_exit_2 t_no_capabilities_after_start \
-        t_user_nobody t_bad_user_exit_2 t_kill9_restart_within_1s t_peer_down_counted
+        t_user_nobody t_bad_user_exit_2 t_kill9_restart_within_1s t_peer_down_counted \
+        t_second_instance_refused t_sighup_keeps_running t_log_write_failure_keeps_forwarding
     _finish 0
 }
 

@@ -104,7 +104,7 @@ def build_gre(a, inner: bytes, seq) -> bytes:
 
 
 def build_packet(a, seq) -> bytes:
-    gre = build_gre(a, build_inner(a, seq), seq)
+    gre = b"" if a.empty else build_gre(a, build_inner(a, seq), seq)
     tos = (a.outer_tos & ~3) | ECN[a.outer_ecn]
     if a.udp:
         # RFC 8086 GRE-in-UDP: UDP header (zero checksum, allowed over IPv4)
@@ -129,6 +129,8 @@ def main():
     o.add_argument("--no-df", action="store_true")
     o.add_argument("--udp", type=int, metavar="PORT", help="GRE-in-UDP (RFC 8086) to this UDP port")
     o.add_argument("--udp-sport", type=int, default=49152, help="UDP source port (with --udp)")
+    o.add_argument("--empty", action="store_true",
+                   help="no GRE at all: an empty IP payload (or empty UDP datagram with --udp)")
     g = p.add_argument_group("GRE")
     g.add_argument("--csum", action="store_true", help="C flag with a correct checksum")
     g.add_argument("--bad-csum", action="store_true", help="C flag with a wrong checksum")

@@ -1,0 +1,136 @@
+//! Who holds a socket, read from /proc: socket inodes (from /proc/net/* tables)
+//! are matched against every readable /proc/PID/fd link, and the holders are
+//! named by their `comm` and command line. Used at start-up and by
+//! `meshfwd check`, never per packet. What an unprivileged reader cannot see
+//! (another user's /proc/PID/fd) is simply missing from the answer.
+
+use std::path::Path;
+
+/// A process holding one or more of the sockets asked about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketOwner {
+    pub pid: u32,
+    /// /proc/PID/comm, trimmed.
+    pub comm: String,
+    /// /proc/PID/cmdline, split at NUL.
+    pub args: Vec<String>,
+    /// Which of the asked inodes it holds.
+    pub inodes: Vec<u64>,
+}
+
+/// Every process whose open files include `socket:[INODE]` for one of
+/// `inodes` (inode 0, a kernel socket, never matches).
+pub fn socket_owners(inodes: &[u64]) -> Vec<SocketOwner> {
+    let wanted: Vec<(u64, String)> = inodes
+        .iter()
+        .filter(|i| **i != 0)
+        .map(|i| (*i, format!("socket:[{i}]")))
+        .collect();
+    let mut out = Vec::new();
+    if wanted.is_empty() {
+        return out;
+    }
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        let links: Vec<std::path::PathBuf> = fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .collect();
+        let held: Vec<u64> = wanted
+            .iter()
+            .filter(|(_, w)| links.iter().any(|l| l.as_os_str() == w.as_str()))
+            .map(|(i, _)| *i)
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        out.push(SocketOwner {
+            pid,
+            comm: read_comm(&e.path()),
+            args: read_cmdline(&e.path()),
+            inodes: held,
+        });
+    }
+    out
+}
+
+fn read_comm(proc_pid: &Path) -> String {
+    std::fs::read_to_string(proc_pid.join("comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn read_cmdline(proc_pid: &Path) -> Vec<String> {
+    let raw = std::fs::read(proc_pid.join("cmdline")).unwrap_or_default();
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Inodes of the unix sockets bound to abstract name `name` (shown as
+/// `@name` in /proc/net/unix, which lists this network namespace's sockets).
+pub fn abstract_unix_inodes(name: &str) -> Vec<u64> {
+    std::fs::read_to_string("/proc/net/unix")
+        .map(|t| parse_proc_net_unix(&t, name))
+        .unwrap_or_default()
+}
+
+/// /proc/net/unix: `Num RefCount Protocol Flags Type St Inode Path`.
+pub fn parse_proc_net_unix(text: &str, abstract_name: &str) -> Vec<u64> {
+    let want = format!("@{abstract_name}");
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 8 && f[7] == want)
+                .then(|| f[6].parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_abstract_unix_sockets_by_name() {
+        let t = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+                 0000000047886941: 00000003 00000000 00000000 0001 03  1134\n\
+                 00000000aa: 00000002 00000000 00010000 0001 01 987654 @meshfwd/tun/tun0\n\
+                 00000000ab: 00000002 00000000 00010000 0001 01 987655 @meshfwd/tun/tun01\n\
+                 00000000ac: 00000002 00000000 00010000 0001 01 987656 /run/x.sock\n";
+        assert_eq!(parse_proc_net_unix(t, "meshfwd/tun/tun0"), vec![987654]);
+        assert_eq!(
+            parse_proc_net_unix(t, "meshfwd/tun/tun1"),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[test]
+    fn finds_its_own_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        let inode: u64 = link
+            .to_string_lossy()
+            .trim_start_matches("socket:[")
+            .trim_end_matches(']')
+            .parse()
+            .unwrap();
+        let owners = socket_owners(&[inode, 0]);
+        let me = owners
+            .iter()
+            .find(|o| o.pid == std::process::id())
+            .expect("this process holds its listener");
+        assert_eq!(me.inodes, vec![inode]);
+        assert!(!me.args.is_empty());
+    }
+}
