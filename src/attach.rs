@@ -812,7 +812,7 @@ pub fn unwire_netns_with(
             let how = if l.alias.as_deref() == Some(&alias) {
                 ""
             } else {
-                " (left without its alias by an interrupted attach)"
+                " (left without its alias by an interrupted wiring)"
             };
             lines.push(format!("detached {key}: {n}veth {} removed{how}", l.name));
         }

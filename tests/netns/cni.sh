@@ -345,9 +345,10 @@ t_status_and_gc() {
     cni vm2 DEL ctr-ga ga eth0 "$cfg"; [[ $RC == 0 && -z $(leases vm2) ]] || fail "DEL ga"
 }
 
-# crash_add SYSCALLS WHEN ID NS — ADD on vm1, SIGKILLed by strace on entering
-# the WHEN-th call of SYSCALLS (e.g. sendto,sendmsg 9): the call itself and
-# everything after it never happen. RC 137 = killed, 0 = finished first.
+# crash_add SYSCALLS WHEN ID NS — ADD on vm1, SIGKILLed by strace at the
+# WHEN-th call of SYSCALLS (e.g. sendto,sendmsg 9): nothing after that call
+# happens (whether the call itself reached the kernel does not matter here).
+# RC 137 = killed, 0 = finished before that call.
 crash_add() {
     CNI_WRAP=(strace -f -qq -o /dev/null -e trace="$1" -e inject="$1:signal=SIGKILL:when=$2")
     cni vm1 ADD "$3" "$4" eth0 "$(conf vm1)"
@@ -355,6 +356,7 @@ crash_add() {
 }
 
 # leftovers NS — what is on vm1 / in NS / in the IPAM dir besides the baseline
+# shellcheck disable=SC2207  # names without spaces, split on purpose
 leftovers() {
     local vns cns l=()
     vns=$(mf_ns vm1); cns=$(mf_ns "$1")
