@@ -6,7 +6,7 @@
 # 1. installs missing Debian packages (iproute2 iperf3 iputils-ping tshark tcpdump
 #    python3 systemd; for the kernel GRE interop suite qemu-system-x86
 #    busybox-static ethtool; for the CNI suites podman runc
-#    containernetworking-plugins)
+#    containernetworking-plugins strace)
 # 2. cargo build --release
 # 3. cargo test --release -- --include-ignored   (unit + integration tests; the
 #    root-only Rust tests are #[ignore]d for plain `cargo test` and run here)
@@ -46,9 +46,9 @@ finish() {
 section "Debian packages"
 declare -A BIN=([iproute2]=ip [iperf3]=iperf3 [iputils-ping]=ping [tshark]=tshark [tcpdump]=tcpdump [python3]=python3 [systemd]=systemd-analyze
     [qemu-system-x86]=qemu-system-x86_64 [busybox-static]=busybox [ethtool]=ethtool
-    [podman]=podman [runc]=runc [containernetworking-plugins]=/usr/lib/cni/loopback)
+    [podman]=podman [runc]=runc [containernetworking-plugins]=/usr/lib/cni/loopback [strace]=strace)
 PKGS=(iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd qemu-system-x86 busybox-static ethtool
-    podman runc containernetworking-plugins)
+    podman runc containernetworking-plugins strace)
 missing=()
 for pkg in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -712,12 +712,80 @@ fn run_detach(args: &DetachArgs) -> Result<Detached, Failure> {
 /// container remains. The single implementation behind `meshfwd detach` and
 /// the CNI plugin's DEL; nothing attached is a [`Detached::NotAttached`] note.
 pub fn unwire_netns(vm: &mut Netlink, key: &str) -> Result<Detached, Failure> {
+    unwire_netns_with(vm, key, None)
+}
+
+/// The veth a caller expects for a namespace even without its alias record:
+/// VM side `veth` (`mfc<N>` of a known container number), container side
+/// `ifname`.
+#[derive(Clone, Copy, Debug)]
+pub struct Expected<'a> {
+    pub veth: &'a str,
+    pub ifname: &'a str,
+}
+
+/// Whether a VM-side link without an alias is the veth [`wire_netns`] made
+/// for `expected` in the namespace `key` before it was interrupted (killed
+/// between creating the pair and setting the alias): it is named
+/// `expected.veth`, carries no alias at all, is a veth, and its peer is
+/// `expected.ifname` in `key`, itself a veth whose peer is this link (the
+/// namespace id and both indexes agree). Anything else — another alias, a
+/// peer elsewhere, a namespace that cannot be opened — is not ours.
+pub fn is_unrecorded_veth(
+    l: &Link,
+    expected: Expected<'_>,
+    vm_nsid_of_key: Option<i32>,
+    peer: Option<&Link>,
+) -> bool {
+    l.name == expected.veth
+        && l.alias.as_deref().map_or(true, str::is_empty)
+        && l.kind.as_deref() == Some("veth")
+        && l.peer_netnsid.is_some()
+        && l.peer_netnsid == vm_nsid_of_key
+        && peer.is_some_and(|p| {
+            Some(p.index) == l.peer_index
+                && p.name == expected.ifname
+                && p.kind.as_deref() == Some("veth")
+                && p.peer_index == Some(l.index)
+        })
+}
+
+/// Finds the link [`is_unrecorded_veth`] describes, looking into `key`.
+fn find_unrecorded_veth<'l>(
+    vm: &mut Netlink,
+    links: &'l [Link],
+    key: &str,
+    expected: Expected<'_>,
+) -> Option<&'l Link> {
+    let l = links.iter().find(|l| l.name == expected.veth)?;
+    if l.alias.as_deref().is_some_and(|a| !a.is_empty()) || l.kind.as_deref() != Some("veth") {
+        return None;
+    }
+    let (ns, mut ct) = open_netns(key).ok()?;
+    let nsid = vm.nsid_of(ns.as_fd()).ok()?;
+    let peer = ct.link_by_index(l.peer_index?).ok()?;
+    is_unrecorded_veth(l, expected, nsid, peer.as_ref()).then_some(l)
+}
+
+/// [`unwire_netns`], and also the veth `expected` when it is provably the
+/// one an interrupted wiring of `key` left without its alias
+/// ([`is_unrecorded_veth`]). The CNI plugin passes the `mfc<N>` of its lease.
+pub fn unwire_netns_with(
+    vm: &mut Netlink,
+    key: &str,
+    expected: Option<Expected<'_>>,
+) -> Result<Detached, Failure> {
     let alias = alias_for(key);
     let links = vm.links().map_err(nl("list links"))?;
-    let ours: Vec<&Link> = links
+    let mut ours: Vec<&Link> = links
         .iter()
         .filter(|l| l.alias.as_deref() == Some(&alias))
         .collect();
+    if let Some(e) = expected {
+        if let Some(l) = find_unrecorded_veth(vm, &links, key, e) {
+            ours.push(l);
+        }
+    }
     let mut lines = Vec::new();
     if !ours.is_empty() {
         let routes = vm.routes().map_err(nl("list routes"))?;
@@ -741,7 +809,12 @@ pub fn unwire_netns(vm: &mut Netlink, key: &str) -> Result<Detached, Failure> {
             }
             let n =
                 container_of_veth(&l.name).map_or(String::new(), |n| format!("container #{n}, "));
-            lines.push(format!("detached {key}: {n}veth {} removed", l.name));
+            let how = if l.alias.as_deref() == Some(&alias) {
+                ""
+            } else {
+                " (left without its alias by an interrupted wiring)"
+            };
+            lines.push(format!("detached {key}: {n}veth {} removed{how}", l.name));
         }
     }
     // The lo:meshfwd address, once no attached container remains (also after
@@ -820,6 +893,9 @@ mod tests {
             oper_up: true,
             qdisc: Some("noqueue".into()),
             mac: None,
+            kind: Some("veth".into()),
+            peer_index: None,
+            peer_netnsid: None,
         }
     }
 
@@ -978,6 +1054,72 @@ mod tests {
         // a covering prefix is not a conflict
         let wide = Route4::new(ip("240.0.0.0"), 4, 2);
         assert_eq!(check_free(&p, &[lo, eth], &[], &[wide]), Ok(()));
+    }
+
+    #[test]
+    fn unrecorded_veth_only_when_the_peer_proves_it() {
+        // mfc7 (index 40 here) without alias, peer index 2 in the namespace
+        // this VM knows as nsid 3; in there eth0 (index 2) points back at 40.
+        let mut host = link(40, "mfc7", None);
+        host.peer_index = Some(2);
+        host.peer_netnsid = Some(3);
+        let mut peer = link(2, "eth0", None);
+        peer.peer_index = Some(40);
+        peer.peer_netnsid = Some(0);
+        let e = Expected {
+            veth: "mfc7",
+            ifname: "eth0",
+        };
+        assert!(is_unrecorded_veth(&host, e, Some(3), Some(&peer)));
+        // an empty alias is no alias
+        let mut h = host.clone();
+        h.alias = Some(String::new());
+        assert!(is_unrecorded_veth(&h, e, Some(3), Some(&peer)));
+        // any alias: recorded (ours by alias, or someone else's)
+        h.alias = Some("meshfwd:other".into());
+        assert!(!is_unrecorded_veth(&h, e, Some(3), Some(&peer)));
+        h.alias = Some("uplink".into());
+        assert!(!is_unrecorded_veth(&h, e, Some(3), Some(&peer)));
+        // another number, or not a veth
+        assert!(!is_unrecorded_veth(
+            &host,
+            Expected {
+                veth: "mfc8",
+                ifname: "eth0"
+            },
+            Some(3),
+            Some(&peer)
+        ));
+        let mut h = host.clone();
+        h.kind = Some("dummy".into());
+        assert!(!is_unrecorded_veth(&h, e, Some(3), Some(&peer)));
+        // the peer lives in another namespace, or the namespace has no id here
+        assert!(!is_unrecorded_veth(&host, e, Some(4), Some(&peer)));
+        assert!(!is_unrecorded_veth(&host, e, None, Some(&peer)));
+        let mut h = host.clone();
+        h.peer_netnsid = None;
+        assert!(!is_unrecorded_veth(&h, e, None, Some(&peer)));
+        // the container's interface is not our peer: other name, other
+        // index, points elsewhere, not a veth, missing
+        assert!(!is_unrecorded_veth(
+            &host,
+            Expected {
+                veth: "mfc7",
+                ifname: "net1"
+            },
+            Some(3),
+            Some(&peer)
+        ));
+        let mut p = peer.clone();
+        p.index = 5;
+        assert!(!is_unrecorded_veth(&host, e, Some(3), Some(&p)));
+        let mut p = peer.clone();
+        p.peer_index = Some(41);
+        assert!(!is_unrecorded_veth(&host, e, Some(3), Some(&p)));
+        let mut p = peer.clone();
+        p.kind = None;
+        assert!(!is_unrecorded_veth(&host, e, Some(3), Some(&p)));
+        assert!(!is_unrecorded_veth(&host, e, Some(3), None));
     }
 
     #[test]

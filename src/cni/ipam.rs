@@ -8,7 +8,9 @@
 //! released address is not handed out again at once), and a `lock` file
 //! whose `flock` serialises every plugin invocation that reads or changes
 //! the directory. Files are written to a temporary name, synced and renamed,
-//! so a crash leaves either the old or the new file, never a torn one.
+//! so a crash leaves either the old or the new file, never a torn one — and
+//! possibly the temporary `.NAME.tmpPID`, which the next invocation removes
+//! once it holds the lock ([`sweep_temp_files`]).
 
 use crate::layout::{Layout, Role};
 use serde::{Deserialize, Serialize};
@@ -19,9 +21,12 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 const LOCK_FILE: &str = "lock";
 const LAST_RESERVED: &str = "last_reserved";
+/// A temporary file whose writer may still be alive is kept this long.
+const TEMP_GRACE: Duration = Duration::from_secs(60);
 
 /// One recorded allocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,11 +125,59 @@ impl Store {
                 return Err(format!("lock {}: {e}", path.display()));
             }
         }
+        for removed in sweep_temp_files(&self.dir, SystemTime::now()) {
+            eprintln!("meshfwd-cni: removed {removed} (left by an interrupted invocation)");
+        }
         Ok(Locked {
             store: self,
             _file: file,
         })
     }
+}
+
+/// The writer's PID of a temporary file name `.NAME.tmpPID` ([`write_atomic`]).
+fn temp_file_pid(name: &str) -> Option<u32> {
+    let (base, pid) = name.strip_prefix('.')?.rsplit_once(".tmp")?;
+    if base.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes the temporary files of interrupted writers from `dir` and returns
+/// their paths. Called with the lock held: every writer writes under the
+/// lock, so a temporary file seen now belongs to a writer that died; as a
+/// second guard (a PID namespace that hides the writer, a PID reused since)
+/// a file is kept while its PID is alive here and it is younger than
+/// [`TEMP_GRACE`]. Files of other shapes are never touched.
+pub fn sweep_temp_files(dir: &Path, now: SystemTime) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(temp_file_pid) else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        let young = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .map_or(true, |age| age < TEMP_GRACE);
+        if alive && young {
+            continue;
+        }
+        let path = entry.path();
+        if fs::remove_file(&path).is_ok() {
+            removed.push(path.display().to_string());
+        }
+    }
+    removed
 }
 
 /// Writes `bytes` to `dir/name` crash-safely: temporary file, fsync, rename.
@@ -265,7 +318,8 @@ impl Locked<'_> {
         Ok((lease, true))
     }
 
-    fn record(&self, l: &Lease) -> Result<(), String> {
+    /// Writes (or rewrites) the lease file of `l`.
+    pub fn record(&self, l: &Lease) -> Result<(), String> {
         let body = serde_json::to_vec(&LeaseFile {
             container_id: l.container_id.clone(),
             ifname: l.ifname.clone(),
@@ -447,6 +501,58 @@ mod tests {
             e.contains("remove it if no container uses 10.0.0.50"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn temp_file_names() {
+        assert_eq!(temp_file_pid(".10.0.0.42.tmp123"), Some(123));
+        assert_eq!(temp_file_pid(".last_reserved.tmp7"), Some(7));
+        for not in [
+            "10.0.0.42",
+            "lock",
+            "last_reserved",
+            ".tmp5",
+            ".x.tmp",
+            ".x.tmp12a",
+            "x.tmp12",
+            ".x.tmp-1",
+        ] {
+            assert_eq!(temp_file_pid(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn lock_sweeps_temp_files_of_dead_writers() {
+        let d = TempDir::new();
+        let s = Store::open(&d.0).unwrap();
+        let l = tiny();
+        let none = BTreeSet::new();
+        s.lock()
+            .unwrap()
+            .allocate(&l, ip(VM), "a", "eth0", "ns", &none)
+            .unwrap();
+        // a dead writer (no such PID: above any pid_max), an alive one (us),
+        // and names that are not temporary files
+        let dead = d.0.join(".10.0.0.43.tmp4294967295");
+        let dead2 = d.0.join(".last_reserved.tmp4294967294");
+        let alive = d.0.join(format!(".10.0.0.44.tmp{}", std::process::id()));
+        for p in [&dead, &dead2, &alive] {
+            fs::write(p, b"torn").unwrap();
+        }
+        fs::write(d.0.join(".keep"), b"").unwrap();
+        fs::write(d.0.join("notes.tmp1"), b"").unwrap();
+        let lock = s.lock().unwrap();
+        assert!(!dead.exists() && !dead2.exists());
+        assert!(alive.exists(), "a live writer's fresh file is kept");
+        assert!(d.0.join(".keep").exists() && d.0.join("notes.tmp1").exists());
+        assert!(d.0.join("10.0.0.42").exists() && d.0.join("last_reserved").exists());
+        assert_eq!(lock.leases().unwrap().len(), 1);
+        drop(lock);
+        // ... until it is older than the grace period
+        let later = SystemTime::now() + TEMP_GRACE + Duration::from_secs(1);
+        let removed = sweep_temp_files(&d.0, later);
+        assert_eq!(removed, vec![alive.display().to_string()]);
+        assert!(!alive.exists());
     }
 
     #[test]

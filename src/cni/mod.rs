@@ -8,17 +8,26 @@
 //! IPAM ([`ipam`]) and wires the namespace with [`crate::attach::wire_netns`]
 //! — the code behind `meshfwd attach`, so a CNI container looks exactly like
 //! an attached one (veth `mfc<N>`, alias `meshfwd:<netns>`). DEL unwires with
-//! [`crate::attach::unwire_netns`] and releases the lease; CHECK compares the
-//! namespace with the lease; STATUS asks whether meshfwd's TUN is up; GC
+//! [`crate::attach::unwire_netns_with`] and releases the lease; CHECK compares
+//! the namespace with the lease; STATUS asks whether meshfwd's TUN is up; GC
 //! drops leases (and wiring) of attachments the runtime no longer knows.
 //! One lock per network directory serialises invocations, so parallel ADDs
 //! never get the same number.
+//!
+//! An invocation can be killed between any two steps (the lease is written
+//! before the wiring starts). What it leaves is recognisable as ours: the
+//! lease names the namespace and the number, hence `mfc<N>`; the veth either
+//! carries our alias or, killed before the alias was set, is proven ours by
+//! its peer (`CNI_IFNAME` in the lease's namespace, see
+//! [`crate::attach::is_unrecorded_veth`]). DEL and GC remove both kinds; a
+//! repeated ADD whose wiring is not complete (what CHECK verifies) removes
+//! them and wires again.
 
 pub mod config;
 pub mod ipam;
 pub mod result;
 
-use crate::attach::{self, Detached, Failure};
+use crate::attach::{self, Detached, Expected, Failure};
 use crate::sys::netlink::Netlink;
 use config::NetConf;
 use ipam::{IpamError, Lease, Locked, Store};
@@ -284,11 +293,34 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
         ));
     };
     let veth = attach::veth_name(number);
-    let alias = attach::alias_for(&key);
-    let wired = links
-        .iter()
-        .any(|l| l.name == veth && l.alias.as_deref() == Some(alias.as_str()));
-    if !(wired && !new && lease.netns == key) {
+    let vm_overlay = vm_overlay(conf, local)?;
+    // A repeated ADD: done if the wiring is complete, else what an earlier,
+    // interrupted ADD (or anyone) left of ours is removed and wired anew.
+    let complete = !new
+        && lease.netns == key
+        && verify(&mut vm, &key, netns, number, ifname, &lease, vm_overlay).is_ok();
+    if !complete {
+        if !new {
+            let expected = Expected {
+                veth: &veth,
+                ifname: &lease.ifname,
+            };
+            if !lease.netns.is_empty() {
+                report(
+                    attach::unwire_netns_with(&mut vm, &lease.netns, Some(expected))
+                        .map_err(wiring)?,
+                );
+            }
+            if lease.netns != key {
+                // The same container and ifname in another namespace: the
+                // lease follows it.
+                let moved = Lease {
+                    netns: key.clone(),
+                    ..lease.clone()
+                };
+                lock.record(&moved).map_err(io_error)?;
+            }
+        }
         let req = attach::Request {
             layout: &conf.layout,
             layout_name: conf.layout_name,
@@ -307,6 +339,31 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
     }
     let r = describe(&mut vm, &key, netns, &veth, ifname, &lease, conf, local)?;
     Ok(r.to_json(&conf.cni_version))
+}
+
+/// Logs what an unwiring removed.
+fn report(d: Detached) {
+    match d {
+        Detached::Removed(lines) => eprintln!("meshfwd-cni: {}", lines.join("; ")),
+        Detached::NotAttached(_) => {}
+    }
+}
+
+/// The VM's own overlay address (the containers' gateway).
+fn vm_overlay(conf: &NetConf, local: Ipv4Addr) -> Result<Ipv4Addr, CniError> {
+    conf.layout.vm_overlay_addr(local).ok_or_else(|| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            format!("{local} is outside the underlay"),
+        )
+    })
+}
+
+/// The veth the wiring of `lease` uses on this VM, when this VM's address is
+/// known and the lease lies in its block: what DEL and GC also remove when an
+/// interrupted ADD left it without its alias.
+fn expected_veth(conf: &NetConf, local: Option<Ipv4Addr>, lease: &Lease) -> Option<String> {
+    lease.number(&conf.layout, local?).map(attach::veth_name)
 }
 
 fn release_quietly(lock: &Locked<'_>, lease: &Lease) {
@@ -373,11 +430,19 @@ fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
         .filter(|k| !k.is_empty())
         .or(env_key);
     if let Some(key) = key {
+        // Without this VM's address (a configuration problem) only the
+        // veth with our alias can be found; DEL still does that much.
+        let here = lease.as_ref().and_then(|_| local(conf).ok()).map(|l| l.0);
+        let veth = lease.as_ref().and_then(|l| expected_veth(conf, here, l));
+        let expected = veth
+            .as_deref()
+            .zip(lease.as_ref())
+            .map(|(veth, l)| Expected {
+                veth,
+                ifname: &l.ifname,
+            });
         let mut vm = Netlink::open().map_err(nl_error("open rtnetlink socket"))?;
-        match attach::unwire_netns(&mut vm, &key).map_err(wiring)? {
-            Detached::Removed(lines) => eprintln!("meshfwd-cni: {}", lines.join("; ")),
-            Detached::NotAttached(_) => {}
-        }
+        report(attach::unwire_netns_with(&mut vm, &key, expected).map_err(wiring)?);
     }
     if let Some(l) = lease {
         lock.remove(&l).map_err(io_error)?;
@@ -435,16 +500,26 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
             lease.address
         ))
     })?;
-    let vm_overlay = conf.layout.vm_overlay_addr(local).ok_or_else(|| {
-        CniError::new(
-            code::INVALID_CONFIG,
-            format!("{local} is outside the underlay"),
-        )
-    })?;
+    let vm_overlay = vm_overlay(conf, local)?;
+    let mut vm = Netlink::open().map_err(nl_error("open rtnetlink socket"))?;
+    verify(&mut vm, &key, netns, number, ifname, &lease, vm_overlay)
+}
 
+/// Whether container `number`'s wiring for `lease` in the namespace `key` is
+/// complete: CHECK's comparison, also what decides whether a repeated ADD
+/// has anything to do.
+fn verify(
+    vm: &mut Netlink,
+    key: &str,
+    netns: &str,
+    number: u32,
+    ifname: &str,
+    lease: &Lease,
+    vm_overlay: Ipv4Addr,
+) -> Result<(), CniError> {
+    let want = format!("{}/32", lease.address);
     // VM side: the veth with our alias, and the /32 route to the container.
     let veth = attach::veth_name(number);
-    let mut vm = Netlink::open().map_err(nl_error("open rtnetlink socket"))?;
     let host = vm
         .link_by_name(&veth)
         .map_err(nl_error("look up the VM-side veth"))?
@@ -453,7 +528,7 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
                 "{veth} (container #{number}) does not exist on this VM"
             ))
         })?;
-    let alias = attach::alias_for(&key);
+    let alias = attach::alias_for(key);
     if host.alias.as_deref() != Some(alias.as_str()) {
         return Err(mismatch(format!(
             "{veth} has alias {:?}, expected {alias:?}",
@@ -475,12 +550,17 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     }
 
     // Container side: the interface, its /32 and the default route.
-    let (_ns, mut ct) = attach::open_netns(&key)
+    let (_ns, mut ct) = attach::open_netns(key)
         .map_err(|f| CniError::new(code::UNKNOWN_CONTAINER, f.message().to_owned()))?;
     let peer = ct
         .link_by_name(ifname)
         .map_err(nl_error("look up the container interface"))?
         .ok_or_else(|| mismatch(format!("{netns} has no interface {ifname}")))?;
+    if peer.peer_index != Some(host.index) {
+        return Err(mismatch(format!(
+            "{ifname} in {netns} is not the peer of {veth}"
+        )));
+    }
     if !peer.up {
         return Err(mismatch(format!("{ifname} in {netns} is down")));
     }
@@ -549,6 +629,7 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
     let store = open_store(conf)?;
     let lock = store.lock().map_err(io_error)?;
     let mut vm = None;
+    let mut this_vm = None;
     let mut first_error = None;
     for l in lock.leases().map_err(io_error)? {
         if valid
@@ -561,8 +642,14 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
             if vm.is_none() {
                 vm = Some(Netlink::open().map_err(nl_error("open rtnetlink socket"))?);
             }
+            let here = *this_vm.get_or_insert_with(|| local(conf).ok().map(|l| l.0));
+            let veth = expected_veth(conf, here, &l);
+            let expected = veth.as_deref().map(|veth| Expected {
+                veth,
+                ifname: &l.ifname,
+            });
             if let Some(nl) = vm.as_mut() {
-                if let Err(f) = attach::unwire_netns(nl, &l.netns) {
+                if let Err(f) = attach::unwire_netns_with(nl, &l.netns, expected) {
                     first_error.get_or_insert(wiring(f));
                     continue;
                 }

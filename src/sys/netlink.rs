@@ -26,6 +26,7 @@ use netlink_packet_route::link::{
     AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
     LinkInfo, LinkMessage, State,
 };
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
     RouteType,
@@ -55,6 +56,13 @@ pub struct Link {
     pub qdisc: Option<String>,
     /// Hardware address as `aa:bb:cc:dd:ee:ff` (`IFLA_ADDRESS`), if any.
     pub mac: Option<String>,
+    /// `IFLA_INFO_KIND` (e.g. `"veth"`), if the link has one.
+    pub kind: Option<String>,
+    /// `IFLA_LINK`: for a veth, the peer's index (in the peer's namespace).
+    pub peer_index: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: the id, in this namespace, of the namespace
+    /// the peer lives in (only when that is another namespace).
+    pub peer_netnsid: Option<i32>,
 }
 
 impl Link {
@@ -189,6 +197,24 @@ impl Netlink {
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The id this namespace uses for the network namespace `ns` (what
+    /// [`Link::peer_netnsid`] reports for a veth whose peer lives there), or
+    /// `None` if this namespace has not assigned it one. `RTM_GETNSID`.
+    pub fn nsid_of(&mut self, ns: BorrowedFd<'_>) -> io::Result<Option<i32>> {
+        let fd = u32::try_from(ns.as_raw_fd()).map_err(|_| invalid("negative fd".into()))?;
+        let replies = self.request(RouteNetlinkMessage::GetNsId(nsid_request(fd)), 0)?;
+        Ok(replies
+            .iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewNsId(n) => n.attributes.iter().find_map(|a| match a {
+                    NsidAttribute::Id(id) => Some(*id),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .filter(|id| *id >= 0))
     }
 
     /// Creates the veth pair `name` (here) ⇄ `peer` (created directly inside
@@ -417,6 +443,13 @@ pub fn veth_request(name: &str, peer: &str, mtu: u32, peer_ns_fd: i32) -> LinkMe
     msg
 }
 
+/// `ip netns id`-style query: the nsid of the namespace open as `fd`.
+pub fn nsid_request(fd: u32) -> NsidMessage {
+    let mut msg = NsidMessage::default();
+    msg.attributes.push(NsidAttribute::Fd(fd));
+    msg
+}
+
 /// `sysctl -w net.ipv4.conf.DEV.proxy_arp=1` as an `RTM_SETLINK` carrying
 /// only that one setting (`IFLA_AF_SPEC` → `AF_INET` → `IFLA_INET_CONF`).
 pub fn proxy_arp_request(index: u32) -> LinkMessage {
@@ -500,6 +533,9 @@ fn parse_link(l: &LinkMessage) -> Link {
         oper_up: false,
         qdisc: None,
         mac: None,
+        kind: None,
+        peer_index: None,
+        peer_netnsid: None,
     };
     for a in &l.attributes {
         match a {
@@ -509,6 +545,14 @@ fn parse_link(l: &LinkMessage) -> Link {
             LinkAttribute::Mtu(m) => link.mtu = Some(*m),
             LinkAttribute::OperState(s) => link.oper_up = *s == State::Up,
             LinkAttribute::Qdisc(q) => link.qdisc = Some(q.clone()),
+            LinkAttribute::Link(i) => link.peer_index = Some(*i),
+            LinkAttribute::LinkNetNsId(id) => link.peer_netnsid = Some(*id),
+            LinkAttribute::LinkInfo(info) => {
+                link.kind = info.iter().find_map(|i| match i {
+                    LinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                })
+            }
             _ => {}
         }
     }
@@ -655,6 +699,16 @@ mod tests {
     }
 
     #[test]
+    fn nsid_request_carries_the_fd() {
+        let RouteNetlinkMessage::GetNsId(back) =
+            roundtrip(RouteNetlinkMessage::GetNsId(nsid_request(7)))
+        else {
+            panic!()
+        };
+        assert_eq!(back.attributes, vec![NsidAttribute::Fd(7)]);
+    }
+
+    #[test]
     fn addr_request_has_label() {
         let m = addr_request(1, ip("241.2.0.1"), 32, Some("lo:meshfwd"));
         let got = parse_addr(&m).unwrap();
@@ -698,6 +752,9 @@ mod tests {
             oper_up: true,
             qdisc: Some("noop".into()),
             mac: None,
+            kind: Some("veth".into()),
+            peer_index: None,
+            peer_netnsid: None,
         };
         assert_eq!(format_mac(&[0x0a, 0, 0xff, 1, 2, 3]), "0a:00:ff:01:02:03");
         assert!(!l.ready());

@@ -45,6 +45,9 @@ conf() {
 ipam_dir() { printf '%s/ipam-%s/meshtest\n' "$MF_RUN_DIR" "$1"; }
 leases() { find "$(ipam_dir "$1")" -maxdepth 1 -name '[0-9]*' -printf '%f\n' 2>/dev/null | sort; }
 
+# (CNI_WRAP: a command prefix for the plugin, e.g. strace; see crash_add)
+CNI_WRAP=()
+
 # cni VM COMMAND CONTAINER_ID NETNS IFNAME CONFIG — run meshfwd-cni in VM's
 # namespace with a runtime's environment; stdout in $OUT, stderr in $ERR, exit
 # code in $RC. NETNS is a name made by mf_netns_add (passed as /run/netns/...)
@@ -53,7 +56,7 @@ cni() {
     local vm=$1 cmd=$2 id=$3 ns=$4 ifname=$5 config=$6 errf nspath=""
     errf="$MF_RUN_DIR/cni.$BASHPID.err"
     [[ -n $ns ]] && nspath="/run/netns/$(mf_ns "$ns")"
-    OUT=$(printf '%s' "$config" | mf_exec "$vm" env -i PATH="$PATH" CNI_COMMAND="$cmd" \
+    OUT=$(printf '%s' "$config" | mf_exec "$vm" "${CNI_WRAP[@]}" env -i PATH="$PATH" CNI_COMMAND="$cmd" \
         CNI_CONTAINERID="$id" ${nspath:+CNI_NETNS="$nspath"} CNI_IFNAME="$ifname" \
         CNI_PATH=/usr/lib/cni CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=$id" "$MESHFWD_CNI" 2>"$errf")
     RC=$?
@@ -342,6 +345,90 @@ t_status_and_gc() {
     cni vm2 DEL ctr-ga ga eth0 "$cfg"; [[ $RC == 0 && -z $(leases vm2) ]] || fail "DEL ga"
 }
 
+# crash_add SYSCALLS WHEN ID NS — ADD on vm1, SIGKILLed by strace at the
+# WHEN-th call of SYSCALLS (e.g. sendto,sendmsg 9): nothing after that call
+# happens (whether the call itself reached the kernel does not matter here).
+# RC 137 = killed, 0 = finished before that call.
+crash_add() {
+    CNI_WRAP=(strace -f -qq -o /dev/null -e trace="$1" -e inject="$1:signal=SIGKILL:when=$2")
+    cni vm1 ADD "$3" "$4" eth0 "$(conf vm1)"
+    CNI_WRAP=()
+}
+
+# leftovers NS — what is on vm1 / in NS / in the IPAM dir besides the baseline
+# shellcheck disable=SC2207  # names without spaces, split on purpose
+leftovers() {
+    local vns cns l=()
+    vns=$(mf_ns vm1); cns=$(mf_ns "$1")
+    l+=($(ip -n "$vns" -o link show | sed -n 's/^[0-9]*: \(mfc[0-9]*\)[@:].*/\1/p'))
+    ip -n "$vns" -o addr show dev lo | grep 'lo:meshfwd' >/dev/null && l+=(lo:meshfwd)
+    l+=($(ip -n "$cns" -o link show | sed -n 's/^[0-9]*: \([^:@]*\)[@:].*/ct:\1/p' | grep -v '^ct:lo$'))
+    l+=($(leases vm1 | sed 's/^/lease:/'))
+    l+=($(find "$(ipam_dir vm1)" -maxdepth 1 -name '.*.tmp*' -printf 'tmp:%f\n' 2>/dev/null))
+    echo "${l[*]}"
+}
+
+# clean_after WHAT BEFORE NS — after DEL: nothing of the container left anywhere
+clean_after() {
+    local left; left=$(leftovers "$3")
+    [[ -z $left ]] || fail "$1: DEL left $left"
+    same_as "$2" vm1
+}
+
+# CNI issue #19 defect 5: an ADD killed between two steps must leave state
+# that DEL removes and that a retried ADD repairs. strace kills the plugin at
+# every netlink send in turn (and at each rename of the IPAM's temp files);
+# after each kill either DEL runs (then ADD + DEL again), or ADD is retried
+# (it must succeed, CHECK must pass, the container must reach its VM) and then
+# DEL; after every DEL nothing may be left: no mfc* link or lo:meshfwd
+# address on the VM, no interface but lo in the container, no lease, no temp file.
+t_crash_recovery() {
+    local before="$MF_RUN_DIR/crash.before" w mode left sends="" kinds=() prev
+    command -v strace >/dev/null || fail "strace not installed (apt-get install strace)"
+    snap vm1 >"$before"
+    mf_netns_add cr || fail "netns cr"
+    for spec in "sendto,sendmsg "{1..60} "rename,renameat,renameat2 "{1..3}; do
+        read -r sc w <<<"$spec"
+        [[ $sc == sendto* && -n $sends && $sends == *done* ]] && continue
+        for mode in del add; do
+            crash_add "$sc" "$w" ctr-crash cr
+            if [[ $RC == 0 ]]; then   # finished before the w-th call: the sweep is complete
+                [[ $sc == sendto* ]] && sends+=" done@$w"
+                cni vm1 DEL ctr-crash cr eth0 "$(conf vm1)"
+                [[ $RC == 0 ]] || fail "DEL after a complete ADD: rc $RC, $OUT $ERR"
+                clean_after "uninterrupted ADD ($sc $w)" "$before" cr
+                break
+            fi
+            [[ $RC == 137 ]] || fail "ADD killed at $sc #$w: rc $RC (expected 137): $OUT $ERR"
+            left=$(leftovers cr)
+            note "killed at $sc #$w ($mode): left: ${left:-nothing}"
+            [[ $mode == del && -n $left ]] && kinds+=("${sc%%,*}#$w:[$left]")
+            if [[ $mode == add ]]; then
+                cni vm1 ADD ctr-crash cr eth0 "$(conf vm1)"
+                [[ $RC == 0 ]] || fail "killed at $sc #$w, retried ADD: rc $RC, $OUT $ERR"
+                prev=$OUT
+                cni vm1 CHECK ctr-crash cr eth0 "$(conf vm1 "\"prevResult\":$prev")"
+                [[ $RC == 0 ]] || fail "killed at $sc #$w, CHECK after the retried ADD: rc $RC, $OUT $ERR"
+                [[ $(mf_ping cr "${MF_OVL[vm1]}" 1) == 1/1 ]] || fail "killed at $sc #$w: container cannot ping the VM after the retried ADD"
+            fi
+            cni vm1 DEL ctr-crash cr eth0 "$(conf vm1)"
+            [[ $RC == 0 ]] || fail "killed at $sc #$w, DEL: rc $RC, $OUT $ERR"
+            clean_after "killed at $sc #$w, $mode" "$before" cr
+            if [[ $mode == del ]]; then
+                cni vm1 ADD ctr-crash cr eth0 "$(conf vm1)"
+                [[ $RC == 0 ]] || fail "killed at $sc #$w, ADD after DEL: rc $RC, $OUT $ERR"
+                cni vm1 DEL ctr-crash cr eth0 "$(conf vm1)"
+                [[ $RC == 0 ]] || fail "killed at $sc #$w, DEL after DEL+ADD: rc $RC"
+                clean_after "killed at $sc #$w, DEL+ADD+DEL" "$before" cr
+            fi
+        done
+    done
+    [[ $sends == *done* ]] || fail "ADD was still killed at send 60: sweep incomplete"
+    note "kills that left state: ${kinds[*]}"
+    w=${sends#*done@}
+    detail "a whole ADD makes $((w - 1)) netlink sends; kills that left state: ${kinds[*]:-none}; all cleaned"
+}
+
 # ----------------------------------------------------------------- framework --
 
 _selected() {
@@ -401,7 +488,7 @@ main() {
         MF_KEEP=1; echo "0 passed, 1 failed"; exit 1
     fi
     for t in t_version_and_about t_add_check_del t_traffic_between_vms t_parallel_adds \
-        t_del_after_netns_gone t_block_exhaustion t_malformed_input t_status_and_gc; do
+        t_del_after_netns_gone t_crash_recovery t_block_exhaustion t_malformed_input t_status_and_gc; do
         run_test "$t"
     done
     for t in "${MF_VMS[@]}"; do mf_running "$t" || { echo "FAIL cni/meshfwd_alive ($t: meshfwd died)"; FAIL=$((FAIL + 1)); }; done
