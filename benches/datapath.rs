@@ -1,19 +1,23 @@
 //! Micro-benchmarks of the pure datapath: egress decision + in-place header
 //! write, and ingress checks + decapsulation, on 64 B and 1400 B packets;
-//! a 64 KiB TCP super-packet through GRE-in-UDP egress (TSO split + GRE
-//! headers into the GSO arena, as `worker::udp` does) and back through ingress
-//! (checks + decapsulation of each datagram + zero-copy GRO into one TUN
-//! write), in bytes of inner payload per second; plus egress spread over 4,096
+//! a 64 KiB TCP super-packet through the worker's own egress code (TSO split +
+//! headers into the arena: `worker::Egress`) and back through its ingress
+//! code (checks + decapsulation of each datagram + zero-copy GRO into one TUN
+//! write: `worker::udp`/`worker::raw`), for GRE-in-UDP and raw GRE, in bytes
+//! of inner payload per second; plus egress spread over 4,096
 //! destination VMs versus a single one (stateless mapping must make these
 //! equal within noise).
 //!
 //! Run: `cargo bench --bench datapath` (criterion prints ns per packet).
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use meshfwd::counters::Counters;
 use meshfwd::datapath::{Datapath, Encap, HEADROOM};
-use meshfwd::gro::{Coalescer, Piece};
+use meshfwd::gro::Coalescer;
 use meshfwd::layout::Layout;
+use meshfwd::sys::batch::RecvMeta;
 use meshfwd::wire::checksum;
+use meshfwd::worker::{self, Egress, Segment};
 use std::net::Ipv4Addr;
 
 const VM_A: Ipv4Addr = Ipv4Addr::new(192, 168, 16, 32);
@@ -122,13 +126,13 @@ fn bench(c: &mut Criterion) {
 }
 
 /// A 64 KiB TCP super-packet (45 segments of 1,428 B, the MSS at the
-/// GRE-in-UDP MTU of 1468) through egress and back through ingress.
+/// GRE-in-UDP MTU of 1468) through the worker's egress (`worker::Egress`:
+/// split + GRE headers into the arena) and back through its ingress
+/// (`worker::udp::decapsulate_message`: checks of each datagram of one GRO
+/// message + zero-copy GRO into one TUN write), for both encapsulations.
 fn superpacket(c: &mut Criterion, l: Layout, src: Ipv4Addr, dst: Ipv4Addr) {
-    use tun_rs::VirtioNetHdr;
     const MSS: usize = 1428;
     const SEGS: usize = 45;
-    let a = Datapath::new(l, VM_A, None).with_options(Encap::Udp, false, false);
-    let b = Datapath::new(l, VM_B, None).with_options(Encap::Udp, false, false);
     let payload = MSS * SEGS;
     let mut tso = inner(src, dst, 40 + payload);
     tso[9] = 6;
@@ -143,79 +147,81 @@ fn superpacket(c: &mut Criterion, l: Layout, src: Ipv4Addr, dst: Ipv4Addr) {
     for (i, x) in tso[40..].iter_mut().enumerate() {
         *x = i as u8;
     }
-    let hdr = VirtioNetHdr {
-        flags: 1,
-        gso_type: tun_rs::VIRTIO_NET_HDR_GSO_TCPV4,
-        hdr_len: 40,
-        gso_size: MSS as u16,
-        csum_start: 20,
-        csum_offset: 16,
-    };
-    let gl = a.header_len();
-    let stride = gl + 40 + MSS;
-    let mut arena = vec![0u8; stride * SEGS];
-    let mut sizes = [0usize; SEGS];
-    // Egress: split into the arena at `stride`, then a GRE header in front of each.
-    // gso_split rewrites the super-packet's headers; the payload stays as read.
-    let mut input = tso.clone();
-    let mut egress = |arena: &mut Vec<u8>, sizes: &mut [usize; SEGS]| {
-        input[..40].copy_from_slice(&tso[..40]);
-        let mut slots: [&mut [u8]; SEGS] = {
-            let mut it = arena.chunks_exact_mut(stride);
-            std::array::from_fn(|_| it.next().unwrap())
-        };
-        let k = tun_rs::gso_split(&mut input, hdr, &mut slots, sizes, gl, false).unwrap();
-        for (i, &len) in sizes.iter().enumerate().take(k) {
-            let at = i * stride;
-            black_box(
-                a.encapsulate(&mut arena[at..at + gl + len], gl, len)
-                    .unwrap(),
-            );
-        }
-        k
-    };
-    assert_eq!(egress(&mut arena, &mut sizes), SEGS);
+    // The virtio-net header the kernel puts in front of a TSO read.
+    let mut read = vec![1u8, 1];
+    read.extend_from_slice(&40u16.to_le_bytes());
+    read.extend_from_slice(&(MSS as u16).to_le_bytes());
+    read.extend_from_slice(&20u16.to_le_bytes());
+    read.extend_from_slice(&16u16.to_le_bytes());
+    read.extend_from_slice(&tso);
+
     let mut g = c.benchmark_group("superpacket_64KiB");
     g.throughput(Throughput::Bytes(payload as u64));
-    g.bench_function("egress_split_encapsulate_udp", |bch| {
-        bch.iter_batched_ref(
-            || (),
-            |_| black_box(egress(&mut arena, &mut sizes)),
-            BatchSize::SmallInput,
-        )
-    });
-    // Ingress: the arena is what one UDP GRO message holds.
-    let wire = arena.clone();
-    let mut rx = wire.clone();
-    let mut gro = Coalescer::new(true, true);
-    let ingress = |rx: &mut Vec<u8>, gro: &mut Coalescer| {
-        gro.clear();
-        let mut at = 0;
-        while at < rx.len() {
-            let len = stride.min(rx.len() - at);
-            let d = &mut rx[at..at + len];
-            if let Ok(x) = b.decapsulate_udp(d, len, VM_A, 0) {
-                let piece = Piece {
-                    buf: 0,
-                    start: (at + x.start) as u32,
-                    len: x.len as u32,
+    for encap in [Encap::Udp, Encap::Gre] {
+        let name = match encap {
+            Encap::Udp => "udp",
+            Encap::Gre => "gre",
+        };
+        let a = Datapath::new(l, VM_A, None).with_options(encap, false, false);
+        let b = Datapath::new(l, VM_B, None).with_options(encap, false, false);
+        let mut eg = Egress::new();
+        let mut counters = Counters::default();
+        let mut segs: Vec<Segment> = Vec::with_capacity(SEGS);
+        // Egress as the worker runs it, the segments collected instead of sent.
+        eg.read[..read.len()].copy_from_slice(&read);
+        let egress = |eg: &mut Egress, segs: &mut Vec<Segment>, c: &mut Counters| {
+            eg.clear();
+            segs.clear();
+            // gso_split rewrites the headers it reads; the payload stays as read.
+            eg.read[..50].copy_from_slice(&read[..50]);
+            eg.take(read.len(), true, &a, c, &mut |_, s| segs.push(s));
+            segs.len()
+        };
+        assert_eq!(egress(&mut eg, &mut segs, &mut counters), SEGS);
+        g.bench_function(format!("egress_split_encapsulate_{name}"), |bch| {
+            bch.iter(|| black_box(egress(&mut eg, &mut segs, &mut counters)))
+        });
+        // Ingress: what arrives (one GRO message in UDP mode, one buffer per
+        // datagram in GRE mode); checks leave the buffers as they are.
+        let mut gro = Coalescer::new(true, true);
+        let mut bufs: Vec<Vec<u8>> = match encap {
+            Encap::Udp => vec![segs
+                .iter()
+                .flat_map(|s| eg.arena[s.start..s.start + s.len].to_vec())
+                .collect()],
+            Encap::Gre => segs
+                .iter()
+                .map(|s| eg.arena[s.start..s.start + s.len].to_vec())
+                .collect(),
+        };
+        let stride = segs[0].len;
+        let ingress = |bufs: &mut Vec<Vec<u8>>, gro: &mut Coalescer, c: &mut Counters| {
+            gro.clear();
+            for (i, buf) in bufs.iter_mut().enumerate() {
+                let m = RecvMeta {
+                    len: buf.len(),
+                    segment: stride,
+                    src: Some(VM_A),
+                    ..Default::default()
                 };
-                gro.push(&d[x.start..x.start + x.len], piece);
+                match encap {
+                    Encap::Udp => worker::udp::decapsulate_message(&b, buf, i, m, c, gro),
+                    Encap::Gre => worker::raw::decapsulate_datagram(&b, buf, i, m, c, gro),
+                }
             }
-            at += len;
-        }
-        gro.finish();
-        gro.writes.len()
-    };
-    assert_eq!(
-        ingress(&mut rx, &mut gro),
-        1,
-        "45 segments coalesce into one write"
-    );
-    assert_eq!(gro.writes[0].packets as usize, SEGS);
-    g.bench_function("ingress_decapsulate_gro_udp", |bch| {
-        bch.iter(|| black_box(ingress(&mut rx, &mut gro)))
-    });
+            gro.finish();
+            gro.writes.len()
+        };
+        assert_eq!(
+            ingress(&mut bufs, &mut gro, &mut counters),
+            1,
+            "45 segments coalesce into one write"
+        );
+        assert_eq!(gro.writes[0].packets as usize, SEGS);
+        g.bench_function(format!("ingress_decapsulate_gro_{name}"), |bch| {
+            bch.iter(|| black_box(ingress(&mut bufs, &mut gro, &mut counters)))
+        });
+    }
     g.finish();
 }
 

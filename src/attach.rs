@@ -63,8 +63,9 @@ pub const VETH_PREFIX: &str = "mfc";
 pub const ALIAS_PREFIX: &str = "meshfwd:";
 /// Label of the VM overlay address attach puts on `lo`.
 pub const LO_LABEL: &str = "lo:meshfwd";
-/// Encapsulation overhead (outer IPv4 + GRE without key), as `meshfwd TUN`.
-const OVERHEAD: u32 = 24;
+/// Encapsulation overhead of the default `meshfwd TUN` (outer IPv4 + GRE
+/// without key), for a veth MTU when the TUN does not exist yet.
+const OVERHEAD: u32 = crate::datapath::Encap::Gre.overhead(crate::wire::gre::BASE_LEN) as u32;
 /// How long attach waits for both veth ends to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -401,7 +402,7 @@ fn run_attach(args: &AttachArgs) -> Result<Attached, Failure> {
     netns_key(&args.netns)?;
     check_ifname(&args.ifname).map_err(usage)?;
     check_container(&layout, args.layout.name(), args.container)?;
-    let (local, underlay_if) = crate::runtime::detect_local(&layout, args.local).map_err(usage)?;
+    let (local, underlay_if) = crate::config::detect_local(&layout, args.local).map_err(usage)?;
     wire_netns(&Request {
         layout: &layout,
         layout_name: args.layout.name(),

@@ -22,11 +22,6 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// GRE + outer IPv4 header bytes without / with a GRE key.
-const OVERHEAD: u32 = 24;
-const OVERHEAD_KEY: u32 = 28;
-/// GRE-in-UDP adds a UDP header.
-const UDP_HEADER: u32 = 8;
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_NET_RAW: u32 = 13;
 
@@ -181,7 +176,7 @@ pub struct Facts {
     pub ip_forward: Option<u32>,
     /// rp_filter of `all`, `default`, the underlay interface, the TUN (if present).
     pub rp_filter: Vec<(String, u32)>,
-    /// `runtime::detect_local`.
+    /// `config::detect_local`.
     pub local: Result<(Ipv4Addr, Option<String>), String>,
     pub addrs: Vec<IfAddr>,
     pub underlay_mtu: Option<u32>,
@@ -384,7 +379,7 @@ pub fn gather(
     .map(drop);
     let ip_forward = read_u32("/proc/sys/net/ipv4/ip_forward");
     let addrs = netdev::ipv4_addrs().unwrap_or_default();
-    let local = crate::runtime::detect_local(layout, local);
+    let local = crate::config::detect_local(layout, local);
     let underlay_if = local.as_ref().ok().and_then(|(_, i)| i.clone());
     let udp_port = match (&local, encap) {
         (Ok((a, _)), Encap::Udp) => Some(gather_udp_port(*a, udp_port)),
@@ -1001,11 +996,12 @@ pub fn check_mtu(
     encap: Encap,
 ) -> Check {
     const N: &str = "mtu";
-    let (extra, what) = match encap {
-        Encap::Gre => (0, "IPv4 20 + GRE 4"),
-        Encap::Udp => (UDP_HEADER, "IPv4 20 + UDP 8 + GRE 4"),
+    let what = match encap {
+        Encap::Gre => "IPv4 20 + GRE 4",
+        Encap::Udp => "IPv4 20 + UDP 8 + GRE 4",
     };
-    let (overhead, overhead_key) = (OVERHEAD + extra, OVERHEAD_KEY + extra);
+    let gre = crate::wire::gre::BASE_LEN;
+    let (overhead, overhead_key) = (encap.overhead(gre) as u32, encap.overhead(gre + 4) as u32);
     let Some((ifname, u)) = underlay else {
         return Check::warn(
             N,

@@ -58,6 +58,16 @@ pub enum Encap {
 }
 
 impl Encap {
+    /// Bytes added on the wire around an inner packet behind a GRE header of
+    /// `gre_len` bytes: IPv4 + GRE, or IPv4 + UDP + GRE. The one source of
+    /// the MTU arithmetic (TUN MTU = underlay MTU − this).
+    pub const fn overhead(self, gre_len: usize) -> usize {
+        match self {
+            Encap::Gre => ipv4::HEADER_LEN + gre_len,
+            Encap::Udp => UDP_OUTER_LEN + gre_len,
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Encap::Gre => "gre",
@@ -325,11 +335,6 @@ impl Datapath {
         self.seqs.is_some()
     }
 
-    /// GRE header bytes (4 + 4 per option).
-    pub fn gre_len(&self) -> usize {
-        self.gre.header_len()
-    }
-
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
@@ -345,10 +350,7 @@ impl Datapath {
     /// Bytes added to each packet on the wire: IPv4 + GRE (24 plain, +4 per
     /// option) or IPv4 + UDP + GRE in UDP mode (32 plain).
     pub fn overhead(&self) -> usize {
-        match self.encap {
-            Encap::Gre => ipv4::HEADER_LEN + self.gre.header_len(),
-            Encap::Udp => UDP_OUTER_LEN + self.gre.header_len(),
-        }
+        self.encap.overhead(self.gre.header_len())
     }
 
     /// Bytes meshfwd itself writes in front of an inner packet (and finds in

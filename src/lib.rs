@@ -10,6 +10,7 @@ pub mod attach;
 pub mod check;
 pub mod cli;
 pub mod cni;
+pub mod config;
 pub mod counters;
 pub mod datapath;
 pub mod gro;

@@ -188,7 +188,7 @@ impl Collector for MeshCollector {
                 })
             }),
         )?;
-        if let Some((rx, tx)) = crate::runtime::kernel_if_drops(&self.id.tun) {
+        if let Some((rx, tx)) = crate::procfs::kernel_if_drops(&self.id.tun) {
             counter_family(
                 &mut enc,
                 "meshfwd_tun_kernel_dropped",

@@ -1,4 +1,5 @@
-//! Who holds a socket, read from /proc: socket inodes (from /proc/net/* tables)
+//! What /proc says, in one place: interface drop counters (/proc/net/dev),
+//! and who holds a socket: socket inodes (from /proc/net/* tables)
 //! are matched against every readable /proc/PID/fd link, and the holders are
 //! named by their `comm` and command line. Used at start-up and by
 //! `meshfwd check`, never per packet. What an unprivileged reader cannot see
@@ -96,9 +97,40 @@ pub fn parse_proc_net_unix(text: &str, abstract_name: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Kernel-side drop counters of an interface from /proc/net/dev (this process's
+/// network namespace): (rx_dropped, tx_dropped). `tx_dropped` on the TUN counts
+/// packets the kernel discarded because the workers did not read them in time.
+pub fn kernel_if_drops(ifname: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/net/dev").ok()?;
+    parse_proc_net_dev(&text, ifname)
+}
+
+fn parse_proc_net_dev(text: &str, ifname: &str) -> Option<(u64, u64)> {
+    for line in text.lines().skip(2) {
+        let (name, rest) = line.split_once(':')?;
+        if name.trim() != ifname {
+            continue;
+        }
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop ...
+        return Some((*f.get(3)?, *f.get(11)?));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_proc_net_dev() {
+        let t = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n  tun0: 5923867  113867    0    7    0     0          0         0 583039817  395033    0  153    0     0       0          0\n";
+        assert_eq!(parse_proc_net_dev(t, "tun0"), Some((7, 153)));
+        assert_eq!(parse_proc_net_dev(t, "tun1"), None);
+    }
 
     #[test]
     fn finds_abstract_unix_sockets_by_name() {

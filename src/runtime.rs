@@ -10,13 +10,12 @@
 //!    (e.g. the TUN was deleted) stop the others and exit 1. Final counters are
 //!    logged in both cases.
 
-use crate::cli::{parse_cpu_list, RunArgs};
+use crate::cli::RunArgs;
+use crate::config::{resolve, Config};
 use crate::counters::{aggregate, SharedCounters};
 use crate::datapath::{Datapath, Encap};
-use crate::layout::Layout;
 use crate::sys;
-use crate::worker::{OtherEncap, Underlay, Worker, WAKE};
-use std::net::Ipv4Addr;
+use crate::worker::{OtherEncap, RawGre, TunQueue, UdpGre, Underlay, Worker, WAKE};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,181 +29,6 @@ const SOCK_RCVBUF: usize = 8 << 20;
 const SOCK_SNDBUF: usize = 4 << 20;
 /// GRE-in-UDP source ports per worker (flows are spread over them by hash).
 const UDP_SENDERS: usize = 8;
-
-/// The validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub tun: String,
-    pub layout: Layout,
-    pub layout_name: &'static str,
-    pub local: Ipv4Addr,
-    pub underlay_if: Option<String>,
-    pub underlay_mtu: Option<u32>,
-    pub mtu: u16,
-    pub key: Option<u32>,
-    pub csum: bool,
-    pub seq: bool,
-    pub encap: Encap,
-    pub udp_port: u16,
-    pub cpus: Vec<Option<core_affinity::CoreId>>,
-    pub configure: bool,
-    pub offload: bool,
-    /// UDP GSO/GRO (with --encap udp).
-    pub udp_offload: bool,
-}
-
-/// Turns arguments into a configuration, reading (not changing) the system.
-pub fn resolve(args: &RunArgs) -> Result<Config, String> {
-    let tun = args.tun.clone().ok_or("missing TUN device name")?;
-    if tun.is_empty() || tun.len() >= libc::IFNAMSIZ || tun.contains('/') || tun.contains(' ') {
-        return Err(format!(
-            "'{tun}' is not a valid interface name (1-15 characters, no '/' or spaces)"
-        ));
-    }
-    let layout = args.layout.resolve()?;
-    let (local, underlay_if) = detect_local(&layout, args.local)?;
-    let encap = Encap::from(args.encap);
-    let dp = Datapath::new(layout, local, args.key).with_options(encap, args.csum, args.seq);
-    let overhead = dp.overhead() as u32;
-    let underlay_mtu = underlay_if
-        .as_deref()
-        .and_then(|i| sys::netdev::interface_mtu(i).ok());
-    let mtu = match (args.mtu, underlay_mtu) {
-        (Some(m), _) => {
-            if u32::from(m) + overhead > 65535 {
-                return Err(format!(
-                    "--mtu {m} plus {overhead} bytes of encapsulation exceeds 65535"
-                ));
-            }
-            if let Some(u) = underlay_mtu {
-                if u32::from(m) + overhead > u {
-                    log::warn!("--mtu {m} + {overhead} bytes of GRE exceeds the underlay MTU {u}; large packets will be dropped (send_emsgsize)");
-                }
-            }
-            m
-        }
-        (None, Some(u)) if u > overhead + 68 => (u - overhead).min(65535 - overhead) as u16,
-        (None, Some(u)) => {
-            return Err(format!(
-                "underlay MTU {u} is too small for {overhead} bytes of encapsulation; pass --mtu"
-            ))
-        }
-        (None, None) => (1500 - overhead) as u16,
-    };
-
-    let allowed = core_affinity::get_core_ids().unwrap_or_default();
-    let allowed_ids: Vec<usize> = allowed.iter().map(|c| c.id).collect();
-    let pin_list: Vec<usize> = match &args.cpus {
-        Some(s) => {
-            let list = parse_cpu_list(s)?;
-            for c in &list {
-                if !allowed_ids.contains(c) {
-                    return Err(format!(
-                        "--cpus: CPU {c} is not available to this process (allowed: {})",
-                        fmt_list(&allowed_ids)
-                    ));
-                }
-            }
-            list
-        }
-        None => allowed_ids.clone(),
-    };
-    let threads = match args.threads {
-        Some(t) if args.seq && t > 1 => {
-            return Err(format!(
-                "--seq needs a single worker (--threads 1): packets to one VM must leave \
-                 in sequence order, and {t} workers would interleave them"
-            ))
-        }
-        Some(t) => usize::from(t),
-        // One worker sends everything, so each VM's sequence numbers leave in order.
-        None if args.seq => 1,
-        None => pin_list.len().max(1),
-    };
-    let cpus = (0..threads)
-        .map(|i| {
-            if args.no_pin || pin_list.is_empty() {
-                None
-            } else {
-                Some(core_affinity::CoreId {
-                    id: pin_list[i % pin_list.len()],
-                })
-            }
-        })
-        .collect();
-    Ok(Config {
-        tun,
-        layout,
-        layout_name: args.layout.name(),
-        local,
-        underlay_if,
-        underlay_mtu,
-        mtu,
-        key: args.key,
-        csum: args.csum,
-        seq: args.seq,
-        encap,
-        udp_port: args.udp_port,
-        cpus,
-        configure: !args.no_configure,
-        offload: !args.no_offload,
-        udp_offload: !args.no_offload && !args.no_udp_offload,
-    })
-}
-
-/// This VM's underlay address and the interface that carries it: `--local` if
-/// given (validated against the layout), else the one unicast address of this
-/// host inside the underlay prefix. Errors say what to do.
-pub fn detect_local(
-    layout: &Layout,
-    local: Option<Ipv4Addr>,
-) -> Result<(Ipv4Addr, Option<String>), String> {
-    let addrs = sys::netdev::ipv4_addrs().map_err(|e| format!("list interface addresses: {e}"))?;
-    let found = match local {
-        Some(l) => {
-            layout.check_local(l).map_err(|e| format!("--local: {e}"))?;
-            let ifname = addrs.iter().find(|a| a.addr == l).map(|a| a.ifname.clone());
-            if ifname.is_none() {
-                log::warn!("--local {l} is not assigned to any interface of this host; peers will not reach it");
-            }
-            (l, ifname)
-        }
-        None => {
-            let mine: Vec<_> = addrs
-                .iter()
-                .filter(|a| layout.is_unicast_vm(a.addr))
-                .collect();
-            match mine.as_slice() {
-                [one] => (one.addr, Some(one.ifname.clone())),
-                [] => {
-                    return Err(format!(
-                    "no address of this host is inside the underlay {}; assign one or pass --local",
-                    layout.underlay()
-                ))
-                }
-                many => {
-                    let list: Vec<String> = many
-                        .iter()
-                        .map(|a| format!("{} on {}", a.addr, a.ifname))
-                        .collect();
-                    return Err(format!(
-                        "several addresses of this host are inside the underlay {} ({}); choose one with --local",
-                        layout.underlay(),
-                        list.join(", ")
-                    ));
-                }
-            }
-        }
-    };
-    Ok(found)
-}
-
-fn fmt_list(v: &[usize]) -> String {
-    v.iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 pub fn main(args: RunArgs) -> ExitCode {
     crate::logging::init(args.log_level());
@@ -294,75 +118,79 @@ fn run(
 
     // Underlay sockets first: raw ones fail fast without privileges, and none
     // changes anything.
-    let mut socks = Vec::with_capacity(n);
-    for i in 0..n {
-        let s = match cfg.encap {
-            Encap::Gre => sys::raw::RawGreSocket::open(
-                cfg.local,
-                i as u32,
-                n as u32,
-                SOCK_RCVBUF,
-                SOCK_SNDBUF,
-            )
-            .map(|(s, flushed)| (Underlay::Raw(s), flushed)),
-            Encap::Udp => sys::udp::UdpGreSocket::open_with(
-                cfg.local,
-                cfg.udp_port,
-                SOCK_RCVBUF,
-                SOCK_SNDBUF,
-                cfg.udp_offload,
-            )
-            .map(|s| (Underlay::Udp(s, cfg.udp_port), 0)),
-        }
-        .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
-        socks.push(s);
-    }
-    // UDP mode: per worker, sender sockets on kernel-chosen source ports; the
-    // inner flow's hash picks one (RFC 8086 entropy).
-    let mut senders = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut set = Vec::new();
-        if cfg.encap == Encap::Udp {
-            for _ in 0..UDP_SENDERS {
-                set.push(
-                    sys::udp::UdpGreSocket::open_with(
-                        cfg.local,
-                        0,
-                        0,
-                        SOCK_SNDBUF,
-                        cfg.udp_offload,
-                    )
-                    .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?,
-                );
+    let open_err = |e: std::io::Error| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e)));
+    let underlays = match cfg.encap {
+        Encap::Gre => {
+            let mut v = Vec::with_capacity(n);
+            for i in 0..n {
+                let (s, flushed) = sys::raw::RawGreSocket::open(
+                    cfg.local,
+                    i as u32,
+                    n as u32,
+                    SOCK_RCVBUF,
+                    SOCK_SNDBUF,
+                )
+                .map_err(open_err)?;
+                v.push((RawGre::new(s), flushed));
             }
+            Underlays::Raw(v)
         }
-        senders.push(set);
-    }
-    if let Some((Underlay::Udp(s, _), _)) = socks.first() {
-        log::info!(
-            "GRE-in-UDP on {}:{}: UDP GSO {}, UDP GRO {}",
-            cfg.local,
-            cfg.udp_port,
-            match (s.gso(), cfg.udp_offload) {
-                (true, _) => "on",
-                (false, false) => "off (by option)",
-                (false, true) => "unavailable (one datagram per packet)",
-            },
-            match (s.gro(), cfg.udp_offload) {
-                (true, _) => "on",
-                (false, false) => "off (by option)",
-                (false, true) => "unavailable",
-            },
-        );
-    }
+        Encap::Udp => {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let s = sys::udp::UdpGreSocket::open_with(
+                    cfg.local,
+                    cfg.udp_port,
+                    SOCK_RCVBUF,
+                    SOCK_SNDBUF,
+                    cfg.udp_offload,
+                )
+                .map_err(open_err)?;
+                // Per worker, sender sockets on kernel-chosen source ports;
+                // the inner flow's hash picks one (RFC 8086 entropy).
+                let mut senders = Vec::with_capacity(UDP_SENDERS);
+                for _ in 0..UDP_SENDERS {
+                    senders.push(
+                        sys::udp::UdpGreSocket::open_with(
+                            cfg.local,
+                            0,
+                            0,
+                            SOCK_SNDBUF,
+                            cfg.udp_offload,
+                        )
+                        .map_err(open_err)?,
+                    );
+                }
+                if v.is_empty() {
+                    log::info!(
+                        "GRE-in-UDP on {}:{}: UDP GSO {}, UDP GRO {}",
+                        cfg.local,
+                        cfg.udp_port,
+                        match (s.gso(), cfg.udp_offload) {
+                            (true, _) => "on",
+                            (false, false) => "off (by option)",
+                            (false, true) => "unavailable (one datagram per packet)",
+                        },
+                        match (s.gro(), cfg.udp_offload) {
+                            (true, _) => "on",
+                            (false, false) => "off (by option)",
+                            (false, true) => "unavailable",
+                        },
+                    );
+                }
+                v.push((UdpGre::new(s, cfg.udp_port, senders, dp.header_len()), 0));
+            }
+            Underlays::Udp(v)
+        }
+    };
     // A socket of the other encapsulation, so that a peer configured
     // differently shows up as wrong_encap instead of vanishing.
-    let mut other = match cfg.encap {
+    let other = match cfg.encap {
         Encap::Gre => sys::udp::UdpGreSocket::open(cfg.local, cfg.udp_port, 0, 0)
-            .map(OtherEncap::Udp)
+            .map(|s| OtherEncap(Box::new(s)))
             .map_err(|e| format!("{e}")),
         Encap::Udp => sys::raw::RawGreSocket::open(cfg.local, 0, 1, 0, 0)
-            .map(|(s, _)| OtherEncap::Raw(s))
+            .map(|(s, _)| OtherEncap(Box::new(s)))
             .map_err(|e| format!("{e}")),
     }
     .map_err(|e| log::warn!("wrong_encap will not be counted: {e}"))
@@ -375,7 +203,8 @@ fn run(
     let queues = sys::tun::open_tun(&cfg.tun, n, cfg.configure.then_some(&tun_cfg), cfg.offload)
         .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
     let offload = queues.first().is_some_and(|q| q.tcp_gso());
-    let offload_desc = match (offload, queues.first().is_some_and(|q| q.udp_gso())) {
+    let uso = queues.first().is_some_and(|q| q.udp_gso());
+    let offload_desc = match (offload, uso) {
         (true, true) => "TSO+USO/GRO",
         (true, false) => "TSO/GRO",
         (false, _) => "off",
@@ -408,38 +237,20 @@ fn run(
     let shared: Arc<Vec<SharedCounters>> =
         Arc::new((0..n).map(|_| SharedCounters::default()).collect());
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, Result<(), String>)>();
-    let mut wakers = Vec::with_capacity(n);
-    let mut handles = Vec::with_capacity(n);
-    for (i, (tun, (sock, flushed))) in queues.into_iter().zip(socks).enumerate() {
-        let poll = mio::Poll::new().map_err(|e| (EXIT_RUNTIME, format!("create poll: {e}")))?;
-        let waker = mio::Waker::new(poll.registry(), WAKE)
-            .map_err(|e| (EXIT_RUNTIME, format!("create waker: {e}")))?;
-        wakers.push(waker);
-        let w = Worker {
-            id: i,
-            tun_name: cfg.tun.clone(),
-            tun,
-            offload,
-            sock,
-            other: if i == 0 { other.take() } else { None },
-            senders: std::mem::take(&mut senders[i]),
-            dp: dp.clone(),
-            poll,
-            shared: shared.clone(),
-            stop: stop.clone(),
-            cpu: cfg.cpus[i],
-            flushed,
-        };
-        let tx = done_tx.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("meshfwd-w{i}"))
-            .spawn(move || {
-                let r = w.run();
-                let _ = tx.send((i, r));
-            })
-            .map_err(|e| (EXIT_RUNTIME, format!("spawn worker {i}: {e}")))?;
-        handles.push(h);
-    }
+    let spawn = Spawn {
+        tun_name: &cfg.tun,
+        dp: &dp,
+        shared: &shared,
+        stop: &stop,
+        cpus: &cfg.cpus,
+        offload,
+        uso,
+        done: &done_tx,
+    };
+    let (wakers, handles) = match underlays {
+        Underlays::Raw(v) => spawn.all(queues, v, other)?,
+        Underlays::Udp(v) => spawn.all(queues, v, other)?,
+    };
     drop(done_tx);
 
     let cpus: Vec<String> = cfg
@@ -533,7 +344,7 @@ fn run(
             last_stats = Instant::now();
         }
         if stats_interval > 0 && last_log.elapsed() >= Duration::from_secs(stats_interval) {
-            let (_, tx_drop) = kernel_if_drops(&cfg.tun).unwrap_or_default();
+            let (_, tx_drop) = crate::procfs::kernel_if_drops(&cfg.tun).unwrap_or_default();
             log::info!(
                 "stats: {}; kernel dropped {tx_drop} packets queued for the workers",
                 aggregate(&shared).summary()
@@ -575,28 +386,72 @@ fn run(
     Ok(exit)
 }
 
-/// Kernel-side drop counters of an interface from /proc/net/dev (this process's
-/// network namespace): (rx_dropped, tx_dropped). `tx_dropped` on the TUN counts
-/// packets the kernel discarded because the workers did not read them in time.
-pub fn kernel_if_drops(ifname: &str) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/net/dev").ok()?;
-    parse_proc_net_dev(&text, ifname)
+/// The opened underlay of every worker, with the packets its socket
+/// discarded at start (raw GRE's shard flush).
+enum Underlays {
+    Raw(Vec<(RawGre, u64)>),
+    Udp(Vec<(UdpGre, u64)>),
 }
 
-fn parse_proc_net_dev(text: &str, ifname: &str) -> Option<(u64, u64)> {
-    for line in text.lines().skip(2) {
-        let (name, rest) = line.split_once(':')?;
-        if name.trim() != ifname {
-            continue;
+/// What every worker gets, whatever its underlay.
+struct Spawn<'a> {
+    tun_name: &'a str,
+    dp: &'a Datapath,
+    shared: &'a Arc<Vec<SharedCounters>>,
+    stop: &'a Arc<AtomicBool>,
+    cpus: &'a [Option<core_affinity::CoreId>],
+    offload: bool,
+    uso: bool,
+    done: &'a crossbeam_channel::Sender<(usize, Result<(), String>)>,
+}
+
+type Started = (Vec<mio::Waker>, Vec<std::thread::JoinHandle<()>>);
+
+impl Spawn<'_> {
+    /// One worker thread per TUN queue and underlay; worker 0 also gets the
+    /// other encapsulation's socket.
+    fn all<U: Underlay + 'static>(
+        &self,
+        queues: Vec<tun_rs::SyncDevice>,
+        underlays: Vec<(U, u64)>,
+        mut other: Option<OtherEncap>,
+    ) -> Result<Started, (u8, String)> {
+        let mut wakers = Vec::with_capacity(underlays.len());
+        let mut handles = Vec::with_capacity(underlays.len());
+        for (i, (tun, (underlay, flushed))) in queues.into_iter().zip(underlays).enumerate() {
+            let poll = mio::Poll::new().map_err(|e| (EXIT_RUNTIME, format!("create poll: {e}")))?;
+            let waker = mio::Waker::new(poll.registry(), WAKE)
+                .map_err(|e| (EXIT_RUNTIME, format!("create waker: {e}")))?;
+            wakers.push(waker);
+            let w = Worker {
+                id: i,
+                tun_name: self.tun_name.to_string(),
+                tun: TunQueue {
+                    owner: Box::new(tun),
+                    vnet: self.offload,
+                    uso: self.uso,
+                },
+                underlay,
+                other: if i == 0 { other.take() } else { None },
+                dp: self.dp.clone(),
+                poll,
+                shared: self.shared.clone(),
+                stop: self.stop.clone(),
+                cpu: self.cpus[i],
+                flushed,
+            };
+            let tx = self.done.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("meshfwd-w{i}"))
+                .spawn(move || {
+                    let r = w.run();
+                    let _ = tx.send((i, r));
+                })
+                .map_err(|e| (EXIT_RUNTIME, format!("spawn worker {i}: {e}")))?;
+            handles.push(h);
         }
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop ...
-        return Some((*f.get(3)?, *f.get(11)?));
+        Ok((wakers, handles))
     }
-    None
 }
 
 /// Atomically replaces the stats file (write to a temporary, then rename).
@@ -609,7 +464,7 @@ fn write_stats(path: Option<&Path>, shared: &[SharedCounters], workers: usize, t
     let mut v = aggregate(shared).to_json(workers);
     let drops = {
         let mut last = LAST_KERNEL_DROPS.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(now) = kernel_if_drops(tun) {
+        if let Some(now) = crate::procfs::kernel_if_drops(tun) {
             *last = Some(now);
         }
         *last
@@ -635,17 +490,5 @@ fn write_stats(path: Option<&Path>, shared: &[SharedCounters], workers: usize, t
             log::info!("stats file {} written again", path.display())
         }
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_proc_net_dev() {
-        let t = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n  tun0: 5923867  113867    0    7    0     0          0         0 583039817  395033    0  153    0     0       0          0\n";
-        assert_eq!(parse_proc_net_dev(t, "tun0"), Some((7, 153)));
-        assert_eq!(parse_proc_net_dev(t, "tun1"), None);
     }
 }

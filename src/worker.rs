@@ -1,125 +1,88 @@
 //! One forwarding worker: a pinned thread with its own mio poll loop, its own
-//! TUN queue, its own raw GRE socket (receiving only its shard) and its own
-//! buffers. The datapath decisions come from [`Datapath`]; this file only moves
-//! bytes and counts.
+//! TUN queue, its own underlay sockets and its own buffers, written once for
+//! every encapsulation. The datapath decisions come from [`Datapath`]; the
+//! encapsulation's sockets sit behind [`Underlay`] (raw GRE: [`raw`],
+//! GRE-in-UDP: [`udp`]); this file moves bytes between them and counts.
 //!
-//! Egress: TUN queue → `recv_multiple` (with offload: one TCP/UDP super-packet
-//! read and split into MSS-sized segments, checksums filled in) into arena
-//! slots at `HEADROOM` → `encapsulate` writes outer IPv4 + GRE in front of each
-//! → one `sendmmsg` for up to `TX_SLOTS` packets to their peer VMs.
+//! Egress: one TUN read (with offload: a TCP/UDP super-packet behind a
+//! virtio-net header) → [`egress::Egress`] splits it into MSS-sized segments
+//! in one contiguous arena, each behind room for meshfwd's headers, and
+//! `encapsulate` writes them in place → the underlay groups the segments into
+//! messages (raw: one per segment; UDP: GSO runs) → one `sendmmsg` per batch.
 //!
-//! Ingress: raw socket → `recvmmsg` of up to `RX_BATCH` GRE packets, each into
-//! its own buffer → `decapsulate` → each accepted
-//! inner packet, where it lies, goes to [`Coalescer`], which (with offload)
-//! merges consecutive TCP/UDP segments of a flow (GRO) → one `writev` per
-//! resulting packet: rewritten headers, then the payloads from the receive
-//! buffers; without offload, one plain write per packet.
-//!
-//! With `--encap udp` the underlay is a GRE-in-UDP socket instead and both
-//! directions take the paths in [`udp`]: TUN super-packets are split straight
-//! into one contiguous run of GRE-framed segments sent with UDP GSO, and UDP
-//! GRO batches are split, checked and coalesced again for the TUN.
+//! Ingress: the underlay's `recvmmsg` → its datagram checks
+//! (`decapsulate`/`decapsulate_udp`) → each accepted inner packet, where it
+//! lies, goes to [`Coalescer`], which (with offload) merges consecutive
+//! TCP/UDP segments of a flow (GRO) → one `writev` per resulting packet:
+//! rewritten headers, then the payloads from the receive buffers.
 //!
 //! Registrations are edge-triggered, so each side is drained until `WouldBlock`,
 //! alternating batches so neither direction starves the other.
 //!
-//! Asynchronous errors: with IP_RECVERR the kernel
-//! both queues an ICMP error about an earlier packet on the socket's error
-//! queue (drained and counted as `icmp_*`) and sets the socket's pending
-//! error, which the next send or receive call on that socket reports and
-//! clears, whatever it was doing. A send or receive that fails is therefore
-//! tried once more before it is counted (`send_*`, `recv`): the retry tells a
-//! stale report about some other packet (often to another peer) from a
-//! failure of this one. Before this, each such ICMP cost an unrelated packet
-//! (`send_other`: ENOPROTOOPT from protocol-unreachable) or ended a receive
-//! batch early (`recv`).
+//! Asynchronous errors: with IP_RECVERR the kernel both queues an ICMP error
+//! about an earlier packet on the socket's error queue (drained and counted as
+//! `icmp_*`) and sets the socket's pending error, which the next send or
+//! receive call on that socket reports and clears, whatever it was doing. A
+//! send or receive that fails is therefore tried once more before it is
+//! counted (`send_*`, `recv`): the retry tells a stale report about some other
+//! packet (often to another peer) from a failure of this one. Before this,
+//! each such ICMP could cost an unrelated packet (`send_other`: ENOPROTOOPT
+//! from protocol-unreachable) or end a receive batch early (`recv`).
 
 use crate::counters::{Counters, IoError, SharedCounters};
 use crate::datapath::{Datapath, DropReason, TooBigAction, HEADROOM};
-use crate::gro::{Coalescer, Piece, MAX_SEGMENTS};
-use crate::sys::mmsg::{Mmsg, SendItem};
-use crate::sys::raw::RawGreSocket;
+use crate::gro::{Coalescer, MAX_SEGMENTS};
+use crate::sys::batch::{read_packet, recv_one};
 use crate::sys::tun::write_gathered;
-use crate::sys::udp::{UdpGreSocket, UdpItem, UdpMmsg, UdpRecvd};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, IoSlice};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Largest IPv4 packet.
-const MAX_PACKET: usize = 65535;
-/// Egress slot: headroom plus the largest packet the TUN may hand us.
-pub const TX_SLOT: usize = HEADROOM + MAX_PACKET + 1;
-/// Egress slots per `sendmmsg` batch.
-pub const TX_SLOTS: usize = 256;
-/// Free slots required before another TUN read: one super-packet of 64 KiB
-/// splits into at most this many segments at any MSS ≥ 512.
-pub const TX_READ_ROOM: usize = 128;
-/// Ingress datagrams per `recvmmsg`.
-pub const RX_BATCH: usize = 64;
-/// Ingress buffer size: the largest IPv4 datagram (outer header included).
-/// Inner packets are written to the TUN from where they were received, so no
-/// room around them is needed.
-pub const RX_CAP: usize = MAX_PACKET + 1;
+pub mod egress;
+pub mod raw;
+pub mod udp;
+mod underlay;
+
+pub use egress::{Egress, Segment};
+pub use raw::RawGre;
+pub use udp::UdpGre;
+pub use underlay::Underlay;
 
 const TUN: Token = Token(0);
 const SOCK: Token = Token(1);
 pub const WAKE: Token = Token(2);
 const OTHER: Token = Token(3);
-/// Tokens `SENDER + i` are the UDP sender sockets (their error queues).
-const SENDER: usize = 16;
-
-mod udp;
-
-/// The underlay socket a worker sends and receives GRE through.
-pub enum Underlay {
-    /// Raw IP protocol 47 (this worker's shard).
-    Raw(RawGreSocket),
-    /// GRE-in-UDP to/from this UDP port (one member of a SO_REUSEPORT group).
-    Udp(UdpGreSocket, u16),
-}
-
-impl Underlay {
-    pub fn fd(&self) -> RawFd {
-        match self {
-            Underlay::Raw(s) => s.fd(),
-            Underlay::Udp(s, _) => s.fd(),
-        }
-    }
-}
+/// Tokens `ERRORS + i` are the underlay's further sockets (their error queues).
+const ERRORS: usize = 16;
 
 /// A socket of the *other* encapsulation (worker 0 only): what arrives there
 /// is read and counted as `wrong_encap`, so a misconfigured peer is visible.
-pub enum OtherEncap {
-    Raw(RawGreSocket),
-    Udp(UdpGreSocket),
-}
+pub struct OtherEncap(pub Box<dyn AsRawFd + Send>);
 
-impl OtherEncap {
-    pub fn fd(&self) -> RawFd {
-        match self {
-            OtherEncap::Raw(s) => s.fd(),
-            OtherEncap::Udp(s) => s.fd(),
-        }
-    }
+/// The worker's TUN queue: the fd, whoever keeps it open, and what the
+/// queue carries.
+pub struct TunQueue {
+    /// Keeps the queue open (a `tun_rs::SyncDevice`; a socket in tests).
+    pub owner: Box<dyn AsRawFd + Send>,
+    /// Reads and writes carry a virtio-net header (TSO/GRO active).
+    pub vnet: bool,
+    /// The TUN takes UDP segmentation offload (USO) on writes.
+    pub uso: bool,
 }
 
 /// Everything a worker owns.
-pub struct Worker {
+pub struct Worker<U: Underlay> {
     pub id: usize,
     pub tun_name: String,
-    pub tun: tun_rs::SyncDevice,
-    /// Whether the TUN queue carries virtio-net headers (TSO/GRO active).
-    pub offload: bool,
-    pub sock: Underlay,
+    pub tun: TunQueue,
+    pub underlay: U,
     /// Worker 0: the other encapsulation's socket, for the wrong_encap counter.
     pub other: Option<OtherEncap>,
-    /// UDP mode: sockets on distinct ephemeral source ports; a flow's hash
-    /// picks one (RFC 8086 entropy for ECMP/RSS and the peer's SO_REUSEPORT).
-    pub senders: Vec<UdpGreSocket>,
     pub dp: Datapath,
     pub poll: Poll,
     pub shared: Arc<Vec<SharedCounters>>,
@@ -129,37 +92,15 @@ pub struct Worker {
     pub flushed: u64,
 }
 
-/// Per-worker buffers, allocated once. Pages are only touched when used, so
-/// the resident size follows the traffic, not the virtual size.
-struct Buffers {
-    /// Raw TUN read (virtio-net header + super-packet) before splitting.
-    tun_read: Vec<u8>,
-    tx_arena: Vec<u8>,
-    tx_sizes: Vec<usize>,
-    tx_items: Vec<SendItem>,
-    tx_mmsg: Mmsg,
-    rx_bufs: Vec<Vec<u8>>,
-    rx_lens: Vec<usize>,
-    rx_mmsg: Mmsg,
-    /// Zero-copy coalescing of what one `recvmmsg` brought (both modes).
-    coalescer: Coalescer,
-    /// Scratch for ICMP replies (virtio-net header room + IPv4 + ICMP + quote).
+/// Scratch of the slow paths, allocated once.
+struct Slow {
+    /// ICMP replies (virtio-net header room + IPv4 + ICMP + quote).
     icmp: [u8; 128],
     icmp_limit: RateLimit,
-    /// Scratch for fragments of an inner packet too big for the underlay.
+    /// Fragments of an inner packet too big for the underlay.
     frag: Vec<u8>,
-    /// Copy of a packet the underlay refused as too big, while it is handled.
-    spill: Vec<u8>,
-    /// UDP mode: egress arena of contiguous GRE-framed segments and its messages.
-    udp_arena: Vec<u8>,
-    udp_items: Vec<UdpItem>,
-    /// Index into `Worker::senders` of each of `udp_items`.
-    udp_socks: Vec<u8>,
-    udp_tx: UdpMmsg,
-    /// UDP mode: receive buffers (one GRO message each) and what arrived.
-    udp_rx_bufs: Vec<Vec<u8>>,
-    udp_rx_out: Vec<UdpRecvd>,
-    udp_rx: UdpMmsg,
+    /// Datagrams `wrong_encap` reads (discarded).
+    discard: Vec<u8>,
 }
 
 /// Token bucket for ICMP replies, per worker: a flood of oversized packets must
@@ -194,37 +135,15 @@ impl RateLimit {
     }
 }
 
-impl Buffers {
-    fn new(vnet: bool, uso: bool) -> Buffers {
-        let rx_bufs: Vec<Vec<u8>> = (0..RX_BATCH).map(|_| vec![0u8; RX_CAP]).collect();
-        Buffers {
-            tun_read: vec![0; tun_rs::VIRTIO_NET_HDR_LEN + MAX_PACKET + 1],
-            tx_arena: vec![0; TX_SLOTS * TX_SLOT],
-            tx_sizes: vec![0; TX_READ_ROOM],
-            tx_items: Vec::with_capacity(TX_SLOTS),
-            tx_mmsg: Mmsg::new(TX_SLOTS),
-            rx_bufs,
-            rx_lens: vec![0; RX_BATCH],
-            rx_mmsg: Mmsg::new(RX_BATCH),
-            coalescer: Coalescer::new(vnet, uso),
-            icmp: [0; 128],
-            icmp_limit: RateLimit::new(),
-            frag: vec![0; TX_SLOT],
-            spill: vec![0; TX_SLOT],
-            udp_arena: vec![0; udp::ARENA],
-            udp_items: Vec::with_capacity(udp::MAX_MESSAGES),
-            udp_socks: Vec::with_capacity(udp::MAX_MESSAGES),
-            udp_tx: UdpMmsg::new(udp::MAX_MESSAGES),
-            udp_rx_bufs: (0..udp::RX_MESSAGES)
-                .map(|_| vec![0u8; udp::RX_BUF])
-                .collect(),
-            udp_rx_out: vec![UdpRecvd::default(); udp::RX_MESSAGES],
-            udp_rx: UdpMmsg::new(udp::RX_MESSAGES),
-        }
-    }
+/// What a worker needs besides its parts: buffers, counters.
+struct State {
+    egress: Egress,
+    coalescer: Coalescer,
+    slow: Slow,
+    c: Counters,
 }
 
-impl Worker {
+impl<U: Underlay> Worker<U> {
     /// Runs until `stop` is set (Ok) or the TUN fails (Err with a log-ready message).
     pub fn run(mut self) -> Result<(), String> {
         if let Some(cpu) = self.cpu {
@@ -232,63 +151,58 @@ impl Worker {
                 log::warn!("worker {}: could not pin to CPU {}", self.id, cpu.id);
             }
         }
-        let tun_fd = self.tun.as_raw_fd();
-        let sock_fd = self.sock.fd();
+        let tun_fd = self.tun.owner.as_raw_fd();
+        let sock_fd = self.underlay.fd();
         let reg = self.poll.registry();
         reg.register(&mut SourceFd(&tun_fd), TUN, Interest::READABLE)
             .map_err(|e| format!("worker {}: register TUN: {e}", self.id))?;
         reg.register(&mut SourceFd(&sock_fd), SOCK, Interest::READABLE)
             .map_err(|e| format!("worker {}: register socket: {e}", self.id))?;
         if let Some(o) = &self.other {
-            reg.register(&mut SourceFd(&o.fd()), OTHER, Interest::READABLE)
+            reg.register(&mut SourceFd(&o.0.as_raw_fd()), OTHER, Interest::READABLE)
                 .map_err(|e| format!("worker {}: register socket: {e}", self.id))?;
         }
-        for (i, s) in self.senders.iter().enumerate() {
-            reg.register(
-                &mut SourceFd(&s.fd()),
-                Token(SENDER + i),
-                Interest::READABLE,
-            )
-            .map_err(|e| format!("worker {}: register sender socket: {e}", self.id))?;
-            if let Err(e) = crate::sys::errqueue::enable(s.fd()) {
-                log::warn!("worker {}: IP_RECVERR on a sender socket: {e}", self.id);
+        // ICMP errors about our packets go to the error queues and are
+        // counted by kind (see the module doc for the pending error).
+        for (i, &fd) in self.underlay.error_fds().iter().enumerate() {
+            reg.register(&mut SourceFd(&fd), Token(ERRORS + i), Interest::READABLE)
+                .map_err(|e| format!("worker {}: register sender socket: {e}", self.id))?;
+        }
+        for &fd in std::iter::once(&sock_fd).chain(self.underlay.error_fds()) {
+            if let Err(e) = crate::sys::errqueue::enable(fd) {
+                log::warn!(
+                    "worker {}: IP_RECVERR: {e}; ICMP errors from peers will not be counted",
+                    self.id
+                );
             }
         }
-        // ICMP errors about our packets go to the error queue (never to a later
-        // send, which would cost a good packet) and are counted by kind.
-        if let Err(e) = crate::sys::errqueue::enable(sock_fd) {
-            log::warn!(
-                "worker {}: IP_RECVERR: {e}; ICMP errors from peers will not be counted",
-                self.id
-            );
-        }
 
-        let mut b = Buffers::new(self.offload, self.tun.udp_gso());
-        let mut c = Counters::default();
-        c.errors[IoError::StartupFlush as usize] = self.flushed;
+        let mut st = State {
+            egress: Egress::new(),
+            coalescer: Coalescer::new(self.tun.vnet, self.tun.uso),
+            slow: Slow {
+                icmp: [0; 128],
+                icmp_limit: RateLimit::new(),
+                frag: vec![0; HEADROOM + egress::MAX_PACKET + 1],
+                discard: vec![0; 2048],
+            },
+            c: Counters::default(),
+        };
+        st.c.errors[IoError::StartupFlush as usize] = self.flushed;
         let mut events = Events::with_capacity(16);
         // Drain anything that arrived before registration.
         let mut tun_pending = true;
         let mut sock_pending = true;
-        let udp = matches!(self.sock, Underlay::Udp(..));
         loop {
             while tun_pending || sock_pending {
                 if tun_pending {
-                    tun_pending = !if udp {
-                        self.egress_batch_udp(&mut b, &mut c)?
-                    } else {
-                        self.egress_batch(&mut b, &mut c)?
-                    };
+                    tun_pending = !self.egress_batch(&mut st)?;
                 }
                 if sock_pending {
-                    sock_pending = !if udp {
-                        self.ingress_batch_udp(&mut b, &mut c)?
-                    } else {
-                        self.ingress_batch(&mut b, &mut c)?
-                    };
+                    sock_pending = !self.ingress_batch(&mut st)?;
                 }
             }
-            self.shared[self.id].publish(&c);
+            self.shared[self.id].publish(&st.c);
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
@@ -303,13 +217,13 @@ impl Worker {
                     SOCK => {
                         sock_pending = true;
                         if ev.is_error() {
-                            self.drain_errors(self.sock.fd(), &mut c);
+                            drain_errors(sock_fd, &mut st.c);
                         }
                     }
-                    OTHER => self.count_other_encap(&mut b, &mut c),
-                    Token(t) if t >= SENDER => {
-                        if let Some(s) = self.senders.get(t - SENDER) {
-                            self.drain_errors(s.fd(), &mut c);
+                    OTHER => self.count_other_encap(&mut st),
+                    Token(t) if t >= ERRORS => {
+                        if let Some(&fd) = self.underlay.error_fds().get(t - ERRORS) {
+                            drain_errors(fd, &mut st.c);
                         }
                     }
                     _ => {}
@@ -319,39 +233,14 @@ impl Worker {
     }
 
     /// Reads and counts whatever arrived on the other encapsulation's socket.
-    fn count_other_encap(&self, b: &mut Buffers, c: &mut Counters) {
+    fn count_other_encap(&self, st: &mut State) {
         let Some(o) = &self.other else { return };
         for _ in 0..1024 {
-            // SAFETY: valid fd; `frag` is a live buffer of the given length.
-            let r = unsafe {
-                libc::recv(
-                    o.fd(),
-                    b.frag.as_mut_ptr().cast(),
-                    b.frag.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if r < 0 {
-                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
+            if recv_one(o.0.as_raw_fd(), &mut st.slow.discard).is_err() {
                 break;
             }
-            c.drop(DropReason::WrongEncap);
+            st.c.drop(DropReason::WrongEncap);
         }
-    }
-
-    fn drain_errors(&self, fd: RawFd, c: &mut Counters) {
-        use crate::sys::errqueue::{drain, PeerError};
-        drain(fd, 1024, |k| {
-            c.error(match k {
-                PeerError::Unreachable => IoError::IcmpUnreachable,
-                PeerError::PortUnreachable => IoError::IcmpPortUnreachable,
-                PeerError::ProtoUnreachable => IoError::IcmpProtoUnreachable,
-                PeerError::FragNeeded => IoError::IcmpFragNeeded,
-                PeerError::Other => IoError::IcmpOther,
-            })
-        });
     }
 
     fn tun_failed(&self, what: &str, e: &io::Error) -> String {
@@ -363,276 +252,199 @@ impl Worker {
 
     /// Reads from the TUN until the batch is full or the queue is drained,
     /// encapsulates, and sends. Returns Ok(true) once the TUN queue is drained.
-    fn egress_batch(&mut self, b: &mut Buffers, c: &mut Counters) -> Result<bool, String> {
-        b.tx_items.clear();
-        let mut used = 0;
+    fn egress_batch(&mut self, st: &mut State) -> Result<bool, String> {
+        st.egress.clear();
+        self.underlay.clear();
+        let fd = self.tun.owner.as_raw_fd();
         let mut drained = false;
-        while TX_SLOTS - used >= TX_READ_ROOM {
-            let mut slots = b.tx_arena[used * TX_SLOT..].chunks_exact_mut(TX_SLOT);
-            let mut views: [&mut [u8]; TX_READ_ROOM] =
-                std::array::from_fn(|_| slots.next().unwrap_or_default());
-            let r = self
-                .tun
-                .recv_multiple(&mut b.tun_read, &mut views, &mut b.tx_sizes, HEADROOM);
-            match r {
-                Ok(k) => {
-                    for j in 0..k {
-                        let len = b.tx_sizes[j];
-                        c.tun_rx_packets += 1;
-                        c.tun_rx_bytes += len as u64;
-                        let slot = used + j;
-                        let buf = &mut b.tx_arena[slot * TX_SLOT..(slot + 1) * TX_SLOT];
-                        match self.dp.encapsulate(buf, HEADROOM, len) {
-                            Ok(e) => b.tx_items.push(SendItem {
-                                slot: slot as u32,
-                                start: e.start as u32,
-                                len: e.len as u32,
-                                dst: e.peer,
-                            }),
-                            Err(r) => c.drop(r),
-                        }
-                    }
-                    used += k;
-                }
+        while st.egress.has_room() && self.underlay.has_room() {
+            let n = match read_packet(fd, &mut st.egress.read) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
                     break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error().is_some() => return Err(self.tun_failed("read", &e)),
-                // Not a syscall error: the virtio header or super-packet could
-                // not be split. The read consumed it; count and go on.
-                Err(_) => c.drop(DropReason::OffloadMalformed),
-            }
+                Err(e) => return Err(self.tun_failed("read", &e)),
+            };
+            let u = &mut self.underlay;
+            st.egress
+                .take(n, self.tun.vnet, &self.dp, &mut st.c, &mut |arena, s| {
+                    u.push(arena, s)
+                });
         }
-        self.flush(b, c);
+        self.flush(st);
         Ok(drained)
     }
 
-    fn flush(&mut self, b: &mut Buffers, c: &mut Counters) {
-        let fd = self.sock.fd();
+    /// Sends the queued messages. A failure is retried once (module doc); a
+    /// GSO message that still fails goes out datagram by datagram; a datagram
+    /// refused as too big takes the PMTU slow path.
+    fn flush(&mut self, st: &mut State) {
+        let extra = (self.dp.overhead() - self.dp.header_len()) as u64;
         let mut off = 0;
         let mut retried = usize::MAX;
-        while off < b.tx_items.len() {
-            match b.tx_mmsg.send(fd, &b.tx_arena, TX_SLOT, &b.tx_items[off..]) {
+        while off < self.underlay.queued().len() {
+            match self.underlay.send(&st.egress.arena, off) {
                 Ok(n) if n > 0 => {
-                    for it in &b.tx_items[off..off + n] {
-                        c.tx_packets += 1;
-                        c.tx_bytes += u64::from(it.len);
+                    for t in &self.underlay.queued()[off..off + n] {
+                        let k = t.datagrams() as u64;
+                        st.c.tx_packets += k;
+                        st.c.tx_bytes += u64::from(t.len) + k * extra;
                     }
                     off += n;
                 }
                 Ok(_) => {
-                    c.error(IoError::SendOther);
+                    st.c.error(IoError::SendOther);
                     off += 1;
                 }
-                // Maybe the socket's pending asynchronous error (module doc):
-                // the same message once more before blaming it.
                 Err(_) if retried != off => retried = off,
-                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                    let it = b.tx_items[off];
-                    let at = it.slot as usize * TX_SLOT + it.start as usize;
-                    b.spill[..it.len as usize]
-                        .copy_from_slice(&b.tx_arena[at..at + it.len as usize]);
-                    self.too_big(b, c, it.len as usize, it.dst);
-                    off += 1;
-                }
                 Err(e) => {
-                    c.error(IoError::from_send_errno(e.raw_os_error().unwrap_or(0)));
+                    let t = self.underlay.queued()[off];
+                    let (start, len, peer) = (t.start as usize, t.len as usize, *t.dst.ip());
+                    if t.datagrams() > 1 {
+                        let seg = usize::from(t.segment);
+                        let mut at = start;
+                        while at < start + len {
+                            let l = seg.min(start + len - at);
+                            self.send_datagram(st, at, l, peer, false);
+                            at += l;
+                        }
+                    } else if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                        self.too_big(st, start, len, peer);
+                    } else {
+                        st.c.error(IoError::from_send_errno(e.raw_os_error().unwrap_or(0)));
+                    }
                     off += 1;
                 }
             }
         }
     }
 
-    /// Slow path for an encapsulated packet the underlay refused (EMSGSIZE),
-    /// copied to `b.spill[..len]` (headers as `encapsulate` wrote them) and
-    /// meant for `dst`: ICMP "fragmentation needed" to a DF sender, or
-    /// fragmentation of a non-DF one before encapsulation, as Linux ip_gre does.
-    fn too_big(&mut self, b: &mut Buffers, c: &mut Counters, len: usize, dst: std::net::Ipv4Addr) {
-        // Taken out of `b` (no allocation) so `b` stays usable for sending.
-        let spill = std::mem::take(&mut b.spill);
-        self.too_big_from(b, c, &spill[..len.min(spill.len())], dst);
-        b.spill = spill;
+    /// Sends `arena[at..at + len]` alone (from `frag` with `frag`); counts it.
+    fn send_datagram(&mut self, st: &mut State, at: usize, len: usize, peer: Ipv4Addr, frag: bool) {
+        let buf = if frag {
+            &st.slow.frag
+        } else {
+            &st.egress.arena
+        };
+        match self.underlay.send_one(buf, at, len, peer) {
+            Ok(()) => {
+                st.c.tx_packets += 1;
+                st.c.tx_bytes += (len + self.dp.overhead() - self.dp.header_len()) as u64;
+                if frag {
+                    st.c.tx_fragmented += 1;
+                }
+            }
+            Err(e) if !frag && e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                self.too_big(st, at, len, peer)
+            }
+            Err(e) => {
+                st.c.error(IoError::from_send_errno(e.raw_os_error().unwrap_or(0)))
+            }
+        }
     }
 
-    fn too_big_from(
-        &mut self,
-        b: &mut Buffers,
-        c: &mut Counters,
-        outer: &[u8],
-        dst: std::net::Ipv4Addr,
-    ) {
+    /// Slow path for `arena[at..at + len]` (headers as `encapsulate` wrote
+    /// them, for `peer`) that the underlay refused as too big (EMSGSIZE): ICMP
+    /// "fragmentation needed" to a DF sender, or fragmentation of a non-DF one
+    /// before encapsulation, as Linux ip_gre does.
+    fn too_big(&mut self, st: &mut State, at: usize, len: usize, peer: Ipv4Addr) {
+        let outer = &st.egress.arena[at..at + len];
         let hl = self.dp.header_len();
         match self.dp.too_big_action(outer) {
             TooBigAction::Fragment => {
-                let mtu = crate::sys::pmtu::path_mtu(dst).unwrap_or(1500) as usize;
+                let mtu = crate::sys::pmtu::path_mtu(peer).unwrap_or(1500) as usize;
                 let max_inner = mtu.saturating_sub(self.dp.overhead());
-                let inner = &outer[hl..];
                 for index in 0.. {
-                    let len = match crate::wire::ipv4::fragment(
+                    let inner = &st.egress.arena[at + hl..at + len];
+                    let flen = match crate::wire::ipv4::fragment(
                         inner,
                         max_inner,
                         index,
-                        &mut b.frag[HEADROOM..],
+                        &mut st.slow.frag[HEADROOM..],
                     ) {
-                        Ok(Some(len)) => len,
+                        Ok(Some(l)) => l,
                         Ok(None) => break,
                         Err(_) => {
-                            c.drop(DropReason::TooBig);
+                            st.c.drop(DropReason::TooBig);
                             break;
                         }
                     };
-                    let e = match self.dp.encapsulate(&mut b.frag, HEADROOM, len) {
+                    let e = match self.dp.encapsulate(&mut st.slow.frag, HEADROOM, flen) {
                         Ok(e) => e,
                         Err(r) => {
-                            c.drop(r);
+                            st.c.drop(r);
                             break;
                         }
                     };
-                    match self.send_one(b, e.start, e.len, e.peer) {
-                        Ok(()) => {
-                            c.tx_fragmented += 1;
-                            c.tx_packets += 1;
-                            c.tx_bytes += self.wire_len(e.len) as u64;
-                        }
-                        Err(e) => c.error(IoError::from_send_errno(e.raw_os_error().unwrap_or(0))),
-                    }
+                    self.send_datagram(st, e.start, e.len, e.peer, true);
                 }
             }
-            TooBigAction::DropSilently => c.drop(DropReason::TooBig),
+            TooBigAction::DropSilently => st.c.drop(DropReason::TooBig),
             TooBigAction::FragNeeded => {
-                c.drop(DropReason::TooBig);
-                if !b.icmp_limit.allow() {
-                    c.icmp_rate_limited += 1;
+                st.c.drop(DropReason::TooBig);
+                if !st.slow.icmp_limit.allow() {
+                    st.c.icmp_rate_limited += 1;
                     return;
                 }
-                let mtu = crate::sys::pmtu::path_mtu(dst).unwrap_or(1500);
+                let mtu = crate::sys::pmtu::path_mtu(peer).unwrap_or(1500);
                 let vnet = tun_rs::VIRTIO_NET_HDR_LEN;
-                let Ok(n) = self.dp.frag_needed(outer, dst, mtu, &mut b.icmp[vnet..]) else {
+                let icmp = &mut st.slow.icmp;
+                let Ok(n) = self.dp.frag_needed(outer, peer, mtu, &mut icmp[vnet..]) else {
                     return;
                 };
                 // With offload, every TUN write starts with a virtio-net header;
                 // all zeros = no GSO, no checksum offload.
-                let start = if self.offload { 0 } else { vnet };
-                b.icmp[..vnet].fill(0);
-                match self.tun.send(&b.icmp[start..vnet + n]) {
-                    Ok(_) => c.icmp_tx += 1,
-                    Err(_) => c.error(IoError::TunWrite),
+                let start = if self.tun.vnet { 0 } else { vnet };
+                icmp[..vnet].fill(0);
+                let fd = self.tun.owner.as_raw_fd();
+                match write_gathered(fd, &[IoSlice::new(&icmp[start..vnet + n])]) {
+                    Ok(_) => st.c.icmp_tx += 1,
+                    Err(_) => st.c.error(IoError::TunWrite),
                 }
             }
         }
     }
 
-    /// Bytes on the wire for `len` bytes of what meshfwd wrote.
-    fn wire_len(&self, len: usize) -> usize {
-        len + self.dp.overhead() - self.dp.header_len()
-    }
-
-    /// Sends `b.frag[start..start + len]` (as built by `encapsulate`) to `dst`
-    /// through the underlay socket, as one datagram.
-    fn send_one(
-        &self,
-        b: &mut Buffers,
-        start: usize,
-        len: usize,
-        dst: std::net::Ipv4Addr,
-    ) -> io::Result<()> {
-        let sent = match &self.sock {
-            Underlay::Raw(s) => {
-                let one = [SendItem {
-                    slot: 0,
-                    start: start as u32,
-                    len: len as u32,
-                    dst,
-                }];
-                let size = b.frag.len();
-                b.tx_mmsg.send(s.fd(), &b.frag, size, &one)?
-            }
-            Underlay::Udp(s, port) => {
-                let inner = b
-                    .frag
-                    .get(start + self.dp.header_len()..start + len)
-                    .unwrap_or_default();
-                let tos = inner.get(1).copied().unwrap_or(0);
-                let fd = self
-                    .sender_fd(crate::datapath::flow_hash(inner))
-                    .unwrap_or(s.fd());
-                let one = [UdpItem {
-                    start: start as u32,
-                    len: len as u32,
-                    segment: 0,
-                    tos,
-                    dst,
-                }];
-                b.udp_tx.send(fd, &b.frag, *port, &one)?
-            }
-        };
-        if sent == 1 {
-            Ok(())
-        } else {
-            Err(io::Error::from_raw_os_error(libc::EAGAIN))
-        }
-    }
-
-    /// Receives up to RX_BATCH GRE packets and delivers them. Returns Ok(true)
+    /// Receives one batch from the underlay and delivers it. Returns Ok(true)
     /// once the socket is drained.
-    fn ingress_batch(&mut self, b: &mut Buffers, c: &mut Counters) -> Result<bool, String> {
-        let fd = self.sock.fd();
-        let recv = |b: &mut Buffers| b.rx_mmsg.recv_bufs(fd, &mut b.rx_bufs, 0, &mut b.rx_lens);
-        // A first failure is the socket's pending asynchronous error (see
+    fn ingress_batch(&mut self, st: &mut State) -> Result<bool, String> {
+        // A first failure may be the socket's pending asynchronous error (see
         // the module doc), consumed by that call: receive again.
-        let n = match recv(b).or_else(|e| match e.kind() {
+        let n = match self.underlay.recv().or_else(|e| match e.kind() {
             io::ErrorKind::WouldBlock => Err(e),
-            _ => recv(b),
+            _ => self.underlay.recv(),
         }) {
-            Ok(n) => {
-                c.errors[IoError::RxOverflow as usize] = u64::from(b.rx_mmsg.rx_queue_drops());
-                n
-            }
+            Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(_) => {
-                c.error(IoError::Recv);
+                st.c.error(IoError::Recv);
                 return Ok(true);
             }
         };
-        let g = &mut b.coalescer;
+        st.c.errors[IoError::RxOverflow as usize] = u64::from(self.underlay.rx_queue_drops());
+        let g = &mut st.coalescer;
         g.clear();
-        for i in 0..n {
-            c.rx_packets += 1;
-            let len = b.rx_lens[i];
-            if len == usize::MAX {
-                c.drop(DropReason::Truncated);
-                continue;
-            }
-            c.rx_bytes += len as u64;
-            let buf = &mut b.rx_bufs[i];
-            match self.dp.decapsulate(buf, len) {
-                Ok(d) => {
-                    let piece = Piece {
-                        buf: i as u32,
-                        start: d.start as u32,
-                        len: d.len as u32,
-                    };
-                    g.push(&buf[d.start..d.start + d.len], piece);
-                }
-                Err(r) => c.drop(r),
-            }
-        }
+        self.underlay.decapsulate(n, &self.dp, &mut st.c, g);
         g.finish();
-        self.write_coalesced(&b.coalescer, &b.rx_bufs, c)?;
-        Ok(n < RX_BATCH)
+        let fd = self.tun.owner.as_raw_fd();
+        write_coalesced(fd, g, self.underlay.rx_bufs(), &mut st.c)
+            .map_err(|e| self.tun_failed("write", &e))?;
+        Ok(n < self.underlay.rx_capacity())
     }
+}
 
-    /// Writes what the coalescer described (see [`write_coalesced`]).
-    fn write_coalesced(
-        &self,
-        g: &Coalescer,
-        bufs: &[Vec<u8>],
-        c: &mut Counters,
-    ) -> Result<(), String> {
-        write_coalesced(self.tun.as_raw_fd(), g, bufs, c).map_err(|e| self.tun_failed("write", &e))
-    }
+fn drain_errors(fd: RawFd, c: &mut Counters) {
+    use crate::sys::errqueue::{drain, PeerError};
+    drain(fd, 1024, |k| {
+        c.error(match k {
+            PeerError::Unreachable => IoError::IcmpUnreachable,
+            PeerError::PortUnreachable => IoError::IcmpPortUnreachable,
+            PeerError::ProtoUnreachable => IoError::IcmpProtoUnreachable,
+            PeerError::FragNeeded => IoError::IcmpFragNeeded,
+            PeerError::Other => IoError::IcmpOther,
+        })
+    });
 }
 
 /// Writes what the coalescer described to the TUN `fd`: one `writev` per
@@ -707,127 +519,4 @@ fn write_segments(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gro::testutil::tcp;
-    use std::os::fd::{FromRawFd, OwnedFd};
-
-    /// A datagram socket pair standing in for the TUN: one write, one packet.
-    fn pair(sndbuf: libc::c_int) -> (OwnedFd, OwnedFd) {
-        let mut fds = [0; 2];
-        // SAFETY: plain syscalls on fds this test owns.
-        unsafe {
-            assert_eq!(
-                libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()),
-                0
-            );
-            let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            let v = &sndbuf as *const libc::c_int as *const libc::c_void;
-            assert_eq!(
-                libc::setsockopt(fds[0], libc::SOL_SOCKET, libc::SO_SNDBUF, v, len),
-                0
-            );
-            // A missing datagram fails the test instead of hanging it.
-            let t = libc::timeval {
-                tv_sec: 5,
-                tv_usec: 0,
-            };
-            let tl = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
-            let tp = &t as *const libc::timeval as *const libc::c_void;
-            let r = libc::setsockopt(fds[1], libc::SOL_SOCKET, libc::SO_RCVTIMEO, tp, tl);
-            assert_eq!(r, 0);
-            (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
-        }
-    }
-
-    /// Reads `n` datagrams on a thread (a small send buffer only drains
-    /// while someone reads).
-    fn reader(fd: OwnedFd, n: usize) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let mut buf = vec![0u8; 70_000];
-            while out.len() < n {
-                // SAFETY: buf is valid for its length.
-                let got =
-                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-                assert!(got >= 0, "recv: {}", io::Error::last_os_error());
-                out.push(buf[..got as usize].to_vec());
-            }
-            out
-        })
-    }
-
-    /// Ten consecutive 1,400-byte segments of one TCP flow.
-    fn ten_segments() -> Vec<Vec<u8>> {
-        (0..10u32)
-            .map(|i| tcp(i * 1400, 0x10, &[i as u8; 1400], &[]))
-            .collect()
-    }
-
-    fn coalesced(segs: &[Vec<u8>]) -> Coalescer {
-        let mut g = Coalescer::new(true, false);
-        for (i, p) in segs.iter().enumerate() {
-            let at = Piece {
-                buf: i as u32,
-                start: 0,
-                len: p.len() as u32,
-            };
-            g.push(p, at);
-        }
-        g.finish();
-        g
-    }
-
-    #[test]
-    fn a_merged_packet_goes_out_in_one_write() {
-        let segs = ten_segments();
-        let g = coalesced(&segs);
-        let (tx, rx) = pair(1 << 20);
-        let rx = reader(rx, 1);
-        let mut c = Counters::default();
-        write_coalesced(tx.as_raw_fd(), &g, &segs, &mut c).unwrap();
-        let got = rx.join().unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].len(), tun_rs::VIRTIO_NET_HDR_LEN + 40 + 14_000);
-        assert_eq!(c.tun_tx_packets, 10);
-        assert_eq!(c.errors[IoError::TunWrite as usize], 0);
-    }
-
-    #[test]
-    fn a_refused_merged_packet_is_written_segment_by_segment() {
-        let segs = ten_segments();
-        let g = coalesced(&segs);
-        assert_eq!(g.writes.len(), 1);
-        // A send buffer too small for the 14 KB super-packet: EMSGSIZE, like a
-        // TUN that rejects the GSO form.
-        let (tx, rx) = pair(4096);
-        let rx = reader(rx, 10);
-        let mut c = Counters::default();
-        write_coalesced(tx.as_raw_fd(), &g, &segs, &mut c).unwrap();
-        let got = rx.join().unwrap();
-        assert_eq!(got.len(), 10, "every segment arrives");
-        for (d, s) in got.iter().zip(&segs) {
-            assert_eq!(
-                &d[..tun_rs::VIRTIO_NET_HDR_LEN],
-                &[0; tun_rs::VIRTIO_NET_HDR_LEN]
-            );
-            assert_eq!(&d[tun_rs::VIRTIO_NET_HDR_LEN..], &s[..], "as received");
-        }
-        assert_eq!(c.tun_tx_packets, 10);
-        assert_eq!(c.errors[IoError::TunWrite as usize], 0);
-    }
-
-    #[test]
-    fn write_errors_are_counted_per_packet() {
-        let segs: Vec<Vec<u8>> = (0..3u32)
-            .map(|i| tcp(i * 100, 0x10, &[1; 100], &[]))
-            .collect();
-        let g = coalesced(&segs);
-        let (tx, rx) = pair(1 << 20);
-        drop(rx); // every write now fails with ECONNREFUSED
-        let mut c = Counters::default();
-        write_coalesced(tx.as_raw_fd(), &g, &segs, &mut c).unwrap();
-        assert_eq!(c.errors[IoError::TunWrite as usize], 3);
-        assert_eq!(c.tun_tx_packets, 0);
-    }
-}
+mod tests;

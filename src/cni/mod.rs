@@ -242,7 +242,7 @@ fn io_error(msg: String) -> CniError {
 /// This VM's underlay address (config `local`, else detected as meshfwd does)
 /// and the interface that carries it.
 fn local(conf: &NetConf) -> Result<(Ipv4Addr, Option<String>), CniError> {
-    crate::runtime::detect_local(&conf.layout, conf.local).map_err(|e| {
+    crate::config::detect_local(&conf.layout, conf.local).map_err(|e| {
         CniError::new(
             code::INVALID_CONFIG,
             format!("{e} (set \"local\" in the network configuration)"),

@@ -1,15 +1,15 @@
 //! Thin OS I/O shell: everything that crosses the user/kernel boundary.
 //!
 //! Underlay GRE packets flow through [`raw`] sockets (sharded per worker by the
-//! [`bpf`] filter) in batches via [`mmsg`], or as GRE-in-UDP through [`udp`]
+//! [`bpf`] filter) in batches via [`batch`], or as GRE-in-UDP through [`udp`]
 //! sockets (UDP GSO/GRO, SO_REUSEPORT); overlay IP packets flow through the
 //! multi-queue TUN device from [`tun`]; [`netdev`] answers setup-time questions
 //! about interfaces. Nothing here knows about GRE beyond the shard hash.
 
+pub mod batch;
 pub mod bpf;
 pub mod errqueue;
 pub mod instance;
-pub mod mmsg;
 pub mod netdev;
 pub mod netlink;
 pub mod pmtu;
@@ -18,8 +18,8 @@ pub mod raw;
 pub mod tun;
 pub mod udp;
 
+pub use batch::{Batch, RecvMeta, Transmit};
 pub use bpf::{shard_filter, shard_of};
-pub use mmsg::{Mmsg, SendItem};
 pub use netdev::{interface_exists, interface_mtu, ipv4_addrs, set_ipv4_addr, IfAddr};
 pub use raw::RawGreSocket;
 pub use tun::{open_tun, tun_mtu, TunConfig};

@@ -129,22 +129,7 @@ fn set_int(
     name: libc::c_int,
     val: libc::c_int,
 ) -> io::Result<()> {
-    // SAFETY: passes a pointer to a live c_int together with its exact size;
-    // the kernel only reads it.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&val as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    super::batch::set_int(sock.as_raw_fd(), level, name, val)
 }
 
 fn set_buffer(sock: &Socket, name: libc::c_int, size: usize) -> io::Result<()> {

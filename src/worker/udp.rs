@@ -1,36 +1,29 @@
-//! The worker's GRE-in-UDP paths (`--encap udp`).
+//! GRE-in-UDP (RFC 8086, `--encap udp`) as an [`Underlay`].
 //!
-//! Egress: one raw TUN read (virtio-net header + up to 64 KiB) into `tun_read`
-//! → for a TSO/USO super-packet, `gso_split` writes the MSS-sized segments
-//! straight into the UDP arena at a stride of GRE header + segment, leaving
-//! room for the GRE header in front of each → `encapsulate` writes each GRE
-//! header in place → the run is one message for UDP GSO (`UDP_SEGMENT` =
-//! stride), cut at 64 segments / 64 KiB → one `sendmmsg` for the whole batch.
-//! Where a GSO message is refused, its datagrams are retried one by one; one
-//! refused as too big takes the ICMP/fragmentation slow path of GRE mode.
+//! Egress: consecutive full-size segments of one super-packet to one peer
+//! with one TOS form a run that goes out as one UDP GSO message
+//! (`UDP_SEGMENT` = stride), cut at 64 segments / 64 KiB; a flow's messages
+//! leave through one of the sender sockets, picked by the inner flow hash
+//! (RFC 8086 source-port entropy). One `sendmmsg` per run of messages that
+//! share a socket.
 //!
 //! Ingress: `recvmmsg` of up to `RX_MESSAGES` messages; with UDP GRO one
 //! message holds many datagrams of one sender, `segment` bytes each → each
 //! datagram is checked by `decapsulate_udp` (sender and outer TOS from the
-//! message) → the inner packet, where it lies, goes to `gro::Coalescer`, which
-//! merges consecutive TCP segments (and UDP datagrams where the TUN takes USO)
-//! into super-packets described as a rewritten header + payload pieces → one
-//! `writev` per super-packet to the TUN. The payload is never copied in
-//! userspace on the way in.
+//! message) → the inner packet, where it lies, goes to the coalescer. The
+//! payload is never copied in userspace on the way in.
 
-use super::{Buffers, Underlay, Worker, HEADROOM, TX_READ_ROOM};
-use crate::counters::{Counters, IoError};
-use crate::datapath::{flow_hash, DropReason, MAX_UDP_PAYLOAD, UDP_OUTER_LEN};
-use crate::gro::Piece;
-use crate::sys::udp::{UdpItem, MAX_GSO_SEGMENTS};
+use super::egress::Segment;
+use super::underlay::Underlay;
+use crate::counters::Counters;
+use crate::datapath::{flow_hash, Datapath, DropReason, MAX_UDP_PAYLOAD, UDP_OUTER_LEN};
+use crate::gro::{Coalescer, Piece};
+use crate::sys::batch::{Batch, RecvMeta, Transmit};
+use crate::sys::udp::{UdpGreSocket, MAX_GSO_SEGMENTS};
 use std::io;
-use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::RawFd;
 
-/// Egress arena: room for a batch of super-packets split into segments.
-pub const ARENA: usize = 2 << 20;
-/// Free arena bytes required before another TUN read: one 64 KiB super-packet
-/// grows by a header copy per segment (at most 128 segments are accepted).
-const READ_ROOM: usize = 160 << 10;
 /// Messages per `sendmmsg` (super-packets usually need one or two each).
 pub const MAX_MESSAGES: usize = 256;
 /// Messages per `recvmmsg`; with GRO each holds up to 64 KiB.
@@ -38,25 +31,62 @@ pub const RX_MESSAGES: usize = 16;
 /// A GRO message is at most one 64 KiB UDP payload.
 pub const RX_BUF: usize = 65536;
 
-const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// An open GSO run: messages[idx] grows while segments continue it.
+#[derive(Clone, Copy)]
+struct Run {
+    idx: usize,
+    next: usize,
+    count: usize,
+    stride: usize,
+}
 
-impl Worker {
-    /// The sender socket for a flow hash, if there are any.
-    pub(super) fn sender_fd(&self, hash: u32) -> Option<i32> {
-        let n = self.senders.len();
-        (n > 0).then(|| self.senders[hash as usize % n].fd())
-    }
+pub struct UdpGre {
+    sock: UdpGreSocket,
+    port: u16,
+    /// Sockets on distinct ephemeral source ports (none: send from `sock`).
+    senders: Vec<UdpGreSocket>,
+    sender_fds: Vec<RawFd>,
+    gso: bool,
+    items: Vec<Transmit>,
+    /// Index into `senders` of each of `items`.
+    socks: Vec<u8>,
+    run: Option<Run>,
+    tx: Batch,
+    rx: Batch,
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<RecvMeta>,
+    /// Bytes meshfwd writes in front of an inner packet (the GRE header).
+    header_len: usize,
+}
 
-    /// The fd of sender socket `i` (the listening socket when there are none).
-    fn sock_fd(&self, i: u8) -> i32 {
-        match self.senders.get(usize::from(i)) {
-            Some(s) => s.fd(),
-            None => self.sock.fd(),
+impl UdpGre {
+    /// `sock` receives on `local:port`; `senders` send (flows spread over
+    /// them); `header_len` = `Datapath::header_len()`.
+    pub fn new(
+        sock: UdpGreSocket,
+        port: u16,
+        senders: Vec<UdpGreSocket>,
+        header_len: usize,
+    ) -> UdpGre {
+        let gso = sock.gso();
+        UdpGre {
+            sender_fds: senders.iter().map(|s| s.fd()).collect(),
+            sock,
+            port,
+            senders,
+            gso,
+            items: Vec::with_capacity(MAX_MESSAGES),
+            socks: Vec::with_capacity(MAX_MESSAGES),
+            run: None,
+            tx: Batch::new(MAX_MESSAGES),
+            rx: Batch::new(RX_MESSAGES),
+            bufs: (0..RX_MESSAGES).map(|_| vec![0u8; RX_BUF]).collect(),
+            meta: vec![RecvMeta::default(); RX_MESSAGES],
+            header_len,
         }
     }
 
-    /// Index of the sender socket for the inner packet `inner`.
+    /// The sender socket index for inner packet `inner`.
     fn sender_of(&self, inner: &[u8]) -> u8 {
         match self.senders.len() {
             0 => 0,
@@ -64,434 +94,185 @@ impl Worker {
         }
     }
 
-    fn udp_port(&self) -> (i32, u16, bool) {
-        match &self.sock {
-            Underlay::Udp(s, p) => (s.fd(), *p, s.gso()),
-            Underlay::Raw(s) => (s.fd(), 0, false),
-        }
+    fn sock_fd(&self, i: u8) -> RawFd {
+        self.sender_fds
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(self.sock.fd())
     }
 
-    /// Reads from the TUN until the arena is full or the queue is drained,
-    /// encapsulates and sends. Returns Ok(true) once the TUN queue is drained.
-    pub(super) fn egress_batch_udp(
-        &mut self,
-        b: &mut Buffers,
-        c: &mut Counters,
-    ) -> Result<bool, String> {
-        b.udp_items.clear();
-        b.udp_socks.clear();
-        let (_, _, gso) = self.udp_port();
-        let gl = self.dp.header_len();
-        let mut pos = 0usize;
-        let mut drained = false;
-        while ARENA - pos >= READ_ROOM && b.udp_items.len() + 8 <= MAX_MESSAGES {
-            let n = match self.tun.recv(&mut b.tun_read) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.tun_failed("read", &e)),
-            };
-            let (hdr, from) = if self.offload {
-                if n <= VIRTIO_NET_HDR_LEN {
-                    c.drop(DropReason::OffloadMalformed);
-                    continue;
-                }
-                match VirtioNetHdr::decode(&b.tun_read[..VIRTIO_NET_HDR_LEN]) {
-                    Ok(h) => (Some(h), VIRTIO_NET_HDR_LEN),
-                    Err(_) => {
-                        c.drop(DropReason::OffloadMalformed);
-                        continue;
-                    }
-                }
-            } else {
-                (None, 0)
-            };
-            match hdr {
-                Some(h) if h.gso_type != VIRTIO_NET_HDR_GSO_NONE => {
-                    pos = self.split_super_packet(b, c, h, from, n, pos, gso);
-                }
-                _ => {
-                    let len = n - from;
-                    c.tun_rx_packets += 1;
-                    c.tun_rx_bytes += len as u64;
-                    let pkt = &mut b.tun_read[from..n];
-                    if let Some(h) = hdr {
-                        if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
-                            && !complete_checksum(pkt, h.csum_start, h.csum_offset)
-                        {
-                            c.drop(DropReason::OffloadMalformed);
-                            continue;
-                        }
-                    }
-                    b.udp_arena[pos + gl..pos + gl + len].copy_from_slice(pkt);
-                    match self
-                        .dp
-                        .encapsulate(&mut b.udp_arena[pos..pos + gl + len], gl, len)
-                    {
-                        Ok(e) => {
-                            let tos = b.udp_arena[pos + gl + 1];
-                            let sock = self.sender_of(&b.udp_arena[pos + gl..pos + e.len]);
-                            b.udp_socks.push(sock);
-                            b.udp_items.push(UdpItem {
-                                start: pos as u32,
-                                len: e.len as u32,
-                                segment: 0,
-                                tos,
-                                dst: e.peer,
-                            });
-                            pos += e.len;
-                        }
-                        Err(r) => c.drop(r),
-                    }
-                }
-            }
-        }
-        self.flush_udp(b, c);
-        Ok(drained)
-    }
-
-    /// Splits the super-packet `b.tun_read[from..n]` into GRE-framed segments
-    /// at `b.udp_arena[pos..]`, queues them as GSO messages; returns the new `pos`.
-    #[allow(clippy::too_many_arguments)]
-    fn split_super_packet(
-        &mut self,
-        b: &mut Buffers,
-        c: &mut Counters,
-        h: VirtioNetHdr,
-        from: usize,
-        n: usize,
-        pos: usize,
-        gso: bool,
-    ) -> usize {
-        let gl = self.dp.header_len();
-        if b.tun_read.get(from).map(|v| v >> 4) != Some(4) {
-            c.tun_rx_packets += 1;
-            c.drop(DropReason::NotIpv4);
-            return pos;
-        }
-        let stride = gl + usize::from(h.hdr_len) + usize::from(h.gso_size);
-        let room = ((ARENA - pos) / stride).min(TX_READ_ROOM);
-        let mut views = b.udp_arena[pos..].chunks_exact_mut(stride);
-        let mut slots: [&mut [u8]; TX_READ_ROOM] =
-            std::array::from_fn(|_| views.next().unwrap_or_default());
-        let k = match tun_rs::gso_split(
-            &mut b.tun_read[from..n],
-            h,
-            &mut slots[..room],
-            &mut b.tx_sizes[..room],
-            gl,
-            false,
-        ) {
-            Ok(k) => k,
-            Err(_) => {
-                c.tun_rx_packets += 1;
-                c.drop(DropReason::OffloadMalformed);
-                return pos;
-            }
-        };
-        // Every segment carries the flow's addresses and ports: one socket.
-        let sock = match k {
-            0 => 0,
-            _ => self.sender_of(&b.udp_arena[pos + gl..pos + gl + b.tx_sizes[0]]),
-        };
-        let items = &mut b.udp_items;
-        let socks = &mut b.udp_socks;
-        let mut push_run = |r: (usize, usize, std::net::Ipv4Addr, u8), bytes: usize| {
-            push_run(items, pos, stride, r, bytes);
-            socks.push(sock);
-        };
-        // Encapsulate each segment in place; consecutive good segments of
-        // full size form runs that go out as GSO messages.
-        let max_run = MAX_GSO_SEGMENTS.min(MAX_UDP_PAYLOAD / stride).max(1);
-        let mut run: Option<(usize, usize, std::net::Ipv4Addr, u8)> = None; // (first, count, peer, tos)
-        for i in 0..k {
-            let len = b.tx_sizes[i];
-            c.tun_rx_packets += 1;
-            c.tun_rx_bytes += len as u64;
-            let at = pos + i * stride;
-            let r = self
-                .dp
-                .encapsulate(&mut b.udp_arena[at..at + gl + len], gl, len);
-            match r {
-                Ok(e) => {
-                    let tos = b.udp_arena[at + gl + 1];
-                    let full = e.len == stride;
-                    match &mut run {
-                        Some((_, count, peer, rtos))
-                            if gso && *peer == e.peer && *rtos == tos && *count < max_run =>
-                        {
-                            *count += 1;
-                        }
-                        _ => {
-                            if let Some(r) = run.take() {
-                                push_run(r, stride * r.1);
-                            }
-                            run = Some((i, 1, e.peer, tos));
-                        }
-                    }
-                    if !full || !gso {
-                        // A short segment ends its run (it must be the last one).
-                        if let Some(r) = run.take() {
-                            let bytes = stride * (r.1 - 1) + e.len;
-                            push_run(r, bytes);
-                        }
-                    }
-                }
-                Err(r) => {
-                    c.drop(r);
-                    if let Some(r) = run.take() {
-                        push_run(r, stride * r.1);
-                    }
-                }
-            }
-        }
-        if let Some(r) = run.take() {
-            push_run(r, stride * r.1);
-        }
-        pos + k * stride
-    }
-
-    /// Sends the queued messages; refused GSO messages are retried datagram by
-    /// datagram, datagrams refused as too big take the ICMP/fragment path.
-    fn flush_udp(&mut self, b: &mut Buffers, c: &mut Counters) {
-        let (_, port, _) = self.udp_port();
-        let mut off = 0;
-        let mut retried = usize::MAX;
-        while off < b.udp_items.len() {
-            // One sendmmsg per run of messages leaving through the same socket.
-            let sock = b.udp_socks[off];
-            let run_end = b.udp_socks[off..]
-                .iter()
-                .position(|&s| s != sock)
-                .map_or(b.udp_items.len(), |p| off + p);
-            let fd = self.sock_fd(sock);
-            match b
-                .udp_tx
-                .send(fd, &b.udp_arena, port, &b.udp_items[off..run_end])
-            {
-                Ok(n) if n > 0 => {
-                    for it in &b.udp_items[off..off + n] {
-                        let (pkts, bytes) = wire_counts(it);
-                        c.tx_packets += pkts;
-                        c.tx_bytes += bytes;
-                    }
-                    off += n;
-                }
-                Ok(_) => {
-                    c.error(IoError::SendOther);
-                    off += 1;
-                }
-                // Maybe the socket's pending asynchronous error (see the worker doc):
-                // the same message once more before blaming it.
-                Err(_) if retried != off => retried = off,
-                Err(e) => {
-                    let it = b.udp_items[off];
-                    let errno = e.raw_os_error().unwrap_or(0);
-                    if it.segment > 0 && it.len > u32::from(it.segment) {
-                        self.send_segments(b, c, it, fd);
-                    } else if errno == libc::EMSGSIZE {
-                        let (s, l) = (it.start as usize, it.len as usize);
-                        b.spill[..l].copy_from_slice(&b.udp_arena[s..s + l]);
-                        self.too_big(b, c, l, it.dst);
-                    } else {
-                        c.error(IoError::from_send_errno(errno));
-                    }
-                    off += 1;
-                }
-            }
-        }
-    }
-
-    /// Sends the datagrams of a GSO message one by one.
-    fn send_segments(&mut self, b: &mut Buffers, c: &mut Counters, it: UdpItem, fd: i32) {
-        let (_, port, _) = self.udp_port();
-        let seg = usize::from(it.segment);
-        let end = (it.start + it.len) as usize;
-        let mut at = it.start as usize;
-        while at < end {
-            let len = seg.min(end - at);
-            let one = [UdpItem {
-                start: at as u32,
-                len: len as u32,
-                segment: 0,
-                ..it
-            }];
-            match b.udp_tx.send(fd, &b.udp_arena, port, &one) {
-                Ok(1) => {
-                    c.tx_packets += 1;
-                    c.tx_bytes += (len + UDP_OUTER_LEN) as u64;
-                }
-                Ok(_) => c.error(IoError::SendOther),
-                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                    b.spill[..len].copy_from_slice(&b.udp_arena[at..at + len]);
-                    self.too_big(b, c, len, it.dst);
-                }
-                Err(e) => c.error(IoError::from_send_errno(e.raw_os_error().unwrap_or(0))),
-            }
-            at += len;
-        }
-    }
-
-    /// Receives up to RX_MESSAGES messages (each possibly many coalesced
-    /// datagrams) and delivers the inner packets. Ok(true) once drained.
-    pub(super) fn ingress_batch_udp(
-        &mut self,
-        b: &mut Buffers,
-        c: &mut Counters,
-    ) -> Result<bool, String> {
-        let (fd, _, _) = self.udp_port();
-        let recv = |b: &mut Buffers| b.udp_rx.recv(fd, &mut b.udp_rx_bufs, &mut b.udp_rx_out);
-        // As in GRE mode: a first failure may be the pending asynchronous error.
-        let n = match recv(b).or_else(|e| match e.kind() {
-            io::ErrorKind::WouldBlock => Err(e),
-            _ => recv(b),
-        }) {
-            Ok(n) => {
-                c.errors[IoError::RxOverflow as usize] = u64::from(b.udp_rx.rx_queue_drops());
-                n
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-            Err(_) => {
-                c.error(IoError::Recv);
-                return Ok(true);
-            }
-        };
-        let g = &mut b.coalescer;
-        g.clear();
-        for i in 0..n {
-            let o = b.udp_rx_out[i];
-            if o.len == usize::MAX {
-                c.rx_packets += 1;
-                c.drop(DropReason::Truncated);
-                continue;
-            }
-            let Some(src) = o.src else {
-                c.rx_packets += 1;
-                c.drop(DropReason::OuterSrcNotUnderlay);
-                continue;
-            };
-            let seg = o.segment.max(1);
-            let mut at = 0;
-            // Runs at least once: an empty datagram is a received packet too
-            // (counted, then dropped as too_short).
-            loop {
-                let len = seg.min(o.len - at);
-                c.rx_packets += 1;
-                c.rx_bytes += (len + UDP_OUTER_LEN) as u64;
-                let dgram = &mut b.udp_rx_bufs[i][at..at + len];
-                match self.dp.decapsulate_udp(dgram, len, src, o.tos) {
-                    Ok(d) => g.push(
-                        &dgram[d.start..d.start + d.len],
-                        Piece {
-                            buf: i as u32,
-                            start: (at + d.start) as u32,
-                            len: d.len as u32,
-                        },
-                    ),
-                    Err(r) => c.drop(r),
-                }
-                at += len;
-                if at >= o.len {
-                    break;
-                }
-            }
-        }
-        g.finish();
-        self.write_coalesced(&b.coalescer, &b.udp_rx_bufs, c)?;
-        Ok(n < RX_MESSAGES)
-    }
-}
-
-/// Queues the run `(first, count, peer, tos)` of segments starting at
-/// `pos + first * stride`, `bytes` long, as one GSO message.
-fn push_run(
-    items: &mut Vec<UdpItem>,
-    pos: usize,
-    stride: usize,
-    run: (usize, usize, std::net::Ipv4Addr, u8),
-    bytes: usize,
-) {
-    let (first, count, peer, tos) = run;
-    items.push(UdpItem {
-        start: (pos + first * stride) as u32,
-        len: bytes as u32,
-        segment: if count > 1 { stride as u16 } else { 0 },
-        tos,
-        dst: peer,
-    });
-}
-
-/// Datagrams and bytes on the wire (outer IPv4 + UDP included) of a message.
-fn wire_counts(it: &UdpItem) -> (u64, u64) {
-    let len = it.len as usize;
-    let pkts = if it.segment > 0 {
-        len.div_ceil(usize::from(it.segment))
-    } else {
-        1
-    };
-    (pkts as u64, (len + pkts * UDP_OUTER_LEN) as u64)
-}
-
-/// Fills in a transport checksum the kernel left partial (virtio-net
-/// NEEDS_CSUM): the field holds the pseudo-header sum; the checksum covers
-/// everything from `start`. False if the offsets lie outside the packet.
-fn complete_checksum(pkt: &mut [u8], start: u16, offset: u16) -> bool {
-    let (start, at) = (usize::from(start), usize::from(start) + usize::from(offset));
-    if at + 2 > pkt.len() || start > at {
-        return false;
-    }
-    let sum = crate::wire::checksum::checksum(&pkt[start..]);
-    pkt[at..at + 2].copy_from_slice(&sum.to_be_bytes());
-    true
-}
-
-// The constants above must agree with the worker's ingress layout.
-const _: () = assert!(HEADROOM >= 16);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_counts_per_message() {
-        let one = UdpItem {
-            start: 0,
-            len: 1000,
+    fn transmit(&self, start: usize, len: usize, peer: Ipv4Addr, tos: u8) -> Transmit {
+        Transmit {
+            start: start as u32,
+            len: len as u32,
+            dst: SocketAddrV4::new(peer, self.port),
             segment: 0,
-            tos: 0,
-            dst: std::net::Ipv4Addr::LOCALHOST,
-        };
-        assert_eq!(wire_counts(&one), (1, 1028));
-        let gso = UdpItem {
-            len: 2500,
-            segment: 1000,
-            ..one
-        };
-        assert_eq!(wire_counts(&gso), (3, 2500 + 3 * 28));
+            tos: Some(tos),
+        }
+    }
+}
+
+impl Underlay for UdpGre {
+    fn fd(&self) -> RawFd {
+        self.sock.fd()
     }
 
-    #[test]
-    fn complete_checksum_matches_a_full_computation() {
-        // UDP over IPv4 with the pseudo-header sum pre-filled, as the kernel does.
-        let mut p = vec![0u8; 20 + 8 + 5];
-        p[20..22].copy_from_slice(&1234u16.to_be_bytes());
-        p[22..24].copy_from_slice(&80u16.to_be_bytes());
-        p[24..26].copy_from_slice(&13u16.to_be_bytes());
-        p[28..].copy_from_slice(b"hello");
-        let (src, dst) = ([10u8, 0, 0, 1], [10u8, 0, 0, 2]);
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&src);
-        pseudo.extend_from_slice(&dst);
-        pseudo.extend_from_slice(&[0, 17, 0, 13]);
-        let partial = crate::wire::checksum::fold(crate::wire::checksum::sum(&pseudo, 0));
-        p[26..28].copy_from_slice(&partial.to_be_bytes());
-        assert!(complete_checksum(&mut p, 20, 6));
-        let mut whole = pseudo.clone();
-        whole.extend_from_slice(&p[20..]);
-        assert!(crate::wire::checksum::verify(&whole));
-        assert!(!complete_checksum(&mut p, 20, 20));
+    fn error_fds(&self) -> &[RawFd] {
+        &self.sender_fds
+    }
+
+    fn has_room(&self) -> bool {
+        self.items.len() + 8 <= MAX_MESSAGES
+    }
+
+    fn push(&mut self, arena: &[u8], s: Segment) {
+        let max_run = if s.stride > 0 {
+            MAX_GSO_SEGMENTS.min(MAX_UDP_PAYLOAD / s.stride).max(1)
+        } else {
+            1
+        };
+        // Continue the open run: next in the arena, same super-packet
+        // stride, same peer and TOS, room left, and the run so far all full.
+        if let Some(r) = &mut self.run {
+            let it = &mut self.items[r.idx];
+            if self.gso
+                && s.stride > 0
+                && r.stride == s.stride
+                && r.next == s.start
+                && it.dst.ip() == &s.peer
+                && it.tos == Some(s.tos)
+                && r.count < max_run
+            {
+                r.count += 1;
+                r.next += s.stride;
+                it.len += s.len as u32;
+                it.segment = s.stride as u16;
+                if s.len < s.stride {
+                    // A short segment is the last of its run.
+                    self.run = None;
+                }
+                return;
+            }
+        }
+        self.run = None;
+        let hl = self.header_len.min(s.len);
+        let sock = self.sender_of(&arena[s.start + hl..s.start + s.len]);
+        self.items
+            .push(self.transmit(s.start, s.len, s.peer, s.tos));
+        self.socks.push(sock);
+        if self.gso && s.stride > 0 && s.len == s.stride && max_run > 1 {
+            self.run = Some(Run {
+                idx: self.items.len() - 1,
+                next: s.start + s.stride,
+                count: 1,
+                stride: s.stride,
+            });
+        }
+    }
+
+    fn queued(&self) -> &[Transmit] {
+        &self.items
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.socks.clear();
+        self.run = None;
+    }
+
+    fn send(&mut self, arena: &[u8], from: usize) -> io::Result<usize> {
+        // One sendmmsg per run of messages leaving through the same socket.
+        let sock = self.socks[from];
+        let end = self.socks[from..]
+            .iter()
+            .position(|&s| s != sock)
+            .map_or(self.items.len(), |p| from + p);
+        let fd = self.sock_fd(sock);
+        self.tx.send(fd, arena, &self.items[from..end])
+    }
+
+    fn send_one(&mut self, buf: &[u8], start: usize, len: usize, peer: Ipv4Addr) -> io::Result<()> {
+        let inner = buf
+            .get(start + self.header_len..start + len)
+            .unwrap_or_default();
+        let tos = inner.get(1).copied().unwrap_or(0);
+        let fd = self.sock_fd(self.sender_of(inner));
+        let one = [self.transmit(start, len, peer, tos)];
+        match self.tx.send(fd, buf, &one)? {
+            1 => Ok(()),
+            _ => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn recv(&mut self) -> io::Result<usize> {
+        self.rx
+            .recv(self.sock.fd(), &mut self.bufs, 0, &mut self.meta)
+    }
+
+    fn rx_capacity(&self) -> usize {
+        RX_MESSAGES
+    }
+
+    fn rx_queue_drops(&self) -> u32 {
+        self.rx.rx_queue_drops()
+    }
+
+    fn decapsulate(&mut self, n: usize, dp: &Datapath, c: &mut Counters, g: &mut Coalescer) {
+        for i in 0..n.min(RX_MESSAGES) {
+            decapsulate_message(dp, &mut self.bufs[i], i, self.meta[i], c, g);
+        }
+    }
+
+    fn rx_bufs(&self) -> &[Vec<u8>] {
+        &self.bufs
+    }
+}
+
+/// Checks every datagram of one received message (`buf`, receive buffer
+/// number `i`; with GRO several datagrams of `m.segment` bytes) and hands
+/// each accepted inner packet to `g`.
+pub fn decapsulate_message(
+    dp: &Datapath,
+    buf: &mut [u8],
+    i: usize,
+    m: RecvMeta,
+    c: &mut Counters,
+    g: &mut Coalescer,
+) {
+    if m.truncated {
+        c.rx_packets += 1;
+        c.drop(DropReason::Truncated);
+        return;
+    }
+    let Some(src) = m.src else {
+        c.rx_packets += 1;
+        c.drop(DropReason::OuterSrcNotUnderlay);
+        return;
+    };
+    let total = m.len.min(buf.len());
+    let seg = m.segment.max(1);
+    let mut at = 0;
+    // Runs at least once: an empty datagram is a received packet too
+    // (counted, then dropped as too_short).
+    loop {
+        let len = seg.min(total - at);
+        c.rx_packets += 1;
+        c.rx_bytes += (len + UDP_OUTER_LEN) as u64;
+        let dgram = &mut buf[at..at + len];
+        match dp.decapsulate_udp(dgram, len, src, m.tos) {
+            Ok(d) => g.push(
+                &dgram[d.start..d.start + d.len],
+                Piece {
+                    buf: i as u32,
+                    start: (at + d.start) as u32,
+                    len: d.len as u32,
+                },
+            ),
+            Err(r) => c.drop(r),
+        }
+        at += len;
+        if at >= total {
+            break;
+        }
     }
 }

@@ -1,0 +1,186 @@
+//! Configuration resolution: command-line arguments plus what this host
+//! reads like (its underlay address and interface, MTUs, allowed CPUs) become
+//! one validated [`Config`]. Reads the system, changes nothing. Used by the
+//! daemon (`runtime`), `check`, `attach` and the CNI plugin, which all need
+//! this VM's underlay address the same way ([`detect_local`]).
+
+use crate::cli::{parse_cpu_list, RunArgs};
+use crate::datapath::{Datapath, Encap};
+use crate::layout::Layout;
+use crate::sys;
+use std::net::Ipv4Addr;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tun: String,
+    pub layout: Layout,
+    pub layout_name: &'static str,
+    pub local: Ipv4Addr,
+    pub underlay_if: Option<String>,
+    pub underlay_mtu: Option<u32>,
+    pub mtu: u16,
+    pub key: Option<u32>,
+    pub csum: bool,
+    pub seq: bool,
+    pub encap: Encap,
+    pub udp_port: u16,
+    pub cpus: Vec<Option<core_affinity::CoreId>>,
+    pub configure: bool,
+    pub offload: bool,
+    /// UDP GSO/GRO (with --encap udp).
+    pub udp_offload: bool,
+}
+
+/// Turns arguments into a configuration, reading (not changing) the system.
+pub fn resolve(args: &RunArgs) -> Result<Config, String> {
+    let tun = args.tun.clone().ok_or("missing TUN device name")?;
+    if tun.is_empty() || tun.len() >= libc::IFNAMSIZ || tun.contains('/') || tun.contains(' ') {
+        return Err(format!(
+            "'{tun}' is not a valid interface name (1-15 characters, no '/' or spaces)"
+        ));
+    }
+    let layout = args.layout.resolve()?;
+    let (local, underlay_if) = detect_local(&layout, args.local)?;
+    let encap = Encap::from(args.encap);
+    let dp = Datapath::new(layout, local, args.key).with_options(encap, args.csum, args.seq);
+    let overhead = dp.overhead() as u32;
+    let underlay_mtu = underlay_if
+        .as_deref()
+        .and_then(|i| sys::netdev::interface_mtu(i).ok());
+    let mtu = match (args.mtu, underlay_mtu) {
+        (Some(m), _) => {
+            if u32::from(m) + overhead > 65535 {
+                return Err(format!(
+                    "--mtu {m} plus {overhead} bytes of encapsulation exceeds 65535"
+                ));
+            }
+            if let Some(u) = underlay_mtu {
+                if u32::from(m) + overhead > u {
+                    log::warn!("--mtu {m} + {overhead} bytes of GRE exceeds the underlay MTU {u}; large packets will be dropped (send_emsgsize)");
+                }
+            }
+            m
+        }
+        (None, Some(u)) if u > overhead + 68 => (u - overhead).min(65535 - overhead) as u16,
+        (None, Some(u)) => {
+            return Err(format!(
+                "underlay MTU {u} is too small for {overhead} bytes of encapsulation; pass --mtu"
+            ))
+        }
+        (None, None) => (1500 - overhead) as u16,
+    };
+
+    let allowed = core_affinity::get_core_ids().unwrap_or_default();
+    let allowed_ids: Vec<usize> = allowed.iter().map(|c| c.id).collect();
+    let pin_list: Vec<usize> = match &args.cpus {
+        Some(s) => {
+            let list = parse_cpu_list(s)?;
+            for c in &list {
+                if !allowed_ids.contains(c) {
+                    return Err(format!(
+                        "--cpus: CPU {c} is not available to this process (allowed: {})",
+                        fmt_list(&allowed_ids)
+                    ));
+                }
+            }
+            list
+        }
+        None => allowed_ids.clone(),
+    };
+    let threads = match args.threads {
+        Some(t) if args.seq && t > 1 => {
+            return Err(format!(
+                "--seq needs a single worker (--threads 1): packets to one VM must leave \
+                 in sequence order, and {t} workers would interleave them"
+            ))
+        }
+        Some(t) => usize::from(t),
+        // One worker sends everything, so each VM's sequence numbers leave in order.
+        None if args.seq => 1,
+        None => pin_list.len().max(1),
+    };
+    let cpus = (0..threads)
+        .map(|i| {
+            if args.no_pin || pin_list.is_empty() {
+                None
+            } else {
+                Some(core_affinity::CoreId {
+                    id: pin_list[i % pin_list.len()],
+                })
+            }
+        })
+        .collect();
+    Ok(Config {
+        tun,
+        layout,
+        layout_name: args.layout.name(),
+        local,
+        underlay_if,
+        underlay_mtu,
+        mtu,
+        key: args.key,
+        csum: args.csum,
+        seq: args.seq,
+        encap,
+        udp_port: args.udp_port,
+        cpus,
+        configure: !args.no_configure,
+        offload: !args.no_offload,
+        udp_offload: !args.no_offload && !args.no_udp_offload,
+    })
+}
+
+/// This VM's underlay address and the interface that carries it: `--local` if
+/// given (validated against the layout), else the one unicast address of this
+/// host inside the underlay prefix. Errors say what to do.
+pub fn detect_local(
+    layout: &Layout,
+    local: Option<Ipv4Addr>,
+) -> Result<(Ipv4Addr, Option<String>), String> {
+    let addrs = sys::netdev::ipv4_addrs().map_err(|e| format!("list interface addresses: {e}"))?;
+    let found = match local {
+        Some(l) => {
+            layout.check_local(l).map_err(|e| format!("--local: {e}"))?;
+            let ifname = addrs.iter().find(|a| a.addr == l).map(|a| a.ifname.clone());
+            if ifname.is_none() {
+                log::warn!("--local {l} is not assigned to any interface of this host; peers will not reach it");
+            }
+            (l, ifname)
+        }
+        None => {
+            let mine: Vec<_> = addrs
+                .iter()
+                .filter(|a| layout.is_unicast_vm(a.addr))
+                .collect();
+            match mine.as_slice() {
+                [one] => (one.addr, Some(one.ifname.clone())),
+                [] => {
+                    return Err(format!(
+                    "no address of this host is inside the underlay {}; assign one or pass --local",
+                    layout.underlay()
+                ))
+                }
+                many => {
+                    let list: Vec<String> = many
+                        .iter()
+                        .map(|a| format!("{} on {}", a.addr, a.ifname))
+                        .collect();
+                    return Err(format!(
+                        "several addresses of this host are inside the underlay {} ({}); choose one with --local",
+                        layout.underlay(),
+                        list.join(", ")
+                    ));
+                }
+            }
+        }
+    };
+    Ok(found)
+}
+
+fn fmt_list(v: &[usize]) -> String {
+    v.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,516 @@
+//! The worker's real loop without root, the way wireguard-go tests its device
+//! against `tuntest`/`bindtest`: a unix datagram pair stands in for the TUN
+//! (one write, one packet, virtio-net headers included) and [`Fake`] for the
+//! underlay (messages recorded in memory, inbound datagrams queued by the
+//! test, failures injected). The worker's own `egress_batch`,
+//! `ingress_batch` and `run` move the packets.
+
+use super::*;
+use crate::datapath::Encap;
+use crate::gro::testutil::{tcp, DST, SRC};
+use crate::gro::Piece;
+use crate::layout::Layout;
+use crate::sys::batch::Transmit;
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Mutex;
+
+/// The VMs of the shared test packets' addresses (wide layout): SRC
+/// 240.1.2.10 lives on VM 192.168.0.16, DST 240.3.4.20 on VM 192.168.0.48
+/// (`meshfwd addr`).
+const VM_SRC: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 16);
+const VM_DST: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 48);
+
+#[derive(Default)]
+struct Wire {
+    /// What the worker sent: (destination, bytes, GSO segment size).
+    sent: Vec<(SocketAddrV4, Vec<u8>, u16)>,
+    /// What the worker will receive (whole outer packets, raw GRE).
+    inbound: VecDeque<Vec<u8>>,
+    /// Errors the next sends return, one per call.
+    fail: VecDeque<i32>,
+}
+
+/// An in-memory raw-GRE underlay.
+struct Fake {
+    wire: Arc<Mutex<Wire>>,
+    /// Poll registration only: the test writes a byte to wake ingress.
+    wake: UnixDatagram,
+    items: Vec<Transmit>,
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<crate::sys::batch::RecvMeta>,
+}
+
+impl Fake {
+    fn new() -> (Fake, Arc<Mutex<Wire>>, UnixDatagram) {
+        let wire = Arc::new(Mutex::new(Wire::default()));
+        let (a, b) = UnixDatagram::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let f = Fake {
+            wire: wire.clone(),
+            wake: a,
+            items: Vec::new(),
+            bufs: vec![vec![0; 65536]; 8],
+            meta: vec![Default::default(); 8],
+        };
+        (f, wire, b)
+    }
+}
+
+impl Underlay for Fake {
+    fn fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+    fn has_room(&self) -> bool {
+        self.items.len() + egress::MAX_SEGMENTS <= 256
+    }
+    fn push(&mut self, _arena: &[u8], s: Segment) {
+        self.items.push(Transmit {
+            start: s.start as u32,
+            len: s.len as u32,
+            dst: SocketAddrV4::new(s.peer, 0),
+            segment: 0,
+            tos: None,
+        });
+    }
+    fn queued(&self) -> &[Transmit] {
+        &self.items
+    }
+    fn clear(&mut self) {
+        self.items.clear();
+    }
+    fn send(&mut self, arena: &[u8], from: usize) -> io::Result<usize> {
+        let mut w = self.wire.lock().unwrap();
+        if let Some(e) = w.fail.pop_front() {
+            return Err(io::Error::from_raw_os_error(e));
+        }
+        // Like sendmmsg: at most 64 per call.
+        let n = (self.items.len() - from).min(64);
+        for t in &self.items[from..from + n] {
+            let (s, l) = (t.start as usize, t.len as usize);
+            w.sent.push((t.dst, arena[s..s + l].to_vec(), t.segment));
+        }
+        Ok(n)
+    }
+    fn send_one(&mut self, buf: &[u8], start: usize, len: usize, peer: Ipv4Addr) -> io::Result<()> {
+        let mut w = self.wire.lock().unwrap();
+        if let Some(e) = w.fail.pop_front() {
+            return Err(io::Error::from_raw_os_error(e));
+        }
+        w.sent.push((
+            SocketAddrV4::new(peer, 0),
+            buf[start..start + len].to_vec(),
+            0,
+        ));
+        Ok(())
+    }
+    fn recv(&mut self) -> io::Result<usize> {
+        let mut drain = [0u8; 16];
+        while self.wake.recv(&mut drain).is_ok() {}
+        let mut w = self.wire.lock().unwrap();
+        let mut n = 0;
+        while n < self.bufs.len() {
+            let Some(p) = w.inbound.pop_front() else {
+                break;
+            };
+            self.bufs[n][..p.len()].copy_from_slice(&p);
+            self.meta[n] = crate::sys::batch::RecvMeta {
+                len: p.len(),
+                segment: p.len(),
+                ..Default::default()
+            };
+            n += 1;
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+    fn rx_capacity(&self) -> usize {
+        self.bufs.len()
+    }
+    fn rx_queue_drops(&self) -> u32 {
+        0
+    }
+    fn decapsulate(&mut self, n: usize, dp: &Datapath, c: &mut Counters, g: &mut Coalescer) {
+        for i in 0..n {
+            raw::decapsulate_datagram(dp, &mut self.bufs[i], i, self.meta[i], c, g);
+        }
+    }
+    fn rx_bufs(&self) -> &[Vec<u8>] {
+        &self.bufs
+    }
+}
+
+/// A worker on VM `local` with a fake TUN (offload on) and the fake underlay;
+/// returns it with the test's ends of the TUN and the wire.
+fn worker(local: Ipv4Addr) -> (Worker<Fake>, UnixDatagram, Arc<Mutex<Wire>>, UnixDatagram) {
+    let (tun, tun_peer) = UnixDatagram::pair().unwrap();
+    tun.set_nonblocking(true).unwrap();
+    tun_peer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (fake, wire, wake) = Fake::new();
+    let w = Worker {
+        id: 0,
+        tun_name: "faketun".into(),
+        tun: TunQueue {
+            owner: Box::new(tun),
+            vnet: true,
+            uso: false,
+        },
+        underlay: fake,
+        other: None,
+        dp: Datapath::new(Layout::wide(), local, None),
+        poll: Poll::new().unwrap(),
+        shared: Arc::new(vec![SharedCounters::default()]),
+        stop: Arc::new(AtomicBool::new(false)),
+        cpu: None,
+        flushed: 0,
+    };
+    (w, tun_peer, wire, wake)
+}
+
+fn state(w: &Worker<Fake>) -> State {
+    State {
+        egress: Egress::new(),
+        coalescer: Coalescer::new(w.tun.vnet, w.tun.uso),
+        slow: Slow {
+            icmp: [0; 128],
+            icmp_limit: RateLimit::new(),
+            frag: vec![0; HEADROOM + egress::MAX_PACKET + 1],
+            discard: vec![0; 2048],
+        },
+        c: Counters::default(),
+    }
+}
+
+/// A virtio-net header (10 bytes) for a TCP/IPv4 super-packet of MSS `mss`.
+fn vnet_tso(mss: u16) -> [u8; 10] {
+    let mut h = [0u8; 10];
+    h[0] = 1; // NEEDS_CSUM
+    h[1] = 1; // GSO_TCPV4
+    h[2..4].copy_from_slice(&40u16.to_le_bytes());
+    h[4..6].copy_from_slice(&mss.to_le_bytes());
+    h[6..8].copy_from_slice(&20u16.to_le_bytes());
+    h[8..10].copy_from_slice(&16u16.to_le_bytes());
+    h
+}
+
+/// Ten consecutive 1,000-byte segments of one TCP flow, SRC -> DST.
+fn ten_segments(size: usize) -> Vec<Vec<u8>> {
+    (0..10u32)
+        .map(|i| tcp(i * size as u32, 0x10, &vec![i as u8; size], &[]))
+        .collect()
+}
+
+#[test]
+fn egress_turns_a_tso_super_packet_into_encapsulated_segments() {
+    let (mut w, tun_peer, wire, _wake) = worker(VM_SRC);
+    let mut st = state(&w);
+    // One 10,000-byte TCP super-packet as the kernel hands it to a TUN with TSO.
+    let payload: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    let mut sp = vnet_tso(1000).to_vec();
+    sp.extend_from_slice(&tcp(0, 0x18, &payload, &[]));
+    tun_peer.send(&sp).unwrap();
+    assert!(w.egress_batch(&mut st).unwrap(), "TUN drained");
+    let sent = std::mem::take(&mut wire.lock().unwrap().sent);
+    assert_eq!(sent.len(), 10);
+    assert_eq!((st.c.tun_rx_packets, st.c.tx_packets), (10, 10));
+    assert_eq!(st.c.tx_bytes, 10 * (24 + 40 + 1000));
+    // Each is a whole GRE packet the peer VM accepts, in order.
+    let peer = Datapath::new(Layout::wide(), VM_DST, None);
+    for (i, (dst, bytes, seg)) in sent.into_iter().enumerate() {
+        assert_eq!((*dst.ip(), seg), (VM_DST, 0));
+        let mut b = bytes.clone();
+        let d = peer
+            .decapsulate(&mut b, bytes.len())
+            .expect("peer accepts it");
+        let inner = &b[d.start..d.start + d.len];
+        assert_eq!(inner.len(), 40 + 1000);
+        assert_eq!(&inner[40..], &payload[i * 1000..(i + 1) * 1000]);
+        assert!(
+            crate::wire::checksum::verify(&inner[..20]),
+            "inner IPv4 header checksum"
+        );
+    }
+}
+
+#[test]
+fn ingress_coalesces_segments_into_one_tun_write() {
+    let (mut w, tun_peer, wire, _wake) = worker(VM_DST);
+    let mut st = state(&w);
+    let sender = Datapath::new(Layout::wide(), VM_SRC, None);
+    let segs = ten_segments(1000);
+    for s in &segs {
+        let mut b = vec![0u8; HEADROOM + s.len()];
+        b[HEADROOM..].copy_from_slice(s);
+        let e = sender.encapsulate(&mut b, HEADROOM, s.len()).unwrap();
+        wire.lock()
+            .unwrap()
+            .inbound
+            .push_back(b[e.start..e.start + e.len].to_vec());
+    }
+    // Eight per receive batch: two batches, drained after the second.
+    assert!(!w.ingress_batch(&mut st).unwrap());
+    assert!(w.ingress_batch(&mut st).unwrap());
+    let mut buf = vec![0u8; 70_000];
+    let mut writes = Vec::new();
+    tun_peer.set_nonblocking(true).unwrap();
+    while let Ok(n) = tun_peer.recv(&mut buf) {
+        writes.push(buf[..n].to_vec());
+    }
+    assert_eq!(writes.len(), 2, "one coalesced write per receive batch");
+    assert_eq!(writes[0].len(), 10 + 40 + 8000);
+    assert_eq!(writes[1].len(), 10 + 40 + 2000);
+    assert_eq!(writes[0][1], 1, "GSO_TCPV4 in the virtio-net header");
+    assert_eq!((st.c.rx_packets, st.c.tun_tx_packets), (10, 10));
+    assert_eq!(st.c.drops.iter().sum::<u64>(), 0);
+}
+
+#[test]
+fn drops_are_counted_by_reason_in_both_directions() {
+    let (mut w, tun_peer, wire, _wake) = worker(VM_DST);
+    let mut st = state(&w);
+    // Ingress: SRC's packet sent by a third VM (spoofing), and garbage.
+    let s = tcp(0, 0x10, &[1; 100], &[]);
+    let mut b = vec![0u8; HEADROOM + s.len()];
+    b[HEADROOM..].copy_from_slice(&s);
+    // Built as VM_SRC would, then the outer source rewritten to the third VM.
+    let e = Datapath::new(Layout::wide(), VM_SRC, None)
+        .encapsulate(&mut b, HEADROOM, s.len())
+        .unwrap();
+    let mut spoofed = b[e.start..e.start + e.len].to_vec();
+    spoofed[12..16].copy_from_slice(&Ipv4Addr::new(192, 168, 9, 9).octets());
+    spoofed[10..12].fill(0);
+    let c = crate::wire::checksum::checksum(&spoofed[..20]);
+    spoofed[10..12].copy_from_slice(&c.to_be_bytes());
+    {
+        let mut wl = wire.lock().unwrap();
+        wl.inbound.push_back(spoofed);
+        wl.inbound.push_back(vec![0x45, 0, 0, 10]);
+    }
+    w.ingress_batch(&mut st).unwrap();
+    assert_eq!(st.c.rx_packets, 2);
+    assert_eq!(st.c.drops[DropReason::SpoofedSource.index()], 1);
+    assert_eq!(st.c.drops[DropReason::TooShort.index()], 1);
+    assert_eq!(st.c.tun_tx_packets, 0);
+    // Egress: a packet to this VM's own block, not sent anywhere.
+    let mut own = s.clone();
+    own[12..16].copy_from_slice(&DST);
+    own[16..20].copy_from_slice(&[240, 3, 0, 77]); // in DST's block, no such container here
+    own[10..12].fill(0);
+    let c = crate::wire::checksum::checksum(&own[..20]);
+    own[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut plain = vec![0u8; 10];
+    plain.extend_from_slice(&own);
+    tun_peer.send(&plain).unwrap();
+    w.egress_batch(&mut st).unwrap();
+    assert_eq!(st.c.drops[DropReason::DstLocalVm.index()], 1);
+    assert!(wire.lock().unwrap().sent.is_empty());
+}
+
+#[test]
+fn a_stale_send_error_is_retried_and_a_real_one_counted() {
+    let (mut w, tun_peer, wire, _wake) = worker(VM_SRC);
+    let mut st = state(&w);
+    let one = |seq| {
+        let mut p = vec![0u8; 10];
+        p.extend_from_slice(&tcp(seq, 0x10, &[3; 200], &[]));
+        p
+    };
+    // A pending ICMP error reported by the first send: retried, nothing lost.
+    wire.lock().unwrap().fail.push_back(libc::ECONNREFUSED);
+    tun_peer.send(&one(0)).unwrap();
+    w.egress_batch(&mut st).unwrap();
+    assert_eq!(wire.lock().unwrap().sent.len(), 1);
+    assert_eq!(st.c.errors.iter().sum::<u64>(), 0);
+    // The same error twice: that packet is counted and dropped.
+    {
+        let mut wl = wire.lock().unwrap();
+        wl.fail.extend([libc::EHOSTUNREACH, libc::EHOSTUNREACH]);
+    }
+    tun_peer.send(&one(200)).unwrap();
+    tun_peer.send(&one(400)).unwrap();
+    w.egress_batch(&mut st).unwrap();
+    assert_eq!(st.c.errors[IoError::SendUnreachable as usize], 1);
+    assert_eq!(
+        wire.lock().unwrap().sent.len(),
+        2,
+        "the second packet still went out"
+    );
+    assert_eq!(st.c.tx_packets, 2);
+}
+
+#[test]
+fn the_poll_loop_forwards_both_ways_and_stops() {
+    let (w, tun_peer, wire, wake) = worker(VM_SRC);
+    let stop = w.stop.clone();
+    let shared = w.shared.clone();
+    let waker = Arc::new(mio::Waker::new(w.poll.registry(), WAKE).unwrap());
+    let h = std::thread::spawn(move || w.run());
+    let mut p = vec![0u8; 10];
+    p.extend_from_slice(&tcp(0, 0x10, &[5; 300], &[]));
+    tun_peer.send(&p).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while wire.lock().unwrap().sent.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sent = wire.lock().unwrap().sent.clone();
+    assert_eq!(sent.len(), 1, "egress through the loop");
+    // The reverse: VM_DST answers; the worker on VM_SRC delivers it.
+    let back = {
+        let mut r = tcp(1, 0x10, &[6; 300], &[]);
+        r[12..16].copy_from_slice(&DST);
+        r[16..20].copy_from_slice(&SRC);
+        r[10..12].fill(0);
+        let c = crate::wire::checksum::checksum(&r[..20]);
+        r[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut b = vec![0u8; HEADROOM + r.len()];
+        b[HEADROOM..].copy_from_slice(&r);
+        let e = Datapath::new(Layout::wide(), VM_DST, None)
+            .encapsulate(&mut b, HEADROOM, r.len())
+            .unwrap();
+        b[e.start..e.start + e.len].to_vec()
+    };
+    wire.lock().unwrap().inbound.push_back(back);
+    wake.send(&[1]).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = tun_peer.recv(&mut buf).expect("ingress through the loop");
+    assert_eq!(n, 10 + 340);
+    stop.store(true, Ordering::Relaxed);
+    waker.wake().unwrap();
+    assert_eq!(h.join().unwrap(), Ok(()));
+    let c = shared[0].snapshot();
+    assert_eq!((c.tx_packets, c.tun_tx_packets), (1, 1));
+}
+
+/// GRE-in-UDP groups a super-packet's segments into GSO runs (real loopback
+/// sockets, nothing sent): full segments to one peer form one message, a
+/// short last segment ends it, a new peer starts another.
+#[test]
+fn udp_underlay_groups_segments_into_gso_runs() {
+    use crate::sys::udp::UdpGreSocket;
+    let lo = Ipv4Addr::LOCALHOST;
+    let sock = UdpGreSocket::open(lo, 0, 0, 0).unwrap();
+    if !sock.gso() {
+        return; // a kernel without UDP GSO sends datagram by datagram
+    }
+    let dp = Datapath::new(Layout::wide(), VM_SRC, None).with_options(Encap::Udp, false, false);
+    let hl = dp.header_len();
+    let mut u = UdpGre::new(sock, 4754, Vec::new(), hl);
+    let arena = vec![0x45u8; 10_000];
+    let stride = 1000;
+    let seg = |i: usize, len: usize, peer| Segment {
+        start: i * stride,
+        len,
+        peer,
+        tos: 0,
+        stride,
+    };
+    for i in 0..4 {
+        u.push(&arena, seg(i, stride, VM_DST));
+    }
+    u.push(&arena, seg(4, 600, VM_DST));
+    u.push(&arena, seg(5, stride, lo));
+    let q = u.queued();
+    assert_eq!(q.len(), 2, "{q:?}");
+    assert_eq!((q[0].start, q[0].len, q[0].segment), (0, 4600, 1000));
+    assert_eq!(q[0].datagrams(), 5);
+    assert_eq!((q[1].start, q[1].len, *q[1].dst.ip()), (5000, 1000, lo));
+    u.clear();
+    assert!(u.queued().is_empty());
+}
+
+// ------------------------------------------------- TUN writes (GRO output) --
+
+/// A datagram socket pair standing in for the TUN, with a small send buffer
+/// on the writer when asked (a TUN that refuses large writes).
+fn pair(sndbuf: i32) -> (UnixDatagram, UnixDatagram) {
+    let (a, b) = UnixDatagram::pair().unwrap();
+    crate::sys::batch::set_int(a.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, sndbuf).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    (a, b)
+}
+
+/// Reads `n` datagrams on a thread (a small send buffer only drains while
+/// someone reads).
+fn reader(s: UnixDatagram, n: usize) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 70_000];
+        while out.len() < n {
+            let got = s.recv(&mut buf).expect("recv");
+            out.push(buf[..got].to_vec());
+        }
+        out
+    })
+}
+
+fn coalesced(segs: &[Vec<u8>]) -> Coalescer {
+    let mut g = Coalescer::new(true, false);
+    for (i, p) in segs.iter().enumerate() {
+        let at = Piece {
+            buf: i as u32,
+            start: 0,
+            len: p.len() as u32,
+        };
+        g.push(p, at);
+    }
+    g.finish();
+    g
+}
+
+#[test]
+fn a_merged_packet_goes_out_in_one_write() {
+    let segs = ten_segments(1400);
+    let g = coalesced(&segs);
+    let (tx, rx) = pair(1 << 20);
+    let rx = reader(rx, 1);
+    let mut c = Counters::default();
+    write_coalesced(tx.as_raw_fd(), &g, &segs, &mut c).unwrap();
+    let got = rx.join().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].len(), tun_rs::VIRTIO_NET_HDR_LEN + 40 + 14_000);
+    assert_eq!(c.tun_tx_packets, 10);
+    assert_eq!(c.errors[IoError::TunWrite as usize], 0);
+}
+
+#[test]
+fn a_refused_merged_packet_is_written_segment_by_segment() {
+    let segs = ten_segments(1400);
+    let g = coalesced(&segs);
+    assert_eq!(g.writes.len(), 1);
+    // A send buffer too small for the 14 KB super-packet: EMSGSIZE, like a
+    // TUN that rejects the GSO form.
+    let (tx, rx) = pair(4096);
+    let rx = reader(rx, 10);
+    let mut c = Counters::default();
+    write_coalesced(tx.as_raw_fd(), &g, &segs, &mut c).unwrap();
+    let got = rx.join().unwrap();
+    assert_eq!(got.len(), 10, "every segment arrives");
+    for (d, s) in got.iter().zip(&segs) {
+        assert_eq!(
+            &d[..tun_rs::VIRTIO_NET_HDR_LEN],
+            &[0; tun_rs::VIRTIO_NET_HDR_LEN]
+        );
+        assert_eq!(&d[tun_rs::VIRTIO_NET_HDR_LEN..], &s[..], "as received");
+    }
+    assert_eq!(c.tun_tx_packets, 10);
+    assert_eq!(c.errors[IoError::TunWrite as usize], 0);
+}
+
+#[test]
+fn write_errors_are_counted_per_packet() {
+    let segs: Vec<Vec<u8>> = (0..3u32)
+        .map(|i| tcp(i * 100, 0x10, &[1; 100], &[]))
+        .collect();
+    let g = coalesced(&segs);
+    let (tx, rx) = pair(1 << 20);
+    drop(rx); // every write now fails with ECONNREFUSED
+    let mut c = Counters::default();
+    write_coalesced(tx.as_raw_fd(), &g, &segs, &mut c).unwrap();
+    assert_eq!(c.errors[IoError::TunWrite as usize], 3);
+    assert_eq!(c.tun_tx_packets, 0);
+}
