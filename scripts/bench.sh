@@ -10,13 +10,18 @@
 #   --reps N          repetitions (default 3)
 #   --duration S      TCP test length in seconds, after the omitted start (default 20)
 #   --omit S          seconds of TCP slow start left out (default 2)
-#   --paths LIST      comma list of raw,raw-nooff,vxlan,fastd,tinc,meshfwd,meshfwd-nooff,meshfwd-udp (default all)
+#   --paths LIST      comma list of raw,raw-nooff,vxlan,fastd,tinc,meshfwd,meshfwd-nooff,meshfwd-udp,
+#                     meshfwd-base,meshfwd-udp-base (default all; the -base ones need --baseline)
 #   --tests LIST      comma list of ping,tcp1,tcp4,udp,udp64 (default all)
 #   --quick           --reps 1 --duration 5 --omit 1, shorter UDP steps and ping
 #   --out DIR         results directory (default bench-results/<timestamp>)
 #   --no-build        use target/release/meshfwd as it is (default: cargo build --release)
 #   --no-charts       skip the PNG charts
 #   --meshfwd-args A  extra meshfwd options for both meshfwd paths, e.g. "--no-pin"
+#   --baseline BIN    also measure BIN (e.g. the previous commit's meshfwd, built
+#                     aside) as meshfwd-base / meshfwd-udp-base, next to meshfwd /
+#                     meshfwd-udp in every repetition: a before/after in one run
+#                     (the table shows meshfwd / meshfwd-base ratios)
 #
 # Paths: raw = the veth itself; raw-nooff = a second veth between the same two
 # namespaces with TSO/GSO/GRO off, so the kernel handles every 1500-byte packet
@@ -49,7 +54,7 @@ REPORT="$HERE/bench_report.py"
 
 ARGS_STR="$*"
 # shellcheck disable=SC2034  # read through a nameref in pick()
-ALL_PATHS=(raw raw-nooff vxlan fastd tinc meshfwd meshfwd-nooff meshfwd-udp)
+ALL_PATHS=(raw raw-nooff vxlan fastd tinc meshfwd meshfwd-nooff meshfwd-udp meshfwd-base meshfwd-udp-base)
 # shellcheck disable=SC2034
 ALL_TESTS=(ping tcp1 tcp4 udp udp64)
 REPS=3
@@ -70,6 +75,7 @@ QUICK=0
 REPS_SET=0 DURATION_SET=0 OMIT_SET=0
 BUILD_FAILED=0
 MESHFWD_EXTRA=()
+BASELINE=""
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
@@ -87,6 +93,7 @@ while (($#)); do
         --no-charts) CHARTS=0; shift ;;
         --meshfwd-args) [[ $# -ge 2 ]] || { echo "--meshfwd-args needs a value" >&2; exit 2; }
             read -ra MESHFWD_EXTRA <<<"$2"; shift 2 ;;
+        --baseline) need_arg "$@"; BASELINE=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -114,7 +121,17 @@ pick() { # ALLOWED_ARRAY_NAME CSV -> words, validated, in the given order
     done
     printf '%s\n' "${out[@]}"
 }
+if [[ -n $BASELINE ]]; then
+    [[ -x $BASELINE ]] || { echo "--baseline $BASELINE: not an executable" >&2; exit 2; }
+    BASELINE=$(realpath "$BASELINE")
+elif [[ -z $PATHS_ARG ]]; then
+    ALL_PATHS=("${ALL_PATHS[@]/meshfwd-base/}"); ALL_PATHS=("${ALL_PATHS[@]/meshfwd-udp-base/}")
+    mapfile -t ALL_PATHS < <(printf '%s\n' "${ALL_PATHS[@]}" | grep .)
+fi
 mapfile -t PATHS < <(pick ALL_PATHS "$PATHS_ARG") || exit 2
+if [[ -z $BASELINE ]] && [[ " ${PATHS[*]} " == *-base\ * ]]; then
+    echo "--paths meshfwd-base / meshfwd-udp-base need --baseline BIN" >&2; exit 2
+fi
 mapfile -t TESTS < <(pick ALL_TESTS "$TESTS_ARG") || exit 2
 ((${#PATHS[@]} && ${#TESTS[@]})) || exit 2
 
@@ -190,6 +207,7 @@ printf 'rep\tpath\ttest\tstep\tfile\trc\twall_s\tdaemon_ticks\tsys_busy_ticks\ts
 echo "meshfwd benchmark: paths ${PATHS[*]}; tests ${TESTS[*]}; $REPS repetition(s);"
 echo "  TCP ${DURATION} s (+${OMIT} s omitted), cubic; UDP 1400 B sweep ${UDP_STEP} s/step, loss < ${UDP_LOSS_MAX} %;"
 echo "  UDP 64 B ${UDP64_SECS} s; ping ${PING_COUNT} x ${PING_INTERVAL} s.  Results: $OUT"
+[[ -n $BASELINE ]] && echo "  baseline meshfwd (paths *-base): $BASELINE"
 ((${#MESHFWD_EXTRA[@]})) && echo "  extra meshfwd options: ${MESHFWD_EXTRA[*]}"
 printf '  estimated run time: about %d min %02d s\n' $((EST / 60)) $((EST % 60))
 
@@ -236,6 +254,10 @@ if has meshfwd || has meshfwd-nooff || has meshfwd-udp; then
     cp "$MESHFWD_SRC" "$RUN/meshfwd" || exit 1
     MESHFWD="$RUN/meshfwd"
 fi
+if [[ -n $BASELINE ]]; then
+    cp "$BASELINE" "$RUN/meshfwd-base" || exit 1
+fi
+MESHFWD_CUR=${MESHFWD:-}
 
 VM1=vm1 VM2=vm2
 UL1=192.168.16.32 UL2=192.168.16.33
@@ -385,6 +407,8 @@ MESHFWD_MODE=""
 DST[meshfwd]=$("$MESHFWD_SRC" addr --json $UL2 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["vm_overlay"])' 2>/dev/null)
 DST[meshfwd-nooff]=${DST[meshfwd]}
 DST[meshfwd-udp]=${DST[meshfwd]}
+DST[meshfwd-base]=${DST[meshfwd]}
+DST[meshfwd-udp-base]=${DST[meshfwd]}
 meshfwd_stop() {
     local vm
     [[ -n $MESHFWD_MODE ]] || return 0
@@ -396,14 +420,17 @@ meshfwd_stop() {
         cp "$(mf_stats_file "$vm")" "$OUT/logs/$MESHFWD_MODE.$vm.stats.json" 2>/dev/null
     done
     MESHFWD_MODE=""
-    PIDS[meshfwd]="" PIDS[meshfwd-nooff]="" PIDS[meshfwd-udp]=""
+    PIDS[meshfwd]="" PIDS[meshfwd-nooff]="" PIDS[meshfwd-udp]="" PIDS[meshfwd-base]="" PIDS[meshfwd-udp-base]=""
 }
-meshfwd_start() { # MODE (meshfwd | meshfwd-nooff | meshfwd-udp)
+meshfwd_start() { # MODE (meshfwd | meshfwd-nooff | meshfwd-udp | meshfwd-base | meshfwd-udp-base)
     local mode=$1 args=() vm
     [[ $MESHFWD_MODE == "$mode" ]] && mf_running $VM1 && mf_running $VM2 && return 0
     meshfwd_stop
     [[ $mode == meshfwd-nooff ]] && args=(--no-offload)
-    [[ $mode == meshfwd-udp ]] && args=(--encap udp)
+    [[ $mode == meshfwd-udp || $mode == meshfwd-udp-base ]] && args=(--encap udp)
+    # the -base paths run the --baseline binary, everything else this build
+    MESHFWD=$MESHFWD_CUR
+    [[ $mode == *-base ]] && MESHFWD="$RUN/meshfwd-base"
     args+=("${MESHFWD_EXTRA[@]}")
     for vm in $VM1 $VM2; do
         mf_start "$vm" "${args[@]}" || return 1
@@ -421,7 +448,7 @@ for p in "${PATHS[@]}"; do
         raw-nooff | vxlan | fastd | tinc)
             log "setting up $p"
             if "setup_${p//-/_}"; then PATH_OK[$p]=1; else log "$p did not come up: it is left out (logs in $OUT/logs)"; fi ;;
-        meshfwd | meshfwd-nooff | meshfwd-udp)
+        meshfwd | meshfwd-nooff | meshfwd-udp | meshfwd-base | meshfwd-udp-base)
             log "checking $p"
             if meshfwd_start "$p"; then PATH_OK[$p]=1; else log "$p did not come up: it is left out"; fi ;;
     esac
@@ -578,7 +605,7 @@ ensure_path() { # PATH — up and answering, else 1
     local p=$1 pid
     [[ -n ${PATH_OK[$p]:-} ]] || return 1
     case $p in
-        meshfwd | meshfwd-nooff | meshfwd-udp) meshfwd_start "$p" || { log "$p: could not start"; return 1; } ;;
+        meshfwd | meshfwd-nooff | meshfwd-udp | meshfwd-base | meshfwd-udp-base) meshfwd_start "$p" || { log "$p: could not start"; return 1; } ;;
         fastd | tinc)
             for pid in ${PIDS[$p]}; do
                 _mf_alive "$pid" || { log "$p: daemon $pid has exited; path dropped"; PATH_OK[$p]=""; return 1; }

@@ -17,7 +17,8 @@ import statistics
 import subprocess
 import sys
 
-PATH_ORDER = ["raw", "raw-nooff", "vxlan", "fastd", "tinc", "meshfwd", "meshfwd-nooff", "meshfwd-udp"]
+PATH_ORDER = ["raw", "raw-nooff", "vxlan", "fastd", "tinc", "meshfwd", "meshfwd-nooff", "meshfwd-udp",
+              "meshfwd-base", "meshfwd-udp-base"]
 LABEL = {
     "raw": "raw veth",
     "raw-nooff": "raw veth, no offload",
@@ -27,9 +28,12 @@ LABEL = {
     "meshfwd": "meshfwd",
     "meshfwd-nooff": "meshfwd --no-offload",
     "meshfwd-udp": "meshfwd --encap udp",
+    "meshfwd-base": "meshfwd (--baseline build)",
+    "meshfwd-udp-base": "meshfwd --encap udp (--baseline build)",
 }
-DAEMON_PATHS = {"fastd", "tinc", "meshfwd", "meshfwd-nooff", "meshfwd-udp"}
-MESHFWD_PATHS = {"meshfwd", "meshfwd-nooff", "meshfwd-udp"}
+DAEMON_PATHS = {"fastd", "tinc", "meshfwd", "meshfwd-nooff", "meshfwd-udp", "meshfwd-base",
+                "meshfwd-udp-base"}
+MESHFWD_PATHS = {"meshfwd", "meshfwd-nooff", "meshfwd-udp", "meshfwd-base", "meshfwd-udp-base"}
 
 # metrics summarised per path: key -> (label, unit, digits)
 METRICS = {
@@ -448,7 +452,8 @@ def charts(res, out_dir):
     paths = [p for p in PATH_ORDER if p in summary]
     short = {"raw": "raw veth", "raw-nooff": "raw veth\nno offload", "vxlan": "kernel\nVXLAN", "fastd": "fastd\nnull", "tinc": "tinc 1.0\nnone",
              "meshfwd": "meshfwd", "meshfwd-nooff": "meshfwd\nno offload",
-             "meshfwd-udp": "meshfwd\nGRE-in-UDP"}
+             "meshfwd-udp": "meshfwd\nGRE-in-UDP", "meshfwd-base": "meshfwd\nbaseline",
+             "meshfwd-udp-base": "meshfwd-udp\nbaseline"}
     labels = [short[p] for p in paths]
     meta = res["meta"]
     sub = f"{meta['reps']} rep(s), median with min–max; 2 namespaces, veth MTU 1500; {meta.get('timestamp', '')}"

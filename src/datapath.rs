@@ -89,11 +89,8 @@ impl SeqTable {
     fn new(vm_bits: u32) -> SeqTable {
         let bits = vm_bits.min(SEQ_TABLE_BITS);
         let len = 1usize << bits;
-        // vec![0u32; n] comes from the zeroing allocator (untouched pages stay
-        // unmapped); AtomicU32 has the same in-memory representation as u32.
-        let zeroed: Box<[u32]> = vec![0u32; len].into_boxed_slice();
-        // SAFETY: same size, alignment and bit validity (documented for AtomicU32).
-        let next = unsafe { Box::from_raw(Box::into_raw(zeroed) as *mut [AtomicU32]) };
+        // Zeroed pages stay unmapped until a VM is sent to.
+        let next = crate::sys::mem::zeroed_atomic_u32s(len);
         SeqTable {
             next,
             index_mask: (len - 1) as u32,

@@ -5,6 +5,8 @@
 //! [`datapath`]) makes every decision; the I/O shell ([`sys`], [`worker`],
 //! [`runtime`]) moves bytes and is the only place with syscalls.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod addr;
 pub mod attach;
 pub mod check;

@@ -310,7 +310,7 @@ impl<'a> CmsgWriter<'a> {
     fn push(&mut self, level: libc::c_int, kind: libc::c_int, data: &[u8]) {
         // SAFETY: CMSG_SPACE is arithmetic on the length.
         let space = unsafe { libc::CMSG_SPACE(data.len() as u32) } as usize;
-        if self.cur.is_null() || self.used + space > self.hdr.msg_controllen as usize {
+        if self.cur.is_null() || self.used + space > controllen(self.hdr) {
             return;
         }
         // SAFETY: `cur` is a cmsghdr inside the control buffer with `space`
@@ -343,7 +343,7 @@ fn cmsgs(hdr: &libc::msghdr) -> impl Iterator<Item = (libc::c_int, libc::c_int, 
     // SAFETY: CMSG_FIRSTHDR only reads msg_control/msg_controllen, which the
     // kernel just set within our control buffer.
     let mut cur = unsafe { libc::CMSG_FIRSTHDR(hdr) };
-    let end = (hdr.msg_control as usize).saturating_add(hdr.msg_controllen as usize);
+    let end = (hdr.msg_control as usize).saturating_add(controllen(hdr));
     std::iter::from_fn(move || {
         if cur.is_null() {
             return None;
@@ -367,6 +367,12 @@ fn cmsgs(hdr: &libc::msghdr) -> impl Iterator<Item = (libc::c_int, libc::c_int, 
             Some(item)
         }
     })
+}
+
+/// `msg_controllen` as usize (a `size_t` with glibc, a `socklen_t` with musl).
+#[allow(clippy::unnecessary_cast)]
+fn controllen(hdr: &libc::msghdr) -> usize {
+    hdr.msg_controllen as usize
 }
 
 /// Runs a syscall returning `-1`/errno until it is not interrupted.

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod bpf;
 pub mod errqueue;
 pub mod instance;
+pub mod mem;
 pub mod netdev;
 pub mod netlink;
 pub mod pmtu;

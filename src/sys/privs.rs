@@ -70,6 +70,7 @@ pub fn drop_privileges(user: Option<&str>) -> io::Result<u32> {
 pub fn lookup_user(name: &str) -> io::Result<(u32, u32)> {
     let cname =
         CString::new(name).map_err(|_| invalid(format!("--user '{name}': contains NUL")))?;
+    // SAFETY: passwd is a plain C struct; all-zero bytes are a valid value.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut out: *mut libc::passwd = std::ptr::null_mut();

@@ -111,7 +111,7 @@ fn send_validates_ranges() {
 #[test]
 fn control_messages_round_trip_through_writer_and_reader() {
     let mut ctrl = [0u64; CTRL_WORDS];
-    // SAFETY (test): an all-zero msghdr is valid.
+    // SAFETY: msghdr is a plain C struct; all-zero bytes are a valid value.
     let mut h: libc::msghdr = unsafe { mem::zeroed() };
     h.msg_control = ctrl.as_mut_ptr().cast();
     h.msg_controllen = CTRL_BYTES as _;
@@ -137,6 +137,7 @@ fn control_messages_round_trip_through_writer_and_reader() {
             ),
         ]
     );
+    // SAFETY: as above.
     let mut h2: libc::msghdr = unsafe { mem::zeroed() };
     h2.msg_control = ctrl.as_mut_ptr().cast();
     h2.msg_controllen = CTRL_BYTES as _;
