@@ -3,7 +3,7 @@
 //! a 64 KiB TCP super-packet through the worker's own egress code (TSO split +
 //! headers into the arena: `worker::Egress`) and back through its ingress
 //! code (checks + decapsulation of each datagram + zero-copy GRO into one TUN
-//! write: `worker::udp`/`worker::raw`), for GRE-in-UDP and raw GRE, in bytes
+//! write: the underlays' `decapsulate`), for GRE-in-UDP and raw GRE, in bytes
 //! of inner payload per second; plus egress spread over 4,096
 //! destination VMs versus a single one (stateless mapping must make these
 //! equal within noise).
@@ -17,7 +17,7 @@ use meshfwd::gro::Coalescer;
 use meshfwd::layout::Layout;
 use meshfwd::sys::batch::RecvMeta;
 use meshfwd::wire::checksum;
-use meshfwd::worker::{self, Egress, Segment};
+use meshfwd::worker::{Egress, Message, RawGre, Segment, UdpGre, Underlay};
 use std::net::Ipv4Addr;
 
 const VM_A: Ipv4Addr = Ipv4Addr::new(192, 168, 16, 32);
@@ -128,7 +128,7 @@ fn bench(c: &mut Criterion) {
 /// A 64 KiB TCP super-packet (45 segments of 1,428 B, the MSS at the
 /// GRE-in-UDP MTU of 1468) through the worker's egress (`worker::Egress`:
 /// split + GRE headers into the arena) and back through its ingress
-/// (`worker::udp::decapsulate_message`: checks of each datagram of one GRO
+/// (`Underlay::decapsulate` of `UdpGre`/`RawGre`: checks of each datagram of one GRO
 /// message + zero-copy GRO into one TUN write), for both encapsulations.
 fn superpacket(c: &mut Criterion, l: Layout, src: Ipv4Addr, dst: Ipv4Addr) {
     const MSS: usize = 1428;
@@ -198,15 +198,20 @@ fn superpacket(c: &mut Criterion, l: Layout, src: Ipv4Addr, dst: Ipv4Addr) {
         let ingress = |bufs: &mut Vec<Vec<u8>>, gro: &mut Coalescer, c: &mut Counters| {
             gro.clear();
             for (i, buf) in bufs.iter_mut().enumerate() {
-                let m = RecvMeta {
+                let meta = RecvMeta {
                     len: buf.len(),
                     segment: stride,
                     src: Some(VM_A),
                     ..Default::default()
                 };
+                let m = Message {
+                    buf,
+                    index: i,
+                    meta,
+                };
                 match encap {
-                    Encap::Udp => worker::udp::decapsulate_message(&b, buf, i, m, c, gro),
-                    Encap::Gre => worker::raw::decapsulate_datagram(&b, buf, i, m, c, gro),
+                    Encap::Udp => UdpGre::decapsulate(&b, m, c, gro),
+                    Encap::Gre => RawGre::decapsulate(&b, m, c, gro),
                 }
             }
             gro.finish();

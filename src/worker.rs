@@ -51,7 +51,7 @@ mod underlay;
 pub use egress::{Egress, Segment};
 pub use raw::RawGre;
 pub use udp::UdpGre;
-pub use underlay::Underlay;
+pub use underlay::{Message, RxBatch, Underlay};
 
 const TUN: Token = Token(0);
 const SOCK: Token = Token(1);
@@ -143,6 +143,22 @@ struct State {
     c: Counters,
 }
 
+impl State {
+    fn new(tun: &TunQueue) -> State {
+        State {
+            egress: Egress::new(),
+            coalescer: Coalescer::new(tun.vnet, tun.uso),
+            slow: Slow {
+                icmp: [0; 128],
+                icmp_limit: RateLimit::new(),
+                frag: vec![0; HEADROOM + egress::MAX_PACKET + 1],
+                discard: vec![0; 2048],
+            },
+            c: Counters::default(),
+        }
+    }
+}
+
 impl<U: Underlay> Worker<U> {
     /// Runs until `stop` is set (Ok) or the TUN fails (Err with a log-ready message).
     pub fn run(mut self) -> Result<(), String> {
@@ -177,17 +193,7 @@ impl<U: Underlay> Worker<U> {
             }
         }
 
-        let mut st = State {
-            egress: Egress::new(),
-            coalescer: Coalescer::new(self.tun.vnet, self.tun.uso),
-            slow: Slow {
-                icmp: [0; 128],
-                icmp_limit: RateLimit::new(),
-                frag: vec![0; HEADROOM + egress::MAX_PACKET + 1],
-                discard: vec![0; 2048],
-            },
-            c: Counters::default(),
-        };
+        let mut st = State::new(&self.tun);
         st.c.errors[IoError::StartupFlush as usize] = self.flushed;
         let mut events = Events::with_capacity(16);
         // Drain anything that arrived before registration.
@@ -422,15 +428,21 @@ impl<U: Underlay> Worker<U> {
                 return Ok(true);
             }
         };
-        st.c.errors[IoError::RxOverflow as usize] = u64::from(self.underlay.rx_queue_drops());
+        let rx = self.underlay.rx();
+        st.c.errors[IoError::RxOverflow as usize] = u64::from(rx.queue_drops());
         let g = &mut st.coalescer;
         g.clear();
-        self.underlay.decapsulate(n, &self.dp, &mut st.c, g);
+        for (index, (buf, &meta)) in rx.bufs.iter_mut().zip(&rx.meta).take(n).enumerate() {
+            let m = Message { buf, index, meta };
+            U::decapsulate(&self.dp, m, &mut st.c, g);
+        }
         g.finish();
+        let drained = n < rx.capacity();
         let fd = self.tun.owner.as_raw_fd();
-        write_coalesced(fd, g, self.underlay.rx_bufs(), &mut st.c)
-            .map_err(|e| self.tun_failed("write", &e))?;
-        Ok(n < self.underlay.rx_capacity())
+        if let Err(e) = write_coalesced(fd, g, &rx.bufs, &mut st.c) {
+            return Err(self.tun_failed("write", &e));
+        }
+        Ok(drained)
     }
 }
 

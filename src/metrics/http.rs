@@ -288,20 +288,20 @@ fn read_request<R: TimedRead>(
         match r.read(&mut buf[n..]) {
             Ok(0) => return Ok((n, true)),
             Ok(k) => n += k,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                ) =>
-            {
-                // A read timeout: the loop asks for the time left, and ends
-                // with TimedOut once there is none.
-            }
+            // A read timeout: the loop asks for the time left, and ends with
+            // TimedOut once there is none.
+            Err(e) if waits(&e) => {}
             Err(e) => return Err(e),
         }
     }
+}
+
+/// An interrupted or timed-out read or write: try again with the time left.
+fn waits(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Writes all of `data`, each write waiting only for what is left before
@@ -312,13 +312,7 @@ fn write_by(s: &mut TcpStream, mut data: &[u8], deadline: Instant) -> io::Result
         match s.write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(k) => data = &data[k..],
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if waits(&e) => {}
             Err(e) => return Err(e),
         }
     }

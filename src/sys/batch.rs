@@ -141,21 +141,8 @@ impl Batch {
                 "batch send: first item lies outside the arena (or capacity is 0)",
             ));
         }
-        let (iovp, addrp, ctrlp) = (
-            self.iovs.as_mut_ptr(),
-            self.addrs.as_mut_ptr(),
-            self.ctrl.as_mut_ptr(),
-        );
-        for (i, h) in self.hdrs[..n].iter_mut().enumerate() {
-            let item = &items[i];
-            h.msg_len = 0;
-            h.msg_hdr.msg_name = addrp.wrapping_add(i).cast();
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = iovp.wrapping_add(i);
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = ctrlp.wrapping_add(i).cast();
-            h.msg_hdr.msg_controllen = CTRL_BYTES as _;
-            h.msg_hdr.msg_flags = 0;
+        self.point_headers(n);
+        for (h, item) in self.hdrs[..n].iter_mut().zip(items) {
             let mut w = CmsgWriter::new(&mut h.msg_hdr);
             if item.segment > 0 && item.len > u32::from(item.segment) {
                 w.push(
@@ -189,6 +176,34 @@ impl Batch {
         })
     }
 
+    /// Sends one message; `Err(WouldBlock)` if the kernel took none.
+    pub fn send_one(&mut self, fd: RawFd, arena: &[u8], t: Transmit) -> io::Result<()> {
+        match self.send(fd, arena, &[t])? {
+            1 => Ok(()),
+            _ => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Points message header `i < n` at iovec `i`, address `i` and control
+    /// buffer `i` (full size), with no flags.
+    fn point_headers(&mut self, n: usize) {
+        let (iovp, addrp, ctrlp) = (
+            self.iovs.as_mut_ptr(),
+            self.addrs.as_mut_ptr(),
+            self.ctrl.as_mut_ptr(),
+        );
+        for (i, h) in self.hdrs[..n].iter_mut().enumerate() {
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = addrp.wrapping_add(i).cast();
+            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = iovp.wrapping_add(i);
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = ctrlp.wrapping_add(i).cast();
+            h.msg_hdr.msg_controllen = CTRL_BYTES as _;
+            h.msg_hdr.msg_flags = 0;
+        }
+    }
+
     /// `recvmmsg(MSG_DONTWAIT)`: message `i` goes to `bufs[i][offset..]`,
     /// its facts to `meta[i]`. Returns `Ok(n > 0)`, `Err(WouldBlock)` when
     /// nothing is queued, `Err(InvalidInput)` when no buffer has room.
@@ -217,21 +232,7 @@ impl Batch {
             iov.iov_base = tail.as_mut_ptr().cast();
             iov.iov_len = tail.len();
         }
-        let (iovp, addrp, ctrlp) = (
-            self.iovs.as_mut_ptr(),
-            self.addrs.as_mut_ptr(),
-            self.ctrl.as_mut_ptr(),
-        );
-        for (i, h) in self.hdrs[..n].iter_mut().enumerate() {
-            h.msg_len = 0;
-            h.msg_hdr.msg_name = addrp.wrapping_add(i).cast();
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = iovp.wrapping_add(i);
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = ctrlp.wrapping_add(i).cast();
-            h.msg_hdr.msg_controllen = CTRL_BYTES as _;
-            h.msg_hdr.msg_flags = 0;
-        }
+        self.point_headers(n);
         let got = retry_eintr(|| {
             // SAFETY: hdrs[..n] point at iovecs covering the tails of distinct
             // buffers of `bufs` (borrowed mutably for this call) and at

@@ -4,11 +4,11 @@
 //! datagram each, checked by `Datapath::decapsulate`.
 
 use super::egress::{Segment, MAX_SEGMENTS};
-use super::underlay::Underlay;
+use super::underlay::{Message, RxBatch, Underlay};
 use crate::counters::Counters;
 use crate::datapath::{Datapath, DropReason};
 use crate::gro::{Coalescer, Piece};
-use crate::sys::batch::{Batch, RecvMeta, Transmit};
+use crate::sys::batch::{Batch, Transmit};
 use crate::sys::raw::RawGreSocket;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -26,9 +26,7 @@ pub struct RawGre {
     sock: RawGreSocket,
     items: Vec<Transmit>,
     tx: Batch,
-    rx: Batch,
-    bufs: Vec<Vec<u8>>,
-    meta: Vec<RecvMeta>,
+    rx: RxBatch,
 }
 
 impl RawGre {
@@ -37,9 +35,7 @@ impl RawGre {
             sock,
             items: Vec::with_capacity(TX_MESSAGES),
             tx: Batch::new(TX_MESSAGES),
-            rx: Batch::new(RX_BATCH),
-            bufs: (0..RX_BATCH).map(|_| vec![0u8; RX_CAP]).collect(),
-            meta: vec![RecvMeta::default(); RX_BATCH],
+            rx: RxBatch::new(RX_BATCH, RX_CAP),
         }
     }
 }
@@ -80,64 +76,32 @@ impl Underlay for RawGre {
     }
 
     fn send_one(&mut self, buf: &[u8], start: usize, len: usize, peer: Ipv4Addr) -> io::Result<()> {
-        match self
-            .tx
-            .send(self.sock.fd(), buf, &[transmit(start, len, peer)])?
-        {
-            1 => Ok(()),
-            _ => Err(io::ErrorKind::WouldBlock.into()),
+        self.tx
+            .send_one(self.sock.fd(), buf, transmit(start, len, peer))
+    }
+
+    fn rx(&mut self) -> &mut RxBatch {
+        &mut self.rx
+    }
+
+    /// One datagram per message, outer IPv4 header first.
+    fn decapsulate(dp: &Datapath, m: Message<'_>, c: &mut Counters, g: &mut Coalescer) {
+        c.rx_packets += 1;
+        if m.meta.truncated {
+            c.drop(DropReason::Truncated);
+            return;
         }
-    }
-
-    fn recv(&mut self) -> io::Result<usize> {
-        self.rx
-            .recv(self.sock.fd(), &mut self.bufs, 0, &mut self.meta)
-    }
-
-    fn rx_capacity(&self) -> usize {
-        RX_BATCH
-    }
-
-    fn rx_queue_drops(&self) -> u32 {
-        self.rx.rx_queue_drops()
-    }
-
-    fn decapsulate(&mut self, n: usize, dp: &Datapath, c: &mut Counters, g: &mut Coalescer) {
-        for i in 0..n.min(RX_BATCH) {
-            decapsulate_datagram(dp, &mut self.bufs[i], i, self.meta[i], c, g);
+        c.rx_bytes += m.meta.len as u64;
+        match dp.decapsulate(m.buf, m.meta.len) {
+            Ok(d) => g.push(
+                &m.buf[d.start..d.start + d.len],
+                Piece {
+                    buf: m.index as u32,
+                    start: d.start as u32,
+                    len: d.len as u32,
+                },
+            ),
+            Err(r) => c.drop(r),
         }
-    }
-
-    fn rx_bufs(&self) -> &[Vec<u8>] {
-        &self.bufs
-    }
-}
-
-/// Checks one received raw GRE datagram (`buf`, receive buffer number `i`)
-/// and hands its inner packet to `g`.
-pub fn decapsulate_datagram(
-    dp: &Datapath,
-    buf: &mut [u8],
-    i: usize,
-    m: RecvMeta,
-    c: &mut Counters,
-    g: &mut Coalescer,
-) {
-    c.rx_packets += 1;
-    if m.truncated {
-        c.drop(DropReason::Truncated);
-        return;
-    }
-    c.rx_bytes += m.len as u64;
-    match dp.decapsulate(buf, m.len) {
-        Ok(d) => g.push(
-            &buf[d.start..d.start + d.len],
-            Piece {
-                buf: i as u32,
-                start: d.start as u32,
-                len: d.len as u32,
-            },
-        ),
-        Err(r) => c.drop(r),
     }
 }

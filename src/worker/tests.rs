@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
+use underlay::{Message, RxBatch};
 
 /// The VMs of the shared test packets' addresses (wide layout): SRC
 /// 240.1.2.10 lives on VM 192.168.0.16, DST 240.3.4.20 on VM 192.168.0.48
@@ -38,8 +39,7 @@ struct Fake {
     /// Poll registration only: the test writes a byte to wake ingress.
     wake: UnixDatagram,
     items: Vec<Transmit>,
-    bufs: Vec<Vec<u8>>,
-    meta: Vec<crate::sys::batch::RecvMeta>,
+    rx: RxBatch,
 }
 
 impl Fake {
@@ -51,8 +51,7 @@ impl Fake {
             wire: wire.clone(),
             wake: a,
             items: Vec::new(),
-            bufs: vec![vec![0; 65536]; 8],
-            meta: vec![Default::default(); 8],
+            rx: RxBatch::new(8, 65536),
         };
         (f, wire, b)
     }
@@ -105,17 +104,20 @@ impl Underlay for Fake {
         ));
         Ok(())
     }
+    fn rx(&mut self) -> &mut RxBatch {
+        &mut self.rx
+    }
     fn recv(&mut self) -> io::Result<usize> {
         let mut drain = [0u8; 16];
         while self.wake.recv(&mut drain).is_ok() {}
         let mut w = self.wire.lock().unwrap();
         let mut n = 0;
-        while n < self.bufs.len() {
+        while n < self.rx.capacity() {
             let Some(p) = w.inbound.pop_front() else {
                 break;
             };
-            self.bufs[n][..p.len()].copy_from_slice(&p);
-            self.meta[n] = crate::sys::batch::RecvMeta {
+            self.rx.bufs[n][..p.len()].copy_from_slice(&p);
+            self.rx.meta[n] = crate::sys::batch::RecvMeta {
                 len: p.len(),
                 segment: p.len(),
                 ..Default::default()
@@ -127,19 +129,8 @@ impl Underlay for Fake {
         }
         Ok(n)
     }
-    fn rx_capacity(&self) -> usize {
-        self.bufs.len()
-    }
-    fn rx_queue_drops(&self) -> u32 {
-        0
-    }
-    fn decapsulate(&mut self, n: usize, dp: &Datapath, c: &mut Counters, g: &mut Coalescer) {
-        for i in 0..n {
-            raw::decapsulate_datagram(dp, &mut self.bufs[i], i, self.meta[i], c, g);
-        }
-    }
-    fn rx_bufs(&self) -> &[Vec<u8>] {
-        &self.bufs
+    fn decapsulate(dp: &Datapath, m: Message<'_>, c: &mut Counters, g: &mut Coalescer) {
+        <RawGre as Underlay>::decapsulate(dp, m, c, g)
     }
 }
 
@@ -173,17 +164,7 @@ fn worker(local: Ipv4Addr) -> (Worker<Fake>, UnixDatagram, Arc<Mutex<Wire>>, Uni
 }
 
 fn state(w: &Worker<Fake>) -> State {
-    State {
-        egress: Egress::new(),
-        coalescer: Coalescer::new(w.tun.vnet, w.tun.uso),
-        slow: Slow {
-            icmp: [0; 128],
-            icmp_limit: RateLimit::new(),
-            frag: vec![0; HEADROOM + egress::MAX_PACKET + 1],
-            discard: vec![0; 2048],
-        },
-        c: Counters::default(),
-    }
+    State::new(&w.tun)
 }
 
 /// A virtio-net header (10 bytes) for a TCP/IPv4 super-packet of MSS `mss`.

@@ -14,11 +14,11 @@
 //! payload is never copied in userspace on the way in.
 
 use super::egress::Segment;
-use super::underlay::Underlay;
+use super::underlay::{Message, RxBatch, Underlay};
 use crate::counters::Counters;
 use crate::datapath::{flow_hash, Datapath, DropReason, MAX_UDP_PAYLOAD, UDP_OUTER_LEN};
 use crate::gro::{Coalescer, Piece};
-use crate::sys::batch::{Batch, RecvMeta, Transmit};
+use crate::sys::batch::{Batch, Transmit};
 use crate::sys::udp::{UdpGreSocket, MAX_GSO_SEGMENTS};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -52,9 +52,7 @@ pub struct UdpGre {
     socks: Vec<u8>,
     run: Option<Run>,
     tx: Batch,
-    rx: Batch,
-    bufs: Vec<Vec<u8>>,
-    meta: Vec<RecvMeta>,
+    rx: RxBatch,
     /// Bytes meshfwd writes in front of an inner packet (the GRE header).
     header_len: usize,
 }
@@ -79,9 +77,7 @@ impl UdpGre {
             socks: Vec::with_capacity(MAX_MESSAGES),
             run: None,
             tx: Batch::new(MAX_MESSAGES),
-            rx: Batch::new(RX_MESSAGES),
-            bufs: (0..RX_MESSAGES).map(|_| vec![0u8; RX_BUF]).collect(),
-            meta: vec![RecvMeta::default(); RX_MESSAGES],
+            rx: RxBatch::new(RX_MESSAGES, RX_BUF),
             header_len,
         }
     }
@@ -195,82 +191,51 @@ impl Underlay for UdpGre {
             .unwrap_or_default();
         let tos = inner.get(1).copied().unwrap_or(0);
         let fd = self.sock_fd(self.sender_of(inner));
-        let one = [self.transmit(start, len, peer, tos)];
-        match self.tx.send(fd, buf, &one)? {
-            1 => Ok(()),
-            _ => Err(io::ErrorKind::WouldBlock.into()),
+        self.tx
+            .send_one(fd, buf, self.transmit(start, len, peer, tos))
+    }
+
+    fn rx(&mut self) -> &mut RxBatch {
+        &mut self.rx
+    }
+
+    /// Every datagram of one message (with GRO several of `segment` bytes).
+    fn decapsulate(dp: &Datapath, m: Message<'_>, c: &mut Counters, g: &mut Coalescer) {
+        if m.meta.truncated {
+            c.rx_packets += 1;
+            c.drop(DropReason::Truncated);
+            return;
         }
-    }
-
-    fn recv(&mut self) -> io::Result<usize> {
-        self.rx
-            .recv(self.sock.fd(), &mut self.bufs, 0, &mut self.meta)
-    }
-
-    fn rx_capacity(&self) -> usize {
-        RX_MESSAGES
-    }
-
-    fn rx_queue_drops(&self) -> u32 {
-        self.rx.rx_queue_drops()
-    }
-
-    fn decapsulate(&mut self, n: usize, dp: &Datapath, c: &mut Counters, g: &mut Coalescer) {
-        for i in 0..n.min(RX_MESSAGES) {
-            decapsulate_message(dp, &mut self.bufs[i], i, self.meta[i], c, g);
-        }
-    }
-
-    fn rx_bufs(&self) -> &[Vec<u8>] {
-        &self.bufs
-    }
-}
-
-/// Checks every datagram of one received message (`buf`, receive buffer
-/// number `i`; with GRO several datagrams of `m.segment` bytes) and hands
-/// each accepted inner packet to `g`.
-pub fn decapsulate_message(
-    dp: &Datapath,
-    buf: &mut [u8],
-    i: usize,
-    m: RecvMeta,
-    c: &mut Counters,
-    g: &mut Coalescer,
-) {
-    if m.truncated {
-        c.rx_packets += 1;
-        c.drop(DropReason::Truncated);
-        return;
-    }
-    let Some(src) = m.src else {
-        c.rx_packets += 1;
-        c.drop(DropReason::OuterSrcNotUnderlay);
-        return;
-    };
-    let total = m.len.min(buf.len());
-    let seg = m.segment.max(1);
-    let mut at = 0;
-    // Runs at least once: an empty datagram is a received packet too
-    // (counted, then dropped as too_short).
-    loop {
-        let len = seg.min(total - at);
-        c.rx_packets += 1;
-        c.rx_bytes += (len + UDP_OUTER_LEN) as u64;
-        let dgram = &mut buf[at..at + len];
-        match dp.decapsulate_udp(dgram, len, src, m.tos) {
-            Ok(d) => g.push(
-                &dgram[d.start..d.start + d.len],
-                Piece {
-                    buf: i as u32,
-                    start: (at + d.start) as u32,
-                    len: d.len as u32,
-                },
-            ),
-            Err(r) => c.drop(r),
-        }
-        at += len;
-        if at >= total {
-            break;
+        let Some(src) = m.meta.src else {
+            c.rx_packets += 1;
+            c.drop(DropReason::OuterSrcNotUnderlay);
+            return;
+        };
+        let total = m.meta.len.min(m.buf.len());
+        let seg = m.meta.segment.max(1);
+        let mut at = 0;
+        // Runs at least once: an empty datagram is a received packet too
+        // (counted, then dropped as too_short).
+        loop {
+            let len = seg.min(total - at);
+            c.rx_packets += 1;
+            c.rx_bytes += (len + UDP_OUTER_LEN) as u64;
+            let dgram = &mut m.buf[at..at + len];
+            match dp.decapsulate_udp(dgram, len, src, m.meta.tos) {
+                Ok(d) => g.push(
+                    &dgram[d.start..d.start + d.len],
+                    Piece {
+                        buf: m.index as u32,
+                        start: (at + d.start) as u32,
+                        len: d.len as u32,
+                    },
+                ),
+                Err(r) => c.drop(r),
+            }
+            at += len;
+            if at >= total {
+                break;
+            }
         }
     }
 }

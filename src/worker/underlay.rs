@@ -17,7 +17,7 @@ use super::egress::Segment;
 use crate::counters::Counters;
 use crate::datapath::Datapath;
 use crate::gro::Coalescer;
-use crate::sys::batch::Transmit;
+use crate::sys::batch::{Batch, RecvMeta, Transmit};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
@@ -45,15 +45,55 @@ pub trait Underlay: Send {
     /// as one datagram (slow paths: fragments, a refused GSO message).
     fn send_one(&mut self, buf: &[u8], start: usize, len: usize, peer: Ipv4Addr) -> io::Result<()>;
 
-    /// Receives a batch of messages; `Ok(n > 0)` or `Err(WouldBlock)`.
-    fn recv(&mut self) -> io::Result<usize>;
-    /// Most messages one `recv` returns (fewer means the socket is drained).
-    fn rx_capacity(&self) -> usize;
+    /// The receive buffers and their batch.
+    fn rx(&mut self) -> &mut RxBatch;
+    /// Receives a batch of messages into [`Underlay::rx`]; `Ok(n > 0)` or
+    /// `Err(WouldBlock)`.
+    fn recv(&mut self) -> io::Result<usize> {
+        let fd = self.fd();
+        self.rx().recv(fd)
+    }
+    /// Checks one received message, counts it and hands each accepted inner
+    /// packet to `g` (pieces index the rx buffers).
+    fn decapsulate(dp: &Datapath, m: Message<'_>, c: &mut Counters, g: &mut Coalescer);
+}
+
+/// One received message: receive buffer number `index`, what the kernel
+/// said about it.
+pub struct Message<'a> {
+    pub buf: &'a mut [u8],
+    pub index: usize,
+    pub meta: RecvMeta,
+}
+
+/// Receive buffers (one message each) with their `recvmmsg` batch, allocated
+/// once per worker.
+pub struct RxBatch {
+    batch: Batch,
+    pub bufs: Vec<Vec<u8>>,
+    pub meta: Vec<RecvMeta>,
+}
+
+impl RxBatch {
+    pub fn new(messages: usize, size: usize) -> RxBatch {
+        RxBatch {
+            batch: Batch::new(messages),
+            bufs: (0..messages).map(|_| vec![0u8; size]).collect(),
+            meta: vec![RecvMeta::default(); messages],
+        }
+    }
+
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.batch.recv(fd, &mut self.bufs, 0, &mut self.meta)
+    }
+
+    /// Most messages one receive returns (fewer: the socket is drained).
+    pub fn capacity(&self) -> usize {
+        self.bufs.len()
+    }
+
     /// The socket's receive-queue overflow count, as last reported.
-    fn rx_queue_drops(&self) -> u32;
-    /// Checks the `n` messages just received, counts them and hands each
-    /// accepted inner packet to `g` (pieces index [`Underlay::rx_bufs`]).
-    fn decapsulate(&mut self, n: usize, dp: &Datapath, c: &mut Counters, g: &mut Coalescer);
-    /// The receive buffers the coalescer's pieces point into.
-    fn rx_bufs(&self) -> &[Vec<u8>];
+    pub fn queue_drops(&self) -> u32 {
+        self.batch.rx_queue_drops()
+    }
 }
