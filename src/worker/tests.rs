@@ -110,6 +110,7 @@ impl Underlay for Fake {
     fn recv(&mut self) -> io::Result<usize> {
         let mut drain = [0u8; 16];
         while self.wake.recv(&mut drain).is_ok() {}
+        self.rx.allocate();
         let mut w = self.wire.lock().unwrap();
         let mut n = 0;
         while n < self.rx.capacity() {
