@@ -95,6 +95,12 @@ pub fn lookup_user(name: &str) -> io::Result<(u32, u32)> {
     )))
 }
 
+/// The effective uid of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// The effective capability mask of this process, from /proc/self/status.
 pub fn effective_caps() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -1,0 +1,413 @@
+//! Facts: what `meshfwd check` reads from the system, and nothing else.
+//!
+//! Files under /proc, /sys, /lib/modules and /etc flow in, together with the
+//! results of opening /dev/net/tun, a raw GRE socket and (with `--encap udp`)
+//! a UDP bind of the GRE-in-UDP port; a [`Facts`] value flows out to the
+//! verdicts. Changes nothing on the system. The /proc and resolv.conf parsers
+//! are pure and public, so they are unit-tested on their own.
+
+use crate::datapath::Encap;
+use crate::layout::{Cidr, Layout};
+use crate::sys::netdev::{self, IfAddr};
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+/// Presence of kernel GRE support (meshfwd needs none of it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GreFacts {
+    /// Content of /proc/modules (`None`: absent, e.g. a kernel without modules).
+    pub proc_modules: Option<String>,
+    /// /sys/module/ip_gre and /sys/module/gre exist (loaded or built in).
+    pub sys_ip_gre: bool,
+    pub sys_gre: bool,
+    /// `uname -r`.
+    pub release: String,
+    /// /lib/modules/RELEASE exists.
+    pub modules_dir: bool,
+    /// ip_gre.ko* / gre.ko* files found under /lib/modules/RELEASE/kernel/net/ipv4/.
+    pub module_files: Vec<String>,
+    /// modules.builtin lists ip_gre.
+    pub builtin: bool,
+}
+
+/// A route of the main table (from /proc/net/route).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Interface, or `*` for unreachable/blackhole/prohibit routes.
+    pub ifname: String,
+    pub dst: Cidr,
+    pub gateway: Option<Ipv4Addr>,
+    pub metric: u32,
+}
+
+/// Everything the checks look at, read by [`gather`].
+#[derive(Debug)]
+pub struct Facts {
+    /// Result of `open("/dev/net/tun", O_RDWR)`.
+    pub tun_open: Result<(), io::Error>,
+    /// (mode, uid) of /dev/net/tun when it exists.
+    pub tun_node: Option<(u32, u32)>,
+    pub euid: u32,
+    /// CapEff from /proc/self/status.
+    pub cap_eff: Option<u64>,
+    pub gre: GreFacts,
+    /// Result of `socket(AF_INET, SOCK_RAW, IPPROTO_GRE)`.
+    pub raw_socket: Result<(), io::Error>,
+    /// With `--encap udp` and a known local address: the GRE-in-UDP port.
+    pub udp_port: Option<UdpPortFacts>,
+    pub ip_forward: Option<u32>,
+    /// rp_filter of `all`, `default`, the underlay interface, the TUN (if present).
+    pub rp_filter: Vec<(String, u32)>,
+    /// `config::detect_local`.
+    pub local: Result<(Ipv4Addr, Option<String>), String>,
+    pub addrs: Vec<IfAddr>,
+    pub underlay_mtu: Option<u32>,
+    /// MTU of the TUN if it exists already.
+    pub tun_mtu: Option<u32>,
+    /// Main-table routes (`None`: /proc/net/route unreadable).
+    pub routes: Option<Vec<Route>>,
+    /// (file, nameservers) for each resolver configuration read.
+    pub resolvers: Vec<(String, Vec<Ipv4Addr>)>,
+    /// `None`: no process holds the TUN's instance lock in this network
+    /// namespace; `Some`: the processes holding it (empty: not visible).
+    pub instance: Option<Vec<crate::procfs::SocketOwner>>,
+}
+
+/// Whether meshfwd could bind its GRE-in-UDP port, and who holds it if not.
+#[derive(Debug)]
+pub struct UdpPortFacts {
+    pub local: Ipv4Addr,
+    pub port: u16,
+    /// Result of binding a UDP socket (without `SO_REUSEPORT`, so a running
+    /// meshfwd's group is never joined) to `local:port`.
+    pub bind: Result<(), io::Error>,
+    /// When the port is taken: who holds the sockets on it.
+    pub holders: Vec<Holder>,
+}
+
+/// One socket on the GRE-in-UDP port, as /proc tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A meshfwd process; `udp`: started with `--encap udp` (a GRE-mode
+    /// meshfwd binds the port too, to count `wrong_encap`).
+    Meshfwd { pid: u32, udp: bool },
+    /// Another process (`comm`).
+    Program { comm: String, pid: u32 },
+    /// Inode 0: a socket of the kernel itself (e.g. a FOU receive port).
+    Kernel,
+    /// A socket no readable /proc/PID/fd holds (another user's process
+    /// while the check is not root, or another PID namespace).
+    Unseen { uid: u32 },
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Meshfwd { pid, udp: true } => write!(f, "meshfwd --encap udp (pid {pid})"),
+            Holder::Meshfwd { pid, udp: false } => write!(
+                f,
+                "meshfwd in GRE mode (pid {pid}, which binds the port to count wrong_encap)"
+            ),
+            Holder::Program { comm, pid } => write!(f, "{comm} (pid {pid})"),
+            Holder::Kernel => write!(
+                f,
+                "a kernel socket (for example a FOU receive port: ip fou show)"
+            ),
+            Holder::Unseen { uid } => write!(
+                f,
+                "a socket of uid {uid} whose process this check cannot see"
+            ),
+        }
+    }
+}
+
+/// The UDP sockets on `port` that a bind to `local:port` collides with,
+/// from the text of /proc/net/udp (`v6`: /proc/net/udp6, where `::` and
+/// `::ffff:local` collide): `(inode, uid)`, inode 0 for a kernel socket.
+pub fn parse_proc_net_udp(text: &str, local: Ipv4Addr, port: u16, v6: bool) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(uid), Some(inode)) = (f.get(1), f.get(7), f.get(9)) else {
+            continue;
+        };
+        let Some((a, p)) = addr.split_once(':') else {
+            continue;
+        };
+        let (Ok(p), Ok(uid), Ok(inode)) = (
+            u16::from_str_radix(p, 16),
+            uid.parse::<u32>(),
+            inode.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        // Addresses are raw network-order 32-bit words, each printed as a number.
+        let words: Option<Vec<[u8; 4]>> = (0..a.len() / 8)
+            .map(|i| {
+                u32::from_str_radix(a.get(8 * i..8 * i + 8)?, 16)
+                    .ok()
+                    .map(u32::to_ne_bytes)
+            })
+            .collect();
+        let Some(words) = words else { continue };
+        let collides = match (v6, words.as_slice()) {
+            (false, [w]) => {
+                let a = Ipv4Addr::from(*w);
+                a == local || a.is_unspecified()
+            }
+            (true, [w0, w1, w2, w3]) => {
+                let any = words.iter().all(|w| *w == [0; 4]);
+                let mapped = *w0 == [0; 4] && *w1 == [0; 4] && *w2 == [0, 0, 0xff, 0xff];
+                any || (mapped && Ipv4Addr::from(*w3) == local)
+            }
+            _ => false,
+        };
+        if p == port && collides {
+            out.push((inode, uid));
+        }
+    }
+    out
+}
+
+/// Who holds each socket `(inode, uid)`: the processes whose /proc/PID/fd
+/// link to it (meshfwd recognised by `comm`, its mode by its command line).
+fn socket_holders(sockets: &[(u64, u32)]) -> Vec<Holder> {
+    let inodes: Vec<u64> = sockets.iter().map(|(i, _)| *i).collect();
+    let mut named: Vec<Holder> = Vec::new();
+    let mut seen: Vec<u64> = Vec::new();
+    for o in crate::procfs::socket_owners(&inodes) {
+        seen.extend(&o.inodes);
+        let holder = if o.comm == "meshfwd" {
+            let udp = o
+                .args
+                .windows(2)
+                .any(|w| w[0] == "--encap" && w[1] == "udp")
+                || o.args.iter().any(|a| a == "--encap=udp");
+            Holder::Meshfwd { pid: o.pid, udp }
+        } else {
+            Holder::Program {
+                comm: o.comm,
+                pid: o.pid,
+            }
+        };
+        named.push(holder);
+    }
+    for &(inode, uid) in sockets {
+        let other = match inode {
+            0 => Holder::Kernel,
+            i if seen.contains(&i) => continue,
+            _ => Holder::Unseen { uid },
+        };
+        if !named.contains(&other) {
+            named.push(other);
+        }
+    }
+    named
+}
+
+fn gather_udp_port(local: Ipv4Addr, port: u16) -> UdpPortFacts {
+    let bind = std::net::UdpSocket::bind((local, port)).map(drop);
+    let holders = match &bind {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let mut sockets = Vec::new();
+            for (path, v6) in [("/proc/net/udp", false), ("/proc/net/udp6", true)] {
+                if let Ok(t) = std::fs::read_to_string(path) {
+                    sockets.extend(parse_proc_net_udp(&t, local, port, v6));
+                }
+            }
+            socket_holders(&sockets)
+        }
+        _ => Vec::new(),
+    };
+    UdpPortFacts {
+        local,
+        port,
+        bind,
+        holders,
+    }
+}
+
+/// Reads the facts. Changes nothing on the system; opens and closes
+/// /dev/net/tun (no TUNSETIFF, so no device is created), a raw socket and,
+/// with `Encap::Udp`, a UDP socket bound to the GRE-in-UDP port.
+pub fn gather(
+    layout: &Layout,
+    local: Option<Ipv4Addr>,
+    tun: &str,
+    encap: Encap,
+    udp_port: u16,
+) -> Facts {
+    let tun_open = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map(drop);
+    let tun_node = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/dev/net/tun")
+            .ok()
+            .map(|m| (m.mode() & 0o7777, m.uid()))
+    };
+    let euid = crate::sys::privs::euid();
+    let cap_eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| parse_cap_eff(&s));
+    let raw_socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(libc::IPPROTO_GRE)),
+    )
+    .map(drop);
+    let ip_forward = read_u32("/proc/sys/net/ipv4/ip_forward");
+    let addrs = netdev::ipv4_addrs().unwrap_or_default();
+    let local = crate::config::detect_local(layout, local);
+    let underlay_if = local.as_ref().ok().and_then(|(_, i)| i.clone());
+    let udp_port = match (&local, encap) {
+        (Ok((a, _)), Encap::Udp) => Some(gather_udp_port(*a, udp_port)),
+        _ => None,
+    };
+    let tun_exists = netdev::interface_exists(tun);
+    let mut rp_filter = Vec::new();
+    let mut rp_names = vec!["all".to_string(), "default".to_string()];
+    rp_names.extend(underlay_if.clone());
+    if tun_exists {
+        rp_names.push(tun.to_string());
+    }
+    for n in rp_names {
+        if let Some(v) = read_u32(&format!("/proc/sys/net/ipv4/conf/{n}/rp_filter")) {
+            rp_filter.push((n, v));
+        }
+    }
+    let underlay_mtu = underlay_if
+        .as_deref()
+        .and_then(|i| netdev::interface_mtu(i).ok());
+    let tun_mtu = tun_exists
+        .then(|| netdev::interface_mtu(tun).ok())
+        .flatten();
+    let routes = std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .map(|t| parse_proc_net_route(&t));
+    let mut resolvers = Vec::new();
+    if let Ok(t) = std::fs::read_to_string("/etc/resolv.conf") {
+        let ns = parse_resolv_conf(&t);
+        // systemd-resolved's stub: the real upstream servers are listed elsewhere.
+        let stub = ns.contains(&Ipv4Addr::new(127, 0, 0, 53));
+        resolvers.push(("/etc/resolv.conf".to_string(), ns));
+        let upstream = "/run/systemd/resolve/resolv.conf";
+        if stub {
+            if let Ok(t) = std::fs::read_to_string(upstream) {
+                resolvers.push((upstream.to_string(), parse_resolv_conf(&t)));
+            }
+        }
+    }
+    let instance = match crate::sys::instance::acquire(tun) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Some(crate::procfs::socket_owners(
+            &crate::procfs::abstract_unix_inodes(&crate::sys::instance::lock_name(tun)),
+        )),
+        _ => None,
+    };
+    Facts {
+        tun_open,
+        tun_node,
+        euid,
+        cap_eff,
+        gre: gather_gre(),
+        raw_socket,
+        udp_port,
+        ip_forward,
+        rp_filter,
+        local,
+        addrs,
+        underlay_mtu,
+        tun_mtu,
+        routes,
+        resolvers,
+        instance,
+    }
+}
+
+fn read_u32(path: &str) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn gather_gre() -> GreFacts {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let moddir = Path::new("/lib/modules").join(&release);
+    let mut module_files = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(moddir.join("kernel/net/ipv4")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ip_gre.ko") || name.starts_with("gre.ko") {
+                module_files.push(e.path().display().to_string());
+            }
+        }
+    }
+    module_files.sort();
+    let builtin = std::fs::read_to_string(moddir.join("modules.builtin"))
+        .is_ok_and(|t| t.lines().any(|l| l.ends_with("/ip_gre.ko")));
+    GreFacts {
+        proc_modules: std::fs::read_to_string("/proc/modules").ok(),
+        sys_ip_gre: Path::new("/sys/module/ip_gre").exists(),
+        sys_gre: Path::new("/sys/module/gre").exists(),
+        modules_dir: !release.is_empty() && moddir.is_dir(),
+        release,
+        module_files,
+        builtin,
+    }
+}
+
+// ---------------------------------------------------------------- parsers --
+
+/// The effective capability mask (`CapEff:` line of /proc/PID/status).
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// IPv4 `nameserver` lines of a resolv.conf (IPv6 servers and comments ignored).
+pub fn parse_resolv_conf(text: &str) -> Vec<Ipv4Addr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next()? == "nameserver").then_some(())?;
+            f.next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Routes of /proc/net/route (main table). Addresses there are hexadecimal
+/// renderings of network-order words in host byte order.
+pub fn parse_proc_net_route(text: &str) -> Vec<Route> {
+    const RTF_GATEWAY: u32 = 0x2;
+    let word = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(v.to_ne_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let dst = word(f[1])?;
+            let gw = word(f[2])?;
+            let flags = u32::from_str_radix(f[3], 16).ok()?;
+            let metric = f[6].parse().ok()?;
+            let mask = word(f[7])?;
+            let prefix = u32::from(mask).leading_ones() as u8;
+            Some(Route {
+                ifname: f[0].to_string(),
+                dst: Cidr::new(dst, prefix).ok()?,
+                gateway: (flags & RTF_GATEWAY != 0).then_some(gw),
+                metric,
+            })
+        })
+        .collect()
+}
