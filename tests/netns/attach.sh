@@ -95,6 +95,8 @@ t_roundtrip_bare_vm() {
     mf_netns_add b2 || fail "netns b2"
     attach bare b1 1 --json
     [[ $RC == 0 && $(json lo_address_added) == True ]] || fail "attach b1: rc $RC, $OUT"
+    # expected, not read from meshfwd: 1476 = eth0 1500 - 24 (outer IPv4 20 + GRE 4),
+    # attach's MTU when there is no TUN to copy it from
     [[ $(json mtu) == 1476 ]] || fail "no tun0 here: mtu should be eth0 1500 - 24, got $(json mtu)"
     ip -n "$vns" -o addr show dev lo | grep -q "inet $ovl/32 .*lo:meshfwd" || fail "lo lacks $ovl/32 label lo:meshfwd"
     attach bare b2 2 --json

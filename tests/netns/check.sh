@@ -88,6 +88,8 @@ t_good_vm() {
     want_rc 0 || return 1
     only_not_ok || return 1
     want local_address ok "192.168.16.32 on eth0" || return 1
+    # expected TUN MTUs, not read from meshfwd: 1476 = 1500 - 24 (outer IPv4 20 +
+    # GRE 4); with --encap udp 1468 = 1500 - 32 (+ UDP 8)
     want mtu ok "TUN MTU 1476" || return 1
     want gre_modules ok "does not need" || return 1
     # human report: same verdict, aligned lines, summary

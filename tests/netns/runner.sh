@@ -30,10 +30,12 @@
 #   rn_group GROUP SETUP_FN TEST_FN...   one fresh lib.sh mesh (mf_init + SETUP_FN)
 #       for the group, then each TEST_FN (named t_NAME) as GROUP/NAME via rn_test;
 #       a failed setup fails every selected test of the group ("setup failed: ...").
+# Results that are no test function (a setup step, podman.sh's one scenario):
+# rn_ok NAME [DETAIL], rn_fail NAME REASON, rn_result NAME REASON-or-empty.
 #
 # Per-suite knobs: RN_SUITE (name prefix, "attach" -> attach/NAME), RN_NEED_HINT
-# (how to install what rn_need misses), and after rn_init RN_TAIL (log lines shown under a FAIL,
-# default 15, 0 none), RN_OK_TIME=1 (ok lines carry "(N s[; detail])"),
+# (how to install what rn_need misses), and after rn_init RN_TAIL (log lines
+# shown under a FAIL, default 15, 0 none), RN_OK_TIME=1 (ok lines carry "(N s[; detail])"),
 # RN_ON_FAIL (function called as FN NAME LOG after a FAIL), RN_AFTER_TEST
 # (function called after every rn_test).
 # Results are kept in $RN_DIR/results (tests of groups run in subshells).
