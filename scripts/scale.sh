@@ -210,23 +210,23 @@ printf '  estimated run time: about %d min %02d s (hard limit %d s)\n' $((EST / 
 
 # --------------------------------------------------------------- set-up --
 # wire_container VM NAME N [STATIC] — namespace NAME (created here) as container #N
-# of VM.  ip: veth (VM side cN, container side eth0, MTU = TUN MTU), the /32
+# of VM.  ip: veth (VM side cN, container side eth0, MTU = TUN_MTU), the /32
 # address, a route to the VM overlay address and a default route via it (onlink)
 # in the container; the VM side up with a /32 route `src <VM overlay>` — one
 # `ip -batch` per side.  attach: `meshfwd attach` inside the VM namespace does the
-# same.  STATIC=1 (ip wiring only): fixed MACs and a permanent neighbour entry on
+# same (with --mtu TUN_MTU: the TUN may not exist yet).  STATIC=1 (ip wiring only): fixed MACs and a permanent neighbour entry on
 # both ends (see "Neighbour entries" above).
 veth_mac() { # SIDE(0 VM, 1 container) VM N
     local v=${2#vm}
     printf '02:%02x:%02x:%02x:%02x:%02x\n' "$1" $((v >> 8)) $((v & 255)) $(($3 >> 8)) $(($3 & 255))
 }
 wire_container() {
-    local vm=$1 c=$2 n=$3 static=${4:-0} addr=${MF_OVL[$2]} vovl=${MF_OVL[$1]} ns cns mtu=$((MF_UNDERLAY_MTU - 24))
+    local vm=$1 c=$2 n=$3 static=${4:-0} addr=${MF_OVL[$2]} vovl=${MF_OVL[$1]} ns cns mtu=$TUN_MTU
     local vmac="" cmac="" vneigh="" cneigh=""
     mf_netns_add "$c" || return 1
     ns=$(mf_ns "$vm"); cns=$(mf_ns "$c")
     if [[ $WIRING == attach ]]; then
-        ip netns exec "$ns" "$MESHFWD" attach "$cns" --container "$n" "${MF_LAYOUT_ARGS[@]}" >/dev/null || return 1
+        ip netns exec "$ns" "$MESHFWD" attach "$cns" --container "$n" --mtu "$mtu" "${MF_LAYOUT_ARGS[@]}" >/dev/null || return 1
         return 0
     fi
     if ((static)); then
@@ -289,8 +289,15 @@ fi
 specs=()
 for vm in "${MF_VMS[@]}"; do for ((j = 1; j <= CONTAINERS; j++)); do specs+=("$vm:$j"); done; done
 register_containers "${specs[@]}" || die "meshfwd addr failed"
-printf '   %d VMs up after %.1f s, e.g. vm1 %s, vm2 %s, vm%d %s\n' "$VMS" "$(bc_sub "$EPOCHREALTIME" "$phase_t0")" \
-    "${MF_UL[vm1]}" "${MF_UL[vm2]}" "$VMS" "${MF_UL[vm$VMS]}"
+# The veths get the TUN's MTU. meshfwd derives it from the underlay MTU and its
+# encapsulation (MF_ENCAP, GRE options); rather than repeating that arithmetic
+# here, a short run of meshfwd in vm1 (the options of the real runs) says it.
+mf_start vm1 --threads 1 --no-pin || die "meshfwd did not start in vm1 (log $(mf_meshfwd_log vm1))"
+TUN_MTU=$(mf_tun_mtu vm1)
+mf_stop vm1
+[[ $TUN_MTU =~ ^[0-9]+$ ]] || die "no tun0 MTU from meshfwd in vm1"
+printf '   %d VMs up after %.1f s, e.g. vm1 %s, vm2 %s, vm%d %s; TUN MTU %s\n' "$VMS" "$(bc_sub "$EPOCHREALTIME" "$phase_t0")" \
+    "${MF_UL[vm1]}" "${MF_UL[vm2]}" "$VMS" "${MF_UL[vm$VMS]}" "$TUN_MTU"
 # containers: one background job per VM, at most $JOBS at a time
 declare -A JOB_VM=()
 setup_failed=0

@@ -17,25 +17,14 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/netns/lib.sh
 source "$HERE/lib.sh"
+# shellcheck source=tests/netns/runner.sh
+source "$HERE/runner.sh"
+RN_SUITE=attach
 
-PATTERNS=("$@")
-PASS=0
-FAIL=0
 : "${MF_INSTANT_TRIALS:=5}"
 : "${MF_INSTANT_RATE:=300M}"   # background iperf3 rate (0 = unlimited)
 
-fail() { printf '%s\n' "$*" >"$T_REASON"; mf_log "FAIL: $*"; exit 1; }
-note() { mf_log "# $*"; }
-
 # ------------------------------------------------------------------ helpers --
-
-# snap VM — everything attach/detach may touch on the VM side, one line each
-snap() {
-    local ns; ns=$(mf_ns "$1")
-    ip -n "$ns" -o link show | sed 's/\\.*//'
-    ip -n "$ns" -o addr show
-    ip -n "$ns" route show table all
-}
 
 # attach VM NAME N [ARGS...] — run `meshfwd attach`; stdout in $OUT, exit code in $RC
 attach() {
@@ -56,30 +45,12 @@ detach() {
 
 json() { _mf_json_get "$1" <<<"$OUT"; }
 
-same_as() { # FILE VM — fail unless the VM's current snapshot equals FILE
-    snap "$2" >"$1.after"
-    diff -u "$1" "$1.after" >&2 || fail "$2 differs after the round trip (diff in the log)"
-}
-
-# a bare "VM": underlay address on eth0 (port of the underlay bridge), lo up,
-# forwarding on, but no overlay address anywhere
-bare_vm() {
-    local vm=$1 ul=$2 ns ulns
-    mf_netns_add "$vm" || fail "netns $vm"
-    ns=$(mf_ns "$vm"); ulns=$(mf_ns ul)
-    ip -n "$ns" link add eth0 type veth peer name "u-$vm" netns "$ulns" || fail "veth $vm"
-    ip -n "$ulns" link set "u-$vm" master br0 up || fail "bridge port"
-    ip -n "$ns" addr add "$ul/16" dev eth0 || fail "eth0 address in $vm"
-    ip -n "$ns" link set eth0 up || fail "eth0 up in $vm"
-    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 >/dev/null
-}
-
 # ------------------------------------------------------------------- tests --
 
 t_wiring_and_roundtrip() {
     local before="$MF_RUN_DIR/wiring.before" vns cns tun_mtu a out
     vns=$(mf_ns vm1)
-    snap vm1 >"$before"
+    mf_snap vm1 >"$before"
     mf_netns_add x7 || fail "netns"
     cns=$(mf_ns x7)
     attach vm1 x7 7 --json
@@ -116,14 +87,16 @@ t_wiring_and_roundtrip() {
 
 t_roundtrip_bare_vm() {
     local before="$MF_RUN_DIR/bare.before" vns ovl
-    bare_vm bare 192.168.77.5
+    mf_bare_vm bare 192.168.77.5 || fail "bare VM bare"
     vns=$(mf_ns bare)
     ovl=$(mf_vm_addr 192.168.77.5)
-    snap bare >"$before"
+    mf_snap bare >"$before"
     mf_netns_add b1 || fail "netns b1"
     mf_netns_add b2 || fail "netns b2"
     attach bare b1 1 --json
     [[ $RC == 0 && $(json lo_address_added) == True ]] || fail "attach b1: rc $RC, $OUT"
+    # expected, not read from meshfwd: 1476 = eth0 1500 - 24 (outer IPv4 20 + GRE 4),
+    # attach's MTU when there is no TUN to copy it from
     [[ $(json mtu) == 1476 ]] || fail "no tun0 here: mtu should be eth0 1500 - 24, got $(json mtu)"
     ip -n "$vns" -o addr show dev lo | grep -q "inet $ovl/32 .*lo:meshfwd" || fail "lo lacks $ovl/32 label lo:meshfwd"
     attach bare b2 2 --json
@@ -141,7 +114,7 @@ t_roundtrip_bare_vm() {
 t_refusals() {
     local before="$MF_RUN_DIR/refusals.before" vns
     vns=$(mf_ns vm1)
-    snap vm1 >"$before"
+    mf_snap vm1 >"$before"
     mf_netns_add r1 || fail "netns"
     attach vm1 r1 1                         # vm1c1 is container #1
     [[ $RC == 1 && $ERR == *"container #1 is in use"* ]] || fail "in-use number: rc $RC, $ERR"
@@ -174,8 +147,8 @@ t_refusals() {
 
 t_rollback() {
     local before="$MF_RUN_DIR/rollback.before" cns
-    bare_vm rbvm 192.168.77.6
-    snap rbvm >"$before"
+    mf_bare_vm rbvm 192.168.77.6 || fail "bare VM rbvm"
+    mf_snap rbvm >"$before"
     mf_netns_add rb || fail "netns"
     cns=$(mf_ns rb)
     # the container already routes the VM overlay address (through a veth pair
@@ -194,7 +167,7 @@ t_rollback() {
 
 t_detach_twice() {
     local before="$MF_RUN_DIR/twice.before"
-    snap vm2 >"$before"
+    mf_snap vm2 >"$before"
     mf_netns_add d2 || fail "netns"
     attach vm2 d2 5
     [[ $RC == 0 ]] || fail "attach: rc $RC, $ERR"
@@ -207,9 +180,9 @@ t_detach_twice() {
 
 t_detach_after_netns_deleted() {
     local before="$MF_RUN_DIR/gone.before" ns vns
-    bare_vm gvm 192.168.77.7
+    mf_bare_vm gvm 192.168.77.7 || fail "bare VM gvm"
     vns=$(mf_ns gvm)
-    snap gvm >"$before"
+    mf_snap gvm >"$before"
     mf_netns_add gone || fail "netns"
     attach gvm gone 6
     [[ $RC == 0 ]] || fail "attach: rc $RC, $ERR"
@@ -265,67 +238,26 @@ t_instant_routability() {
     [[ ${#bad[@]} == 0 ]] || fail "first ping lost: ${bad[*]} (of $MF_INSTANT_TRIALS trials)"
 }
 
-# ----------------------------------------------------------------- framework --
-
-_selected() {
-    local p
-    ((${#PATTERNS[@]})) || return 0
-    for p in "${PATTERNS[@]}"; do [[ $1 == *"$p"* ]] && return 0; done
-    return 1
-}
-
-run_test() {
-    local t=$1 name=${1#t_} log rc reason
-    _selected "$name" || return 0
-    log="$MF_RUN_DIR/$name.log"
-    T_REASON="$MF_RUN_DIR/$name.reason"
-    : >"$T_REASON"
-    (
-        MF_PIDS=(); MF_PIDNAME=()
-        base=("${MF_NETNS[@]}")
-        # stop what the test started, delete the namespaces it created
-        trap 'mf_kill_pids; for ns in "${MF_NETNS[@]}"; do
-                  [[ " ${base[*]} " == *" $ns "* ]] && continue
-                  for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-                  ip netns del "$ns" 2>/dev/null; rm -rf "/etc/netns/$ns"
-              done' EXIT
-        trap 'exit 130' INT; trap 'exit 143' TERM
-        "$t"
-    ) >"$log" 2>&1
-    rc=$?
-    if [[ $rc == 0 ]]; then
-        echo "ok attach/$name"; PASS=$((PASS + 1))
-    else
-        reason=$(head -n 1 "$T_REASON"); [[ -n $reason ]] || reason="exit code $rc"
-        echo "FAIL attach/$name ($reason)"; FAIL=$((FAIL + 1))
-        tail -n 15 "$log" | sed 's/^/    # /'
-        echo "    # full log: $log"
-        MF_KEEP=1
-    fi
-}
+# -------------------------------------------------------------------- main --
 
 main() {
-    [[ $EUID -eq 0 ]] || { echo "tests/netns/attach.sh must run as root" >&2; echo "0 passed, 1 failed"; exit 1; }
-    local t
-    for t in ip ping iperf3 "$MF_PY"; do
-        command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; echo "0 passed, 1 failed"; exit 1; }
-    done
-    [[ -x $MESHFWD ]] || { echo "meshfwd binary not found at $MESHFWD (cargo build --release)" >&2; echo "0 passed, 1 failed"; exit 1; }
-    mf_init || { echo "0 passed, 1 failed"; exit 1; }
-    [[ ${MF_KEEP_LOGS:-0} == 1 ]] && MF_KEEP=1
+    rn_need_root
+    rn_need ip ping iperf3 "$MF_PY"
+    rn_need_x "$MESHFWD"
+    mf_init || rn_abort "mf_init"
+    rn_init "$MF_RUN_DIR" "$@"
     echo "# meshfwd attach suite: $MESHFWD, logs in $MF_RUN_DIR"
     if ! { mf_mesh --containers 1 && mf_start_all; } >"$MF_RUN_DIR/setup.log" 2>&1; then
-        echo "FAIL attach/setup (mesh or meshfwd start failed)"; tail -n 15 "$MF_RUN_DIR/setup.log" | sed 's/^/    # /'
-        MF_KEEP=1; echo "0 passed, 1 failed"; exit 1
+        rn_fail setup "mesh or meshfwd start failed"; tail -n 15 "$MF_RUN_DIR/setup.log" | sed 's/^/    # /'
+        rn_finish
     fi
+    local t
     for t in t_wiring_and_roundtrip t_roundtrip_bare_vm t_refusals t_rollback t_detach_twice \
         t_detach_after_netns_deleted t_instant_routability; do
-        run_test "$t"
+        rn_test "${t#t_}" "$t"
     done
-    for t in "${MF_VMS[@]}"; do mf_running "$t" || { echo "FAIL attach/meshfwd_alive ($t: meshfwd died)"; FAIL=$((FAIL + 1)); }; done
-    ((PASS + FAIL > 0)) || { echo "no test matched" >&2; FAIL=1; }
-    echo "$PASS passed, $FAIL failed"
-    ((FAIL == 0))
+    for t in "${MF_VMS[@]}"; do mf_running "$t" || rn_fail meshfwd_alive "$t: meshfwd died"; done
+    rn_finish
 }
 
-main
+main "$@"

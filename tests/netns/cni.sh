@@ -19,17 +19,14 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/netns/lib.sh
 source "$HERE/lib.sh"
+# shellcheck source=tests/netns/runner.sh
+source "$HERE/runner.sh"
+RN_SUITE=cni
 : "${MESHFWD_CNI:=$(dirname "$MESHFWD")/meshfwd-cni}"
 
-PATTERNS=("$@")
-PASS=0
-FAIL=0
 : "${MF_CNI_PARALLEL:=8}"     # containers added at once in parallel_adds
 
-fail() { printf '%s\n' "$*" >"$T_REASON"; mf_log "FAIL: $*"; exit 1; }
-detail() { printf '%s' "$*" >"$T_DETAIL"; }   # shown on the test's "ok" line
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
-note() { mf_log "# $*"; }
 
 # ------------------------------------------------------------------ helpers --
 # (`cmd | grep PATTERN >/dev/null`, not `grep -q`: under pipefail, grep -q
@@ -65,21 +62,10 @@ cni() {
 }
 
 # jget PATH — a value from the JSON in $OUT; PATH like ips.0.address
-jget() {
-    "$MF_PY" -c 'import json,sys
-v=json.loads(sys.argv[2])
-for k in sys.argv[1].split("."):
-    v=v[int(k)] if isinstance(v,list) else v[k]
-print(v)' "$1" "$OUT" 2>/dev/null
-}
+jget() { "$MF_PY" "$MF_TOOLS/mfjson.py" get "$1" <<<"$OUT" 2>/dev/null; }
 
 # error_code — the code of the CNI error object in $OUT (empty if none)
-error_code() {
-    "$MF_PY" -c 'import json,sys
-v=json.loads(sys.argv[1])
-assert set(v)=={"cniVersion","code","msg","details"}, v
-print(v["code"])' "$OUT" 2>/dev/null
-}
+error_code() { "$MF_PY" "$MF_TOOLS/mfjson.py" cni-error-code "$OUT" 2>/dev/null; }
 
 # expect_error CODE TEXT — $OUT is a CNI error object with CODE whose msg contains TEXT
 expect_error() {
@@ -89,30 +75,6 @@ expect_error() {
     [[ $c == "$1" ]] || fail "expected error code $1, got '${c}': $OUT $ERR"
     [[ $(jget msg) == *"$2"* ]] || fail "error message lacks '$2': $OUT"
     [[ $ERR != *panicked* ]] || fail "panic: $ERR"
-}
-
-snap() {
-    local ns; ns=$(mf_ns "$1")
-    ip -n "$ns" -o link show | sed 's/\\.*//'
-    ip -n "$ns" -o addr show
-    ip -n "$ns" route show table all
-}
-
-same_as() { # FILE VM — fail unless the VM's current snapshot equals FILE
-    snap "$2" >"$1.after"
-    diff -u "$1" "$1.after" >&2 || fail "$2 differs after the round trip (diff in the log)"
-}
-
-# a bare "VM": underlay address on eth0, lo up, forwarding on, no meshfwd
-bare_vm() {
-    local vm=$1 ul=$2 ns ulns
-    mf_netns_add "$vm" || fail "netns $vm"
-    ns=$(mf_ns "$vm"); ulns=$(mf_ns ul)
-    ip -n "$ns" link add eth0 type veth peer name "u-$vm" netns "$ulns" || fail "veth $vm"
-    ip -n "$ulns" link set "u-$vm" master br0 up || fail "bridge port"
-    ip -n "$ns" addr add "$ul/16" dev eth0 || fail "eth0 address in $vm"
-    ip -n "$ns" link set eth0 up || fail "eth0 up in $vm"
-    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 >/dev/null
 }
 
 wait_gone() { # VM IFACE — the kernel deletes a veth with its namespace, asynchronously
@@ -139,7 +101,7 @@ t_version_and_about() {
 t_add_check_del() {
     local before="$MF_RUN_DIR/acd.before" vns cns a prev mac tun_mtu
     vns=$(mf_ns vm1)
-    snap vm1 >"$before"
+    mf_snap vm1 >"$before"
     # container #1 is taken by `meshfwd attach`: the IPAM must skip it
     mf_netns_add m1 || fail "netns m1"
     mf_exec vm1 "$MESHFWD" attach "$(mf_ns m1)" --container 1 >&2 || fail "meshfwd attach m1"
@@ -248,7 +210,7 @@ t_parallel_adds() {
 
 t_del_after_netns_gone() {
     local before="$MF_RUN_DIR/gone.before"
-    snap vm1 >"$before"
+    mf_snap vm1 >"$before"
     mf_netns_add g1 || fail "netns g1"
     cni vm1 ADD ctr-g1 g1 eth0 "$(conf vm1)"
     [[ $RC == 0 ]] || fail "ADD: rc $RC, $OUT $ERR"
@@ -272,7 +234,7 @@ t_del_after_netns_gone() {
 # two container numbers per VM. Bare VM (no meshfwd): ADD works without it.
 t_block_exhaustion() {
     local c l=',"overlay":"10.0.0.0/14","underlay":"192.168.0.0/16","local":"192.168.77.9"' got=()
-    bare_vm tiny 192.168.77.9
+    mf_bare_vm tiny 192.168.77.9 || fail "bare VM tiny"
     for c in x1 x2 x3; do mf_netns_add "$c" || fail "netns $c"; done
     cni tiny ADD ctr-x1 x1 eth0 "$(conf tiny "${l#,}")"
     [[ $RC == 0 ]] || fail "ADD x1: rc $RC, $OUT $ERR"; got+=("$(jget ips.0.address)")
@@ -330,7 +292,7 @@ t_status_and_gc() {
     cfg=$(conf vm2 | sed 's/"cniVersion":"1.0.0"/'"$c11"'/')
     cni vm2 STATUS "" "" "" "$cfg"
     [[ $RC == 0 && -z $OUT ]] || fail "STATUS with meshfwd running: rc $RC, $OUT"
-    bare_vm nomesh 192.168.77.10
+    mf_bare_vm nomesh 192.168.77.10 || fail "bare VM nomesh"
     cni nomesh STATUS "" "" "" "$cfg"
     expect_error 50 "TUN tun0 does not exist on this node"
     mf_netns_add ga || fail "netns ga"
@@ -385,7 +347,7 @@ clean_after() {
 t_crash_recovery() {
     local before="$MF_RUN_DIR/crash.before" w mode left sends="" kinds=() prev
     command -v strace >/dev/null || fail "strace not installed (apt-get install strace)"
-    snap vm1 >"$before"
+    mf_snap vm1 >"$before"
     mf_netns_add cr || fail "netns cr"
     for spec in "sendto,sendmsg "{1..60} "rename,renameat,renameat2 "{1..3}; do
         read -r sc w <<<"$spec"
@@ -429,73 +391,30 @@ t_crash_recovery() {
     detail "a whole ADD makes $((w - 1)) netlink sends; kills that left state: ${kinds[*]:-none}; all cleaned"
 }
 
-# ----------------------------------------------------------------- framework --
+# -------------------------------------------------------------------- main --
 
-_selected() {
-    local p
-    ((${#PATTERNS[@]})) || return 0
-    for p in "${PATTERNS[@]}"; do [[ $1 == *"$p"* ]] && return 0; done
-    return 1
-}
-
-run_test() {
-    local t=$1 name=${1#t_} log rc reason t0=$SECONDS
-    _selected "$name" || return 0
-    log="$MF_RUN_DIR/$name.log"
-    T_REASON="$MF_RUN_DIR/$name.reason"
-    T_DETAIL="$MF_RUN_DIR/$name.detail"
-    : >"$T_REASON"; : >"$T_DETAIL"
-    (
-        MF_PIDS=(); MF_PIDNAME=()
-        base=("${MF_NETNS[@]}")
-        # stop what the test started, delete the namespaces it created
-        trap 'mf_kill_pids; for ns in "${MF_NETNS[@]}"; do
-                  [[ " ${base[*]} " == *" $ns "* ]] && continue
-                  for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-                  ip netns del "$ns" 2>/dev/null; rm -rf "/etc/netns/$ns"
-              done' EXIT
-        trap 'exit 130' INT; trap 'exit 143' TERM
-        "$t"
-    ) >"$log" 2>&1
-    rc=$?
-    if [[ $rc == 0 ]]; then
-        local extra=""
-        [[ -s $T_DETAIL ]] && extra="; $(cat "$T_DETAIL")"
-        echo "ok cni/$name ($((SECONDS - t0)) s$extra)"; PASS=$((PASS + 1))
-    else
-        reason=$(head -n 1 "$T_REASON"); [[ -n $reason ]] || reason="exit code $rc"
-        echo "FAIL cni/$name ($reason)"; FAIL=$((FAIL + 1))
-        tail -n 15 "$log" | sed 's/^/    # /'
-        echo "    # full log: $log"
-        MF_KEEP=1
-    fi
-    # a test's leftovers must not leak into the next one
-    rm -rf "$MF_RUN_DIR"/ipam-*
-}
+# a test's leftovers must not leak into the next one
+_forget_ipam() { rm -rf "$MF_RUN_DIR"/ipam-*; }
 
 main() {
-    [[ $EUID -eq 0 ]] || { echo "tests/netns/cni.sh must run as root" >&2; echo "0 passed, 1 failed"; exit 1; }
-    local t start=$SECONDS
-    for t in ip ping "$MF_PY"; do
-        command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; echo "0 passed, 1 failed"; exit 1; }
-    done
-    [[ -x $MESHFWD && -x $MESHFWD_CNI ]] || { echo "meshfwd or meshfwd-cni not found ($MESHFWD, $MESHFWD_CNI): cargo build --release" >&2; echo "0 passed, 1 failed"; exit 1; }
-    mf_init || { echo "0 passed, 1 failed"; exit 1; }
-    [[ ${MF_KEEP_LOGS:-0} == 1 ]] && MF_KEEP=1
+    rn_need_root
+    rn_need ip ping "$MF_PY"
+    rn_need_x "$MESHFWD" "$MESHFWD_CNI"
+    mf_init || rn_abort "mf_init"
+    rn_init "$MF_RUN_DIR" "$@"
+    RN_OK_TIME=1 RN_AFTER_TEST=_forget_ipam
     echo "# meshfwd-cni suite: $MESHFWD_CNI, logs in $MF_RUN_DIR"
     if ! { mf_mesh --containers 0 192.168.16.32 192.168.16.33 && mf_start_all; } >"$MF_RUN_DIR/setup.log" 2>&1; then
-        echo "FAIL cni/setup (mesh or meshfwd start failed)"; tail -n 15 "$MF_RUN_DIR/setup.log" | sed 's/^/    # /'
-        MF_KEEP=1; echo "0 passed, 1 failed"; exit 1
+        rn_fail setup "mesh or meshfwd start failed"; tail -n 15 "$MF_RUN_DIR/setup.log" | sed 's/^/    # /'
+        rn_finish
     fi
+    local t
     for t in t_version_and_about t_add_check_del t_traffic_between_vms t_parallel_adds \
         t_del_after_netns_gone t_crash_recovery t_block_exhaustion t_malformed_input t_status_and_gc; do
-        run_test "$t"
+        rn_test "${t#t_}" "$t"
     done
-    for t in "${MF_VMS[@]}"; do mf_running "$t" || { echo "FAIL cni/meshfwd_alive ($t: meshfwd died)"; FAIL=$((FAIL + 1)); }; done
-    ((PASS + FAIL > 0)) || { echo "no test matched" >&2; FAIL=1; }
-    echo "# $((SECONDS - start)) s"
-    echo "$PASS passed, $FAIL failed"
-    ((FAIL == 0))
+    for t in "${MF_VMS[@]}"; do mf_running "$t" || rn_fail meshfwd_alive "$t: meshfwd died"; done
+    rn_finish
 }
 
-main
+main "$@"

@@ -45,12 +45,11 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/netns/lib.sh
 source "$HERE/lib.sh"
+# shellcheck source=tests/netns/runner.sh
+source "$HERE/runner.sh"
+RN_SUITE=kernel
 
 MF_ENCAP=gre   # each case passes its own --encap to meshfwd (lib.sh would add MF_ENCAP's)
-PATTERNS=("$@")
-PASS=0
-FAIL=0
-T0=$SECONDS
 : "${MF_KERNEL_CACHE:=$MF_REPO/target/kernel-interop}"
 : "${MF_VM_BOOT_TIMEOUT:=120}"   # TCG on a busy 2-core machine: 10-30 s
 : "${MF_VM_CMD_TIMEOUT:=60}"
@@ -89,29 +88,10 @@ declare -A CASE_GRO=() CASE_FLAGS=() CASE_KOPTS=() CASE_KUL=() CASE_KOVL=() CASE
 CASE_NAMES=()
 MISMATCH_OK=()
 
-note() { mf_log "# $*"; }
-
-_selected() { # NAME — selected by the command-line patterns?
-    local p
-    ((${#PATTERNS[@]})) || return 0
-    for p in "${PATTERNS[@]}"; do [[ $1 == *"$p"* ]] && return 0; done
-    return 1
-}
-
 _case_wanted() { # CASE TEST... — is any CASE/TEST selected?
     local c=$1 t; shift
-    for t in "$@"; do _selected "$c/$t" && return 0; done
+    for t in "$@"; do rn_selected "$c/$t" && return 0; done
     return 1
-}
-
-# result NAME REASON — REASON empty: ok
-result() {
-    if [[ -z $2 ]]; then
-        echo "ok kernel/$1"; PASS=$((PASS + 1))
-    else
-        echo "FAIL kernel/$1 ($2)"; FAIL=$((FAIL + 1)); MF_KEEP=1
-        note "FAIL kernel/$1: $2"
-    fi
 }
 
 # console_tail [N] — last lines of the VM console, for failure reports
@@ -119,14 +99,6 @@ console_tail() {
     [[ -n $KI_CONSOLE && -f $KI_CONSOLE ]] || return 0
     echo "    # VM console (last ${1:-15} lines of $KI_CONSOLE):"
     tr -d '\r' <"$KI_CONSOLE" | tail -n "${1:-15}" | sed 's/^/    #   /'
-}
-
-finish() {
-    echo "# kernel interop: $((SECONDS - T0)) s; logs in $MF_RUN_DIR$( ((MF_KEEP)) || echo ' (removed)')"
-    ((PASS + FAIL > 0)) || { echo "no test matched" >&2; FAIL=1; }
-    echo "$PASS passed, $FAIL failed"
-    ((FAIL == 0))
-    exit
 }
 
 # ------------------------------------------------------------ kernel image --
@@ -406,16 +378,8 @@ t_counters() {
     local bad
     mf_exec "$1" true # (stats are rewritten about every second)
     sleep 1.2
-    bad=$("$MF_PY" - "$(mf_stats_file "$1")" <<'EOF'
-import json, sys
-s = json.load(open(sys.argv[1]))
-bad = [f"{g}.{k}={v}" for g in ("drops", "errors") for k, v in s[g].items() if v]
-for k in ("tx_packets", "rx_packets", "tun_tx_packets"):
-    if not s[k]:
-        bad.append(f"{k}=0")
-print(" ".join(bad))
-EOF
-    ) || { REASON="cannot read the stats file"; return 1; }
+    bad=$("$MF_PY" "$MF_TOOLS/mfjson.py" stats-health "$(mf_stats_file "$1")") ||
+        { REASON="cannot read the stats file"; return 1; }
     [[ -z $bad ]] || { REASON="$bad"; return 1; }
 }
 
@@ -437,37 +401,7 @@ t_wire() {
         -T fields -E occurrence=f -E separator='|' -e ip.src -e ip.dst -e gre.flags.checksum \
         -e gre.flags.key -e gre.flags.sequence_number -e gre.checksum.status -e gre.key -e gre.sequence_number -e udp.dstport \
         ${port:+-d "udp.port==$port,gre"} 2>/dev/null |
-        "$MF_PY" -c '
-import sys
-m_ul, k_ul, want_m, want_k, key, port = (sys.argv[1:] + [""])[:6]
-want = {(m_ul, k_ul): want_m, (k_ul, m_ul): want_k}
-name = {(m_ul, k_ul): "meshfwd->kernel", (k_ul, m_ul): "kernel->meshfwd"}
-seen = {d: 0 for d in want}; last = {}; bad = []
-for line in sys.stdin:
-    f = (line.rstrip("\n").split("|") + [""] * 9)[:9]
-    d = (f[0], f[1])
-    if d not in want:
-        continue
-    seen[d] += 1
-    got = f[2] + f[3] + f[4]
-    if got != want[d]:
-        bad.append(f"{name[d]} flags CKS={got}, want {want[d]}")
-    if f[8] != port:
-        bad.append(f"{name[d]} UDP destination port {f[8] or None}, want {port or None}")
-    if f[2] == "1" and f[5] != "1":
-        bad.append(f"{name[d]} checksum status {f[5]} (1 = good)")
-    if f[3] == "1" and int(f[6], 16) != int(key):
-        bad.append(f"{name[d]} key {f[6]}, want {key}")
-    if f[4] == "1":
-        s = int(f[7])
-        if d in last and s <= last[d]:
-            bad.append(f"{name[d]} sequence {s} after {last[d]}")
-        last[d] = s
-for d, n in seen.items():
-    if n < 3:
-        bad.append(f"only {n} {name[d]} pings captured")
-print("; ".join(dict.fromkeys(bad)))
-' "${MF_UL[$name]}" "${CASE_KUL[$name]}" "$want_m" "$want_k" "$key" "$port") ||
+        "$MF_PY" "$MF_TOOLS/verdict.py" gre-wire "${MF_UL[$name]}" "${CASE_KUL[$name]}" "$want_m" "$want_k" "$key" "$port") ||
         { REASON="tshark/python failed"; return 1; }
     [[ -z $out ]] || { REASON=$out; return 1; }
 }
@@ -602,28 +536,18 @@ t_seq_restart() {
 
 # ------------------------------------------------------------ main --
 
-run_t() { # NAME FUNC ARGS...
-    local name=$1 f=$2; shift 2
-    _selected "$name" || return 0
-    REASON=""
-    note "--- $name"
-    if ! "$f" "$@" >>"$MF_RUN_DIR/tests.log" 2>&1; then
-        [[ -n $REASON ]] || REASON="failed"
-        vm_diag "${name%%/*}" >>"$MF_RUN_DIR/tests.log" 2>&1
-    fi
-    result "$name" "$REASON"
-    [[ -z $REASON ]]
-}
+# after a failed test: the kernel's and meshfwd's counters of its case, into its log
+_diag() { vm_diag "${1%%/*}" >>"$2" 2>&1; }
 
 main() {
     local line name flags kopts needs gro idx t m ctr tests
-    [[ $EUID -eq 0 ]] || { echo "tests/netns/kernel.sh must run as root" >&2; echo "0 passed, 1 failed"; exit 1; }
-    for t in ip ss ethtool qemu-system-x86_64 busybox apt-get dpkg-deb "$MF_PY" md5sum gzip tcpdump tshark; do
-        command -v "$t" >/dev/null || { echo "FAIL kernel/tools (missing $t: install qemu-system-x86 busybox-static iproute2 ethtool python3 tcpdump tshark)"; echo "0 passed, 1 failed"; exit 1; }
-    done
-    [[ -x $MESHFWD ]] || { echo "FAIL kernel/tools (meshfwd binary not found at $MESHFWD: cargo build --release)"; echo "0 passed, 1 failed"; exit 1; }
-    mf_init "$MF_BASE" || { echo "0 passed, 1 failed"; exit 1; }
-    [[ ${MF_KEEP_LOGS:-0} == 1 ]] && MF_KEEP=1
+    rn_need_root
+    RN_NEED_HINT="install qemu-system-x86 busybox-static iproute2 ethtool python3 tcpdump tshark"
+    rn_need ip ss ethtool qemu-system-x86_64 busybox apt-get dpkg-deb "$MF_PY" md5sum gzip tcpdump tshark
+    rn_need_x "$MESHFWD"
+    mf_init "$MF_BASE" || rn_abort "mf_init"
+    rn_init "$MF_RUN_DIR" "$@"
+    RN_ON_FAIL=_diag
     echo "# meshfwd kernel GRE interop suite: $MESHFWD, logs in $MF_RUN_DIR"
     exec 3>&2 2>>"$MF_RUN_DIR/setup.log"   # setup chatter to the log
 
@@ -631,20 +555,20 @@ main() {
     mkdir -p "$MF_RUN_DIR/www" && head -c $((MF_BLOB_KIB * 1024)) /dev/urandom >"$BLOB"
 
     if ! ki_fetch; then
-        result setup/kernel_image "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; finish
+        rn_result setup/kernel_image "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; rn_finish
     fi
     echo "# kernel $(cat "$KI_KDIR/package"), modules: $(tr '\n' ' ' <"$KI_KDIR/modules.order")"
     MF_LAYOUT_ARGS=(--layout wide)
     # the underlay traffic of the whole run, for diagnosis (kept with the logs on failure)
     if ! { _mf_underlay && mf_tcpdump underlay ul br0 -s 256 && vm_boot; }; then
-        result setup/vm_boot "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail 25; finish
+        rn_result setup/vm_boot "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail 25; rn_finish
     fi
     echo "# VM booted in ${KI_BOOT_S} s (qemu TCG)"
     # e1000 reports carrier ~1-2 s after link up; ARP requests before that are lost
     vm_must "ip link set eth0 up && httpd -p 80 -h /www && for i in \$(seq 100); do [ \$(cat /sys/class/net/eth0/operstate) = up ] && exit 0; sleep 0.1; done; exit 1" ||
-        { result setup/vm_net "eth0 did not come up: $KI_OUT"; console_tail; finish; }
+        { rn_result setup/vm_net "eth0 did not come up: $KI_OUT"; console_tail; rn_finish; }
     while read -r m; do
-        vm_module "$m" || result "setup/module_$m" "$(tr -d '\r' <"$KI_CONSOLE" | grep "^@@MODULE $m " || echo "no load report")"
+        vm_module "$m" || rn_result "setup/module_$m" "$(tr -d '\r' <"$KI_CONSOLE" | grep "^@@MODULE $m " || echo "no load report")"
     done <"$KI_KDIR/modules.order"
 
     idx=0
@@ -654,10 +578,10 @@ main() {
         idx=$((idx + 1))
         _case_wanted "$name" "${GOOD_TESTS[@]}" || continue
         if [[ -n $needs ]] && ! "$MESHFWD" --help 2>/dev/null | grep -q -- "$needs\b"; then
-            result "$name/setup" "meshfwd has no $needs flag"; continue
+            rn_result "$name/setup" "meshfwd has no $needs flag"; continue
         fi
         if ! case_setup "$name" "$idx" "$flags" "$kopts" || ! case_servers "$name"; then
-            result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail; continue
+            rn_result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail; continue
         fi
         CASE_NAMES+=("$name")
     done
@@ -669,37 +593,37 @@ main() {
         if case_setup "$name" "$idx" "$flags" "$kopts"; then
             MISMATCH_OK+=("$name|$ctr")
         else
-            result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"
+            rn_result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"
         fi
     done
     if _case_wanted "$BADKEY" "${BAD_TESTS[@]}"; then
-        if badkey_setup; then CASE_BAD[$BADKEY]=1; else result "$BADKEY/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; fi
+        if badkey_setup; then CASE_BAD[$BADKEY]=1; else rn_result "$BADKEY/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; fi
     fi
 
     # all the cases share the VM; run them one after the other
     idx=0
     for name in "${CASE_NAMES[@]}"; do
         idx=$((idx + 1))
-        vm_run "ethtool -K eth0 gro ${CASE_GRO[$name]}" || result "$name/gro" "ethtool -K eth0 gro ${CASE_GRO[$name]}: $KI_OUT"
+        vm_run "ethtool -K eth0 gro ${CASE_GRO[$name]}" || rn_result "$name/gro" "ethtool -K eth0 gro ${CASE_GRO[$name]}: $KI_OUT"
         tests=("${GOOD_TESTS[@]}")
         [[ " ${CASE_KOPTS[$name]} " == *" encap fou "* ]] && tests+=(fou_burst)
         for t in "${tests[@]}"; do
-            run_t "$name/$t" "t_$t" "$name" "$idx"
+            rn_test_inline "$name/$t" "t_$t" "$name" "$idx"
         done
-        mf_running "$name" || result "$name/meshfwd_alive" "meshfwd died: $(tail -n 3 "$(mf_meshfwd_log "$name")")"
+        mf_running "$name" || rn_result "$name/meshfwd_alive" "meshfwd died: $(tail -n 3 "$(mf_meshfwd_log "$name")")"
     done
     for line in "${MISMATCH_OK[@]}"; do
-        run_t "${line%%|*}/mismatch" t_mismatch "${line%%|*}" "${line#*|}"
+        rn_test_inline "${line%%|*}/mismatch" t_mismatch "${line%%|*}" "${line#*|}"
     done
     if [[ " ${CASE_NAMES[*]} " == *" seq "* ]]; then
-        run_t seq/restart t_seq_restart seq
+        rn_test_inline seq/restart t_seq_restart seq
     fi
     if [[ -n ${CASE_BAD[$BADKEY]:-} ]]; then
-        for t in "${BAD_TESTS[@]}"; do run_t "$BADKEY/$t" "t_badkey_$t"; done
+        for t in "${BAD_TESTS[@]}"; do rn_test_inline "$BADKEY/$t" "t_badkey_$t"; done
     fi
-    ((FAIL == 0)) || console_tail 20
+    rn_any_failed && console_tail 20
     exec 2>&3
-    finish
+    rn_finish
 }
 
-main
+main "$@"

@@ -174,21 +174,14 @@ mf_addr_json() {
     "$MESHFWD" addr "${MF_LAYOUT_ARGS[@]}" --json --vm "$1" --container "$2"
 }
 
-_mf_json_get() { # KEY < json
-    "$MF_PY" -c 'import json,sys
-v=json.load(sys.stdin)
-for k in sys.argv[1].split("."): v=v[k]
-print(v)' "$1"
-}
+_mf_json_get() { "$MF_PY" "$MF_TOOLS/mfjson.py" get "$1"; } # KEY < json
 
 # mf_container_addr VM_UNDERLAY N — overlay address of container #N
 mf_container_addr() { mf_addr_json "$1" "$2" | _mf_json_get overlay; }
 
 # mf_vm_addr VM_UNDERLAY — the VM's own overlay address (host part 1 of its block)
 mf_vm_addr() {
-    mf_addr_json "$1" 1 | "$MF_PY" -c 'import json,sys,ipaddress
-j=json.load(sys.stdin)
-print(j.get("vm_overlay") or ipaddress.ip_network(j["block"], strict=False).network_address+1)'
+    mf_addr_json "$1" 1 | "$MF_PY" "$MF_TOOLS/mfjson.py" vm-overlay
 }
 
 mf_ovl() { printf '%s\n' "${MF_OVL[$1]}"; }
@@ -223,6 +216,21 @@ mf_vm_add() {
     ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
         net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0 >/dev/null || return 1
     MF_VMS+=("$vm"); MF_UL[$vm]=$ul; MF_OVL[$vm]=$ovl
+}
+
+# mf_bare_vm NAME UNDERLAY_ADDR — a bare "VM" (for attach/CNI tests): the
+# underlay address on eth0 (a port of the underlay bridge), lo up, forwarding
+# on, but no overlay address anywhere and no meshfwd; not one of MF_VMS.
+mf_bare_vm() {
+    local vm=$1 ul=$2 ns ulns
+    _mf_underlay || return 1
+    mf_netns_add "$vm" || return 1
+    ns=$(mf_ns "$vm"); ulns=$(mf_ns ul)
+    ip -n "$ns" link add eth0 type veth peer name "u-$vm" netns "$ulns" || { mf_die "veth $vm"; return 1; }
+    ip -n "$ulns" link set "u-$vm" master br0 up || { mf_die "bridge port u-$vm"; return 1; }
+    ip -n "$ns" addr add "$ul/16" dev eth0 || { mf_die "eth0 address in $vm"; return 1; }
+    ip -n "$ns" link set eth0 up || { mf_die "eth0 up in $vm"; return 1; }
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 >/dev/null
 }
 
 # mf_container_add VM N — container #N (overlay host part N+1) on VM: a fresh
@@ -275,6 +283,15 @@ mf_mesh() {
             mf_container_add "vm$((i + 1))" "$j" || return 1
         done
     done
+}
+
+# mf_snap NAME — links, addresses and routes (all tables) of a namespace, one
+# line each, to compare before and after a round trip
+mf_snap() {
+    local ns; ns=$(mf_ns "$1")
+    ip -n "$ns" -o link show | sed 's/\\.*//'
+    ip -n "$ns" -o addr show
+    ip -n "$ns" route show table all
 }
 
 # mf_describe — one line per VM/container
@@ -380,6 +397,10 @@ mf_wait_exit() {
     return 0
 }
 
+# mf_tun_mtu VM — the MTU meshfwd gave tun0 in VM (the encapsulation overhead
+# is meshfwd's business: scripts take this number instead of computing it)
+mf_tun_mtu() { ip -n "$(mf_ns "$1")" -o link show dev tun0 | sed -n 's/.* mtu \([0-9]*\) .*/\1/p'; }
+
 mf_running() { local pid=${MF_MESHFWD_PID[$1]:-}; [[ -n $pid ]] && _mf_alive "$pid"; }
 
 # mf_stat VM KEY — a counter from the VM's stats file; KEY like tx_packets or
@@ -387,10 +408,7 @@ mf_running() { local pid=${MF_MESHFWD_PID[$1]:-}; [[ -n $pid ]] && _mf_alive "$p
 mf_stat() {
     local f i; f=$(mf_stats_file "$1")
     for ((i = 0; i < 20; i++)); do
-        "$MF_PY" -c 'import json,sys
-v=json.load(open(sys.argv[1]))
-for k in sys.argv[2].split("."): v=v[k]
-print(v)' "$f" "$2" 2>/dev/null && return 0
+        "$MF_PY" "$MF_TOOLS/mfjson.py" get "$2" "$f" 2>/dev/null && return 0
         sleep 0.05
     done
     mf_log "cannot read $2 from $f"
@@ -410,17 +428,10 @@ mf_wait_stat() {
 }
 
 # mf_dump_stats VM — counters, one per line, non-zero drops/errors only
-mf_dump_stats() {
-    "$MF_PY" - "$(mf_stats_file "$1")" <<'EOF'
-import json, sys
-s = json.load(open(sys.argv[1]))
-flat = [f"{k}={v}" for k, v in s.items() if not isinstance(v, dict)]
-print("  " + " ".join(flat))
-for group in ("drops", "errors"):
-    nz = {k: v for k, v in s.get(group, {}).items() if v}
-    print(f"  {group}: " + (" ".join(f"{k}={v}" for k, v in nz.items()) if nz else "none"))
-EOF
-}
+mf_dump_stats() { "$MF_PY" "$MF_TOOLS/mfjson.py" stats-dump "$(mf_stats_file "$1")"; }
+
+# mf_nonzero VM — the non-zero drops/errors counters, "group.key=value ..."
+mf_nonzero() { "$MF_PY" "$MF_TOOLS/mfjson.py" stats-nonzero "$(mf_stats_file "$1")"; }
 
 # --- traffic helpers -----------------------------------------------------------------
 
@@ -450,26 +461,7 @@ mf_ping_matrix() {
 }
 
 # mf_print_matrix FILE — compact table of a mf_ping_matrix result
-mf_print_matrix() {
-    "$MF_PY" - "$1" "${MF_CONTAINERS[@]}" <<'EOF'
-import sys
-res, names = {}, sys.argv[2:]
-for line in open(sys.argv[1]):
-    f = line.split()
-    res[(f[0], f[1])] = f[2] if len(f) > 2 else "0/?"
-w = max(6, max(len(n) for n in names) + 1)
-print(" " * (w + 8) + "".join(n.rjust(w) for n in names))
-for s in names:
-    row = []
-    for d in names:
-        if s == d: row.append("-")
-        else:
-            r = res.get((s, d), "0/?")
-            got, sent = r.split("/")
-            row.append("ok" if got == sent and got != "0" else ("FAIL" if got == "0" else r))
-    print(f"  from {s:<{w}}" + "".join(c.rjust(w) for c in row))
-EOF
-}
+mf_print_matrix() { "$MF_PY" "$MF_TOOLS/verdict.py" matrix "$1" "${MF_CONTAINERS[@]}"; }
 
 # mf_tcpdump LABEL NAME IFACE FILTER... — start a capture, wait until it listens
 mf_tcpdump() {

@@ -28,12 +28,13 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/netns/lib.sh
 source "$HERE/lib.sh"
+# shellcheck source=tests/netns/runner.sh
+source "$HERE/runner.sh"
+RN_SUITE=podman
 : "${MESHFWD_CNI:=$(dirname "$MESHFWD")/meshfwd-cni}"
 : "${MF_PODMAN_BYTES:=$((16 << 20))}"
 : "${MF_CNI_LOOPBACK:=/usr/lib/cni/loopback}"
 
-PASS=0
-FAIL=0
 P=""            # test-owned podman tree: $P/bin, $P/rootfs, $P/<vm>/...
 PM_VMS=()       # VMs whose podman state needs cleaning
 # libcni (inside podman) caches results in /var/lib/cni with no podman knob
@@ -44,10 +45,6 @@ CNI_CACHE_EXISTED=0; [[ -e $CNI_CACHE ]] && CNI_CACHE_EXISTED=1
 # podman's default locations, which the test configuration moves away
 SYSTEM_DIRS=(/var/lib/containers /run/containers /run/libpod /var/lib/meshfwd-cni)
 PREEXISTING=""; for d in "${SYSTEM_DIRS[@]}"; do [[ -e $d ]] && PREEXISTING+=" $d"; done
-
-ok() { echo "ok podman/$1${2:+ ($2)}"; PASS=$((PASS + 1)); }
-bad() { echo "FAIL podman/$1 ($2)"; FAIL=$((FAIL + 1)); MF_KEEP=1; }
-log() { mf_log "# $*"; }
 
 # pm VM ARGS... — podman with this VM's configuration, inside its namespace
 pm() {
@@ -115,7 +112,7 @@ podman_cleanup() {
     done
     PM_VMS=()
     ((CNI_CACHE_EXISTED)) || { rmdir "$CNI_CACHE/results" "$CNI_CACHE" 2>/dev/null || true; }
-    [[ -n $P && -d $P && ${MF_KEEP:-0} != 1 ]] && rm -rf "$P"
+    [[ -n $P && -d $P && ${MF_KEEP:-0} == 0 ]] && rm -rf "$P"
 }
 
 # leases VM — the IPAM lease files of VM's meshnet
@@ -125,17 +122,13 @@ leases() { find "$P/$1/ipam/meshnet" -maxdepth 1 -name '[0-9]*' -printf '%f\n' 2
 ctr_addr() { pm "$1" exec "$2" ip -4 -o addr show dev eth0 | sed -n 's/.* inet \([0-9.]*\)\/32 .*/\1/p'; }
 
 main() {
-    [[ $EUID -eq 0 ]] || { echo "tests/netns/podman.sh must run as root" >&2; echo "0 passed, 1 failed"; exit 1; }
-    local t start=$SECONDS
-    for t in podman runc nsenter ip sha256sum "$MF_PY"; do
-        command -v "$t" >/dev/null || { echo "missing tool: $t (apt-get install podman runc containernetworking-plugins busybox-static)" >&2; echo "0 passed, 1 failed"; exit 1; }
-    done
-    for t in /bin/busybox "$MF_CNI_LOOPBACK"; do
-        [[ -x $t ]] || { echo "missing $t (apt-get install busybox-static containernetworking-plugins)" >&2; echo "0 passed, 1 failed"; exit 1; }
-    done
-    [[ -x $MESHFWD && -x $MESHFWD_CNI ]] || { echo "meshfwd or meshfwd-cni not built (cargo build --release)" >&2; echo "0 passed, 1 failed"; exit 1; }
-    mf_init || { echo "0 passed, 1 failed"; exit 1; }
-    [[ ${MF_KEEP_LOGS:-0} == 1 ]] && MF_KEEP=1
+    local t
+    rn_need_root
+    RN_NEED_HINT="apt-get install podman runc containernetworking-plugins busybox-static"
+    rn_need podman runc nsenter ip sha256sum "$MF_PY" /bin/busybox "$MF_CNI_LOOPBACK"
+    rn_need_x "$MESHFWD" "$MESHFWD_CNI"
+    mf_init || rn_abort "mf_init"
+    rn_init "$MF_RUN_DIR" # (one scenario: no test selection)
     # podman first (its CNI DEL needs the VM namespaces), then lib.sh's cleanup
     trap 'podman_cleanup; _mf_cleanup' EXIT
     P="$MF_RUN_DIR/podman"
@@ -147,8 +140,8 @@ main() {
         mkdir -p "$P/bin" && cp "$MESHFWD_CNI" "$P/bin/meshfwd-cni" && cp "$MF_CNI_LOOPBACK" "$P/bin/loopback" &&
         build_rootfs && podman_setup vm1 && podman_setup vm2 &&
         head -c "$MF_PODMAN_BYTES" /dev/urandom >"$P/send.bin" && mkdir -p "$P/out"; } >>"$L" 2>&1; then
-        bad setup "mesh, meshfwd or podman configuration failed"; tail -n 15 "$L" | sed 's/^/    # /'
-        echo "$PASS passed, $FAIL failed"; exit 1
+        rn_fail setup "mesh, meshfwd or podman configuration failed"; tail -n 15 "$L" | sed 's/^/    # /'
+        rn_finish
     fi
     local t0=$SECONDS a1 a2 want
     # ---- one container per VM through meshfwd-cni
@@ -158,28 +151,28 @@ main() {
     pm vm2 run -d --name pb --network meshnet --cap-add NET_RAW -v "$P/send.bin:/send.bin:ro" \
         --rootfs "$P/rootfs" /bin/sleep 600 >>"$L" 2>&1 || started=0
     a1=$(ctr_addr vm1 pa 2>>"$L"); a2=$(ctr_addr vm2 pb 2>>"$L")
-    log "pa on vm1: $a1, pb on vm2: $a2" >>"$L" 2>&1
+    note "pa on vm1: $a1, pb on vm2: $a2" >>"$L" 2>&1
     if ((started)) && [[ -n $a1 && -n $a2 ]]; then
-        ok podman_run_through_meshfwd_cni "$((SECONDS - t0)) s; pa $a1, pb $a2"
+        rn_ok podman_run_through_meshfwd_cni "$((SECONDS - t0)) s; pa $a1, pb $a2"
     else
-        bad podman_run_through_meshfwd_cni "podman run failed or no eth0 address (pa '$a1', pb '$a2')"
+        rn_fail podman_run_through_meshfwd_cni "podman run failed or no eth0 address (pa '$a1', pb '$a2')"
         tail -n 20 "$L" | sed 's/^/    # /'
-        echo "$PASS passed, $FAIL failed"; exit 1
+        rn_finish
     fi
 
     # addresses come from each VM's block, as its leases say
     want=$(mf_container_addr "${MF_UL[vm1]}" 1)
     if [[ $a1 == "$want" && $(leases vm1) == "$a1" && $(leases vm2) == "$a2" && $a2 == "$(mf_container_addr "${MF_UL[vm2]}" 1)" ]]; then
-        ok addresses_and_leases "vm1 lease $(leases vm1), vm2 lease $(leases vm2)"
+        rn_ok addresses_and_leases "vm1 lease $(leases vm1), vm2 lease $(leases vm2)"
     else
-        bad addresses_and_leases "pa $a1 (want $want), leases vm1 '$(leases vm1)' vm2 '$(leases vm2)'"
+        rn_fail addresses_and_leases "pa $a1 (want $want), leases vm1 '$(leases vm1)' vm2 '$(leases vm2)'"
     fi
 
     # ---- ping both ways
     if pm vm1 exec pa ping -c 3 -W 2 "$a2" >>"$L" 2>&1 && pm vm2 exec pb ping -c 3 -W 2 "$a1" >>"$L" 2>&1; then
-        ok ping_both_ways "$(grep -h 'round-trip' "$L" | tail -n 1)"
+        rn_ok ping_both_ways "$(grep -h 'round-trip' "$L" | tail -n 1)"
     else
-        bad ping_both_ways "pa <-> pb ping failed (log $L)"
+        rn_fail ping_both_ways "pa <-> pb ping failed (log $L)"
     fi
 
     # ---- 16 MiB over TCP, sha256 compared
@@ -196,55 +189,53 @@ main() {
     ms=$(( ($(date +%s%N) - t1) / 1000000 ))
     sum_tx=$(pm vm2 exec pb sha256sum /send.bin 2>>"$L" | cut -d' ' -f1)
     sum_rx=$(pm vm1 exec pa sha256sum /out/recv.bin 2>>"$L" | cut -d' ' -f1)
-    log "transfer: $size of $MF_PODMAN_BYTES bytes in $ms ms; sha256 sent $sum_tx received $sum_rx" >>"$L" 2>&1
+    note "transfer: $size of $MF_PODMAN_BYTES bytes in $ms ms; sha256 sent $sum_tx received $sum_rx" >>"$L" 2>&1
     if [[ $size == "$MF_PODMAN_BYTES" && -n $sum_tx && $sum_tx == "$sum_rx" ]]; then
-        ok tcp_transfer_checksum "$((MF_PODMAN_BYTES >> 20)) MiB in $ms ms, sha256 ${sum_rx:0:16}… on both sides"
+        rn_ok tcp_transfer_checksum "$((MF_PODMAN_BYTES >> 20)) MiB in $ms ms, sha256 ${sum_rx:0:16}… on both sides"
     else
-        bad tcp_transfer_checksum "received $size of $MF_PODMAN_BYTES bytes, sha256 sent '$sum_tx' received '$sum_rx'"
+        rn_fail tcp_transfer_checksum "received $size of $MF_PODMAN_BYTES bytes, sha256 sent '$sum_tx' received '$sum_rx'"
     fi
 
     # ---- podman rm releases the address (CNI DEL through meshfwd-cni)
     local sandboxes ids
     sandboxes=$(pm vm1 inspect --format '{{.NetworkSettings.SandboxKey}}' pa 2>>"$L"; pm vm2 inspect --format '{{.NetworkSettings.SandboxKey}}' pb 2>>"$L")
     ids=$(pm vm1 inspect --format '{{.Id}}' pa 2>>"$L"; pm vm2 inspect --format '{{.Id}}' pb 2>>"$L")
-    log "sandboxes: ${sandboxes//$'\n'/ }" >>"$L" 2>&1
+    note "sandboxes: ${sandboxes//$'\n'/ }" >>"$L" 2>&1
     pm vm1 rm -f -t 0 pa >>"$L" 2>&1
     pm vm2 rm -f -t 0 pb >>"$L" 2>&1
     if [[ -z $(leases vm1) && -z $(leases vm2) ]] &&
         ! ip -n "$(mf_ns vm1)" -o link show | grep -E '^[0-9]+: mfc[0-9]+@' >/dev/null && ! ip -n "$(mf_ns vm2)" -o link show | grep -E '^[0-9]+: mfc[0-9]+@' >/dev/null; then
-        ok podman_rm_releases "leases and veths gone on both VMs"
+        rn_ok podman_rm_releases "leases and veths gone on both VMs"
     else
-        bad podman_rm_releases "left: leases vm1 '$(leases vm1)' vm2 '$(leases vm2)'; $(ip -n "$(mf_ns vm1)" -o link show | grep -oE '^[0-9]+: mfc[0-9]+' | tr '\n' ' ')"
+        rn_fail podman_rm_releases "left: leases vm1 '$(leases vm1)' vm2 '$(leases vm2)'; $(ip -n "$(mf_ns vm1)" -o link show | grep -oE '^[0-9]+: mfc[0-9]+' | tr '\n' ' ')"
     fi
     local left=""
     for t in $sandboxes; do [[ -e $t ]] && left+=" $t"; done
     for t in $ids; do compgen -G "$CNI_CACHE/results/*$t*" >/dev/null && left+=" cache:$t"; done
     if [[ -n $sandboxes && -z $left ]]; then
-        ok podman_rm_leaves_nothing "container namespaces and libcni cache entries gone"
+        rn_ok podman_rm_leaves_nothing "container namespaces and libcni cache entries gone"
     else
-        bad podman_rm_leaves_nothing "left:${left:- (no sandbox paths known)}"
+        rn_fail podman_rm_leaves_nothing "left:${left:- (no sandbox paths known)}"
     fi
 
     # the next container gets an address again (the released number is reusable)
     if pm vm1 run --rm --network meshnet --rootfs "$P/rootfs" /bin/sh -c 'ip -4 -o addr show dev eth0' >>"$L" 2>&1 &&
         [[ -z $(leases vm1) ]]; then
-        ok run_rm_cycle "podman run --rm: added and released"
+        rn_ok run_rm_cycle "podman run --rm: added and released"
     else
-        bad run_rm_cycle "podman run --rm failed or left a lease '$(leases vm1)'"
+        rn_fail run_rm_cycle "podman run --rm failed or left a lease '$(leases vm1)'"
     fi
 
     # nothing of podman's leaked into the system-wide locations
     local created=""
     for t in "${SYSTEM_DIRS[@]}"; do [[ -e $t && " $PREEXISTING " != *" $t "* ]] && created+=" $t"; done
     if [[ -z $created ]]; then
-        ok nothing_outside_the_run_dir "none of ${SYSTEM_DIRS[*]} created"
+        rn_ok nothing_outside_the_run_dir "none of ${SYSTEM_DIRS[*]} created"
     else
-        bad nothing_outside_the_run_dir "created:$created"
+        rn_fail nothing_outside_the_run_dir "created:$created"
     fi
-    for t in vm1 vm2; do mf_running "$t" || bad meshfwd_alive "$t: meshfwd died"; done
-    echo "# $((SECONDS - start)) s"
-    echo "$PASS passed, $FAIL failed"
-    ((FAIL == 0))
+    for t in vm1 vm2; do mf_running "$t" || rn_fail meshfwd_alive "$t: meshfwd died"; done
+    rn_finish
 }
 
 main

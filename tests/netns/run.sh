@@ -15,78 +15,8 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/netns/lib.sh
 source "$HERE/lib.sh"
-
-PATTERNS=("$@")
-RES_DIR=""
-PASS=0
-FAIL=0
-SUITE_START=$SECONDS
-
-# ----------------------------------------------------------------- framework --
-
-# fail REASON — end the current test (runs inside the test's subshell)
-fail() { printf '%s\n' "$*" >"$T_REASON"; mf_log "FAIL: $*"; exit 1; }
-# sfail REASON — in a group setup function: record the reason, return 1
-#   usage: cmd || sfail "what" || return 1
-sfail() { printf '%s\n' "$*" >"$T_REASON"; mf_log "SETUP FAIL: $*"; return 1; }
-note() { mf_log "# $*"; }
-
-_selected() {
-    local p
-    ((${#PATTERNS[@]})) || return 0
-    for p in "${PATTERNS[@]}"; do
-        # shellcheck disable=SC2053
-        [[ $1 == $p || $1 == *"$p"* ]] && return 0
-    done
-    return 1
-}
-
-_report() { # NAME RC REASON_FILE LOG [REASON_PREFIX]
-    local name=$1 rc=$2 reason
-    if [[ $rc == 0 ]]; then
-        echo "ok $name"; echo "ok $name" >>"$RES_DIR/results"
-    else
-        reason=$(head -n 1 "$3" 2>/dev/null)
-        [[ -n $reason ]] || reason="exit code $rc"
-        reason="${5:-}$reason"
-        echo "FAIL $name ($reason)"; echo "FAIL $name ($reason)" >>"$RES_DIR/results"
-        if [[ -s $4 ]]; then tail -n 15 "$4" | sed 's/^/    # /'; echo "    # full log: $4"; fi
-    fi
-}
-
-# run_group GROUP SETUP_FN TEST_FN... — one mesh for GROUP (built by SETUP_FN),
-# then each TEST_FN (named t_NAME) runs in its own subshell as GROUP/NAME.
-run_group() {
-    local group=$1 setup=$2 t sel=() name; shift 2
-    for t in "$@"; do _selected "$group/${t#t_}" && sel+=("$t"); done
-    ((${#sel[@]})) || return 0
-    (
-        mf_init "$RES_DIR" || exit 1
-        MF_KEEP=2 # artifacts stay under $RES_DIR (removed at the end if all passed)
-        T_REASON="$RES_DIR/$group.setup.reason"
-        : >"$T_REASON"
-        if ! "$setup" >"$RES_DIR/$group.setup.log" 2>&1 || [[ -s $T_REASON ]]; then
-            local log="$RES_DIR/$group.setup.log"
-            for t in "${sel[@]}"; do
-                _report "$group/${t#t_}" 1 "$T_REASON" "$log" "setup failed: "
-                log=/dev/null # show the setup log once per group
-            done
-            exit 1
-        fi
-        for t in "${sel[@]}"; do
-            name="$group/${t#t_}"
-            T_REASON="$RES_DIR/${name//\//.}.reason"
-            : >"$T_REASON"
-            (
-                MF_PIDS=(); MF_PIDNAME=()
-                trap 'mf_kill_pids' EXIT
-                trap 'exit 130' INT; trap 'exit 143' TERM
-                "$t"
-            ) >"$RES_DIR/${name//\//.}.log" 2>&1
-            _report "$name" $? "$T_REASON" "$RES_DIR/${name//\//.}.log"
-        done
-    )
-}
+# shellcheck source=tests/netns/runner.sh
+source "$HERE/runner.sh"
 
 # ---------------------------------------------------------------- helpers --
 
@@ -97,6 +27,13 @@ if [[ ${MF_ENCAP:-gre} == udp ]]; then
 else
     ENCAP_EXTRA=0; CRAFT_ENCAP=(); GRE_FILTER="ip proto 47"; GRE_DECODE=()
 fi
+
+# want_tun_mtu UNDERLAY_MTU [GRE_OPTIONS] — the TUN MTU meshfwd must choose.
+# Deliberately written out here, not read from meshfwd, so that the tests that
+# assert it can fail: outer IPv4 header 20 + GRE header 4 = 24 bytes, + 4 for
+# each GRE option (--key, --csum, --seq: GRE_OPTIONS of them, RFC 2890), + the
+# UDP header 8 with GRE-in-UDP (RFC 8086, ENCAP_EXTRA).
+want_tun_mtu() { echo $(($1 - 20 - 4 - 4 * ${2:-0} - ENCAP_EXTRA)); }
 
 # expect_ping FROM TO_ADDR COUNT — all COUNT echo replies must come back
 expect_ping() {
@@ -113,12 +50,6 @@ expect_no_ping() {
 
 expect_alive() { mf_running "$1" || fail "meshfwd in $1 is not running any more"; }
 
-# all counters of the drops/errors objects that are non-zero, "k=v ..."
-nonzero() {
-    "$MF_PY" -c 'import json,sys
-s=json.load(open(sys.argv[1]))
-print(" ".join(f"{g}.{k}={v}" for g in ("drops","errors") for k,v in s[g].items() if v))' "$(mf_stats_file "$1")"
-}
 
 matrix_test() {
     local out="$MF_RUN_DIR/matrix.txt" bad
@@ -141,17 +72,8 @@ bulk_tcp() {
     mf_reap "$rpid" 30 || fail "receiver failed (code $MF_RC): $(tail -n 3 "$MF_RUN_DIR/tcp-recv-$to.log")"
     note "sender: $sender"
     note "receiver: $(cat "$out")"
-    "$MF_PY" - "$out" "$sender" "$((mib << 20))" <<'EOF' || fail "$(cat "$MF_RUN_DIR/cmp.txt")"
-import json, sys
-r = json.load(open(sys.argv[1])); s = json.loads(sys.argv[2]); want = int(sys.argv[3])
-msg = None
-if s["bytes"] != want: msg = f"sent {s['bytes']} bytes, want {want}"
-elif r["bytes"] != want: msg = f"received {r['bytes']} of {want} bytes"
-elif r["sha256"] != s["sha256"]: msg = f"sha256 mismatch: sent {s['sha256'][:16]}.. received {r['sha256'][:16]}.."
-if msg:
-    import os; open(os.path.dirname(sys.argv[1]) + "/cmp.txt", "w").write(msg); sys.exit(1)
-print(f"{want >> 20} MiB ok, sha256 {s['sha256'][:16]}.., {s['mbit_s']} Mbit/s")
-EOF
+    "$MF_PY" "$MF_TOOLS/verdict.py" tcp-compare "$out" "$sender" "$((mib << 20))" "$MF_RUN_DIR/cmp.txt" ||
+        fail "$(cat "$MF_RUN_DIR/cmp.txt")"
 }
 
 # ------------------------------------------------------------------ groups --
@@ -190,7 +112,7 @@ setup_pmtu() {
 t_pmtu_default_tun_mtu() {
     mf_start_all || fail "start"
     local mtu; mtu=$(mf_exec vm1 cat /sys/class/net/tun0/mtu)
-    [[ $mtu == $((1376 - ENCAP_EXTRA)) ]] || fail "tun0 MTU $mtu over a 1400 underlay, want $((1376 - ENCAP_EXTRA))"
+    [[ $mtu == $(want_tun_mtu 1400) ]] || fail "tun0 MTU $mtu over a 1400 underlay, want $(want_tun_mtu 1400)"
     [[ $(mf_exec vm1c1 cat /sys/class/net/eth0/mtu) == 1500 ]] || fail "container MTU is not 1500"
     bulk_tcp vm1c1 vm2c1 16
     bulk_tcp vm2c1 vm1c1 16
@@ -234,11 +156,7 @@ setup_metrics() {
 }
 # scrape REGEX — sum of the /metrics sample values on vm1 whose line matches
 scrape() {
-    mf_exec vm1 "$MF_PY" -c '
-import re, sys, urllib.request
-body = urllib.request.urlopen("http://127.0.0.1:9469/metrics", timeout=5).read().decode()
-pat = re.compile(sys.argv[1])
-print(sum(int(float(l.rsplit(" ", 1)[1])) for l in body.splitlines() if not l.startswith("#") and pat.match(l)))' "$1"
+    mf_exec vm1 "$MF_PY" "$MF_TOOLS/probe.py" metrics-sum http://127.0.0.1:9469/metrics "$1"
 }
 t_metrics_counters_move() {
     local before after
@@ -262,12 +180,8 @@ t_metrics_drop_label_moves() {
     ((all1 == all0 + 1)) || fail "other drop labels moved too: $all0 -> $all1"
 }
 t_metrics_404() {
-    mf_exec vm1 "$MF_PY" -c '
-import urllib.request, urllib.error
-try:
-    urllib.request.urlopen("http://127.0.0.1:9469/nope", timeout=5); raise SystemExit("no 404")
-except urllib.error.HTTPError as e:
-    raise SystemExit(0 if e.code == 404 else f"status {e.code}")' || fail "unknown path did not answer 404"
+    mf_exec vm1 "$MF_PY" "$MF_TOOLS/probe.py" metrics-status http://127.0.0.1:9469/nope 404 ||
+        fail "unknown path did not answer 404"
 }
 
 setup_classic() {
@@ -294,7 +208,7 @@ t_no_drops_or_errors() {
     done
     sleep 1.2 # let the stats files catch up
     for vm in "${MF_VMS[@]}"; do
-        nz=$(nonzero "$vm")
+        nz=$(mf_nonzero "$vm")
         [[ -z $nz ]] || fail "$vm: $nz"
         [[ $(mf_stat "$vm" tx_packets) -gt 0 && $(mf_stat "$vm" rx_packets) -gt 0 ]] || fail "$vm: no traffic counted"
     done
@@ -324,43 +238,8 @@ t_underlay_capture_tshark() {
     for c in "${MF_VMS[@]}" "${MF_CONTAINERS[@]}"; do
         if [[ -n ${MF_VM_OF[$c]:-} ]]; then map+=("${MF_OVL[$c]}=${MF_UL[${MF_VM_OF[$c]}]}"); else map+=("${MF_OVL[$c]}=${MF_UL[$c]}"); fi
     done
-    "$MF_PY" - "$MF_RUN_DIR/tshark.txt" "$layers" "${MF_UL[vm1]}" "${map[@]}" <<'EOF' >&2 || fail "$(tail -n 1 "$MF_RUN_DIR/tshark.verdict")"
-import sys, collections
-path, layers, me, pairs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-ul = dict(p.split("=") for p in pairs)
-bad, n, dirs = [], 0, collections.Counter()
-for ln, line in enumerate(open(path), 1):
-    f = line.rstrip("\n").split("\t")
-    protos, src, dst, ttl, df, cks, ds, gver, gc, gr, gcs, gproto = f + [""] * (12 - len(f))
-    src, dst, ttl, df, cks, ds = (x.split(",") for x in (src, dst, ttl, df, cks, ds))
-    n += 1
-    why = []
-    if not protos.startswith(layers): why.append(f"protocols {protos}, want {layers}...")
-    if len(src) < 2: why.append("no inner IPv4")
-    else:
-        if cks[0] not in ("1", "Good"): why.append(f"outer checksum status {cks[0]}")
-        if cks[1] not in ("1", "Good"): why.append(f"inner checksum status {cks[1]}")
-        if ttl[0] != "64": why.append(f"outer TTL {ttl[0]}")
-        if df[0] not in ("1", "True"): why.append("outer DF not set")
-        if ul.get(src[1]) != src[0]: why.append(f"outer src {src[0]} for inner src {src[1]}")
-        if ul.get(dst[1]) != dst[0]: why.append(f"outer dst {dst[0]} for inner dst {dst[1]}")
-        if int(ds[0], 0) != int(ds[1], 0): why.append(f"outer TOS {ds[0]} != inner {ds[1]}")
-        dirs["out" if src[0] == me else "in"] += 1
-    if gver not in ("0",): why.append(f"GRE version {gver}")
-    if gr in ("1", "True"): why.append("GRE routing bit")
-    if gproto not in ("0x0800", "0x00000800", "2048"): why.append(f"GRE protocol {gproto}")
-    if gc in ("1", "True") and gcs not in ("1", "Good"): why.append(f"GRE checksum status {gcs}")
-    if why: bad.append(f"packet {ln}: " + "; ".join(why))
-verdict = open(path.replace("tshark.txt", "tshark.verdict"), "w")
-print(f"{n} GRE packets ({dirs['out']} sent by vm1, {dirs['in']} received)")
-# 5+3+2+3 requests out/in, the same number of replies the other way
-if n < 26 or dirs["out"] < 13 or dirs["in"] < 13:
-    bad.append(f"expected >= 13 packets each way, got {dirs['out']} out / {dirs['in']} in")
-for b in bad[:10]: print(b)
-verdict.write(("\n".join(bad[:10]) + "\n") if bad else "ok\n")
-if bad:
-    verdict.write(f"{len(bad)} bad packet(s) of {n}; first: {bad[0]}\n"); sys.exit(1)
-EOF
+    "$MF_PY" "$MF_TOOLS/verdict.py" tshark-underlay "$MF_RUN_DIR/tshark.txt" "$MF_RUN_DIR/tshark.verdict" \
+        "$layers" "${MF_UL[vm1]}" "${map[@]}" >&2 || fail "$(tail -n 1 "$MF_RUN_DIR/tshark.verdict")"
 }
 
 # GRE-in-UDP only: the UDP source port comes from the inner flow's hash (RFC
@@ -369,36 +248,10 @@ t_udp_source_ports() {
     local pcap="$MF_RUN_DIR/sport.pcap" tpid
     mf_tcpdump sport vm1 eth0 "udp dst port 4754 and src ${MF_UL[vm1]}" || fail "tcpdump"
     tpid=$MF_LAST_PID
-    mf_exec vm1c1 "$MF_PY" - "${MF_OVL[vm2c1]}" <<'EOF' || fail "sending UDP flows failed"
-import socket, sys
-for sport in range(40000, 40016):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("", sport))
-    for _ in range(3):
-        s.sendto(b"x" * 32, (sys.argv[1], 9))
-    s.close()
-EOF
+    mf_exec vm1c1 "$MF_PY" "$MF_TOOLS/probe.py" udp-flows "${MF_OVL[vm2c1]}" || fail "sending UDP flows failed"
     mf_tcpdump_stop "$tpid"
-    "$MF_PY" - "$pcap" "${GRE_DECODE[@]}" <<'EOF' >&2 || fail "$(tail -n 1 "$MF_RUN_DIR/sport.verdict")"
-import collections, subprocess, sys
-out = subprocess.run(["tshark", "-r", sys.argv[1], *sys.argv[2:], "-T", "fields", "-E", "occurrence=a",
-                      "-E", "aggregator=,", "-e", "udp.srcport", "-e", "ip.proto"],
-                     capture_output=True, text=True).stdout
-ports = collections.defaultdict(set)
-for line in out.splitlines():
-    sp, proto = line.split("\t")
-    sp = sp.split(",")
-    if len(sp) >= 2 and proto.split(",")[-1] == "17":   # outer UDP carrying inner UDP
-        ports[sp[1]].add(sp[0])
-bad = {k: v for k, v in ports.items() if len(v) != 1}
-outer = set().union(*ports.values()) if ports else set()
-msg = f"{len(ports)} inner flows over {len(outer)} outer source ports"
-print(msg)
-verdict = open(sys.argv[1].replace("sport.pcap", "sport.verdict"), "w")
-if len(ports) != 16 or bad or len(outer) < 4:
-    verdict.write(f"want 16 flows, each on one port, >= 4 ports: {msg}; split flows: {bad}\n"); sys.exit(1)
-verdict.write(msg + "\n")
-EOF
+    "$MF_PY" "$MF_TOOLS/verdict.py" udp-sports "$pcap" "$MF_RUN_DIR/sport.verdict" "${GRE_DECODE[@]}" >&2 ||
+        fail "$(tail -n 1 "$MF_RUN_DIR/sport.verdict")"
 }
 
 # ---------------------------------------------------------------- threads --
@@ -452,23 +305,8 @@ t_udp_no_reorder() {
     # where packets were lost (for the log): kernel TUN queue drops, receiver socket drops
     for s in vm1 vm3; do note "$s tun0 TX dropped (queue full, meshfwd too slow): $(mf_exec "$s" cat /sys/class/net/tun0/statistics/tx_dropped)"; done
     note "vm2c1 $(mf_exec vm2c1 nstat -az UdpRcvbufErrors 2>/dev/null | awk '/UdpRcvbufErrors/ {print "UdpRcvbufErrors " $2}')"
-    "$MF_PY" - "$out" <<'EOF' >&2 || fail "$(tail -n 1 "$MF_RUN_DIR/udp.verdict")"
-import json, sys
-r = json.load(open(sys.argv[1])); bad = []
-for fid, f in r.items():
-    print(f"flow {fid}: received {f['received']}/4000 dups {f['dups']} reordered {f['reordered']}")
-    if f["reordered"]: bad.append(f"flow {fid}: {f['reordered']} reordered")
-    if f["dups"]: bad.append(f"flow {fid}: {f['dups']} duplicates")
-    # loss is not what this test is about (UDP bursts overflow queues), but
-    # reordering needs enough packets through to be meaningful
-    if f["received"] < 100: bad.append(f"flow {fid}: only {f['received']}/4000 received")
-total = sum(f["received"] for f in r.values())
-print(f"total received {total}/48000")
-if total < 12000: bad.append(f"only {total}/48000 datagrams received")
-if len(r) != 12: bad.append(f"{len(r)} of 12 flows seen")
-open(sys.argv[1].replace("udp.json", "udp.verdict"), "w").write("; ".join(bad) + "\n")
-sys.exit(1 if bad else 0)
-EOF
+    "$MF_PY" "$MF_TOOLS/verdict.py" udp-order "$out" "$MF_RUN_DIR/udp.verdict" >&2 ||
+        fail "$(tail -n 1 "$MF_RUN_DIR/udp.verdict")"
 }
 
 t_bulk_tcp_threads() { bulk_tcp vm3c2 vm1c1 32; }
@@ -483,7 +321,7 @@ t_key42_both_sides() {
     mf_start_all --key 42 || fail "meshfwd --key 42 start"
     local mtu; mtu=$(mf_exec vm1 cat /sys/class/net/tun0/mtu)
     # GRE with key: 20 (outer IPv4) + 4 (GRE) + 4 (key) bytes of overhead
-    [[ $mtu == $((MF_UNDERLAY_MTU - 28 - ENCAP_EXTRA)) ]] || fail "tun0 MTU with --key is $mtu, want $((MF_UNDERLAY_MTU - 28 - ENCAP_EXTRA))"
+    [[ $mtu == $(want_tun_mtu "$MF_UNDERLAY_MTU" 1) ]] || fail "tun0 MTU with --key is $mtu, want $(want_tun_mtu "$MF_UNDERLAY_MTU" 1)"
     expect_ping vm1c1 "${MF_OVL[vm2c1]}" 3
     expect_ping vm3c1 "${MF_OVL[vm1c1]}" 3
     sleep 1.2
@@ -503,7 +341,7 @@ t_key_mismatch_42_43() {
     mf_wait_stat vm1 drops.key_mismatch -ge 2 4 >/dev/null || fail "vm1 key_mismatch=$(mf_stat vm1 drops.key_mismatch), want >= 2"
     [[ $(mf_stat vm2 tun_tx_packets) == "$tun2" ]] || fail "vm2 wrote packets to tun0 despite the key mismatch"
     [[ $(mf_stat vm1 tun_tx_packets) == "$tun1" ]] || fail "vm1 wrote packets to tun0 despite the key mismatch"
-    note "vm1: $(nonzero vm1); vm2: $(nonzero vm2)"
+    note "vm1: $(mf_nonzero vm1); vm2: $(mf_nonzero vm2)"
     expect_alive vm1; expect_alive vm2
 }
 
@@ -516,7 +354,7 @@ t_keyless_to_keyed() {
     expect_no_ping vm1c1 "${MF_OVL[vm3c1]}" 2
     mf_wait_stat vm3 drops.key_mismatch -ge 2 4 >/dev/null ||
         fail "keyed GRE into keyless vm3: key_mismatch=$(mf_stat vm3 drops.key_mismatch), want >= 2"
-    note "vm1: $(nonzero vm1); vm3: $(nonzero vm3)"
+    note "vm1: $(mf_nonzero vm1); vm3: $(mf_nonzero vm3)"
 }
 
 # --csum: every packet carries a valid GRE checksum (Linux `csum`), and a
@@ -524,7 +362,7 @@ t_keyless_to_keyed() {
 t_csum_both_sides() {
     mf_start_all --key 42 --csum || fail "meshfwd --key 42 --csum start"
     local mtu; mtu=$(mf_exec vm1 cat /sys/class/net/tun0/mtu)
-    [[ $mtu == $((MF_UNDERLAY_MTU - 32 - ENCAP_EXTRA)) ]] || fail "tun0 MTU with --key --csum is $mtu, want $((MF_UNDERLAY_MTU - 32 - ENCAP_EXTRA))"
+    [[ $mtu == $(want_tun_mtu "$MF_UNDERLAY_MTU" 2) ]] || fail "tun0 MTU with --key --csum is $mtu, want $(want_tun_mtu "$MF_UNDERLAY_MTU" 2)"
     local pcap="$MF_RUN_DIR/csum.pcap" tpid
     mf_tcpdump csum vm1 eth0 "$GRE_FILTER" || fail "tcpdump"
     tpid=$MF_LAST_PID
@@ -539,7 +377,7 @@ t_csum_both_sides() {
         fail "want 12 packets with C set, checksum good, key 42; got: $v"
     sleep 1.2
     for v in "${MF_VMS[@]}"; do
-        [[ -z $(nonzero "$v") ]] || fail "$v counted drops/errors: $(nonzero "$v")"
+        [[ -z $(mf_nonzero "$v") ]] || fail "$v counted drops/errors: $(mf_nonzero "$v")"
     done
 }
 
@@ -553,7 +391,7 @@ t_csum_required() {
     mf_wait_stat vm2 tun_tx_packets -ge $((tun2 + 3)) 4 >/dev/null || fail "vm2 did not deliver vm1's checksummed requests"
     mf_wait_stat vm1 drops.gre_checksum_missing -ge 3 4 >/dev/null ||
         fail "vm1 gre_checksum_missing=$(mf_stat vm1 drops.gre_checksum_missing), want >= 3"
-    note "vm1: $(nonzero vm1); vm2: $(nonzero vm2)"
+    note "vm1: $(mf_nonzero vm1); vm2: $(mf_nonzero vm2)"
     expect_alive vm1
 }
 
@@ -599,7 +437,7 @@ t_udp_gso_fallback() {
     sleep 1.2
     local vm
     for vm in vm1 vm2; do
-        [[ -z $(nonzero "$vm") ]] || fail "$vm counted drops/errors: $(nonzero "$vm")"
+        [[ -z $(mf_nonzero "$vm") ]] || fail "$vm counted drops/errors: $(mf_nonzero "$vm")"
     done
     # Without GSO every datagram is its own send: vm1 sent at least one per MSS.
     local tx; tx=$(mf_stat vm1 tx_packets)
@@ -632,7 +470,7 @@ craft() {
     mf_exec vm2 timeout 10 "$MF_PY" "$MF_TOOLS/gre_craft.py" "${args[@]}" >&2 || fail "gre_craft.py failed"
     if [[ $expect == deliver ]]; then
         mf_wait_stat vm1 tun_tx_packets -ge $((tun_before + 1)) 4 >/dev/null ||
-            fail "not delivered: tun_tx_packets $(mf_stat vm1 tun_tx_packets) (was $tun_before); $(nonzero vm1)"
+            fail "not delivered: tun_tx_packets $(mf_stat vm1 tun_tx_packets) (was $tun_before); $(mf_nonzero vm1)"
         for ((v = 0; v < 20; v++)); do
             seen=$(tcpdump -r "$CRAFT_PCAP" -n "icmp[icmptype]=8 and icmp[4:2]=$id" 2>/dev/null | wc -l)
             [[ $seen -ge 1 ]] && break; sleep 0.1
@@ -640,7 +478,7 @@ craft() {
         [[ $seen -ge 1 ]] || fail "tun_tx moved but the echo request (id $id) never reached vm1c1"
     else
         mf_wait_stat vm1 "drops.$expect" -ge $((drops_before + 1)) 4 >/dev/null ||
-            fail "drops.$expect did not move ($(mf_stat vm1 "drops.$expect")); tun_tx $tun_before->$(mf_stat vm1 tun_tx_packets); $(nonzero vm1)"
+            fail "drops.$expect did not move ($(mf_stat vm1 "drops.$expect")); tun_tx $tun_before->$(mf_stat vm1 tun_tx_packets); $(mf_nonzero vm1)"
         [[ $(mf_stat vm1 tun_tx_packets) == "$tun_before" ]] || fail "tun_tx_packets moved: packet delivered"
         sleep 0.2
         seen=$(tcpdump -r "$CRAFT_PCAP" -n "icmp[icmptype]=8 and icmp[4:2]=$id" 2>/dev/null | wc -l)
@@ -725,7 +563,7 @@ egress() {
     note "ping $* $dst from $from (expect drops.$reason on $vm)"
     mf_exec "$from" ping -n -q -c 2 -i 0.2 -W 1 -w 2 "$@" "$dst" >&2 && fail "ping $dst got a reply"
     mf_wait_stat "$vm" "drops.$reason" -ge $((before + 2)) 4 >/dev/null ||
-        fail "drops.$reason $before -> $(mf_stat "$vm" "drops.$reason") (want +2); $(nonzero "$vm")"
+        fail "drops.$reason $before -> $(mf_stat "$vm" "drops.$reason") (want +2); $(mf_nonzero "$vm")"
     [[ $(mf_stat "$vm" tx_packets) == "$tx" ]] || fail "$vm sent GRE for $dst (tx_packets $tx -> $(mf_stat "$vm" tx_packets))"
     expect_alive "$vm"
 }
@@ -767,7 +605,7 @@ t_icmp_errors_cost_no_other_packet() {
     mf_reap "$p3" 20 || true; mf_reap "$p2" 20 || true
     sleep 1.2 # one stats period
     icmp1=$(($(mf_stat vm1 errors.icmp_proto_unreachable) + $(mf_stat vm1 errors.icmp_port_unreachable)))
-    note "vm1c1 -> vm3c1: $(grep transmitted "$out"); vm1 icmp unreachable +$((icmp1 - icmp0)); $(nonzero vm1)"
+    note "vm1c1 -> vm3c1: $(grep transmitted "$out"); vm1 icmp unreachable +$((icmp1 - icmp0)); $(mf_nonzero vm1)"
     ((icmp1 > icmp0)) || fail "vm2 sent no ICMP unreachable: the test proves nothing"
     [[ $(mf_stat vm1 errors.send_other) == "$before_other" ]] || fail "send_other $before_other -> $(mf_stat vm1 errors.send_other)"
     [[ $(mf_stat vm1 errors.send_unreachable) == "$before_unr" ]] || fail "send_unreachable $before_unr -> $(mf_stat vm1 errors.send_unreachable)"
@@ -785,7 +623,7 @@ t_tun_configured() {
     local info; info=$(mf_exec vm1 ip -o addr show dev tun0; mf_exec vm1 ip -o link show dev tun0)
     note "$info"
     grep -q "inet ${MF_OVL[vm1]}/4 " <<<"$info" || fail "tun0 lacks ${MF_OVL[vm1]}/4"
-    grep -q "mtu $((MF_UNDERLAY_MTU - 24 - ENCAP_EXTRA)) " <<<"$info" || fail "tun0 MTU is not $((MF_UNDERLAY_MTU - 24 - ENCAP_EXTRA))"
+    grep -q "mtu $(want_tun_mtu "$MF_UNDERLAY_MTU") " <<<"$info" || fail "tun0 MTU is not $(want_tun_mtu "$MF_UNDERLAY_MTU")"
     grep -Eq '[<,]UP[,>]' <<<"$info" || fail "tun0 not up"
     mf_exec vm1 ip route get "${MF_OVL[vm2c1]}" | grep -q 'dev tun0' || fail "overlay not routed into tun0"
     mf_stop vm1
@@ -793,26 +631,8 @@ t_tun_configured() {
 
 t_stats_file_schema() {
     mf_start vm1 || fail "start"
-    "$MF_PY" - "$(mf_stats_file vm1)" <<'EOF' >&2 || fail "$(tail -n1 "$MF_RUN_DIR/schema.txt")"
-import json, sys, os
-s = json.load(open(sys.argv[1]))
-out = open(os.path.join(os.path.dirname(sys.argv[1]), "schema.txt"), "w")
-bad = []
-for k in "tun_rx_packets tun_rx_bytes tx_packets tx_bytes rx_packets rx_bytes tun_tx_packets tun_tx_bytes".split():
-    if not isinstance(s.get(k), int): bad.append(f"missing/non-int {k}")
-drops = s.get("drops", {})
-for k in ("too_short not_ipv4 bad_ip_header dst_not_in_overlay dst_local_vm dst_reserved peer_not_unicast "
-          "src_not_local oversize outer_src_not_underlay gre_version gre_flags gre_not_ipv4 gre_checksum "
-          "key_mismatch inner_malformed inner_src_not_overlay spoofed_source inner_dst_not_local "
-          "ecn_ce_not_ect truncated").split():
-    if not isinstance(drops.get(k), int): bad.append(f"missing drops.{k}")
-if not isinstance(s.get("errors"), dict) or not s["errors"]: bad.append("errors object missing/empty")
-elif not any(k.startswith("send_") for k in s["errors"]) or "tun_write" not in s["errors"]:
-    bad.append(f"errors lacks send_*/tun_write: {sorted(s['errors'])}")
-print(json.dumps(s)[:400])
-out.write(("; ".join(bad) if bad else "ok") + "\n")
-sys.exit(1 if bad else 0)
-EOF
+    "$MF_PY" "$MF_TOOLS/mfjson.py" stats-schema "$(mf_stats_file vm1)" "$MF_RUN_DIR/schema.txt" >&2 ||
+        fail "$(tail -n1 "$MF_RUN_DIR/schema.txt")"
     mf_stop vm1
 }
 
@@ -889,7 +709,7 @@ t_peer_down_counted() {
     mf_exec vm1c1 ping -c 12 -i 0.5 -W 1 "${MF_OVL[vm2c1]}" >/dev/null 2>&1 && fail "ping worked with vm2 down"
     sleep 1.2
     local unreach; unreach=$(mf_stat vm1 errors.icmp_unreachable)
-    note "vm1 icmp_unreachable=$unreach; $(nonzero vm1)"
+    note "vm1 icmp_unreachable=$unreach; $(mf_nonzero vm1)"
     ((unreach > 0)) || fail "icmp_unreachable did not move while vm2 was down"
     expect_alive vm1
     mf_exec vm2 ip link set eth0 up || fail "eth0 up"
@@ -1008,63 +828,39 @@ t_bad_config_exit_2() {
 # ------------------------------------------------------------------- main --
 
 main() {
-    [[ $EUID -eq 0 ]] || { echo "tests/netns/run.sh must run as root (network namespaces)" >&2; echo "0 passed, 1 failed"; exit 1; }
-    local t
-    for t in ip tcpdump tshark ping "$MF_PY"; do
-        command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; echo "0 passed, 1 failed"; exit 1; }
-    done
-    if [[ ! -x $MESHFWD ]]; then
-        echo "meshfwd binary not found at $MESHFWD (run: cargo build --release)" >&2
-        echo "0 passed, 1 failed"; exit 1
-    fi
-    RES_DIR=$(mktemp -d /tmp/meshfwd-netns.XXXXXX)
-    : >"$RES_DIR/results"
-    trap 'echo "FAIL interrupted"; echo "FAIL interrupted" >>"$RES_DIR/results"; _finish 130' INT TERM
-    echo "# meshfwd netns suite: $MESHFWD, logs in $RES_DIR"
+    rn_need_root
+    rn_need ip tcpdump tshark ping "$MF_PY"
+    rn_need_x "$MESHFWD"
+    rn_init "" "$@"
+    echo "# meshfwd netns suite: $MESHFWD, logs in $RN_DIR"
 
     local udp_only=()
     [[ ${MF_ENCAP:-gre} == udp ]] && udp_only=(t_udp_source_ports)
-    run_group wide setup_wide t_all_pairs_ping t_vm_host_to_remote_container t_bulk_tcp_sha256 \
+    rn_group wide setup_wide t_all_pairs_ping t_vm_host_to_remote_container t_bulk_tcp_sha256 \
         t_underlay_capture_tshark "${udp_only[@]}" t_no_drops_or_errors
-    run_group classic setup_classic t_all_pairs_ping t_vm_host_to_remote_container t_no_drops_or_errors
-    run_group nooffload setup_nooffload t_all_pairs_ping t_offload_reported t_bulk_tcp_nooffload \
+    rn_group classic setup_classic t_all_pairs_ping t_vm_host_to_remote_container t_no_drops_or_errors
+    rn_group nooffload setup_nooffload t_all_pairs_ping t_offload_reported t_bulk_tcp_nooffload \
         t_bulk_tcp_mixed_offload t_no_drops_or_errors
-    run_group metrics setup_metrics t_metrics_counters_move t_metrics_drop_label_moves t_metrics_404
-    run_group pmtu setup_pmtu t_pmtu_fragment_non_df t_pmtu_icmp_frag_needed t_pmtu_default_tun_mtu
-    run_group threads2 setup_threads2 t_thread_count t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads
+    rn_group metrics setup_metrics t_metrics_counters_move t_metrics_drop_label_moves t_metrics_404
+    rn_group pmtu setup_pmtu t_pmtu_fragment_non_df t_pmtu_icmp_frag_needed t_pmtu_default_tun_mtu
+    rn_group threads2 setup_threads2 t_thread_count t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads
     local udp_key=()
     [[ ${MF_ENCAP:-gre} == udp ]] && udp_key=(t_udp_gso_fallback)
-    run_group key setup_key t_key42_both_sides t_key_mismatch_42_43 t_keyless_to_keyed \
+    rn_group key setup_key t_key42_both_sides t_key_mismatch_42_43 t_keyless_to_keyed \
         t_csum_both_sides t_csum_required t_seq_numbers "${udp_key[@]}"
-    run_group crafted setup_crafted t_control_valid t_control_gre_checksum t_control_gre_sequence \
+    rn_group crafted setup_crafted t_control_valid t_control_gre_checksum t_control_gre_sequence \
         t_control_ce_over_ect0 t_spoofed_source t_inner_dst_other_vm t_inner_src_not_overlay \
         t_gre_version_1 t_gre_routing_bit t_gre_reserved_bits t_gre_bad_checksum t_gre_not_ipv4 \
         t_gre_key_on_keyless t_inner_truncated t_inner_header_cut t_outer_src_not_underlay \
         t_ecn_ce_over_not_ect t_wrong_encap t_inner_dst_host_part_0 t_empty_outer_payload t_still_forwarding
-    run_group egress setup_egress t_dst_local_vm t_dst_local_vm_from_container t_dst_reserved \
+    rn_group egress setup_egress t_dst_local_vm t_dst_local_vm_from_container t_dst_reserved \
         t_peer_not_unicast t_src_not_local t_dst_not_in_overlay t_still_forwarding \
         t_icmp_errors_cost_no_other_packet
-    run_group lifecycle setup_lifecycle t_tun_configured t_stats_file_schema t_sigterm_exit_0 \
+    rn_group lifecycle setup_lifecycle t_tun_configured t_stats_file_schema t_sigterm_exit_0 \
         t_sigint_exit_0 t_tun_deleted_exit_nonzero t_bad_config_exit_2 t_no_capabilities_after_start \
         t_user_nobody t_bad_user_exit_2 t_kill9_restart_within_1s t_peer_down_counted \
         t_second_instance_refused t_sighup_keeps_running t_log_write_failure_keeps_forwarding
-    _finish 0
-}
-
-_finish() {
-    trap - INT TERM
-    PASS=$(grep -c '^ok ' "$RES_DIR/results")
-    FAIL=$(grep -c '^FAIL ' "$RES_DIR/results")
-    echo "# suite time $((SECONDS - SUITE_START)) s"
-    if ((FAIL == 0 && $1 == 0)) && [[ ${MF_KEEP_LOGS:-0} != 1 ]]; then
-        rm -rf "$RES_DIR"
-    else
-        echo "# logs kept in $RES_DIR"
-    fi
-    ((PASS + FAIL > 0)) || { echo "no test matched" >&2; FAIL=1; }
-    echo "$PASS passed, $FAIL failed"
-    ((FAIL == 0 && $1 == 0)) || exit 1
-    exit 0
+    rn_finish
 }
 
 main "$@"
