@@ -332,10 +332,6 @@ impl Datapath {
         self.seqs.is_some()
     }
 
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
     pub fn local(&self) -> Ipv4Addr {
         self.local
     }

@@ -7,7 +7,8 @@
 //! are pure and public, so they are unit-tested on their own.
 
 use crate::datapath::Encap;
-use crate::layout::{Cidr, Layout};
+use crate::layout::Layout;
+use crate::procfs::{parse_cap_eff, parse_proc_net_route, parse_proc_net_udp, Route};
 use crate::sys::netdev::{self, IfAddr};
 use std::io;
 use std::net::Ipv4Addr;
@@ -29,16 +30,6 @@ pub struct GreFacts {
     pub module_files: Vec<String>,
     /// modules.builtin lists ip_gre.
     pub builtin: bool,
-}
-
-/// A route of the main table (from /proc/net/route).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    /// Interface, or `*` for unreachable/blackhole/prohibit routes.
-    pub ifname: String,
-    pub dst: Cidr,
-    pub gateway: Option<Ipv4Addr>,
-    pub metric: u32,
 }
 
 /// Everything the checks look at, read by [`gather`].
@@ -120,54 +111,6 @@ impl std::fmt::Display for Holder {
             ),
         }
     }
-}
-
-/// The UDP sockets on `port` that a bind to `local:port` collides with,
-/// from the text of /proc/net/udp (`v6`: /proc/net/udp6, where `::` and
-/// `::ffff:local` collide): `(inode, uid)`, inode 0 for a kernel socket.
-pub fn parse_proc_net_udp(text: &str, local: Ipv4Addr, port: u16, v6: bool) -> Vec<(u64, u32)> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(addr), Some(uid), Some(inode)) = (f.get(1), f.get(7), f.get(9)) else {
-            continue;
-        };
-        let Some((a, p)) = addr.split_once(':') else {
-            continue;
-        };
-        let (Ok(p), Ok(uid), Ok(inode)) = (
-            u16::from_str_radix(p, 16),
-            uid.parse::<u32>(),
-            inode.parse::<u64>(),
-        ) else {
-            continue;
-        };
-        // Addresses are raw network-order 32-bit words, each printed as a number.
-        let words: Option<Vec<[u8; 4]>> = (0..a.len() / 8)
-            .map(|i| {
-                u32::from_str_radix(a.get(8 * i..8 * i + 8)?, 16)
-                    .ok()
-                    .map(u32::to_ne_bytes)
-            })
-            .collect();
-        let Some(words) = words else { continue };
-        let collides = match (v6, words.as_slice()) {
-            (false, [w]) => {
-                let a = Ipv4Addr::from(*w);
-                a == local || a.is_unspecified()
-            }
-            (true, [w0, w1, w2, w3]) => {
-                let any = words.iter().all(|w| *w == [0; 4]);
-                let mapped = *w0 == [0; 4] && *w1 == [0; 4] && *w2 == [0, 0, 0xff, 0xff];
-                any || (mapped && Ipv4Addr::from(*w3) == local)
-            }
-            _ => false,
-        };
-        if p == port && collides {
-            out.push((inode, uid));
-        }
-    }
-    out
 }
 
 /// Who holds each socket `(inode, uid)`: the processes whose /proc/PID/fd
@@ -361,14 +304,6 @@ fn gather_gre() -> GreFacts {
 
 // ---------------------------------------------------------------- parsers --
 
-/// The effective capability mask (`CapEff:` line of /proc/PID/status).
-pub fn parse_cap_eff(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-}
-
 /// IPv4 `nameserver` lines of a resolv.conf (IPv6 servers and comments ignored).
 pub fn parse_resolv_conf(text: &str) -> Vec<Ipv4Addr> {
     text.lines()
@@ -376,38 +311,6 @@ pub fn parse_resolv_conf(text: &str) -> Vec<Ipv4Addr> {
             let mut f = l.split_whitespace();
             (f.next()? == "nameserver").then_some(())?;
             f.next()?.parse().ok()
-        })
-        .collect()
-}
-
-/// Routes of /proc/net/route (main table). Addresses there are hexadecimal
-/// renderings of network-order words in host byte order.
-pub fn parse_proc_net_route(text: &str) -> Vec<Route> {
-    const RTF_GATEWAY: u32 = 0x2;
-    let word = |s: &str| {
-        u32::from_str_radix(s, 16)
-            .ok()
-            .map(|v| Ipv4Addr::from(v.to_ne_bytes()))
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 8 {
-                return None;
-            }
-            let dst = word(f[1])?;
-            let gw = word(f[2])?;
-            let flags = u32::from_str_radix(f[3], 16).ok()?;
-            let metric = f[6].parse().ok()?;
-            let mask = word(f[7])?;
-            let prefix = u32::from(mask).leading_ones() as u8;
-            Some(Route {
-                ifname: f[0].to_string(),
-                dst: Cidr::new(dst, prefix).ok()?,
-                gateway: (flags & RTF_GATEWAY != 0).then_some(gw),
-                metric,
-            })
         })
         .collect()
 }

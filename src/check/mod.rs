@@ -19,10 +19,8 @@ mod verdicts;
 #[cfg(test)]
 mod tests;
 
-pub use facts::{
-    gather, parse_cap_eff, parse_proc_net_route, parse_proc_net_udp, parse_resolv_conf, Facts,
-    GreFacts, Holder, Route, UdpPortFacts,
-};
+pub use crate::procfs::{parse_cap_eff, parse_proc_net_route, parse_proc_net_udp, Route};
+pub use facts::{gather, parse_resolv_conf, Facts, GreFacts, Holder, UdpPortFacts};
 pub use verdicts::{
     check_capabilities, check_gre_modules, check_instance, check_ip_forward, check_layout,
     check_local_address, check_mtu, check_overlay_routes, check_raw_socket, check_resolvers,

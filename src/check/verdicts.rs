@@ -4,10 +4,11 @@
 //! `ok` / `warn` / `fail` [`Check`] per `check_*` function flows out, and
 //! [`evaluate`] puts them in report order. Unit-tested without root.
 
-use super::facts::{Facts, GreFacts, Holder, Route, UdpPortFacts};
+use super::facts::{Facts, GreFacts, Holder, UdpPortFacts};
 use super::Check;
 use crate::datapath::Encap;
 use crate::layout::{Cidr, Layout};
+use crate::procfs::Route;
 use crate::sys::netdev::IfAddr;
 use std::io;
 use std::net::Ipv4Addr;

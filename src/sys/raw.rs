@@ -104,11 +104,6 @@ impl RawGreSocket {
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }
-
-    /// The underlying socket, for further setup-time options.
-    pub fn socket(&self) -> &Socket {
-        &self.sock
-    }
 }
 
 impl AsRawFd for RawGreSocket {
