@@ -10,8 +10,11 @@
 #   --reps N          repetitions (default 3)
 #   --duration S      TCP test length in seconds, after the omitted start (default 20)
 #   --omit S          seconds of TCP slow start left out (default 2)
-#   --paths LIST      comma list of raw,raw-nooff,vxlan,fastd,tinc,meshfwd,meshfwd-nooff,meshfwd-udp,
-#                     meshfwd-base,meshfwd-udp-base (default all; the -base ones need --baseline)
+#   --paths LIST      comma list of raw,raw-nooff,vxlan,fastd,tinc,meshfwd,meshfwd-nopin,
+#                     meshfwd-nooff,meshfwd-udp,meshfwd-udp-nopin (the default), and on request
+#                     meshfwd-t1,meshfwd-t2,meshfwd-t4,meshfwd-t8 (GRE, --no-pin --threads N)
+#                     and meshfwd-base,meshfwd-udp-base (need --baseline)
+#   --sweep           add the GRE --threads sweep (meshfwd-t1,-t2,-t4,-t8) to the paths
 #   --tests LIST      comma list of ping,tcp1,tcp4,udp,udp64 (default all)
 #   --quick           --reps 1 --duration 5 --omit 1, shorter UDP steps and ping
 #   --out DIR         results directory (default bench-results/<timestamp>)
@@ -29,8 +32,13 @@
 # vxlan = kernel VXLAN (MTU 1450); fastd = fastd
 # `method "null"` over TUN (MTU 1450); tinc = tinc 1.0 Cipher/Digest none, router
 # mode over TUN (MTU 1450, measured only after PMTU discovery moved it to UDP);
-# meshfwd = default settings (MTU 1476 = 1500 - 24); meshfwd-nooff = --no-offload;
-# meshfwd-udp = --encap udp (GRE-in-UDP with UDP GSO/GRO, MTU 1468 = 1500 - 32).
+# meshfwd = default settings (MTU 1476 = 1500 - 24): one worker per CPU, pinned,
+# the production default; meshfwd-nopin = the same with --no-pin (both namespace
+# "VMs" share this machine's CPUs, so their pinned workers collide: the
+# unpinned figure shows what the code does without that collision);
+# meshfwd-nooff = --no-offload; meshfwd-udp = --encap udp (GRE-in-UDP with UDP
+# GSO/GRO, MTU 1468 = 1500 - 32); meshfwd-udp-nopin = the same with --no-pin;
+# meshfwd-tN = GRE with --no-pin --threads N (receive cost by worker count).
 #
 # Within each repetition every test runs on every path in turn (A/B/C/A/B/C; the
 # order is reversed on every other repetition), so slow drift of this shared
@@ -54,7 +62,10 @@ REPORT="$HERE/bench_report.py"
 
 ARGS_STR="$*"
 # shellcheck disable=SC2034  # read through a nameref in pick()
-ALL_PATHS=(raw raw-nooff vxlan fastd tinc meshfwd meshfwd-nooff meshfwd-udp meshfwd-base meshfwd-udp-base)
+ALL_PATHS=(raw raw-nooff vxlan fastd tinc meshfwd meshfwd-nopin meshfwd-nooff meshfwd-udp meshfwd-udp-nopin
+    meshfwd-t1 meshfwd-t2 meshfwd-t4 meshfwd-t8 meshfwd-base meshfwd-udp-base)
+SWEEP_PATHS=(meshfwd-t1 meshfwd-t2 meshfwd-t4 meshfwd-t8)
+SWEEP=0
 # shellcheck disable=SC2034
 ALL_TESTS=(ping tcp1 tcp4 udp udp64)
 REPS=3
@@ -94,6 +105,7 @@ while (($#)); do
         --meshfwd-args) [[ $# -ge 2 ]] || { echo "--meshfwd-args needs a value" >&2; exit 2; }
             read -ra MESHFWD_EXTRA <<<"$2"; shift 2 ;;
         --baseline) need_arg "$@"; BASELINE=$2; shift 2 ;;
+        --sweep) SWEEP=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -124,11 +136,17 @@ pick() { # ALLOWED_ARRAY_NAME CSV -> words, validated, in the given order
 if [[ -n $BASELINE ]]; then
     [[ -x $BASELINE ]] || { echo "--baseline $BASELINE: not an executable" >&2; exit 2; }
     BASELINE=$(realpath "$BASELINE")
-elif [[ -z $PATHS_ARG ]]; then
-    ALL_PATHS=("${ALL_PATHS[@]/meshfwd-base/}"); ALL_PATHS=("${ALL_PATHS[@]/meshfwd-udp-base/}")
-    mapfile -t ALL_PATHS < <(printf '%s\n' "${ALL_PATHS[@]}" | grep .)
 fi
-mapfile -t PATHS < <(pick ALL_PATHS "$PATHS_ARG") || exit 2
+if [[ -n $PATHS_ARG ]]; then
+    mapfile -t PATHS < <(pick ALL_PATHS "$PATHS_ARG") || exit 2
+else
+    # the default: everything but the sweep, and the -base paths only with --baseline
+    mapfile -t PATHS < <(printf '%s\n' "${ALL_PATHS[@]}" | grep -v -e '^meshfwd-t[0-9]' |
+        if [[ -n $BASELINE ]]; then cat; else grep -v -e '-base$'; fi)
+fi
+if ((SWEEP)); then
+    for p in "${SWEEP_PATHS[@]}"; do [[ " ${PATHS[*]} " == *" $p "* ]] || PATHS+=("$p"); done
+fi
 if [[ -z $BASELINE ]] && [[ " ${PATHS[*]} " == *-base\ * ]]; then
     echo "--paths meshfwd-base / meshfwd-udp-base need --baseline BIN" >&2; exit 2
 fi
@@ -142,6 +160,7 @@ fi
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 has() { [[ " ${PATHS[*]} " == *" $1 "* ]]; }
+has_meshfwd() { [[ " ${PATHS[*]} " == *" meshfwd"* ]]; }
 has_test() { [[ " ${TESTS[*]} " == *" $1 "* ]]; }
 
 # ------------------------------------------------------------------ tools --
@@ -167,7 +186,7 @@ if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
     log "python3-matplotlib not importable by $PY: charts disabled"; CHARTS=0
 fi
 
-if has meshfwd || has meshfwd-nooff || has meshfwd-udp; then
+if has_meshfwd; then
     if ((BUILD)); then
         [[ -d $HOME/.cargo/bin ]] && PATH="$HOME/.cargo/bin:$PATH"
         command -v cargo >/dev/null || { echo "cargo not found (or use --no-build)" >&2; exit 1; }
@@ -250,7 +269,7 @@ bench_cleanup() {
 trap bench_cleanup EXIT
 
 # The meshfwd binary is copied so that a concurrent `cargo build` cannot swap it mid-run.
-if has meshfwd || has meshfwd-nooff || has meshfwd-udp; then
+if has_meshfwd; then
     cp "$MESHFWD_SRC" "$RUN/meshfwd" || exit 1
     MESHFWD="$RUN/meshfwd"
 fi
@@ -405,12 +424,9 @@ EOF
 #    GRE packet on their raw sockets).
 MESHFWD_MODE=""
 DST[meshfwd]=$("$MESHFWD_SRC" addr --json $UL2 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["vm_overlay"])' 2>/dev/null)
-DST[meshfwd-nooff]=${DST[meshfwd]}
-DST[meshfwd-udp]=${DST[meshfwd]}
-DST[meshfwd-base]=${DST[meshfwd]}
-DST[meshfwd-udp-base]=${DST[meshfwd]}
+for p in "${PATHS[@]}"; do [[ $p == meshfwd* ]] && DST[$p]=${DST[meshfwd]}; done
 meshfwd_stop() {
-    local vm
+    local vm p
     [[ -n $MESHFWD_MODE ]] || return 0
     for vm in $VM1 $VM2; do
         mf_running "$vm" || { unset 'MF_MESHFWD_PID[$vm]'; continue; }
@@ -420,14 +436,23 @@ meshfwd_stop() {
         cp "$(mf_stats_file "$vm")" "$OUT/logs/$MESHFWD_MODE.$vm.stats.json" 2>/dev/null
     done
     MESHFWD_MODE=""
-    PIDS[meshfwd]="" PIDS[meshfwd-nooff]="" PIDS[meshfwd-udp]="" PIDS[meshfwd-base]="" PIDS[meshfwd-udp-base]=""
+    for p in "${PATHS[@]}"; do [[ $p == meshfwd* ]] && PIDS[$p]=""; done
 }
-meshfwd_start() { # MODE (meshfwd | meshfwd-nooff | meshfwd-udp | meshfwd-base | meshfwd-udp-base)
+meshfwd_args() { # MODE -> the options that make that path
+    case $1 in
+        meshfwd | meshfwd-base) ;;
+        meshfwd-nopin) echo --no-pin ;;
+        meshfwd-nooff) echo --no-offload ;;
+        meshfwd-udp | meshfwd-udp-base) echo --encap udp ;;
+        meshfwd-udp-nopin) echo --encap udp --no-pin ;;
+        meshfwd-t[0-9]*) echo --no-pin --threads "${1#meshfwd-t}" ;;
+    esac
+}
+meshfwd_start() { # MODE (one of the meshfwd* paths)
     local mode=$1 args=() vm
     [[ $MESHFWD_MODE == "$mode" ]] && mf_running $VM1 && mf_running $VM2 && return 0
     meshfwd_stop
-    [[ $mode == meshfwd-nooff ]] && args=(--no-offload)
-    [[ $mode == meshfwd-udp || $mode == meshfwd-udp-base ]] && args=(--encap udp)
+    read -ra args <<<"$(meshfwd_args "$mode")"
     # the -base paths run the --baseline binary, everything else this build
     MESHFWD=$MESHFWD_CUR
     [[ $mode == *-base ]] && MESHFWD="$RUN/meshfwd-base"
@@ -448,7 +473,7 @@ for p in "${PATHS[@]}"; do
         raw-nooff | vxlan | fastd | tinc)
             log "setting up $p"
             if "setup_${p//-/_}"; then PATH_OK[$p]=1; else log "$p did not come up: it is left out (logs in $OUT/logs)"; fi ;;
-        meshfwd | meshfwd-nooff | meshfwd-udp | meshfwd-base | meshfwd-udp-base)
+        meshfwd*)
             log "checking $p"
             if meshfwd_start "$p"; then PATH_OK[$p]=1; else log "$p did not come up: it is left out"; fi ;;
     esac
@@ -605,7 +630,7 @@ ensure_path() { # PATH — up and answering, else 1
     local p=$1 pid
     [[ -n ${PATH_OK[$p]:-} ]] || return 1
     case $p in
-        meshfwd | meshfwd-nooff | meshfwd-udp | meshfwd-base | meshfwd-udp-base) meshfwd_start "$p" || { log "$p: could not start"; return 1; } ;;
+        meshfwd*) meshfwd_start "$p" || { log "$p: could not start"; return 1; } ;;
         fastd | tinc)
             for pid in ${PIDS[$p]}; do
                 _mf_alive "$pid" || { log "$p: daemon $pid has exited; path dropped"; PATH_OK[$p]=""; return 1; }

@@ -17,7 +17,8 @@ import statistics
 import subprocess
 import sys
 
-PATH_ORDER = ["raw", "raw-nooff", "vxlan", "fastd", "tinc", "meshfwd", "meshfwd-nooff", "meshfwd-udp",
+PATH_ORDER = ["raw", "raw-nooff", "vxlan", "fastd", "tinc", "meshfwd", "meshfwd-nopin", "meshfwd-nooff",
+              "meshfwd-udp", "meshfwd-udp-nopin", "meshfwd-t1", "meshfwd-t2", "meshfwd-t4", "meshfwd-t8",
               "meshfwd-base", "meshfwd-udp-base"]
 LABEL = {
     "raw": "raw veth",
@@ -25,15 +26,20 @@ LABEL = {
     "vxlan": "kernel VXLAN",
     "fastd": "fastd null",
     "tinc": "tinc 1.0 none",
-    "meshfwd": "meshfwd",
+    "meshfwd": "meshfwd (pinned, default)",
+    "meshfwd-nopin": "meshfwd --no-pin",
     "meshfwd-nooff": "meshfwd --no-offload",
-    "meshfwd-udp": "meshfwd --encap udp",
+    "meshfwd-udp": "meshfwd --encap udp (pinned)",
+    "meshfwd-udp-nopin": "meshfwd --encap udp --no-pin",
+    "meshfwd-t1": "meshfwd --no-pin --threads 1",
+    "meshfwd-t2": "meshfwd --no-pin --threads 2",
+    "meshfwd-t4": "meshfwd --no-pin --threads 4",
+    "meshfwd-t8": "meshfwd --no-pin --threads 8",
     "meshfwd-base": "meshfwd (--baseline build)",
     "meshfwd-udp-base": "meshfwd --encap udp (--baseline build)",
 }
-DAEMON_PATHS = {"fastd", "tinc", "meshfwd", "meshfwd-nooff", "meshfwd-udp", "meshfwd-base",
-                "meshfwd-udp-base"}
-MESHFWD_PATHS = {"meshfwd", "meshfwd-nooff", "meshfwd-udp", "meshfwd-base", "meshfwd-udp-base"}
+MESHFWD_PATHS = {p for p in PATH_ORDER if p.startswith("meshfwd")}
+DAEMON_PATHS = {"fastd", "tinc"} | MESHFWD_PATHS
 
 # metrics summarised per path: key -> (label, unit, digits)
 METRICS = {
@@ -274,7 +280,8 @@ def summarise(per_rep, paths, reps):
         if "rss_max_mib" in summary[p]:  # the worst sample is what the target is about
             summary[p]["rss_max_mib"]["worst"] = summary[p]["rss_max_mib"]["max"]
     ratios = {}
-    for num in [p for p in ("meshfwd", "meshfwd-nooff", "meshfwd-udp") if p in paths]:
+    for num in [p for p in ("meshfwd", "meshfwd-nopin", "meshfwd-nooff", "meshfwd-udp", "meshfwd-udp-nopin",
+                            "meshfwd-t8") if p in paths]:
         for den in paths:
             if den == num:
                 continue
@@ -411,7 +418,7 @@ def render_tables(res):
                      cell(s.get("tcp1_daemon_cores"), 2), cell(s.get("tcp1_gbps_per_core"), 2),
                      fmt(rss["max"], 1) if rss else "–"])
     out.append(md_table(hdr, rows))
-    for num in ("meshfwd", "meshfwd-nooff", "meshfwd-udp"):
+    for num in ("meshfwd", "meshfwd-nopin", "meshfwd-nooff", "meshfwd-udp", "meshfwd-udp-nopin", "meshfwd-t8"):
         if num not in ratios:
             continue
         out.append(f"\n**Ratios {LABEL[num]} / X** (computed per repetition, then medianed)\n")
@@ -453,7 +460,9 @@ def charts(res, out_dir):
     short = {"raw": "raw veth", "raw-nooff": "raw veth\nno offload", "vxlan": "kernel\nVXLAN", "fastd": "fastd\nnull", "tinc": "tinc 1.0\nnone",
              "meshfwd": "meshfwd", "meshfwd-nooff": "meshfwd\nno offload",
              "meshfwd-udp": "meshfwd\nGRE-in-UDP", "meshfwd-base": "meshfwd\nbaseline",
-             "meshfwd-udp-base": "meshfwd-udp\nbaseline"}
+             "meshfwd-udp-base": "meshfwd-udp\nbaseline", "meshfwd-nopin": "meshfwd\n--no-pin",
+             "meshfwd-udp-nopin": "meshfwd-udp\n--no-pin", "meshfwd-t1": "GRE\n1 thread",
+             "meshfwd-t2": "GRE\n2 threads", "meshfwd-t4": "GRE\n4 threads", "meshfwd-t8": "GRE\n8 threads"}
     labels = [short[p] for p in paths]
     meta = res["meta"]
     sub = f"{meta['reps']} rep(s), median with min–max; 2 namespaces, veth MTU 1500; {meta.get('timestamp', '')}"
