@@ -307,6 +307,8 @@ impl<'a> CmsgWriter<'a> {
 
     /// Writes one cmsg; silently skipped if it would not fit (a programming
     /// error caught by the tests, never a write out of bounds).
+    // msg_controllen is usize on glibc but socklen_t on musl: the cast stays.
+    #[allow(clippy::unnecessary_cast)]
     fn push(&mut self, level: libc::c_int, kind: libc::c_int, data: &[u8]) {
         // SAFETY: CMSG_SPACE is arithmetic on the length.
         let space = unsafe { libc::CMSG_SPACE(data.len() as u32) } as usize;
@@ -339,6 +341,8 @@ impl<'a> CmsgWriter<'a> {
 
 /// The control messages the kernel wrote into a received `msghdr`:
 /// `(level, type, data)`; each data slice lies within its cmsg.
+// msg_controllen is usize on glibc but socklen_t on musl: the cast stays.
+#[allow(clippy::unnecessary_cast)]
 fn cmsgs(hdr: &libc::msghdr) -> impl Iterator<Item = (libc::c_int, libc::c_int, &[u8])> {
     // SAFETY: CMSG_FIRSTHDR only reads msg_control/msg_controllen, which the
     // kernel just set within our control buffer.

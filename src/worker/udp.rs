@@ -126,11 +126,9 @@ impl Underlay for UdpGre {
     }
 
     fn push(&mut self, arena: &[u8], s: Segment) {
-        let max_run = if s.stride > 0 {
-            MAX_GSO_SEGMENTS.min(MAX_UDP_PAYLOAD / s.stride).max(1)
-        } else {
-            1
-        };
+        let max_run = MAX_UDP_PAYLOAD
+            .checked_div(s.stride)
+            .map_or(1, |q| MAX_GSO_SEGMENTS.min(q).max(1));
         // Continue the open run: next in the arena, same super-packet
         // stride, same peer and TOS, room left, and the run so far all full.
         if let Some(r) = &mut self.run {
