@@ -19,6 +19,7 @@ pub mod gro;
 pub mod layout;
 pub mod logging;
 pub mod metrics;
+pub mod netns;
 pub mod procfs;
 pub mod runtime;
 pub mod sys;

@@ -12,8 +12,8 @@
 //! plugin's own IPAM).
 
 use super::result::{code, CniError, SUPPORTED_VERSIONS};
-use crate::attach::check_ifname;
 use crate::layout::{Cidr, Layout, Preset};
+use crate::netns::check_ifname;
 use serde_json::{Map, Value};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

@@ -18,7 +18,6 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -115,16 +114,7 @@ impl Store {
             .mode(0o644)
             .open(&path)
             .map_err(ctx(format!("open {}", path.display())))?;
-        loop {
-            // SAFETY: flock on an fd we own; no memory is passed.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(format!("lock {}: {e}", path.display()));
-            }
-        }
+        crate::sys::fs::lock_exclusive(&file).map_err(ctx(format!("lock {}", path.display())))?;
         for removed in sweep_temp_files(&self.dir, SystemTime::now()) {
             eprintln!("meshfwd-cni: removed {removed} (left by an interrupted invocation)");
         }

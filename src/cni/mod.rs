@@ -5,10 +5,10 @@
 //! stdout ([`result`]), diagnostics on stderr.
 //!
 //! ADD takes a container number of this VM's block from the node-local
-//! IPAM ([`ipam`]) and wires the namespace with [`crate::attach::wire_netns`]
+//! IPAM ([`ipam`]) and wires the namespace with [`crate::netns::wire_netns`]
 //! — the code behind `meshfwd attach`, so a CNI container looks exactly like
 //! an attached one (veth `mfc<N>`, alias `meshfwd:<netns>`). DEL unwires with
-//! [`crate::attach::unwire_netns_with`] and releases the lease; CHECK compares
+//! [`crate::netns::unwire_netns_with`] and releases the lease; CHECK compares
 //! the namespace with the lease; STATUS asks whether meshfwd's TUN is up; GC
 //! drops leases (and wiring) of attachments the runtime no longer knows.
 //! One lock per network directory serialises invocations, so parallel ADDs
@@ -19,7 +19,7 @@
 //! lease names the namespace and the number, hence `mfc<N>`; the veth either
 //! carries our alias or, killed before the alias was set, is proven ours by
 //! its peer (`CNI_IFNAME` in the lease's namespace, see
-//! [`crate::attach::is_unrecorded_veth`]). DEL and GC remove both kinds; a
+//! [`crate::netns::is_unrecorded_veth`]). DEL and GC remove both kinds; a
 //! repeated ADD whose wiring is not complete (what CHECK verifies) removes
 //! them and wires again.
 
@@ -27,7 +27,7 @@ pub mod config;
 pub mod ipam;
 pub mod result;
 
-use crate::attach::{self, Detached, Expected, Failure};
+use crate::netns::{self, Detached, Expected, Failure};
 use crate::sys::netlink::Netlink;
 use config::NetConf;
 use ipam::{IpamError, Lease, Locked, Store};
@@ -221,14 +221,14 @@ fn container_id(env: &Env) -> Result<&str, CniError> {
 
 fn ifname(env: &Env) -> Result<&str, CniError> {
     let name = required(&env.ifname, "CNI_IFNAME")?;
-    attach::check_ifname(name)
+    netns::check_ifname(name)
         .map_err(|_| invalid_env(format!("CNI_IFNAME {name:?} is not a valid interface name")))?;
     Ok(name)
 }
 
 /// The attach key of CNI_NETNS (a name under /run/netns or a path).
 fn netns_key(netns: &str) -> Result<String, CniError> {
-    attach::netns_key(netns).map_err(|f| invalid_env(format!("CNI_NETNS: {}", f.message())))
+    netns::netns_key(netns).map_err(|f| invalid_env(format!("CNI_NETNS: {}", f.message())))
 }
 
 fn wiring(f: Failure) -> CniError {
@@ -275,7 +275,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
     let links = vm.links().map_err(nl_error("list links"))?;
     let addrs = vm.addrs().map_err(nl_error("list addresses"))?;
     let routes = vm.routes().map_err(nl_error("list routes"))?;
-    let in_use = attach::numbers_in_use(&conf.layout, local, &links, &addrs, &routes);
+    let in_use = netns::numbers_in_use(&conf.layout, local, &links, &addrs, &routes);
     let (lease, new) = lock
         .allocate(&conf.layout, local, id, ifname, &key, &in_use)
         .map_err(|e| match e {
@@ -292,7 +292,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
             ),
         ));
     };
-    let veth = attach::veth_name(number);
+    let veth = netns::veth_name(number);
     let vm_overlay = vm_overlay(conf, local)?;
     // A repeated ADD: done if the wiring is complete, else what an earlier,
     // interrupted ADD (or anyone) left of ours is removed and wired anew.
@@ -307,7 +307,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
             };
             if !lease.netns.is_empty() {
                 report(
-                    attach::unwire_netns_with(&mut vm, &lease.netns, Some(expected))
+                    netns::unwire_netns_with(&mut vm, &lease.netns, Some(expected))
                         .map_err(wiring)?,
                 );
             }
@@ -321,7 +321,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
                 lock.record(&moved).map_err(io_error)?;
             }
         }
-        let req = attach::Request {
+        let req = netns::Request {
             layout: &conf.layout,
             layout_name: conf.layout_name,
             local,
@@ -332,7 +332,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
             mtu: conf.mtu,
             tun: &conf.tun,
         };
-        if let Err(f) = attach::wire_netns(&req) {
+        if let Err(f) = netns::wire_netns(&req) {
             release_quietly(&lock, &lease);
             return Err(wiring(f));
         }
@@ -363,7 +363,7 @@ fn vm_overlay(conf: &NetConf, local: Ipv4Addr) -> Result<Ipv4Addr, CniError> {
 /// known and the lease lies in its block: what DEL and GC also remove when an
 /// interrupted ADD left it without its alias.
 fn expected_veth(conf: &NetConf, local: Option<Ipv4Addr>, lease: &Lease) -> Option<String> {
-    lease.number(&conf.layout, local?).map(attach::veth_name)
+    lease.number(&conf.layout, local?).map(netns::veth_name)
 }
 
 fn release_quietly(lock: &Locked<'_>, lease: &Lease) {
@@ -387,7 +387,7 @@ fn describe(
     let host = vm
         .link_by_name(veth)
         .map_err(nl_error("look up the VM-side veth"))?;
-    let (_ns, mut ct) = attach::open_netns(key).map_err(wiring)?;
+    let (_ns, mut ct) = netns::open_netns(key).map_err(wiring)?;
     let peer = ct
         .link_by_name(ifname)
         .map_err(nl_error("look up the container interface"))?
@@ -442,7 +442,7 @@ fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
                 ifname: &l.ifname,
             });
         let mut vm = Netlink::open().map_err(nl_error("open rtnetlink socket"))?;
-        report(attach::unwire_netns_with(&mut vm, &key, expected).map_err(wiring)?);
+        report(netns::unwire_netns_with(&mut vm, &key, expected).map_err(wiring)?);
     }
     if let Some(l) = lease {
         lock.remove(&l).map_err(io_error)?;
@@ -519,7 +519,7 @@ fn verify(
 ) -> Result<(), CniError> {
     let want = format!("{}/32", lease.address);
     // VM side: the veth with our alias, and the /32 route to the container.
-    let veth = attach::veth_name(number);
+    let veth = netns::veth_name(number);
     let host = vm
         .link_by_name(&veth)
         .map_err(nl_error("look up the VM-side veth"))?
@@ -528,7 +528,7 @@ fn verify(
                 "{veth} (container #{number}) does not exist on this VM"
             ))
         })?;
-    let alias = attach::alias_for(key);
+    let alias = netns::alias_for(key);
     if host.alias.as_deref() != Some(alias.as_str()) {
         return Err(mismatch(format!(
             "{veth} has alias {:?}, expected {alias:?}",
@@ -550,7 +550,7 @@ fn verify(
     }
 
     // Container side: the interface, its /32 and the default route.
-    let (_ns, mut ct) = attach::open_netns(key)
+    let (_ns, mut ct) = netns::open_netns(key)
         .map_err(|f| CniError::new(code::UNKNOWN_CONTAINER, f.message().to_owned()))?;
     let peer = ct
         .link_by_name(ifname)
@@ -649,7 +649,7 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
                 ifname: &l.ifname,
             });
             if let Some(nl) = vm.as_mut() {
-                if let Err(f) = attach::unwire_netns_with(nl, &l.netns, expected) {
+                if let Err(f) = netns::unwire_netns_with(nl, &l.netns, expected) {
                     first_error.get_or_insert(wiring(f));
                     continue;
                 }

@@ -4,11 +4,13 @@
 //! [`bpf`] filter) in batches via [`batch`], or as GRE-in-UDP through [`udp`]
 //! sockets (UDP GSO/GRO, SO_REUSEPORT); overlay IP packets flow through the
 //! multi-queue TUN device from [`tun`]; [`netdev`] answers setup-time questions
-//! about interfaces. Nothing here knows about GRE beyond the shard hash.
+//! about interfaces; [`fs`] locks files. Nothing here knows about GRE beyond
+//! the shard hash.
 
 pub mod batch;
 pub mod bpf;
 pub mod errqueue;
+pub mod fs;
 pub mod instance;
 pub mod mem;
 pub mod netdev;

@@ -76,6 +76,27 @@ impl Link {
     }
 }
 
+#[cfg(test)]
+impl Link {
+    /// A veth that is up and ready (MTU 1500, no alias, no peer), for tests.
+    pub(crate) fn test_veth(index: u32, name: &str) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            alias: None,
+            mtu: Some(1500),
+            up: true,
+            lower_up: true,
+            oper_up: true,
+            qdisc: Some("noqueue".into()),
+            mac: None,
+            kind: Some("veth".into()),
+            peer_index: None,
+            peer_netnsid: None,
+        }
+    }
+}
+
 /// One IPv4 address of an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Addr4 {
@@ -743,18 +764,9 @@ mod tests {
     #[test]
     fn link_readiness() {
         let mut l = Link {
-            index: 3,
-            name: "mfc1".into(),
-            alias: None,
             mtu: Some(1476),
-            up: true,
-            lower_up: true,
-            oper_up: true,
             qdisc: Some("noop".into()),
-            mac: None,
-            kind: Some("veth".into()),
-            peer_index: None,
-            peer_netnsid: None,
+            ..Link::test_veth(3, "mfc1")
         };
         assert_eq!(format_mac(&[0x0a, 0, 0xff, 1, 2, 3]), "0a:00:ff:01:02:03");
         assert!(!l.ready());

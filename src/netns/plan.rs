@@ -1,0 +1,238 @@
+//! The pure half of the wiring: names, NETNS keys, the MTU choice, the
+//! [`Plan`] derived from the layout, and the checks against the VM's links,
+//! addresses and routes. Flags or CNI values flow in; a plan, a refusal or a
+//! set of numbers in use flows out. No system calls.
+
+use super::{refused, usage, Failure, ALIAS_PREFIX, VETH_PREFIX};
+use crate::layout::Layout;
+use crate::sys::netlink::{Addr4, Link, Route4};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// Encapsulation overhead of the default `meshfwd TUN` (outer IPv4 + GRE
+/// without key), for a veth MTU when the TUN does not exist yet.
+const OVERHEAD: u32 = crate::datapath::Encap::Gre.overhead(crate::wire::gre::BASE_LEN) as u32;
+
+/// The VM-side veth of container `n`: `mfc<n>` (at most 13 characters for
+/// any layout, below the 15 of IFNAMSIZ).
+pub fn veth_name(n: u32) -> String {
+    format!("{VETH_PREFIX}{n}")
+}
+
+/// The container number of a VM-side veth name (`mfc12` → 12).
+pub fn container_of_veth(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix(VETH_PREFIX)?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The identity of a NETNS argument, as recorded in the alias: a name under
+/// /run/netns (`web1` and `/run/netns/web1` are the same), or a path as given.
+pub fn netns_key(spec: &str) -> Result<String, Failure> {
+    let bad = |why: &str| usage(format!("NETNS '{spec}': {why}"));
+    if spec.is_empty() {
+        return Err(bad("empty"));
+    }
+    if spec.contains('\0') || spec.chars().any(char::is_control) {
+        return Err(bad("contains control characters"));
+    }
+    let key = match spec.strip_prefix("/run/netns/") {
+        Some(name) if !name.is_empty() && !name.contains('/') => name,
+        _ => spec,
+    };
+    if !key.contains('/') && (key == "." || key == "..") {
+        return Err(bad("not a namespace name"));
+    }
+    // IFALIASZ is 256 including the terminating NUL.
+    if ALIAS_PREFIX.len() + key.len() > 255 {
+        return Err(bad("too long"));
+    }
+    Ok(key.to_owned())
+}
+
+/// Where the namespace file of a NETNS key is.
+pub fn netns_path(key: &str) -> PathBuf {
+    if key.contains('/') {
+        PathBuf::from(key)
+    } else {
+        PathBuf::from("/run/netns").join(key)
+    }
+}
+
+/// The alias recorded on the VM-side veth.
+pub fn alias_for(key: &str) -> String {
+    format!("{ALIAS_PREFIX}{key}")
+}
+
+/// Checks an interface name the way the kernel does (`dev_valid_name`).
+pub fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() >= libc::IFNAMSIZ
+        || name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "--ifname '{name}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
+        ));
+    }
+    Ok(())
+}
+
+/// The veth MTU: `--mtu`, else the TUN's, else underlay − 24, else 1476.
+pub fn choose_mtu(explicit: Option<u32>, tun: Option<u32>, underlay: Option<u32>) -> u32 {
+    explicit
+        .or(tun)
+        .or_else(|| {
+            underlay
+                .and_then(|u| u.checked_sub(OVERHEAD))
+                .filter(|m| *m >= 68)
+        })
+        .unwrap_or(1500 - OVERHEAD)
+}
+
+/// What attach is about to create (all derived from the layout).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub netns: String,
+    pub container: u32,
+    pub address: Ipv4Addr,
+    pub vm: Ipv4Addr,
+    pub vm_overlay: Ipv4Addr,
+    pub veth: String,
+    pub ifname: String,
+}
+
+/// Container numbers run from 1 to the layout's maximum (exit 2 otherwise).
+pub fn check_container(layout: &Layout, layout_name: &str, n: u32) -> Result<(), Failure> {
+    let max = layout.max_container();
+    if n == 0 || n > max {
+        return Err(usage(format!(
+            "--container {n} is out of range: the {layout_name} layout has containers 1..={max} on each VM"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates the numbers and names and derives the addresses (exit 2 errors).
+pub fn plan(
+    layout: &Layout,
+    layout_name: &str,
+    vm: Ipv4Addr,
+    netns: &str,
+    container: u32,
+    ifname: &str,
+    mtu: Option<u32>,
+) -> Result<Plan, Failure> {
+    check_container(layout, layout_name, container)?;
+    let address = layout
+        .container_addr(vm, container)
+        .ok_or_else(|| usage(format!("VM address {vm} is outside the underlay")))?;
+    let vm_overlay = layout
+        .vm_overlay_addr(vm)
+        .ok_or_else(|| usage(format!("VM address {vm} is outside the underlay")))?;
+    check_ifname(ifname).map_err(usage)?;
+    if let Some(m) = mtu {
+        if !(68..=65535).contains(&m) {
+            return Err(usage(format!("--mtu {m} is out of range (68..=65535)")));
+        }
+    }
+    Ok(Plan {
+        netns: netns_key(netns)?,
+        container,
+        address,
+        vm,
+        vm_overlay,
+        veth: veth_name(container),
+        ifname: ifname.to_owned(),
+    })
+}
+
+/// The refusals attach checks against the VM's links, addresses and routes
+/// (pure, so it is unit-tested): container number or address in use, or the
+/// namespace attached already.
+pub fn check_free(
+    p: &Plan,
+    links: &[Link],
+    addrs: &[Addr4],
+    routes: &[Route4],
+) -> Result<(), Failure> {
+    let name_of = |idx: u32| {
+        links
+            .iter()
+            .find(|l| l.index == idx)
+            .map_or_else(|| format!("#{idx}"), |l| l.name.clone())
+    };
+    if let Some(l) = links.iter().find(|l| l.name == p.veth) {
+        let by = l
+            .alias
+            .as_deref()
+            .and_then(|a| a.strip_prefix(ALIAS_PREFIX))
+            .map_or(String::new(), |ns| format!(" (attached to {ns})"));
+        return Err(refused(format!(
+            "container #{} is in use on this VM: {} exists{by}",
+            p.container, p.veth
+        )));
+    }
+    let alias = alias_for(&p.netns);
+    if let Some(l) = links.iter().find(|l| l.alias.as_deref() == Some(&alias)) {
+        let n = container_of_veth(&l.name).map_or(String::new(), |n| format!(" as container #{n}"));
+        return Err(refused(format!(
+            "{} is already attached on this VM{n} (veth {}); detach it first",
+            p.netns, l.name
+        )));
+    }
+    if let Some(a) = addrs.iter().find(|a| a.addr == p.address) {
+        return Err(refused(format!(
+            "container #{} is in use on this VM: its address {} is assigned to {}",
+            p.container,
+            p.address,
+            name_of(a.index)
+        )));
+    }
+    if let Some(r) = routes.iter().find(|r| r.prefix == 32 && r.dst == p.address) {
+        let dev = r
+            .oif
+            .map_or(String::new(), |i| format!(" dev {}", name_of(i)));
+        return Err(refused(format!(
+            "container #{} is in use on this VM: a route to {}/32{dev} exists",
+            p.container, p.address
+        )));
+    }
+    Ok(())
+}
+
+/// The container numbers of `vm`'s block that are taken on this VM whatever
+/// any allocator recorded: a veth `mfc<N>` exists, or N's address is assigned
+/// here or has a /32 route here (hand-made wiring). The CNI IPAM skips them.
+pub fn numbers_in_use(
+    layout: &Layout,
+    vm: Ipv4Addr,
+    links: &[Link],
+    addrs: &[Addr4],
+    routes: &[Route4],
+) -> std::collections::BTreeSet<u32> {
+    let number_of = |a: Ipv4Addr| match layout.decompose(a) {
+        Some(d) if d.vm == vm => match crate::layout::Role::of_host(d.host) {
+            crate::layout::Role::Container(n) => Some(n),
+            _ => None,
+        },
+        _ => None,
+    };
+    let max = layout.max_container();
+    links
+        .iter()
+        .filter_map(|l| container_of_veth(&l.name))
+        .filter(|n| (1..=max).contains(n))
+        .chain(addrs.iter().filter_map(|a| number_of(a.addr)))
+        .chain(
+            routes
+                .iter()
+                .filter(|r| r.prefix == 32)
+                .filter_map(|r| number_of(r.dst)),
+        )
+        .collect()
+}

@@ -1,0 +1,269 @@
+//! Unit tests of the pure half of the wiring: names, keys, the MTU choice,
+//! plans and range checks, the refusals, the proof that an unaliased veth is
+//! ours, and the numbers the CNI IPAM skips. Hand-made links, addresses and
+//! routes flow in; no system calls.
+
+use super::*;
+use crate::layout::Layout;
+use crate::sys::netlink::{Addr4, Link, Route4};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn link(index: u32, name: &str, alias: Option<&str>) -> Link {
+    Link {
+        alias: alias.map(Into::into),
+        ..Link::test_veth(index, name)
+    }
+}
+
+fn wide_plan(n: u32) -> Plan {
+    plan(
+        &Layout::wide(),
+        "wide",
+        ip("192.168.16.32"),
+        "web1",
+        n,
+        "eth0",
+        None,
+    )
+    .unwrap()
+}
+
+#[test]
+fn veth_names() {
+    assert_eq!(veth_name(1), "mfc1");
+    assert_eq!(container_of_veth("mfc4094"), Some(4094));
+    assert_eq!(container_of_veth("mfc"), None);
+    assert_eq!(container_of_veth("mfc01"), None);
+    assert_eq!(container_of_veth("mfc1a"), None);
+    assert_eq!(container_of_veth("eth0"), None);
+    // the largest container number of any layout (30 host bits) fits IFNAMSIZ
+    assert!(veth_name((1u32 << 30) - 2).len() < libc::IFNAMSIZ);
+    assert!(veth_name(u32::MAX).len() < libc::IFNAMSIZ);
+}
+
+#[test]
+fn netns_keys_and_paths() {
+    assert_eq!(netns_key("web1").unwrap(), "web1");
+    assert_eq!(netns_key("/run/netns/web1").unwrap(), "web1");
+    assert_eq!(netns_key("/proc/42/ns/net").unwrap(), "/proc/42/ns/net");
+    assert_eq!(netns_path("web1"), PathBuf::from("/run/netns/web1"));
+    assert_eq!(
+        netns_path("/proc/42/ns/net"),
+        PathBuf::from("/proc/42/ns/net")
+    );
+    assert_eq!(alias_for("web1"), "meshfwd:web1");
+    for bad in ["", "..", ".", "a\nb", "x\0"] {
+        assert!(matches!(netns_key(bad), Err(Failure::Usage(_))), "{bad:?}");
+    }
+    assert!(netns_key(&"x".repeat(247)).is_ok());
+    assert!(netns_key(&"x".repeat(248)).is_err());
+}
+
+#[test]
+fn interface_names() {
+    assert!(check_ifname("eth0").is_ok());
+    assert!(check_ifname("a234567890abcde").is_ok());
+    for bad in ["", "a234567890abcdef", "a/b", "a b", "a:b", ".", ".."] {
+        assert!(check_ifname(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn mtu_choice() {
+    assert_eq!(choose_mtu(Some(1400), Some(1476), Some(1500)), 1400);
+    assert_eq!(choose_mtu(None, Some(1472), Some(1500)), 1472);
+    assert_eq!(choose_mtu(None, None, Some(9000)), 8976);
+    assert_eq!(choose_mtu(None, None, Some(80)), 1476);
+    assert_eq!(choose_mtu(None, None, None), 1476);
+}
+
+#[test]
+fn plans_and_range_checks() {
+    let p = wide_plan(1);
+    assert_eq!(p.address, ip("241.2.0.2"));
+    assert_eq!(p.vm_overlay, ip("241.2.0.1"));
+    assert_eq!(p.veth, "mfc1");
+    assert_eq!(wide_plan(4094).address, ip("241.2.15.255"));
+    let vm = ip("192.168.16.32");
+    let l = Layout::wide();
+    let e = plan(&l, "wide", vm, "w", 0, "eth0", None).unwrap_err();
+    assert_eq!(e.code(), 2);
+    assert!(
+        e.message().contains("containers 1..=4094"),
+        "{}",
+        e.message()
+    );
+    let e = plan(&Layout::classic(), "classic", vm, "w", 255, "eth0", None).unwrap_err();
+    assert!(e.message().contains("1..=254"), "{}", e.message());
+    assert_eq!(
+        plan(&Layout::classic(), "classic", vm, "w", 254, "eth0", None)
+            .unwrap()
+            .address,
+        ip("10.16.32.255")
+    );
+    assert_eq!(
+        plan(&l, "wide", vm, "w", 1, "eth0", Some(67))
+            .unwrap_err()
+            .code(),
+        2
+    );
+    assert_eq!(
+        plan(&l, "wide", vm, "w", 1, "bad name", None)
+            .unwrap_err()
+            .code(),
+        2
+    );
+}
+
+#[test]
+fn refusals() {
+    let p = wide_plan(3);
+    let lo = link(1, "lo", None);
+    let eth = link(2, "eth0", None);
+    assert_eq!(check_free(&p, &[lo.clone(), eth.clone()], &[], &[]), Ok(()));
+    // veth of the number exists
+    let e = check_free(
+        &p,
+        &[lo.clone(), link(7, "mfc3", Some("meshfwd:other"))],
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        Failure::Refused(
+            "container #3 is in use on this VM: mfc3 exists (attached to other)".into()
+        )
+    );
+    // same netns attached under another number
+    let e = check_free(&p, &[link(8, "mfc5", Some("meshfwd:web1"))], &[], &[]).unwrap_err();
+    assert!(
+        e.message()
+            .contains("web1 is already attached on this VM as container #5 (veth mfc5)"),
+        "{}",
+        e.message()
+    );
+    // address assigned here
+    let a = Addr4 {
+        index: 2,
+        addr: p.address,
+        prefix: 24,
+        label: None,
+    };
+    let e = check_free(&p, &[lo.clone(), eth.clone()], &[a], &[]).unwrap_err();
+    assert!(
+        e.message()
+            .ends_with("its address 241.2.0.4 is assigned to eth0"),
+        "{}",
+        e.message()
+    );
+    // address routed here (hand-made wiring, e.g. the old lib.sh's c3)
+    let mut r = Route4::new(p.address, 32, 9);
+    r.scope_link = true;
+    let e = check_free(&p, &[lo.clone(), link(9, "c3", None)], &[], &[r]).unwrap_err();
+    assert!(
+        e.message()
+            .ends_with("a route to 241.2.0.4/32 dev c3 exists"),
+        "{}",
+        e.message()
+    );
+    // a covering prefix is not a conflict
+    let wide = Route4::new(ip("240.0.0.0"), 4, 2);
+    assert_eq!(check_free(&p, &[lo, eth], &[], &[wide]), Ok(()));
+}
+
+#[test]
+fn unrecorded_veth_only_when_the_peer_proves_it() {
+    // mfc7 (index 40 here) without alias, peer index 2 in the namespace
+    // this VM knows as nsid 3; in there eth0 (index 2) points back at 40.
+    let mut host = link(40, "mfc7", None);
+    host.peer_index = Some(2);
+    host.peer_netnsid = Some(3);
+    let mut peer = link(2, "eth0", None);
+    peer.peer_index = Some(40);
+    peer.peer_netnsid = Some(0);
+    let e = Expected {
+        veth: "mfc7",
+        ifname: "eth0",
+    };
+    assert!(is_unrecorded_veth(&host, e, Some(3), Some(&peer)));
+    // an empty alias is no alias
+    let mut h = host.clone();
+    h.alias = Some(String::new());
+    assert!(is_unrecorded_veth(&h, e, Some(3), Some(&peer)));
+    // any alias: recorded (ours by alias, or someone else's)
+    h.alias = Some("meshfwd:other".into());
+    assert!(!is_unrecorded_veth(&h, e, Some(3), Some(&peer)));
+    h.alias = Some("uplink".into());
+    assert!(!is_unrecorded_veth(&h, e, Some(3), Some(&peer)));
+    // another number, or not a veth
+    assert!(!is_unrecorded_veth(
+        &host,
+        Expected {
+            veth: "mfc8",
+            ifname: "eth0"
+        },
+        Some(3),
+        Some(&peer)
+    ));
+    let mut h = host.clone();
+    h.kind = Some("dummy".into());
+    assert!(!is_unrecorded_veth(&h, e, Some(3), Some(&peer)));
+    // the peer lives in another namespace, or the namespace has no id here
+    assert!(!is_unrecorded_veth(&host, e, Some(4), Some(&peer)));
+    assert!(!is_unrecorded_veth(&host, e, None, Some(&peer)));
+    let mut h = host.clone();
+    h.peer_netnsid = None;
+    assert!(!is_unrecorded_veth(&h, e, None, Some(&peer)));
+    // the container's interface is not our peer: other name, other
+    // index, points elsewhere, not a veth, missing
+    assert!(!is_unrecorded_veth(
+        &host,
+        Expected {
+            veth: "mfc7",
+            ifname: "net1"
+        },
+        Some(3),
+        Some(&peer)
+    ));
+    let mut p = peer.clone();
+    p.index = 5;
+    assert!(!is_unrecorded_veth(&host, e, Some(3), Some(&p)));
+    let mut p = peer.clone();
+    p.peer_index = Some(41);
+    assert!(!is_unrecorded_veth(&host, e, Some(3), Some(&p)));
+    let mut p = peer.clone();
+    p.kind = None;
+    assert!(!is_unrecorded_veth(&host, e, Some(3), Some(&p)));
+    assert!(!is_unrecorded_veth(&host, e, Some(3), None));
+}
+
+#[test]
+fn numbers_in_use_for_the_cni_ipam() {
+    let l = Layout::wide();
+    let vm = ip("192.168.16.32");
+    let links = [
+        link(1, "lo", None),
+        link(5, "mfc3", Some("meshfwd:a")),
+        link(6, "mfc0", None),
+        link(7, "mfc4095", None), // beyond the wide layout's 4094
+    ];
+    let addr = |a: &str| Addr4 {
+        index: 1,
+        addr: ip(a),
+        prefix: 32,
+        label: None,
+    };
+    // the VM's own address (host part 1) and another VM's container do not count
+    let addrs = [addr("241.2.0.1"), addr("241.2.0.8"), addr("241.2.16.5")];
+    let mut routed = Route4::new(ip("241.2.0.11"), 32, 9);
+    routed.scope_link = true;
+    let block = Route4::new(ip("241.2.0.0"), 20, 9);
+    let used = numbers_in_use(&l, vm, &links, &addrs, &[routed, block]);
+    assert_eq!(used.into_iter().collect::<Vec<_>>(), vec![3, 7, 10]);
+}
