@@ -333,7 +333,12 @@ impl<U: Underlay> Worker<U> {
         } else {
             &st.egress.arena
         };
-        match self.underlay.send_one(buf, at, len, peer) {
+        // Tried once more on failure, like a batch (module doc).
+        let r = self
+            .underlay
+            .send_one(buf, at, len, peer)
+            .or_else(|_| self.underlay.send_one(buf, at, len, peer));
+        match r {
             Ok(()) => {
                 st.c.tx_packets += 1;
                 st.c.tx_bytes += (len + self.dp.overhead() - self.dp.header_len()) as u64;

@@ -17,9 +17,13 @@ use std::os::fd::RawFd;
 use std::ptr;
 
 /// Control space per message: on send `UDP_SEGMENT` (u16) + `IP_TOS` (int);
-/// on receive `UDP_GRO` (int) + `IP_TOS` (u8) + `SO_RXQ_OVFL` (u32); each
-/// `CMSG_SPACE(4)` = 16 bytes on 64-bit. `u64` words keep `cmsghdr` aligned.
-const CTRL_WORDS: usize = 8;
+/// on receive `SO_RXQ_OVFL` (u32) + `UDP_GRO` (int) + `IP_TOS` (u8): each
+/// takes `CMSG_SPACE(≤ 4)` = 24 bytes on 64-bit (16-byte header, data
+/// padded to 8), 72 on receive. 128 bytes leave room; with 64 the kernel
+/// truncated the last one (`MSG_CTRUNC`) and the outer TOS of every GRO
+/// message read as 0 once the socket had dropped anything. `u64` words keep
+/// `cmsghdr` aligned.
+const CTRL_WORDS: usize = 16;
 const CTRL_BYTES: usize = CTRL_WORDS * mem::size_of::<u64>();
 
 /// One message to send: `arena[start..start + len]` to `dst`. With

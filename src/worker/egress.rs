@@ -41,6 +41,9 @@ pub struct Segment {
     /// Distance between consecutive segments of the same super-packet (a
     /// full segment is exactly this long); 0 for a packet read on its own.
     pub stride: usize,
+    /// The first segment of its TUN read: nothing before it belongs to the
+    /// same super-packet (or flow), even if it lies right before it.
+    pub first: bool,
 }
 
 /// The egress buffers of one worker.
@@ -131,6 +134,7 @@ impl Egress {
                             peer: e.peer,
                             tos: self.arena[at + hl + 1],
                             stride: 0,
+                            first: true,
                         };
                         push(&self.arena, seg);
                     }
@@ -192,6 +196,7 @@ impl Egress {
                         peer: e.peer,
                         tos: self.arena[at + hl + 1],
                         stride,
+                        first: i == 0,
                     };
                     push(&self.arena, seg);
                 }

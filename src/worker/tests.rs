@@ -384,23 +384,28 @@ fn udp_underlay_groups_segments_into_gso_runs() {
     let mut u = UdpGre::new(sock, 4754, Vec::new(), hl);
     let arena = vec![0x45u8; 10_000];
     let stride = 1000;
-    let seg = |i: usize, len: usize, peer| Segment {
+    let seg = |i: usize, len: usize, peer, first| Segment {
         start: i * stride,
         len,
         peer,
         tos: 0,
         stride,
+        first,
     };
     for i in 0..4 {
-        u.push(&arena, seg(i, stride, VM_DST));
+        u.push(&arena, seg(i, stride, VM_DST, i == 0));
     }
-    u.push(&arena, seg(4, 600, VM_DST));
-    u.push(&arena, seg(5, stride, lo));
+    u.push(&arena, seg(4, 600, VM_DST, false));
+    u.push(&arena, seg(5, stride, lo, true));
+    // Another super-packet right behind, same MSS and peer: its own message.
+    u.push(&arena, seg(6, stride, lo, true));
+    u.push(&arena, seg(7, stride, lo, false));
     let q = u.queued();
-    assert_eq!(q.len(), 2, "{q:?}");
+    assert_eq!(q.len(), 3, "{q:?}");
     assert_eq!((q[0].start, q[0].len, q[0].segment), (0, 4600, 1000));
     assert_eq!(q[0].datagrams(), 5);
     assert_eq!((q[1].start, q[1].len, *q[1].dst.ip()), (5000, 1000, lo));
+    assert_eq!((q[2].start, q[2].len, q[2].segment), (6000, 2000, 1000));
     u.clear();
     assert!(u.queued().is_empty());
 }

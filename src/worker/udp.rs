@@ -125,6 +125,12 @@ impl Underlay for UdpGre {
         let max_run = MAX_UDP_PAYLOAD
             .checked_div(s.stride)
             .map_or(1, |n| n.clamp(1, MAX_GSO_SEGMENTS));
+        // A run never spans two TUN reads: the next super-packet may lie
+        // right after this one (same MSS, same peer) but be another flow,
+        // which must keep its own sender socket (RFC 8086 entropy).
+        if s.first {
+            self.run = None;
+        }
         // Continue the open run: next in the arena, same super-packet
         // stride, same peer and TOS, room left, and the run so far all full.
         if let Some(r) = &mut self.run {

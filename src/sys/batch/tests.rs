@@ -119,7 +119,7 @@ fn control_messages_round_trip_through_writer_and_reader() {
     w.push(libc::SOL_UDP, libc::UDP_SEGMENT, &1400u16.to_ne_bytes());
     w.push(libc::IPPROTO_IP, libc::IP_TOS, &0x2ei32.to_ne_bytes());
     // Too big for what is left: skipped, never written out of bounds.
-    w.push(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &[0u8; 64]);
+    w.push(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &[0u8; 200]);
     w.finish();
     let got: Vec<(i32, i32, Vec<u8>)> = cmsgs(&h).map(|(l, t, d)| (l, t, d.to_vec())).collect();
     assert_eq!(
