@@ -32,10 +32,15 @@ pub struct Config {
     pub udp_offload: bool,
 }
 
+/// A name the kernel takes for a TUN: 1-15 bytes, no '/' or spaces.
+pub fn valid_tun_name(name: &str) -> bool {
+    !name.is_empty() && name.len() < libc::IFNAMSIZ && !name.contains('/') && !name.contains(' ')
+}
+
 /// Turns arguments into a configuration, reading (not changing) the system.
 pub fn resolve(args: &RunArgs) -> Result<Config, String> {
     let tun = args.tun.clone().ok_or("missing TUN device name")?;
-    if tun.is_empty() || tun.len() >= libc::IFNAMSIZ || tun.contains('/') || tun.contains(' ') {
+    if !valid_tun_name(&tun) {
         return Err(format!(
             "'{tun}' is not a valid interface name (1-15 characters, no '/' or spaces)"
         ));

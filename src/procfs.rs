@@ -64,6 +64,18 @@ pub fn socket_owners(inodes: &[u64]) -> Vec<SocketOwner> {
     out
 }
 
+impl std::fmt::Display for SocketOwner {
+    /// `pid 4242 (meshfwd --stats-file … tun0)`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} ({})", self.pid, self.args.join(" "))
+    }
+}
+
+/// The processes holding the unix socket bound to abstract name `name`.
+pub fn abstract_socket_owners(name: &str) -> Vec<SocketOwner> {
+    socket_owners(&abstract_unix_inodes(name))
+}
+
 fn read_comm(proc_pid: &Path) -> String {
     std::fs::read_to_string(proc_pid.join("comm"))
         .unwrap_or_default()

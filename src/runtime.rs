@@ -79,11 +79,11 @@ fn instance_error(tun: &str, e: &std::io::Error) -> String {
             sys::instance::lock_name(tun)
         );
     }
-    let inodes = crate::procfs::abstract_unix_inodes(&sys::instance::lock_name(tun));
-    let holders: Vec<String> = crate::procfs::socket_owners(&inodes)
-        .iter()
-        .map(|o| format!("pid {} ({})", o.pid, o.args.join(" ")))
-        .collect();
+    let holders: Vec<String> =
+        crate::procfs::abstract_socket_owners(&sys::instance::lock_name(tun))
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
     let who = if holders.is_empty() {
         "another process".to_string()
     } else {

@@ -282,15 +282,14 @@ impl<U: Underlay> Worker<U> {
         Ok(drained)
     }
 
-    /// Sends the queued messages. A failure is retried once (module doc); a
+    /// Sends the queued messages. A failure is tried once more (`once_more`); a
     /// GSO message that still fails goes out datagram by datagram; a datagram
     /// refused as too big takes the PMTU slow path.
     fn flush(&mut self, st: &mut State) {
         let extra = (self.dp.overhead() - self.dp.header_len()) as u64;
         let mut off = 0;
-        let mut retried = usize::MAX;
         while off < self.underlay.queued().len() {
-            match self.underlay.send(&st.egress.arena, off) {
+            match once_more(|| self.underlay.send(&st.egress.arena, off)) {
                 Ok(n) if n > 0 => {
                     for t in &self.underlay.queued()[off..off + n] {
                         let k = t.datagrams() as u64;
@@ -303,7 +302,6 @@ impl<U: Underlay> Worker<U> {
                     st.c.error(IoError::SendOther);
                     off += 1;
                 }
-                Err(_) if retried != off => retried = off,
                 Err(e) => {
                     let t = self.underlay.queued()[off];
                     let (start, len, peer) = (t.start as usize, t.len as usize, *t.dst.ip());
@@ -333,12 +331,7 @@ impl<U: Underlay> Worker<U> {
         } else {
             &st.egress.arena
         };
-        // Tried once more on failure, like a batch (module doc).
-        let r = self
-            .underlay
-            .send_one(buf, at, len, peer)
-            .or_else(|_| self.underlay.send_one(buf, at, len, peer));
-        match r {
+        match once_more(|| self.underlay.send_one(buf, at, len, peer)) {
             Ok(()) => {
                 st.c.tx_packets += 1;
                 st.c.tx_bytes += (len + self.dp.overhead() - self.dp.header_len()) as u64;
@@ -420,12 +413,7 @@ impl<U: Underlay> Worker<U> {
     /// Receives one batch from the underlay and delivers it. Returns Ok(true)
     /// once the socket is drained.
     fn ingress_batch(&mut self, st: &mut State) -> Result<bool, String> {
-        // A first failure may be the socket's pending asynchronous error (see
-        // the module doc), consumed by that call: receive again.
-        let n = match self.underlay.recv().or_else(|e| match e.kind() {
-            io::ErrorKind::WouldBlock => Err(e),
-            _ => self.underlay.recv(),
-        }) {
+        let n = match once_more(|| self.underlay.recv()) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(_) => {
@@ -449,6 +437,16 @@ impl<U: Underlay> Worker<U> {
         }
         Ok(drained)
     }
+}
+
+/// Runs a send or receive, and once more if it failed other than with
+/// `WouldBlock`: a first failure may be the socket's pending asynchronous
+/// error (module doc), which that call consumed.
+fn once_more<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    call().or_else(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => Err(e),
+        _ => call(),
+    })
 }
 
 fn drain_errors(fd: RawFd, c: &mut Counters) {

@@ -245,9 +245,9 @@ pub fn gather(
         }
     }
     let instance = match crate::sys::instance::acquire(tun) {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Some(crate::procfs::socket_owners(
-            &crate::procfs::abstract_unix_inodes(&crate::sys::instance::lock_name(tun)),
-        )),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Some(
+            crate::procfs::abstract_socket_owners(&crate::sys::instance::lock_name(tun)),
+        ),
         _ => None,
     };
     Facts {

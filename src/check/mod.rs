@@ -152,7 +152,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         }
     }
     let tun = &args.tun;
-    if tun.is_empty() || tun.len() >= libc::IFNAMSIZ || tun.contains('/') || tun.contains(' ') {
+    if !crate::config::valid_tun_name(tun) {
         return usage(&format!(
             "--tun '{tun}' is not a valid interface name (1-15 characters, no '/' or spaces)"
         ));

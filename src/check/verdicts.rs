@@ -649,10 +649,7 @@ pub fn check_instance(tun: &str, holders: Option<&[crate::procfs::SocketOwner]>)
             "run the check as root to name it; stop it before starting meshfwd",
         ),
         Some(owners) => {
-            let who: Vec<String> = owners
-                .iter()
-                .map(|o| format!("pid {} ({})", o.pid, o.args.join(" ")))
-                .collect();
+            let who: Vec<String> = owners.iter().map(|o| o.to_string()).collect();
             let msg = format!(
                 "{tun} is taken in this network namespace by {}; a second meshfwd {tun} here would refuse to start (exit 2)",
                 who.join("; ")

@@ -31,15 +31,6 @@ pub const RX_MESSAGES: usize = 16;
 /// A GRO message is at most one 64 KiB UDP payload.
 pub const RX_BUF: usize = 65536;
 
-/// An open GSO run: messages[idx] grows while segments continue it.
-#[derive(Clone, Copy)]
-struct Run {
-    idx: usize,
-    next: usize,
-    count: usize,
-    stride: usize,
-}
-
 pub struct UdpGre {
     sock: UdpGreSocket,
     port: u16,
@@ -50,7 +41,9 @@ pub struct UdpGre {
     items: Vec<Transmit>,
     /// Index into `senders` of each of `items`.
     socks: Vec<u8>,
-    run: Option<Run>,
+    /// The message still open for more full segments of its super-packet
+    /// (a GSO run): its `segment` is the stride, its length a multiple of it.
+    run: Option<usize>,
     tx: Batch,
     rx: RxBatch,
     /// Bytes meshfwd writes in front of an inner packet (the GRE header).
@@ -131,22 +124,17 @@ impl Underlay for UdpGre {
         if s.first {
             self.run = None;
         }
-        // Continue the open run: next in the arena, same super-packet
-        // stride, same peer and TOS, room left, and the run so far all full.
-        if let Some(r) = &mut self.run {
-            let it = &mut self.items[r.idx];
-            if self.gso
-                && s.stride > 0
-                && r.stride == s.stride
-                && r.next == s.start
+        // Continue the open run: the next full-stride slot in the arena, same
+        // stride, peer and TOS, room left.
+        if let Some(it) = self.run.map(|i| &mut self.items[i]) {
+            if s.stride > 0
+                && usize::from(it.segment) == s.stride
+                && (it.start + it.len) as usize == s.start
                 && it.dst.ip() == &s.peer
                 && it.tos == Some(s.tos)
-                && r.count < max_run
+                && (it.len as usize) / s.stride < max_run
             {
-                r.count += 1;
-                r.next += s.stride;
                 it.len += s.len as u32;
-                it.segment = s.stride as u16;
                 if s.len < s.stride {
                     // A short segment is the last of its run.
                     self.run = None;
@@ -157,17 +145,15 @@ impl Underlay for UdpGre {
         self.run = None;
         let hl = self.header_len.min(s.len);
         let sock = self.sender_of(&arena[s.start + hl..s.start + s.len]);
-        self.items
-            .push(self.transmit(s.start, s.len, s.peer, s.tos));
-        self.socks.push(sock);
+        let mut t = self.transmit(s.start, s.len, s.peer, s.tos);
         if self.gso && s.stride > 0 && s.len == s.stride && max_run > 1 {
-            self.run = Some(Run {
-                idx: self.items.len() - 1,
-                next: s.start + s.stride,
-                count: 1,
-                stride: s.stride,
-            });
+            // One full segment so far; `Batch` adds UDP_SEGMENT only once
+            // the message holds more than one.
+            t.segment = s.stride as u16;
+            self.run = Some(self.items.len());
         }
+        self.items.push(t);
+        self.socks.push(sock);
     }
 
     fn queued(&self) -> &[Transmit] {
