@@ -161,6 +161,19 @@ pub enum LayoutName {
     Classic,
 }
 
+/// `--gre-receive` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GreReceive {
+    /// The fanout group where it can be set up, else shard (one log line says why).
+    Auto,
+    /// A packet fanout group on the underlay interface: each GRE packet goes
+    /// to one worker, so per-packet kernel work does not grow with --threads.
+    Fanout,
+    /// One raw GRE socket per worker, each keeping its shard of every packet
+    /// (the kernel clones each packet to every worker's socket).
+    Shard,
+}
+
 /// `--encap` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EncapName {
@@ -256,6 +269,13 @@ pub struct RunArgs {
     /// with UDP segmentation offload. Every VM of a mesh must use the same.
     #[arg(long, value_enum, default_value_t = EncapName::Gre)]
     pub encap: EncapName,
+    /// How GRE mode receives: `fanout` = one AF_PACKET fanout group on the
+    /// underlay interface (each packet reaches one worker; needs CAP_NET_RAW
+    /// and the interface that carries --local); `shard` = one raw GRE socket
+    /// per worker, each filtering its shard out of a copy of every packet;
+    /// `auto` = fanout, or shard if fanout cannot be set up.
+    #[arg(long, value_enum, default_value_t = GreReceive::Auto)]
+    pub gre_receive: GreReceive,
     /// UDP port of GRE-in-UDP, sent to and listened on (with --encap udp).
     #[arg(long, value_name = "PORT", default_value_t = crate::datapath::GRE_UDP_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub udp_port: u16,

@@ -24,6 +24,8 @@ pub struct Config {
     pub csum: bool,
     pub seq: bool,
     pub encap: Encap,
+    /// How GRE mode receives (fanout group or sharded raw sockets).
+    pub gre_receive: crate::cli::GreReceive,
     pub udp_port: u16,
     pub cpus: Vec<Option<core_affinity::CoreId>>,
     pub configure: bool,
@@ -128,6 +130,7 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
         csum: args.csum,
         seq: args.seq,
         encap,
+        gre_receive: args.gre_receive,
         udp_port: args.udp_port,
         cpus,
         configure: !args.no_configure,

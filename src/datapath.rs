@@ -189,6 +189,10 @@ drop_reasons! {
     /// Ingress: GRE of the other encapsulation than configured (raw IP protocol
     /// 47 in UDP mode, or GRE-in-UDP in GRE mode): the mesh is misconfigured.
     WrongEncap => "wrong_encap",
+    /// Ingress: outer IPv4 header checksum wrong. Only a packet socket (the
+    /// fanout receive path) sees such packets: the IPv4 layer drops them
+    /// before any raw socket.
+    BadIpChecksum => "bad_ip_checksum",
 }
 
 impl From<WireError> for DropReason {
@@ -485,6 +489,22 @@ impl Datapath {
         let gre_start = outer.header_len();
         let gre_end = usize::from(outer.total_len());
         self.decapsulate_gre(buf, gre_start, gre_end, sender, outer_ecn)
+    }
+
+    /// [`Datapath::decapsulate`] for a packet taken from the link layer (a
+    /// packet socket), before the IPv4 layer has checked it: the outer
+    /// header checksum is verified first, as `ip_rcv` would.
+    #[inline]
+    pub fn decapsulate_link(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Decapsulated, DropReason> {
+        let outer = Ipv4Packet::new_checked(buf.get(..len).ok_or(DropReason::Truncated)?)?;
+        if !outer.verify_checksum() {
+            return Err(DropReason::BadIpChecksum);
+        }
+        self.decapsulate(buf, len)
     }
 
     /// The ingress decision for a GRE-in-UDP payload `buf[..len]` (GRE header

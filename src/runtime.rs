@@ -10,12 +10,12 @@
 //!    (e.g. the TUN was deleted) stop the others and exit 1. Final counters are
 //!    logged in both cases.
 
-use crate::cli::RunArgs;
+use crate::cli::{GreReceive, RunArgs};
 use crate::config::{resolve, Config};
 use crate::counters::{aggregate, SharedCounters};
 use crate::datapath::{Datapath, Encap};
 use crate::sys;
-use crate::worker::{OtherEncap, RawGre, TunQueue, UdpGre, Underlay, Worker, WAKE};
+use crate::worker::{FanoutGre, OtherEncap, RawGre, TunQueue, UdpGre, Underlay, Worker, WAKE};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,8 +119,32 @@ fn run(
     // Underlay sockets first: raw ones fail fast without privileges, and none
     // changes anything.
     let open_err = |e: std::io::Error| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e)));
-    let underlays = match cfg.encap {
-        Encap::Gre => {
+    let fanout = match (cfg.encap, cfg.gre_receive) {
+        (Encap::Gre, GreReceive::Auto | GreReceive::Fanout) => match open_fanout(cfg, n) {
+            Ok(v) => Some(v),
+            Err(why) if cfg.gre_receive == GreReceive::Fanout => {
+                return Err((EXIT_CONFIG, format!("--gre-receive fanout: {why}")))
+            }
+            Err(why) => {
+                log::warn!(
+                    "GRE receive: no packet fanout group ({why}); using one raw GRE socket per                      worker instead, each of which gets a copy of every GRE packet"
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    let receive_desc = match (cfg.encap, &fanout) {
+        (Encap::Udp, _) => "udp sockets".to_string(),
+        (Encap::Gre, Some(_)) => format!(
+            "fanout on {}",
+            cfg.underlay_if.as_deref().unwrap_or("?")
+        ),
+        (Encap::Gre, None) => "shard".to_string(),
+    };
+    let underlays = match (cfg.encap, fanout) {
+        (Encap::Gre, Some(v)) => Underlays::Fanout(v),
+        (Encap::Gre, None) => {
             let mut v = Vec::with_capacity(n);
             for i in 0..n {
                 let (s, flushed) = sys::raw::RawGreSocket::open(
@@ -135,7 +159,7 @@ fn run(
             }
             Underlays::Raw(v)
         }
-        Encap::Udp => {
+        (Encap::Udp, _) => {
             let mut v = Vec::with_capacity(n);
             for _ in 0..n {
                 let s = sys::udp::UdpGreSocket::open_with(
@@ -249,6 +273,7 @@ fn run(
     };
     let (wakers, handles) = match underlays {
         Underlays::Raw(v) => spawn.all(queues, v, other)?,
+        Underlays::Fanout(v) => spawn.all(queues, v, other)?,
         Underlays::Udp(v) => spawn.all(queues, v, other)?,
     };
     drop(done_tx);
@@ -259,7 +284,7 @@ fn run(
         .map(|c| c.map_or("-".into(), |c| c.id.to_string()))
         .collect();
     log::info!(
-        "meshfwd {} on {}: layout {} ({}), local VM {} (underlay if {}), block {}, VM overlay {}, {} worker(s) on CPUs [{}], MTU {}{}, encap {}, key {}, csum {}, seq {}, offload {}",
+        "meshfwd {} on {}: layout {} ({}), local VM {} (underlay if {}), block {}, VM overlay {}, {} worker(s) on CPUs [{}], MTU {}{}, encap {}, receive {}, key {}, csum {}, seq {}, offload {}",
         env!("CARGO_PKG_VERSION"),
         cfg.tun,
         cfg.layout_name,
@@ -277,6 +302,7 @@ fn run(
             Encap::Gre => "gre".to_string(),
             Encap::Udp => format!("udp port {}", cfg.udp_port),
         },
+        receive_desc,
         cfg.key.map_or("none".into(), |k| k.to_string()),
         if cfg.csum { "on" } else { "off" },
         if cfg.seq { "on" } else { "off" },
@@ -389,8 +415,38 @@ fn run(
 /// The opened underlay of every worker, with the packets its socket
 /// discarded at start (raw GRE's shard flush).
 enum Underlays {
+    Fanout(Vec<(FanoutGre, u64)>),
     Raw(Vec<(RawGre, u64)>),
     Udp(Vec<(UdpGre, u64)>),
+}
+
+/// The fanout receive path for `n` workers: a packet fanout group on the
+/// interface that carries `--local` (one socket per worker, each with its
+/// own send-only raw socket), plus the one raw GRE socket for worker 0.
+/// Everything opened so far is closed again on failure (dropped).
+fn open_fanout(cfg: &Config, n: usize) -> Result<Vec<(FanoutGre, u64)>, String> {
+    let ifname = cfg.underlay_if.as_deref().ok_or_else(|| {
+        format!(
+            "{} is not assigned to any interface, so there is no interface to receive on",
+            cfg.local
+        )
+    })?;
+    let ifindex = sys::netdev::interface_index(ifname).map_err(|e| e.to_string())?;
+    let (stray, flushed) =
+        sys::raw::RawGreSocket::open_stray(cfg.local, ifindex).map_err(|e| e.to_string())?;
+    let mut stray = Some(stray);
+    let mut group = None;
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n {
+        let (rx, id, drained) =
+            sys::packet::PacketSocket::open(ifindex, cfg.local, group, SOCK_RCVBUF)
+                .map_err(|e| format!("{e} (interface {ifname}, socket {} of {n})", i + 1))?;
+        group = Some(id);
+        let tx = sys::raw::RawSender::open(cfg.local, SOCK_SNDBUF).map_err(|e| e.to_string())?;
+        let flushed = drained + if i == 0 { flushed } else { 0 };
+        v.push((FanoutGre::new(rx, tx, stray.take()), flushed));
+    }
+    Ok(v)
 }
 
 /// What every worker gets, whatever its underlay.

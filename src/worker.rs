@@ -44,11 +44,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod egress;
+pub mod fanout;
 pub mod raw;
 pub mod udp;
 mod underlay;
 
 pub use egress::{Egress, Segment};
+pub use fanout::FanoutGre;
 pub use raw::RawGre;
 pub use udp::UdpGre;
 pub use underlay::{Message, RxBatch, Underlay};
@@ -57,6 +59,7 @@ const TUN: Token = Token(0);
 const SOCK: Token = Token(1);
 pub const WAKE: Token = Token(2);
 const OTHER: Token = Token(3);
+const STRAY: Token = Token(4);
 /// Tokens `ERRORS + i` are the underlay's further sockets (their error queues).
 const ERRORS: usize = 16;
 
@@ -184,7 +187,14 @@ impl<U: Underlay> Worker<U> {
             reg.register(&mut SourceFd(&fd), Token(ERRORS + i), Interest::READABLE)
                 .map_err(|e| format!("worker {}: register sender socket: {e}", self.id))?;
         }
-        for &fd in std::iter::once(&sock_fd).chain(self.underlay.error_fds()) {
+        let stray_fd = self.underlay.stray_fd();
+        if let Some(fd) = stray_fd {
+            reg.register(&mut SourceFd(&fd), STRAY, Interest::READABLE)
+                .map_err(|e| format!("worker {}: register raw GRE socket: {e}", self.id))?;
+        }
+        let rx_ip = U::RX_IS_IP.then_some(sock_fd);
+        let ip_fds = rx_ip.iter().chain(self.underlay.error_fds()).chain(&stray_fd);
+        for &fd in ip_fds {
             if let Err(e) = crate::sys::errqueue::enable(fd) {
                 log::warn!(
                     "worker {}: IP_RECVERR: {e}; ICMP errors from peers will not be counted",
@@ -199,13 +209,17 @@ impl<U: Underlay> Worker<U> {
         // Drain anything that arrived before registration.
         let mut tun_pending = true;
         let mut sock_pending = true;
+        let mut stray_pending = stray_fd.is_some();
         loop {
-            while tun_pending || sock_pending {
+            while tun_pending || sock_pending || stray_pending {
                 if tun_pending {
                     tun_pending = !self.egress_batch(&mut st)?;
                 }
                 if sock_pending {
-                    sock_pending = !self.ingress_batch(&mut st)?;
+                    sock_pending = !self.ingress_batch(&mut st, false)?;
+                }
+                if stray_pending {
+                    stray_pending = !self.ingress_batch(&mut st, true)?;
                 }
             }
             self.shared[self.id].publish(&st.c);
@@ -222,8 +236,14 @@ impl<U: Underlay> Worker<U> {
                     TUN => tun_pending = true,
                     SOCK => {
                         sock_pending = true;
-                        if ev.is_error() {
+                        if ev.is_error() && U::RX_IS_IP {
                             drain_errors(sock_fd, &mut st.c);
+                        }
+                    }
+                    STRAY => {
+                        stray_pending = true;
+                        if let (true, Some(fd)) = (ev.is_error(), stray_fd) {
+                            drain_errors(fd, &mut st.c);
                         }
                     }
                     OTHER => self.count_other_encap(&mut st),
@@ -410,10 +430,11 @@ impl<U: Underlay> Worker<U> {
         }
     }
 
-    /// Receives one batch from the underlay and delivers it. Returns Ok(true)
-    /// once the socket is drained.
-    fn ingress_batch(&mut self, st: &mut State) -> Result<bool, String> {
-        let n = match once_more(|| self.underlay.recv()) {
+    /// Receives one batch from the underlay (its stray socket with `stray`)
+    /// and delivers it. Returns Ok(true) once the socket is drained.
+    fn ingress_batch(&mut self, st: &mut State, stray: bool) -> Result<bool, String> {
+        let u = &mut self.underlay;
+        let n = match once_more(|| if stray { u.recv_stray() } else { u.recv() }) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(_) => {

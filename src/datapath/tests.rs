@@ -678,3 +678,34 @@ fn flow_hash_is_per_flow() {
     );
     assert_eq!(flow_hash(&[0x45, 0, 0]), 0);
 }
+
+#[test]
+fn link_layer_ingress_checks_the_outer_header_checksum() {
+    let layout = Layout::wide();
+    let b = Datapath::new(layout, VM_B, None);
+    let src = layout.container_addr(VM_A, 1).unwrap();
+    let dst = layout.container_addr(VM_B, 7).unwrap();
+    let pkt = inner(src, dst, 0, 100);
+    let wire = outer(VM_A, VM_B, 0, &GRE_PLAIN, &pkt);
+    let run = |w: &[u8]| {
+        let mut buf = w.to_vec();
+        b.decapsulate_link(&mut buf, w.len())
+            .map(|d| buf[d.start..d.start + d.len].to_vec())
+    };
+    assert_eq!(run(&wire).unwrap(), pkt);
+    // Ethernet padding after the IPv4 total length is ignored.
+    let mut padded = wire.clone();
+    padded.extend_from_slice(&[0; 6]);
+    assert_eq!(run(&padded).unwrap(), pkt);
+    for byte in [1, 8, 10, 11, 19] {
+        let mut bad = wire.clone();
+        bad[byte] ^= 0x01;
+        assert_eq!(run(&bad).unwrap_err(), DropReason::BadIpChecksum, "byte {byte}");
+    }
+    assert_eq!(run(&wire[..19]).unwrap_err(), DropReason::TooShort);
+    // The IPv4-layer path (raw sockets) does not recheck: the kernel did.
+    let mut bad = wire.clone();
+    bad[10] ^= 0x01;
+    let mut buf = bad.clone();
+    assert!(b.decapsulate(&mut buf, bad.len()).is_ok());
+}

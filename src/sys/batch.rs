@@ -262,7 +262,9 @@ impl Batch {
                 len,
                 truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
                 segment: len,
-                src: (h.msg_hdr.msg_namelen as usize >= mem::size_of::<libc::sockaddr_in>())
+                // A packet socket reports a sockaddr_ll: no IPv4 sender.
+                src: (h.msg_hdr.msg_namelen as usize >= mem::size_of::<libc::sockaddr_in>()
+                    && self.addrs[i].sin_family == libc::AF_INET as libc::sa_family_t)
                     .then(|| Ipv4Addr::from(u32::from_be(self.addrs[i].sin_addr.s_addr))),
                 tos: 0,
             };

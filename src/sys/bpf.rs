@@ -194,6 +194,51 @@ pub fn shard_filter(index: u32, count: u32) -> Vec<sock_filter> {
     a.finish()
 }
 
+/// cBPF program for the fanout packet sockets (`AF_PACKET`, `SOCK_DGRAM`,
+/// so offset 0 is the outer IPv4 header): accepts IPv4 GRE addressed to
+/// `local` that the device received for this host (`PACKET_HOST`: not our
+/// own outgoing packets, not broadcast, multicast or another host's), drops
+/// everything else. Fragments have been reassembled before the filter runs
+/// (`PACKET_FANOUT_FLAG_DEFRAG`).
+pub fn packet_filter(local: std::net::Ipv4Addr) -> Vec<sock_filter> {
+    use libc::{BPF_ABS, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_W};
+    let ancillary = |what: i32| (libc::SKF_AD_OFF + what) as u32;
+    let mut a = Asm::default();
+    a.op(BPF_LD | BPF_B | BPF_ABS, ancillary(libc::SKF_AD_PKTTYPE))
+        .jmp(
+            BPF_JMP | BPF_JEQ | BPF_K,
+            u32::from(libc::PACKET_HOST),
+            To::Next,
+            To::Reject,
+        )
+        .op(BPF_LD | BPF_B | BPF_ABS, 9) //                  IPv4 protocol
+        .jmp(
+            BPF_JMP | BPF_JEQ | BPF_K,
+            libc::IPPROTO_GRE as u32,
+            To::Next,
+            To::Reject,
+        )
+        .op(BPF_LD | BPF_W | BPF_ABS, 16) //                 IPv4 destination
+        .jmp(BPF_JMP | BPF_JEQ | BPF_K, u32::from(local), To::Accept, To::Reject);
+    a.finish()
+}
+
+/// cBPF program for the one raw GRE socket beside a fanout group: drops what
+/// arrived on interface `ifindex` (the fanout group has it) and accepts GRE
+/// that came in on any other interface, so a packet for our address that
+/// the host received elsewhere (another NIC, loopback) is still handled,
+/// exactly once.
+pub fn stray_filter(ifindex: u32) -> Vec<sock_filter> {
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_W};
+    let mut a = Asm::default();
+    a.op(
+        BPF_LD | BPF_W | BPF_ABS,
+        (libc::SKF_AD_OFF + libc::SKF_AD_IFINDEX) as u32,
+    )
+    .jmp(BPF_JMP | BPF_JEQ | BPF_K, ifindex, To::Reject, To::Accept);
+    a.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +253,17 @@ mod tests {
     /// opcodes the shard filter uses: an out-of-bounds packet load or a
     /// division by zero ends the program with 0 (drop).
     fn run(prog: &[sock_filter], pkt: &[u8]) -> u32 {
+        run_with(prog, pkt, Ancillary::default())
+    }
+
+    /// What the kernel's ancillary loads (`SKF_AD_OFF + …`) return.
+    #[derive(Clone, Copy, Default)]
+    struct Ancillary {
+        pkttype: u8,
+        ifindex: u32,
+    }
+
+    fn run_with(prog: &[sock_filter], pkt: &[u8], anc: Ancillary) -> u32 {
         let (mut a, mut x) = (0u32, 0u32);
         let mut mem = [0u32; 16];
         let mut pc = 0usize;
@@ -233,6 +289,13 @@ mod tests {
                         BPF_LEN => pkt.len() as u32,
                         BPF_IMM => k,
                         BPF_MEM => mem[k as usize],
+                        BPF_ABS if k >= libc::SKF_AD_OFF as u32 => {
+                            match k.wrapping_sub(libc::SKF_AD_OFF as u32) as i32 {
+                                libc::SKF_AD_PKTTYPE => u32::from(anc.pkttype),
+                                libc::SKF_AD_IFINDEX => anc.ifindex,
+                                other => panic!("ancillary load {other}"),
+                            }
+                        }
                         BPF_ABS => match load(k, code & 0x18) {
                             Some(v) => v,
                             None => return 0,
@@ -455,6 +518,49 @@ mod tests {
         assert!(hist.iter().all(|&h| h > 800), "{hist:?}");
     }
 
+    fn gre_to(dst: [u8; 4], proto: u8, len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        if len >= 20 {
+            p[0] = 0x45;
+            p[9] = proto;
+            p[16..20].copy_from_slice(&dst);
+        }
+        p
+    }
+
+    #[test]
+    fn packet_filter_accepts_only_gre_for_us_received_for_this_host() {
+        let local = std::net::Ipv4Addr::new(192, 168, 16, 32);
+        let prog = packet_filter(local);
+        verify(&prog);
+        let host = Ancillary::default();
+        let run = |p: &[u8], anc| run_with(&prog, p, anc);
+        assert_eq!(run(&gre_to([192, 168, 16, 32], 47, 64), host), ACCEPT);
+        assert_eq!(run(&gre_to([192, 168, 16, 32], 47, 20), host), ACCEPT);
+        // other protocol, other destination, too short for the destination
+        assert_eq!(run(&gre_to([192, 168, 16, 32], 17, 64), host), 0);
+        assert_eq!(run(&gre_to([192, 168, 16, 33], 47, 64), host), 0);
+        assert_eq!(run(&gre_to([192, 168, 16, 32], 47, 19), host), 0);
+        assert_eq!(run(&[], host), 0);
+        // PACKET_BROADCAST 1, MULTICAST 2, OTHERHOST 3, OUTGOING 4
+        for pkttype in 1..=4 {
+            let anc = Ancillary { pkttype, ifindex: 0 };
+            assert_eq!(run(&gre_to([192, 168, 16, 32], 47, 64), anc), 0, "{pkttype}");
+        }
+    }
+
+    #[test]
+    fn stray_filter_drops_only_the_fanout_device() {
+        let prog = stray_filter(7);
+        verify(&prog);
+        let p = gre_to([192, 168, 16, 32], 47, 64);
+        let on = |ifindex| run_with(&prog, &p, Ancillary { pkttype: 0, ifindex });
+        assert_eq!(on(7), 0);
+        for other in [0, 1, 6, 8, u32::MAX] {
+            assert_eq!(on(other), ACCEPT, "{other}");
+        }
+    }
+
     /// The kernel's own verifier accepts every program (no privilege needed
     /// to attach a filter to a UDP socket; no traffic is sent).
     #[test]
@@ -469,6 +575,14 @@ mod tests {
                 sock.attach_filter(&prog)
                     .unwrap_or_else(|e| panic!("{index}/{count}: {e}"));
             }
+        }
+        let local = std::net::Ipv4Addr::new(192, 168, 16, 32);
+        for prog in [packet_filter(local), stray_filter(3)] {
+            let prog: Vec<_> = prog
+                .iter()
+                .map(|i| socket2::SockFilter::new(i.code, i.jt, i.jf, i.k))
+                .collect();
+            sock.attach_filter(&prog).unwrap();
         }
     }
 }

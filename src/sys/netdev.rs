@@ -108,6 +108,24 @@ pub fn interface_exists(ifname: &str) -> bool {
     unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
+/// The index of interface `ifname` (`if_nametoindex`).
+pub fn interface_index(ifname: &str) -> io::Result<u32> {
+    let name = CString::new(ifname).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {ifname:?} contains NUL"),
+        )
+    })?;
+    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => {
+            let e = io::Error::last_os_error();
+            Err(io::Error::new(e.kind(), format!("interface {ifname}: {e}")))
+        }
+        i => Ok(i),
+    }
+}
+
 /// Sets the primary IPv4 address and prefix of `ifname`
 /// (`SIOCSIFADDR` + `SIOCSIFNETMASK`, as tun-rs does without its
 /// `address-management` feature). Replaces the interface's primary IPv4

@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 
-use super::bpf::shard_filter;
+use super::bpf::{shard_filter, stray_filter};
 
 /// Upper bound on datagrams discarded by the startup drain, so a flood
 /// arriving during `open` cannot keep it spinning.
@@ -52,29 +52,41 @@ impl RawGreSocket {
                 ),
             ));
         }
-        let sock = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(libc::IPPROTO_GRE)),
-        )
-        .map_err(|e| {
-            let hint = if e.kind() == io::ErrorKind::PermissionDenied {
-                " (need CAP_NET_RAW)"
-            } else {
-                ""
-            };
-            io::Error::new(e.kind(), format!("open raw GRE socket: {e}{hint}"))
-        })?;
+        let filter = shard_filter(shard_index, shard_count);
+        let what = format!("shard filter {shard_index}/{shard_count}");
+        Self::open_filtered(local, &filter, &what, rcvbuf, sndbuf, true)
+    }
+
+    /// Opens the one raw GRE socket that sits beside a packet fanout group on
+    /// interface `ifindex` ([`super::packet`]): it takes GRE for `local` that
+    /// arrived on any other interface ([`stray_filter`]), its presence stops
+    /// the kernel's ICMP protocol-unreachable replies, and its error queue
+    /// gets the ICMP errors about GRE we sent. No `SO_RXQ_OVFL`: it shares
+    /// the receive batch of a packet socket, whose drop count that reports.
+    pub fn open_stray(local: Ipv4Addr, ifindex: u32) -> io::Result<(Self, u64)> {
+        let filter = stray_filter(ifindex);
+        let what = format!("filter for interfaces other than index {ifindex}");
+        Self::open_filtered(local, &filter, &what, 0, 0, false)
+    }
+
+    fn open_filtered(
+        local: Ipv4Addr,
+        filter: &[libc::sock_filter],
+        what: &str,
+        rcvbuf: usize,
+        sndbuf: usize,
+        rxq_ovfl: bool,
+    ) -> io::Result<(Self, u64)> {
+        let sock = raw_socket(libc::IPPROTO_GRE, "raw GRE")?;
         let ctx =
             |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
 
-        let filter: Vec<SockFilter> = shard_filter(shard_index, shard_count)
+        let filter: Vec<SockFilter> = filter
             .iter()
             .map(|i| SockFilter::new(i.code, i.jt, i.jf, i.k))
             .collect();
-        sock.attach_filter(&filter).map_err(ctx(format!(
-            "attach shard filter {shard_index}/{shard_count} to raw GRE socket"
-        )))?;
+        sock.attach_filter(&filter)
+            .map_err(ctx(format!("attach {what} to raw GRE socket")))?;
         sock.set_header_included_v4(true)
             .map_err(ctx("set IP_HDRINCL on raw GRE socket".into()))?;
         sock.bind(&SocketAddrV4::new(local, 0).into())
@@ -91,8 +103,10 @@ impl RawGreSocket {
                 .map_err(ctx(format!("set SO_SNDBUF {sndbuf} on raw GRE socket")))?;
             warn_if_capped("SO_SNDBUF", sndbuf, sock.send_buffer_size());
         }
-        if let Err(e) = set_int(&sock, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1) {
-            log::debug!("raw GRE socket: SO_RXQ_OVFL unavailable: {e}");
+        if rxq_ovfl {
+            if let Err(e) = set_int(&sock, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1) {
+                log::debug!("raw GRE socket: SO_RXQ_OVFL unavailable: {e}");
+            }
         }
         sock.set_nonblocking(true)
             .map_err(ctx("set raw GRE socket nonblocking".into()))?;
@@ -116,6 +130,53 @@ impl AsFd for RawGreSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
+}
+
+/// A send-only raw socket (`IPPROTO_RAW`, header included) for outer IPv4
+/// packets we build ourselves: unlike a raw `IPPROTO_GRE` socket it receives
+/// nothing, so workers that receive through a packet fanout group send
+/// without each costing the kernel a clone of every incoming GRE packet.
+/// ICMP errors about what it sent go to the raw GRE socket
+/// ([`RawGreSocket::open_stray`]), matched by the quoted protocol.
+#[derive(Debug)]
+pub struct RawSender {
+    sock: Socket,
+}
+
+impl RawSender {
+    /// Opens the socket bound to `(local, 0)` (the kernel fills in a zero
+    /// outer source with it), `SO_SNDBUF` `sndbuf` (0: default), nonblocking.
+    pub fn open(local: Ipv4Addr, sndbuf: usize) -> io::Result<RawSender> {
+        let sock = raw_socket(libc::IPPROTO_RAW, "raw send")?;
+        let ctx =
+            |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+        sock.bind(&SocketAddrV4::new(local, 0).into())
+            .map_err(ctx(format!("bind raw send socket to {local}")))?;
+        if sndbuf > 0 {
+            set_buffer(&sock, libc::SO_SNDBUFFORCE, sndbuf)
+                .or_else(|_| sock.set_send_buffer_size(sndbuf))
+                .map_err(ctx(format!("set SO_SNDBUF {sndbuf} on raw send socket")))?;
+            warn_if_capped("SO_SNDBUF", sndbuf, sock.send_buffer_size());
+        }
+        sock.set_nonblocking(true)
+            .map_err(ctx("set raw send socket nonblocking".into()))?;
+        Ok(RawSender { sock })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+fn raw_socket(protocol: libc::c_int, what: &str) -> io::Result<Socket> {
+    Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(protocol))).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+            " (need CAP_NET_RAW)"
+        } else {
+            ""
+        };
+        io::Error::new(e.kind(), format!("open {what} socket: {e}{hint}"))
+    })
 }
 
 fn set_int(

@@ -40,7 +40,7 @@ impl RawGre {
     }
 }
 
-fn transmit(start: usize, len: usize, peer: Ipv4Addr) -> Transmit {
+pub(super) fn transmit(start: usize, len: usize, peer: Ipv4Addr) -> Transmit {
     Transmit {
         start: start as u32,
         len: len as u32,

@@ -5,8 +5,9 @@
 //! queues, counters) is written once in [`super`]. An [`Underlay`] only moves
 //! datagrams: it turns [`Segment`]s into messages and sends them, receives a
 //! batch and checks each datagram with the right `Datapath` call. Raw GRE
-//! ([`super::raw::RawGre`]) and GRE-in-UDP ([`super::udp::UdpGre`]) are the
-//! two; tests plug in an in-memory one.
+//! received through a packet fanout group ([`super::fanout::FanoutGre`]) or
+//! sharded raw sockets ([`super::raw::RawGre`]), and GRE-in-UDP
+//! ([`super::udp::UdpGre`]) are the three; tests plug in an in-memory one.
 //!
 //! Dispatch is static (`Worker<U: Underlay>`): the encapsulation is fixed for
 //! a process's life, the per-batch calls are inlined into each
@@ -28,6 +29,20 @@ pub trait Underlay: Send {
     /// Further sockets whose error queues carry ICMP errors about our packets.
     fn error_fds(&self) -> &[RawFd] {
         &[]
+    }
+    /// Whether [`Underlay::fd`] is an IPv4 socket whose error queue carries
+    /// ICMP errors (`IP_RECVERR`); a packet socket is not.
+    const RX_IS_IP: bool = true;
+    /// A second receiving socket, read when it is readable, through the same
+    /// buffers and checks as the first (a fanout group's raw GRE socket for
+    /// packets that arrived on other interfaces). Its error queue is drained
+    /// too.
+    fn stray_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Receives a batch from [`Underlay::stray_fd`] into [`Underlay::rx`].
+    fn recv_stray(&mut self) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
     }
 
     /// Whether the message batch has room for another TUN read's segments.

@@ -1,0 +1,125 @@
+//! Raw GRE received through a packet fanout group, as an [`Underlay`].
+//!
+//! Each worker reads its own `AF_PACKET` socket of one fanout group on the
+//! underlay device (the kernel hands each packet to exactly one member, by
+//! flow), and sends through its own send-only raw socket (`IPPROTO_RAW`), so
+//! no worker's socket costs the kernel a clone of packets another worker
+//! handles. Worker 0 also owns the one raw GRE socket (its stray socket: GRE
+//! for us that arrived on another interface; ICMP errors about what we sent).
+//! Buffers start at the outer IPv4 header, as with [`super::raw::RawGre`];
+//! what the packet socket hands up has not been through the IPv4 layer, so
+//! its outer header checksum is checked here (`Datapath::decapsulate_link`).
+
+use super::egress::{Segment, MAX_SEGMENTS};
+use super::raw::{transmit, RX_BATCH, RX_CAP, TX_MESSAGES};
+use super::underlay::{Message, RxBatch, Underlay};
+use crate::counters::Counters;
+use crate::datapath::{Datapath, DropReason};
+use crate::gro::{Coalescer, Piece};
+use crate::sys::batch::{Batch, Transmit};
+use crate::sys::packet::PacketSocket;
+use crate::sys::raw::{RawGreSocket, RawSender};
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+
+pub struct FanoutGre {
+    rx_sock: PacketSocket,
+    sender: RawSender,
+    /// Worker 0: the raw GRE socket beside the group.
+    stray: Option<RawGreSocket>,
+    /// `[sender fd]`, and the stray socket's errors are drained via `stray_fd`.
+    error_fds: [RawFd; 1],
+    items: Vec<Transmit>,
+    tx: Batch,
+    rx: RxBatch,
+}
+
+impl FanoutGre {
+    pub fn new(rx_sock: PacketSocket, sender: RawSender, stray: Option<RawGreSocket>) -> FanoutGre {
+        let error_fds = [sender.fd()];
+        FanoutGre {
+            rx_sock,
+            sender,
+            stray,
+            error_fds,
+            items: Vec::with_capacity(TX_MESSAGES),
+            tx: Batch::new(TX_MESSAGES),
+            rx: RxBatch::new(RX_BATCH, RX_CAP),
+        }
+    }
+}
+
+impl Underlay for FanoutGre {
+    const RX_IS_IP: bool = false;
+
+    fn fd(&self) -> RawFd {
+        self.rx_sock.fd()
+    }
+
+    fn error_fds(&self) -> &[RawFd] {
+        &self.error_fds
+    }
+
+    fn stray_fd(&self) -> Option<RawFd> {
+        self.stray.as_ref().map(|s| s.fd())
+    }
+
+    fn recv_stray(&mut self) -> io::Result<usize> {
+        match &self.stray {
+            Some(s) => self.rx.recv(s.fd()),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.items.len() + MAX_SEGMENTS <= TX_MESSAGES
+    }
+
+    fn push(&mut self, _arena: &[u8], s: Segment) {
+        self.items.push(transmit(s.start, s.len, s.peer));
+    }
+
+    fn queued(&self) -> &[Transmit] {
+        &self.items
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    fn send(&mut self, arena: &[u8], from: usize) -> io::Result<usize> {
+        self.tx.send(self.sender.fd(), arena, &self.items[from..])
+    }
+
+    fn send_one(&mut self, buf: &[u8], start: usize, len: usize, peer: Ipv4Addr) -> io::Result<()> {
+        self.tx
+            .send_one(self.sender.fd(), buf, transmit(start, len, peer))
+    }
+
+    fn rx(&mut self) -> &mut RxBatch {
+        &mut self.rx
+    }
+
+    /// One datagram per message, outer IPv4 header first, not yet checked
+    /// by the IPv4 layer (stray packets were; checking them again is cheap).
+    fn decapsulate(dp: &Datapath, m: Message<'_>, c: &mut Counters, g: &mut Coalescer) {
+        c.rx_packets += 1;
+        if m.meta.truncated {
+            c.drop(DropReason::Truncated);
+            return;
+        }
+        c.rx_bytes += m.meta.len as u64;
+        match dp.decapsulate_link(m.buf, m.meta.len) {
+            Ok(d) => g.push(
+                &m.buf[d.start..d.start + d.len],
+                Piece {
+                    buf: m.index as u32,
+                    start: d.start as u32,
+                    len: d.len as u32,
+                },
+            ),
+            Err(r) => c.drop(r),
+        }
+    }
+}
