@@ -29,6 +29,8 @@ struct Wire {
     sent: Vec<(SocketAddrV4, Vec<u8>, u16)>,
     /// What the worker will receive (whole outer packets, raw GRE).
     inbound: VecDeque<Vec<u8>>,
+    /// What the worker will receive on its stray socket.
+    stray: VecDeque<Vec<u8>>,
     /// Errors the next sends return, one per call.
     fail: VecDeque<i32>,
 }
@@ -38,6 +40,8 @@ struct Fake {
     wire: Arc<Mutex<Wire>>,
     /// Poll registration only: the test writes a byte to wake ingress.
     wake: UnixDatagram,
+    /// The stray socket's registration, when the test asked for one.
+    stray: Option<UnixDatagram>,
     items: Vec<Transmit>,
     rx: RxBatch,
 }
@@ -50,6 +54,7 @@ impl Fake {
         let f = Fake {
             wire: wire.clone(),
             wake: a,
+            stray: None,
             items: Vec::new(),
             rx: RxBatch::new(8, 65536),
         };
@@ -108,13 +113,32 @@ impl Underlay for Fake {
         &mut self.rx
     }
     fn recv(&mut self) -> io::Result<usize> {
+        self.fill(false)
+    }
+    fn stray_fd(&self) -> Option<RawFd> {
+        self.stray.as_ref().map(|s| s.as_raw_fd())
+    }
+    fn recv_stray(&mut self) -> io::Result<usize> {
+        self.fill(true)
+    }
+    fn decapsulate(dp: &Datapath, m: Message<'_>, c: &mut Counters, g: &mut Coalescer) {
+        <RawGre as Underlay>::decapsulate(dp, m, c, g)
+    }
+}
+
+impl Fake {
+    /// Moves queued inbound packets (of the stray socket with `stray`) into
+    /// the receive batch, like `recvmmsg`.
+    fn fill(&mut self, stray: bool) -> io::Result<usize> {
         let mut drain = [0u8; 16];
-        while self.wake.recv(&mut drain).is_ok() {}
+        let wake = if stray { self.stray.as_ref() } else { Some(&self.wake) };
+        while wake.is_some_and(|w| w.recv(&mut drain).is_ok()) {}
         self.rx.allocate();
         let mut w = self.wire.lock().unwrap();
+        let queue = if stray { &mut w.stray } else { &mut w.inbound };
         let mut n = 0;
         while n < self.rx.capacity() {
-            let Some(p) = w.inbound.pop_front() else {
+            let Some(p) = queue.pop_front() else {
                 break;
             };
             self.rx.bufs[n][..p.len()].copy_from_slice(&p);
@@ -129,9 +153,6 @@ impl Underlay for Fake {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(n)
-    }
-    fn decapsulate(dp: &Datapath, m: Message<'_>, c: &mut Counters, g: &mut Coalescer) {
-        <RawGre as Underlay>::decapsulate(dp, m, c, g)
     }
 }
 
@@ -235,8 +256,8 @@ fn ingress_coalesces_segments_into_one_tun_write() {
             .push_back(b[e.start..e.start + e.len].to_vec());
     }
     // Eight per receive batch: two batches, drained after the second.
-    assert!(!w.ingress_batch(&mut st).unwrap());
-    assert!(w.ingress_batch(&mut st).unwrap());
+    assert!(!w.ingress_batch(&mut st, false).unwrap());
+    assert!(w.ingress_batch(&mut st, false).unwrap());
     let mut buf = vec![0u8; 70_000];
     let mut writes = Vec::new();
     tun_peer.set_nonblocking(true).unwrap();
@@ -273,7 +294,7 @@ fn drops_are_counted_by_reason_in_both_directions() {
         wl.inbound.push_back(spoofed);
         wl.inbound.push_back(vec![0x45, 0, 0, 10]);
     }
-    w.ingress_batch(&mut st).unwrap();
+    w.ingress_batch(&mut st, false).unwrap();
     assert_eq!(st.c.rx_packets, 2);
     assert_eq!(st.c.drops[DropReason::SpoofedSource.index()], 1);
     assert_eq!(st.c.drops[DropReason::TooShort.index()], 1);
@@ -325,6 +346,51 @@ fn a_stale_send_error_is_retried_and_a_real_one_counted() {
     assert_eq!(st.c.tx_packets, 2);
 }
 
+/// A GRE packet from VM_DST to SRC's container, as VM_DST sends it.
+fn reply_from_dst() -> Vec<u8> {
+    let mut r = tcp(1, 0x10, &[6; 300], &[]);
+    r[12..16].copy_from_slice(&DST);
+    r[16..20].copy_from_slice(&SRC);
+    r[10..12].fill(0);
+    let c = crate::wire::checksum::checksum(&r[..20]);
+    r[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut b = vec![0u8; HEADROOM + r.len()];
+    b[HEADROOM..].copy_from_slice(&r);
+    let e = Datapath::new(Layout::wide(), VM_DST, None)
+        .encapsulate(&mut b, HEADROOM, r.len())
+        .unwrap();
+    b[e.start..e.start + e.len].to_vec()
+}
+
+/// Worker 0 of a fanout group also reads its stray socket (GRE that arrived
+/// on another interface): the poll loop wakes on it alone and delivers what
+/// it holds through the same checks, and both sources drain.
+#[test]
+fn the_poll_loop_reads_the_stray_socket_too() {
+    let (mut w, tun_peer, wire, _wake) = worker(VM_SRC);
+    let (a, stray_wake) = UnixDatagram::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    w.underlay.stray = Some(a);
+    let stop = w.stop.clone();
+    let shared = w.shared.clone();
+    let waker = Arc::new(mio::Waker::new(w.poll.registry(), WAKE).unwrap());
+    let h = std::thread::spawn(move || w.run());
+    let mut spoofed = reply_from_dst();
+    spoofed[12..16].copy_from_slice(&Ipv4Addr::new(192, 168, 9, 9).octets());
+    wire.lock().unwrap().stray.extend([reply_from_dst(), spoofed]);
+    stray_wake.send(&[1]).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = tun_peer.recv(&mut buf).expect("delivered from the stray socket");
+    assert_eq!(n, 10 + 340);
+    stop.store(true, Ordering::Relaxed);
+    waker.wake().unwrap();
+    assert_eq!(h.join().unwrap(), Ok(()));
+    let c = shared[0].snapshot();
+    assert_eq!((c.rx_packets, c.tun_tx_packets), (2, 1));
+    assert_eq!(c.drops[DropReason::SpoofedSource.index()], 1);
+    assert!(wire.lock().unwrap().stray.is_empty());
+}
+
 #[test]
 fn the_poll_loop_forwards_both_ways_and_stops() {
     let (w, tun_peer, wire, wake) = worker(VM_SRC);
@@ -342,21 +408,7 @@ fn the_poll_loop_forwards_both_ways_and_stops() {
     let sent = wire.lock().unwrap().sent.clone();
     assert_eq!(sent.len(), 1, "egress through the loop");
     // The reverse: VM_DST answers; the worker on VM_SRC delivers it.
-    let back = {
-        let mut r = tcp(1, 0x10, &[6; 300], &[]);
-        r[12..16].copy_from_slice(&DST);
-        r[16..20].copy_from_slice(&SRC);
-        r[10..12].fill(0);
-        let c = crate::wire::checksum::checksum(&r[..20]);
-        r[10..12].copy_from_slice(&c.to_be_bytes());
-        let mut b = vec![0u8; HEADROOM + r.len()];
-        b[HEADROOM..].copy_from_slice(&r);
-        let e = Datapath::new(Layout::wide(), VM_DST, None)
-            .encapsulate(&mut b, HEADROOM, r.len())
-            .unwrap();
-        b[e.start..e.start + e.len].to_vec()
-    };
-    wire.lock().unwrap().inbound.push_back(back);
+    wire.lock().unwrap().inbound.push_back(reply_from_dst());
     wake.send(&[1]).unwrap();
     let mut buf = vec![0u8; 2048];
     let n = tun_peer.recv(&mut buf).expect("ingress through the loop");
