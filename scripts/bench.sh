@@ -13,8 +13,10 @@
 #   --paths LIST      comma list of raw,raw-nooff,vxlan,fastd,tinc,meshfwd,meshfwd-nopin,
 #                     meshfwd-nooff,meshfwd-udp,meshfwd-udp-nopin (the default), and on request
 #                     meshfwd-t1,meshfwd-t2,meshfwd-t4,meshfwd-t8 (GRE, --no-pin --threads N)
-#                     and meshfwd-base,meshfwd-udp-base (need --baseline)
-#   --sweep           add the GRE --threads sweep (meshfwd-t1,-t2,-t4,-t8) to the paths
+#                     and meshfwd-base,meshfwd-udp-base,meshfwd-base-nopin,
+#                     meshfwd-base-t1,-t2,-t4,-t8 (need --baseline)
+#   --sweep           add the GRE --threads sweep (meshfwd-t1,-t2,-t4,-t8) to the paths,
+#                     and with --baseline the same sweep of the baseline (meshfwd-base-tN)
 #   --tests LIST      comma list of ping,tcp1,tcp4,udp,udp64 (default all)
 #   --quick           --reps 1 --duration 5 --omit 1, shorter UDP steps and ping
 #   --out DIR         results directory (default bench-results/<timestamp>)
@@ -63,8 +65,10 @@ REPORT="$HERE/bench_report.py"
 ARGS_STR="$*"
 # shellcheck disable=SC2034  # read through a nameref in pick()
 ALL_PATHS=(raw raw-nooff vxlan fastd tinc meshfwd meshfwd-nopin meshfwd-nooff meshfwd-udp meshfwd-udp-nopin
-    meshfwd-t1 meshfwd-t2 meshfwd-t4 meshfwd-t8 meshfwd-base meshfwd-udp-base)
+    meshfwd-t1 meshfwd-t2 meshfwd-t4 meshfwd-t8 meshfwd-base meshfwd-udp-base meshfwd-base-nopin
+    meshfwd-base-t1 meshfwd-base-t2 meshfwd-base-t4 meshfwd-base-t8)
 SWEEP_PATHS=(meshfwd-t1 meshfwd-t2 meshfwd-t4 meshfwd-t8)
+BASE_SWEEP_PATHS=(meshfwd-base-t1 meshfwd-base-t2 meshfwd-base-t4 meshfwd-base-t8)
 SWEEP=0
 # shellcheck disable=SC2034
 ALL_TESTS=(ping tcp1 tcp4 udp udp64)
@@ -141,13 +145,15 @@ if [[ -n $PATHS_ARG ]]; then
     mapfile -t PATHS < <(pick ALL_PATHS "$PATHS_ARG") || exit 2
 else
     # the default: everything but the sweep, and the -base paths only with --baseline
-    mapfile -t PATHS < <(printf '%s\n' "${ALL_PATHS[@]}" | grep -v -e '^meshfwd-t[0-9]' |
-        if [[ -n $BASELINE ]]; then cat; else grep -v -e '-base$'; fi)
+    mapfile -t PATHS < <(printf '%s\n' "${ALL_PATHS[@]}" | grep -v -e '^meshfwd-t[0-9]' -e '-base-t[0-9]' |
+        if [[ -n $BASELINE ]]; then cat; else grep -v -e '-base'; fi)
 fi
 if ((SWEEP)); then
-    for p in "${SWEEP_PATHS[@]}"; do [[ " ${PATHS[*]} " == *" $p "* ]] || PATHS+=("$p"); done
+    sweep=("${SWEEP_PATHS[@]}")
+    [[ -n $BASELINE ]] && sweep+=("${BASE_SWEEP_PATHS[@]}")
+    for p in "${sweep[@]}"; do [[ " ${PATHS[*]} " == *" $p "* ]] || PATHS+=("$p"); done
 fi
-if [[ -z $BASELINE ]] && [[ " ${PATHS[*]} " == *-base\ * ]]; then
+if [[ -z $BASELINE ]] && [[ " ${PATHS[*]} " == *-base* ]]; then
     echo "--paths meshfwd-base / meshfwd-udp-base need --baseline BIN" >&2; exit 2
 fi
 mapfile -t TESTS < <(pick ALL_TESTS "$TESTS_ARG") || exit 2
@@ -441,11 +447,11 @@ meshfwd_stop() {
 meshfwd_args() { # MODE -> the options that make that path
     case $1 in
         meshfwd | meshfwd-base) ;;
-        meshfwd-nopin) echo --no-pin ;;
+        meshfwd-nopin | meshfwd-base-nopin) echo --no-pin ;;
         meshfwd-nooff) echo --no-offload ;;
         meshfwd-udp | meshfwd-udp-base) echo --encap udp ;;
         meshfwd-udp-nopin) echo --encap udp --no-pin ;;
-        meshfwd-t[0-9]*) echo --no-pin --threads "${1#meshfwd-t}" ;;
+        meshfwd-t[0-9]* | meshfwd-base-t[0-9]*) echo --no-pin --threads "${1##*-t}" ;;
     esac
 }
 meshfwd_start() { # MODE (one of the meshfwd* paths)
@@ -455,7 +461,7 @@ meshfwd_start() { # MODE (one of the meshfwd* paths)
     read -ra args <<<"$(meshfwd_args "$mode")"
     # the -base paths run the --baseline binary, everything else this build
     MESHFWD=$MESHFWD_CUR
-    [[ $mode == *-base ]] && MESHFWD="$RUN/meshfwd-base"
+    [[ $mode == *-base || $mode == *-base-* ]] && MESHFWD="$RUN/meshfwd-base"
     args+=("${MESHFWD_EXTRA[@]}")
     for vm in $VM1 $VM2; do
         mf_start "$vm" "${args[@]}" || return 1

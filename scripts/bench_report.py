@@ -19,7 +19,8 @@ import sys
 
 PATH_ORDER = ["raw", "raw-nooff", "vxlan", "fastd", "tinc", "meshfwd", "meshfwd-nopin", "meshfwd-nooff",
               "meshfwd-udp", "meshfwd-udp-nopin", "meshfwd-t1", "meshfwd-t2", "meshfwd-t4", "meshfwd-t8",
-              "meshfwd-base", "meshfwd-udp-base"]
+              "meshfwd-base", "meshfwd-udp-base", "meshfwd-base-nopin", "meshfwd-base-t1", "meshfwd-base-t2",
+              "meshfwd-base-t4", "meshfwd-base-t8"]
 LABEL = {
     "raw": "raw veth",
     "raw-nooff": "raw veth, no offload",
@@ -37,6 +38,11 @@ LABEL = {
     "meshfwd-t8": "meshfwd --no-pin --threads 8",
     "meshfwd-base": "meshfwd (--baseline build)",
     "meshfwd-udp-base": "meshfwd --encap udp (--baseline build)",
+    "meshfwd-base-nopin": "meshfwd --no-pin (--baseline build)",
+    "meshfwd-base-t1": "meshfwd --no-pin --threads 1 (--baseline build)",
+    "meshfwd-base-t2": "meshfwd --no-pin --threads 2 (--baseline build)",
+    "meshfwd-base-t4": "meshfwd --no-pin --threads 4 (--baseline build)",
+    "meshfwd-base-t8": "meshfwd --no-pin --threads 8 (--baseline build)",
 }
 MESHFWD_PATHS = {p for p in PATH_ORDER if p.startswith("meshfwd")}
 DAEMON_PATHS = {"fastd", "tinc"} | MESHFWD_PATHS
@@ -281,7 +287,7 @@ def summarise(per_rep, paths, reps):
             summary[p]["rss_max_mib"]["worst"] = summary[p]["rss_max_mib"]["max"]
     ratios = {}
     for num in [p for p in ("meshfwd", "meshfwd-nopin", "meshfwd-nooff", "meshfwd-udp", "meshfwd-udp-nopin",
-                            "meshfwd-t8") if p in paths]:
+                            "meshfwd-t8", "meshfwd-base-t8") if p in paths]:
         for den in paths:
             if den == num:
                 continue
@@ -418,7 +424,8 @@ def render_tables(res):
                      cell(s.get("tcp1_daemon_cores"), 2), cell(s.get("tcp1_gbps_per_core"), 2),
                      fmt(rss["max"], 1) if rss else "–"])
     out.append(md_table(hdr, rows))
-    for num in ("meshfwd", "meshfwd-nopin", "meshfwd-nooff", "meshfwd-udp", "meshfwd-udp-nopin", "meshfwd-t8"):
+    for num in ("meshfwd", "meshfwd-nopin", "meshfwd-nooff", "meshfwd-udp", "meshfwd-udp-nopin", "meshfwd-t8",
+                "meshfwd-base-t8"):
         if num not in ratios:
             continue
         out.append(f"\n**Ratios {LABEL[num]} / X** (computed per repetition, then medianed)\n")
@@ -462,7 +469,10 @@ def charts(res, out_dir):
              "meshfwd-udp": "meshfwd\nGRE-in-UDP", "meshfwd-base": "meshfwd\nbaseline",
              "meshfwd-udp-base": "meshfwd-udp\nbaseline", "meshfwd-nopin": "meshfwd\n--no-pin",
              "meshfwd-udp-nopin": "meshfwd-udp\n--no-pin", "meshfwd-t1": "GRE\n1 thread",
-             "meshfwd-t2": "GRE\n2 threads", "meshfwd-t4": "GRE\n4 threads", "meshfwd-t8": "GRE\n8 threads"}
+             "meshfwd-t2": "GRE\n2 threads", "meshfwd-t4": "GRE\n4 threads", "meshfwd-t8": "GRE\n8 threads",
+             "meshfwd-base-nopin": "baseline\n--no-pin", "meshfwd-base-t1": "baseline\n1 thread",
+             "meshfwd-base-t2": "baseline\n2 threads", "meshfwd-base-t4": "baseline\n4 threads",
+             "meshfwd-base-t8": "baseline\n8 threads"}
     labels = [short[p] for p in paths]
     meta = res["meta"]
     sub = f"{meta['reps']} rep(s), median with min–max; 2 namespaces, veth MTU 1500; {meta.get('timestamp', '')}"

@@ -134,6 +134,11 @@ fn run(
         },
         _ => None,
     };
+    let receive_mode = match (cfg.encap, &fanout) {
+        (Encap::Udp, _) => "udp",
+        (Encap::Gre, Some(_)) => "fanout",
+        (Encap::Gre, None) => "shard",
+    };
     let receive_desc = match (cfg.encap, &fanout) {
         (Encap::Udp, _) => "udp sockets".to_string(),
         (Encap::Gre, Some(_)) => format!(
@@ -333,7 +338,13 @@ fn run(
         );
     }
 
-    write_stats(stats_file, &shared, n, &cfg.tun);
+    let stats = StatsFile {
+        path: stats_file,
+        shared: &shared,
+        tun: &cfg.tun,
+        receive: receive_mode,
+    };
+    stats.write();
     let started = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_log = Instant::now();
@@ -345,7 +356,7 @@ fn run(
             break;
         }
         if hangup.swap(false, Ordering::Relaxed) {
-            write_stats(stats_file, &shared, n, &cfg.tun);
+            stats.write();
             log::info!(
                 "SIGHUP: nothing to reload, still forwarding; after {:.1} s: {}",
                 started.elapsed().as_secs_f64(),
@@ -366,7 +377,7 @@ fn run(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         if last_stats.elapsed() >= Duration::from_secs(1) {
-            write_stats(stats_file, &shared, n, &cfg.tun);
+            stats.write();
             last_stats = Instant::now();
         }
         if stats_interval > 0 && last_log.elapsed() >= Duration::from_secs(stats_interval) {
@@ -378,7 +389,7 @@ fn run(
             last_log = Instant::now();
         }
     }
-    write_stats(stats_file, &shared, n, &cfg.tun);
+    stats.write();
     stop.store(true, Ordering::Relaxed);
     for w in &wakers {
         let _ = w.wake();
@@ -403,7 +414,7 @@ fn run(
             let _ = h.join();
         }
     }
-    write_stats(stats_file, &shared, n, &cfg.tun);
+    stats.write();
     log::info!(
         "final counters after {:.1} s: {}",
         started.elapsed().as_secs_f64(),
@@ -431,6 +442,15 @@ fn open_fanout(cfg: &Config, n: usize) -> Result<Vec<(FanoutGre, u64)>, String> 
             cfg.local
         )
     })?;
+    // On a loopback interface the group would see none of the GRE arriving
+    // from other VMs (it all came in on other interfaces), and worker 0's
+    // raw GRE socket would take everything.
+    if sys::netdev::interface_is_loopback(ifname).map_err(|e| e.to_string())? {
+        return Err(format!(
+            "{} is on the loopback interface {ifname}, and GRE for it arrives on others",
+            cfg.local
+        ));
+    }
     let ifindex = sys::netdev::interface_index(ifname).map_err(|e| e.to_string())?;
     let (stray, flushed) =
         sys::raw::RawGreSocket::open_stray(cfg.local, ifindex).map_err(|e| e.to_string())?;
@@ -515,9 +535,40 @@ impl Spawn<'_> {
 /// still has them after the device disappears with its last queue.
 static LAST_KERNEL_DROPS: std::sync::Mutex<Option<(u64, u64)>> = std::sync::Mutex::new(None);
 
-fn write_stats(path: Option<&Path>, shared: &[SharedCounters], workers: usize, tun: &str) {
+/// The stats file and what it reports besides the counters.
+struct StatsFile<'a> {
+    path: Option<&'a Path>,
+    shared: &'a [SharedCounters],
+    tun: &'a str,
+    /// How underlay packets are received: "fanout", "shard" or "udp".
+    receive: &'static str,
+}
+
+impl StatsFile<'_> {
+    fn write(&self) {
+        write_stats(self.path, self.shared, self.tun, self.receive)
+    }
+}
+
+fn write_stats(path: Option<&Path>, shared: &[SharedCounters], tun: &str, receive: &str) {
     let Some(path) = path else { return };
-    let mut v = aggregate(shared).to_json(workers);
+    let mut v = aggregate(shared).to_json(shared.len());
+    v["receive"] = receive.into();
+    // Which worker handled what: with a fanout group each received packet
+    // is counted by exactly one worker, by flow.
+    v["per_worker"] = shared
+        .iter()
+        .map(|w| {
+            let c = w.snapshot();
+            serde_json::json!({
+                "rx_packets": c.rx_packets,
+                "tun_tx_packets": c.tun_tx_packets,
+                "tun_rx_packets": c.tun_rx_packets,
+                "tx_packets": c.tx_packets,
+            })
+        })
+        .collect::<Vec<_>>()
+        .into();
     let drops = {
         let mut last = LAST_KERNEL_DROPS.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(now) = crate::procfs::kernel_if_drops(tun) {

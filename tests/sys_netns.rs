@@ -20,8 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use meshfwd::sys::{
-    interface_exists, interface_mtu, ipv4_addrs, open_tun, shard_of, tun_mtu, Batch, IfAddr,
-    RawGreSocket, RecvMeta, Transmit, TunConfig,
+    interface_exists, interface_index, interface_mtu, ipv4_addrs, open_tun, shard_of, tun_mtu,
+    Batch, IfAddr, PacketSocket, RawGreSocket, RawSender, RecvMeta, Transmit, TunConfig,
 };
 
 const ADDR_A: Ipv4Addr = Ipv4Addr::new(192, 168, 16, 1);
@@ -99,10 +99,10 @@ fn craft(buf: &mut [u8], rng: &mut Rng, id: u16, full: bool) -> usize {
     len
 }
 
-fn send_all(m: &mut Batch, tx: &RawGreSocket, arena: &[u8], mut items: &[Transmit]) {
+fn send_all(m: &mut Batch, tx: &impl AsRawFd, arena: &[u8], mut items: &[Transmit]) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !items.is_empty() {
-        match m.send(tx.fd(), arena, items) {
+        match m.send(tx.as_raw_fd(), arena, items) {
             Ok(n) => {
                 assert!(n > 0);
                 items = &items[n..];
@@ -117,11 +117,11 @@ fn send_all(m: &mut Batch, tx: &RawGreSocket, arena: &[u8], mut items: &[Transmi
 
 /// Receives everything queued on `sock`: (reported length, first bytes);
 /// a datagram truncated by the `slot`-byte buffer reports `usize::MAX`.
-fn recv_all(m: &mut Batch, sock: &RawGreSocket, slot: usize, out: &mut Vec<(usize, Vec<u8>)>) {
+fn recv_all(m: &mut Batch, sock: &dyn AsRawFd, slot: usize, out: &mut Vec<(usize, Vec<u8>)>) {
     let mut bufs = vec![vec![0u8; slot]; m.capacity()];
     let mut meta = vec![RecvMeta::default(); m.capacity()];
     loop {
-        match m.recv(sock.fd(), &mut bufs, 0, &mut meta) {
+        match m.recv(sock.as_raw_fd(), &mut bufs, 0, &mut meta) {
             Ok(n) => {
                 for (b, r) in bufs[..n].iter().zip(&meta) {
                     let len = if r.truncated { usize::MAX } else { r.len };
@@ -139,7 +139,7 @@ fn outer_id(p: &[u8]) -> u16 {
 }
 
 struct Rx {
-    sock: RawGreSocket,
+    sock: Box<dyn AsRawFd + Send>,
     mmsg: Batch,
     got: Vec<(usize, Vec<u8>)>,
 }
@@ -150,7 +150,7 @@ fn collect(shards: &mut [Rx], want: usize) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         for rx in shards.iter_mut() {
-            recv_all(&mut rx.mmsg, &rx.sock, SLOT, &mut rx.got);
+            recv_all(&mut rx.mmsg, &*rx.sock, SLOT, &mut rx.got);
         }
         let total: usize = shards.iter().map(|r| r.got.len()).sum();
         if total >= want || Instant::now() > deadline {
@@ -160,17 +160,18 @@ fn collect(shards: &mut [Rx], want: usize) {
     }
     thread::sleep(Duration::from_millis(100));
     for rx in shards.iter_mut() {
-        recv_all(&mut rx.mmsg, &rx.sock, SLOT, &mut rx.got);
+        recv_all(&mut rx.mmsg, &*rx.sock, SLOT, &mut rx.got);
     }
 }
 
-#[test]
-#[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
-fn gre_shards_deliver_each_packet_once() {
-    require_root();
+/// Two namespaces `mfsys<pid><tag>a`/`b` joined by a veth (`sdv<pid><tag>a`
+/// in A with 192.168.16.1/24, `…b` in B with .2/24), B holding a permanent
+/// neighbour entry for A (no ARP queueing, and dropping, of a first burst).
+/// Returns the namespace guard, the namespace names and the veth names.
+fn linked_pair(tag: &str) -> (Namespaces, String, String, String, String) {
     let pid = std::process::id();
-    let (na, nb) = (format!("mfsys{pid}a"), format!("mfsys{pid}b"));
-    let (va, vb) = (format!("sdv{pid}a"), format!("sdv{pid}b"));
+    let (na, nb) = (format!("mfsys{pid}{tag}a"), format!("mfsys{pid}{tag}b"));
+    let (va, vb) = (format!("sdv{pid}{tag}a"), format!("sdv{pid}{tag}b"));
     let mut ns = Namespaces::default();
     ns.add(&na);
     ns.add(&nb);
@@ -211,6 +212,15 @@ fn gre_shards_deliver_each_packet_once() {
         "nud",
         "permanent",
     ]);
+    (ns, na, nb, va, vb)
+}
+
+#[test]
+#[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
+fn gre_shards_deliver_each_packet_once() {
+    require_root();
+    let (_ns, na, nb, _va, _vb) = linked_pair("s");
+    let pid = std::process::id();
 
     // ns A: two shard sockets, plus an accept-all socket with the smallest
     // receive buffer to exercise MSG_TRUNC reporting and SO_RXQ_OVFL.
@@ -220,7 +230,7 @@ fn gre_shards_deliver_each_packet_once() {
                 let (sock, drained) = RawGreSocket::open(ADDR_A, i, 2, 4 << 20, 1 << 20).unwrap();
                 assert_eq!(drained, 0);
                 Rx {
-                    sock,
+                    sock: Box::new(sock),
                     mmsg: Batch::new(64),
                     got: Vec::new(),
                 }
@@ -231,7 +241,7 @@ fn gre_shards_deliver_each_packet_once() {
         (
             shards,
             Rx {
-                sock,
+                sock: Box::new(sock),
                 mmsg: Batch::new(16),
                 got: Vec::new(),
             },
@@ -269,7 +279,7 @@ fn gre_shards_deliver_each_packet_once() {
 
     // Accept-all socket: a few queued (truncated by a 64-byte slot), the rest
     // overflowed.
-    recv_all(&mut ovf.mmsg, &ovf.sock, 64, &mut ovf.got);
+    recv_all(&mut ovf.mmsg, &*ovf.sock, 64, &mut ovf.got);
     let queued_first = ovf.got.len();
     assert!(
         queued_first > 0 && queued_first < FULL + SHORT,
@@ -300,7 +310,7 @@ fn gre_shards_deliver_each_packet_once() {
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     delivered.extend([e1, e3, e4].map(|i| i as u16 + 1));
     collect(&mut shards, delivered.len());
-    recv_all(&mut ovf.mmsg, &ovf.sock, 64, &mut ovf.got);
+    recv_all(&mut ovf.mmsg, &*ovf.sock, 64, &mut ovf.got);
 
     // One last packet into the now-empty accept-all queue: it carries the
     // socket's final drop count.
@@ -314,7 +324,7 @@ fn gre_shards_deliver_each_packet_once() {
             Instant::now() < deadline,
             "last packet not seen on accept-all socket"
         );
-        recv_all(&mut ovf.mmsg, &ovf.sock, 64, &mut ovf.got);
+        recv_all(&mut ovf.mmsg, &*ovf.sock, 64, &mut ovf.got);
         thread::sleep(Duration::from_millis(2));
     }
 
@@ -384,6 +394,169 @@ fn gre_shards_deliver_each_packet_once() {
         "gre: {} packets, shards {per_shard:?}; accept-all socket queued {} dropped {drops}",
         delivered.len(),
         ovf.got.len()
+    );
+}
+
+/// Splits the GRE packet `pkt` (20-byte outer header, no DF) into two IPv4
+/// fragments at byte 1480 of its payload.
+fn fragments(pkt: &[u8]) -> [Vec<u8>; 2] {
+    let (hdr, payload) = pkt.split_at(20);
+    let (a, b) = payload.split_at(1480);
+    let frag = |flags_off: u16, part: &[u8]| {
+        let mut f = hdr.to_vec();
+        f[2..4].copy_from_slice(&((20 + part.len()) as u16).to_be_bytes());
+        f[6..8].copy_from_slice(&flags_off.to_be_bytes());
+        f.extend_from_slice(part);
+        f
+    };
+    [frag(0x2000, a), frag(1480 / 8, b)]
+}
+
+/// The fanout receive path (`--gre-receive fanout`) with 4 workers: every
+/// GRE packet reaches exactly one of the group's 4 packet sockets, fragments
+/// are reassembled first, flows spread over the group, and GRE for our
+/// address that arrived on another interface (here: loopback) reaches the
+/// raw GRE socket beside the group instead, also exactly once.
+#[test]
+#[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
+fn gre_fanout_delivers_each_packet_once_to_one_of_4() {
+    require_root();
+    let (_ns, na, nb, va, _vb) = linked_pair("f");
+    let pid = std::process::id();
+    const WORKERS: usize = 4;
+    let (mut group, mut stray, looped) = in_netns(&na, || {
+        let ifindex = interface_index(&va).unwrap();
+        let (stray, drained) = RawGreSocket::open_stray(ADDR_A, ifindex).unwrap();
+        assert_eq!(drained, 0);
+        let mut id = None;
+        let group: Vec<Rx> = (0..WORKERS)
+            .map(|_| {
+                let (sock, gid, drained) =
+                    PacketSocket::open(ifindex, ADDR_A, id, 4 << 20).unwrap();
+                assert_eq!(drained, 0);
+                assert!(id.is_none_or(|i| i == gid));
+                id = Some(gid);
+                Rx {
+                    sock: Box::new(sock),
+                    mmsg: Batch::new(64),
+                    got: Vec::new(),
+                }
+            })
+            .collect();
+        let looped = RawSender::open(ADDR_A, 0).unwrap();
+        let stray = Rx {
+            sock: Box::new(stray),
+            mmsg: Batch::new(64),
+            got: Vec::new(),
+        };
+        (group, stray, looped)
+    });
+    let (tx, _) = in_netns(&nb, || RawGreSocket::open(ADDR_B, 0, 1, 0, 4 << 20).unwrap());
+
+    // 400 packets of random inner flows B -> A (ids 1..=400), 3 packets of
+    // 1,844 bytes sent as two fragments each (ids 1001..=1003), and 5 GRE
+    // packets A sends to itself (ids 2001..=2005, through loopback).
+    const FLOWS: usize = 400;
+    let mut rng = Rng(0xfa40_0000 ^ u64::from(pid));
+    let mut arena = vec![0u8; SLOT * (FLOWS + 6 + 5)];
+    let mut sent: HashMap<u16, Vec<u8>> = HashMap::new();
+    let mut items = Vec::new();
+    let put = |arena: &mut Vec<u8>, items: &mut Vec<Transmit>, at: usize, p: &[u8]| {
+        arena[at * SLOT..at * SLOT + p.len()].copy_from_slice(p);
+        items.push(Transmit {
+            start: (at * SLOT) as u32,
+            len: p.len() as u32,
+            dst: SocketAddrV4::new(ADDR_A, 0),
+            segment: 0,
+            tos: None,
+        });
+    };
+    let mut buf = vec![0u8; SLOT];
+    for i in 0..FLOWS {
+        let len = craft(&mut buf, &mut rng, i as u16 + 1, true);
+        sent.insert(i as u16 + 1, buf[..len].to_vec());
+        put(&mut arena, &mut items, i, &buf[..len]);
+    }
+    for k in 0..3 {
+        let id = 1001 + k as u16;
+        let mut big = vec![0u8; 1844];
+        big[..20].copy_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 47, 0, 0, 192, 168, 16, 2, 192, 168, 16, 1,
+        ]);
+        big[2..4].copy_from_slice(&1844u16.to_be_bytes());
+        big[4..6].copy_from_slice(&id.to_be_bytes());
+        big[22..24].copy_from_slice(&0x0800u16.to_be_bytes());
+        big[24] = 0x45;
+        for (j, b) in big[44..].iter_mut().enumerate() {
+            *b = (j as u8) ^ (k as u8);
+        }
+        sent.insert(id, big.clone());
+        for (j, f) in fragments(&big).iter().enumerate() {
+            put(&mut arena, &mut items, FLOWS + 2 * k + j, f);
+        }
+    }
+    let mut txm = Batch::new(32);
+    send_all(&mut txm, &tx, &arena, &items);
+    let mut looped_items = Vec::new();
+    for k in 0..5 {
+        let id = 2001 + k as u16;
+        let len = craft(&mut buf, &mut rng, id, true);
+        // From A's own address (craft writes B's).
+        buf[12..16].copy_from_slice(&ADDR_A.octets());
+        sent.insert(id, buf[..len].to_vec());
+        put(&mut arena, &mut looped_items, FLOWS + 6 + k, &buf[..len]);
+    }
+    in_netns(&na, || send_all(&mut txm, &looped, &arena, &looped_items));
+
+    let want = FLOWS + 3 + 5;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let total = |g: &[Rx], s: &Rx| g.iter().map(|r| r.got.len()).sum::<usize>() + s.got.len();
+    while total(&group, &stray) < want && Instant::now() < deadline {
+        for rx in group.iter_mut().chain(std::iter::once(&mut stray)) {
+            recv_all(&mut rx.mmsg, &*rx.sock, SLOT, &mut rx.got);
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    thread::sleep(Duration::from_millis(100));
+    for rx in group.iter_mut().chain(std::iter::once(&mut stray)) {
+        recv_all(&mut rx.mmsg, &*rx.sock, SLOT, &mut rx.got);
+    }
+
+    let mut seen: HashMap<u16, usize> = HashMap::new();
+    for (k, rx) in group.iter().enumerate() {
+        assert_eq!(rx.mmsg.rx_queue_drops(), 0, "socket {k} dropped packets");
+        for (len, p) in &rx.got {
+            let id = outer_id(p);
+            let orig = sent.get(&id).unwrap_or_else(|| panic!("unknown id {id}"));
+            assert!(id < 2000, "looped packet {id} on the fanout group");
+            assert_eq!(*len, orig.len(), "id {id}");
+            let ihl = 4 * usize::from(p[0] & 0xf);
+            assert_eq!(p[ihl..*len], orig[ihl..], "id {id}");
+            assert_eq!(p[6] & 0x3f, 0, "id {id}: a fragment, not reassembled");
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    for (len, p) in &stray.got {
+        let id = outer_id(p);
+        assert!(id > 2000, "packet {id} from the veth on the raw GRE socket");
+        assert_eq!(*len, sent[&id].len());
+        *seen.entry(id).or_default() += 1;
+    }
+    let mut ids: Vec<u16> = sent.keys().copied().collect();
+    ids.sort_unstable();
+    for id in &ids {
+        assert_eq!(seen.get(id), Some(&1), "id {id} seen {:?} times", seen.get(id));
+    }
+    assert_eq!(seen.len(), sent.len(), "unexpected extra packets");
+    let per_socket: Vec<usize> = group.iter().map(|r| r.got.len()).collect();
+    assert!(
+        per_socket.iter().filter(|&&n| n > 0).count() >= 3,
+        "400 flows over 4 sockets: {per_socket:?}"
+    );
+    eprintln!(
+        "fanout: {} packets over {WORKERS} sockets {per_socket:?}, {} via the raw GRE socket",
+        want - stray.got.len(),
+        stray.got.len()
     );
 }
 

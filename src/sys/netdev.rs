@@ -99,6 +99,18 @@ pub fn interface_mtu(ifname: &str) -> io::Result<u32> {
     })
 }
 
+/// Whether `ifname` is a loopback interface (`SIOCGIFFLAGS`, `IFF_LOOPBACK`).
+pub fn interface_is_loopback(ifname: &str) -> io::Result<bool> {
+    let ctx = |e: io::Error| io::Error::new(e.kind(), format!("get flags of {ifname}: {e}"));
+    let mut req = ifreq(ifname).map_err(ctx)?;
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, None).map_err(ctx)?;
+    ioctl(&sock, libc::SIOCGIFFLAGS, &mut req).map_err(ctx)?;
+    // SAFETY: SIOCGIFFLAGS succeeded, so the kernel stored the flags in
+    // ifru_flags (a plain c_short member of the union).
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Ok(flags as libc::c_int & libc::IFF_LOOPBACK != 0)
+}
+
 /// Whether an interface named `ifname` exists (`if_nametoindex`).
 pub fn interface_exists(ifname: &str) -> bool {
     let Ok(name) = CString::new(ifname) else {

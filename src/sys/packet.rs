@@ -94,6 +94,17 @@ impl PacketSocket {
             .map_err(ctx("set packet socket nonblocking".into()))?;
         bind_ipv4(sock.as_raw_fd(), ifindex)
             .map_err(ctx(format!("bind packet socket to interface index {ifindex}")))?;
+        // Bound to a device that is down, the socket does not receive (it
+        // is not "running") and cannot join a group (EINVAL); the kernel
+        // notes ENETDOWN as the socket's error. Say so instead.
+        if let Ok(Some(e)) = sock.take_error() {
+            if e.raw_os_error() == Some(libc::ENETDOWN) {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("interface index {ifindex} is down ({e})"),
+                ));
+            }
+        }
         let id = join_fanout(sock.as_raw_fd(), group).map_err(ctx(match group {
             Some(g) => format!("join packet fanout group {g}"),
             None => "create packet fanout group".into(),

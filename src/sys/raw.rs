@@ -168,6 +168,12 @@ impl RawSender {
     }
 }
 
+impl AsRawFd for RawSender {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
 fn raw_socket(protocol: libc::c_int, what: &str) -> io::Result<Socket> {
     Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(protocol))).map_err(|e| {
         let hint = if e.kind() == io::ErrorKind::PermissionDenied {

@@ -22,13 +22,16 @@ from toolcli import command, run
 
 
 @command
-def udp_flows(dst):
-    for sport in range(40000, 40016):
+def udp_flows(dst, flows="16", per_flow="3", pause_ms="0"):
+    """per_flow 32-byte datagrams to DST:9 from each of FLOWS source ports
+    (40000 up), flow after flow, pausing PAUSE_MS after each flow."""
+    for sport in range(40000, 40000 + int(flows)):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("", sport))
-        for _ in range(3):
+        for _ in range(int(per_flow)):
             s.sendto(b"x" * 32, (dst, 9))
         s.close()
+        time.sleep(float(pause_ms) / 1000)
 
 
 @command
