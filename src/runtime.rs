@@ -455,11 +455,14 @@ fn open_fanout(cfg: &Config, n: usize) -> Result<Vec<(FanoutGre, u64)>, String> 
     let (stray, flushed) =
         sys::raw::RawGreSocket::open_stray(cfg.local, ifindex).map_err(|e| e.to_string())?;
     let mut stray = Some(stray);
+    // Ring frames hold the largest packet the underlay interface carries;
+    // larger ones (reassembled fragments) come through the socket queue.
+    let max_packet = cfg.underlay_mtu.unwrap_or(1500) as usize;
     let mut group = None;
     let mut v = Vec::with_capacity(n);
     for i in 0..n {
         let (rx, id, drained) =
-            sys::packet::PacketSocket::open(ifindex, cfg.local, group, SOCK_RCVBUF)
+            sys::packet::PacketSocket::open(ifindex, cfg.local, group, SOCK_RCVBUF, max_packet)
                 .map_err(|e| format!("{e} (interface {ifname}, socket {} of {n})", i + 1))?;
         group = Some(id);
         let tx = sys::raw::RawSender::open(cfg.local, SOCK_SNDBUF).map_err(|e| e.to_string())?;

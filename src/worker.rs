@@ -443,7 +443,7 @@ impl<U: Underlay> Worker<U> {
             }
         };
         let rx = self.underlay.rx();
-        st.c.errors[IoError::RxOverflow as usize] = u64::from(rx.queue_drops());
+        st.c.errors[IoError::RxOverflow as usize] = rx.queue_drops();
         let g = &mut st.coalescer;
         g.clear();
         for (index, (buf, &meta)) in rx.bufs.iter_mut().zip(&rx.meta).take(n).enumerate() {

@@ -2,7 +2,7 @@
 //!
 //! Each worker reads its own `AF_PACKET` socket of one fanout group on the
 //! underlay device (the kernel hands each packet to exactly one member, by
-//! flow), and sends through its own send-only raw socket (`IPPROTO_RAW`), so
+//! flow, and copies it into the socket's memory-mapped ring), and sends through its own send-only raw socket (`IPPROTO_RAW`), so
 //! no worker's socket costs the kernel a clone of packets another worker
 //! handles. Worker 0 also owns the one raw GRE socket (its stray socket: GRE
 //! for us that arrived on another interface; ICMP errors about what we sent).
@@ -99,6 +99,21 @@ impl Underlay for FanoutGre {
 
     fn rx(&mut self) -> &mut RxBatch {
         &mut self.rx
+    }
+
+    /// From the packet socket's ring (no system call while packets wait).
+    fn recv(&mut self) -> io::Result<usize> {
+        self.rx.allocate();
+        let mut losing = false;
+        let r = self
+            .rx_sock
+            .recv(&mut self.rx.bufs, &mut self.rx.meta, &mut losing);
+        if losing {
+            if let Ok(d) = self.rx_sock.drops() {
+                self.rx.ring_drops += d;
+            }
+        }
+        r
     }
 
     /// One datagram per message, outer IPv4 header first, not yet checked

@@ -93,6 +93,9 @@ pub struct RxBatch {
     size: usize,
     pub bufs: Vec<Vec<u8>>,
     pub meta: Vec<RecvMeta>,
+    /// Drops reported apart from the batch's `SO_RXQ_OVFL` count (a packet
+    /// ring's), cumulative.
+    pub ring_drops: u64,
 }
 
 impl RxBatch {
@@ -102,6 +105,7 @@ impl RxBatch {
             size,
             bufs: Vec::new(),
             meta: vec![RecvMeta::default(); messages],
+            ring_drops: 0,
         }
     }
 
@@ -122,8 +126,8 @@ impl RxBatch {
         self.meta.len()
     }
 
-    /// The socket's receive-queue overflow count, as last reported.
-    pub fn queue_drops(&self) -> u32 {
-        self.batch.rx_queue_drops()
+    /// The receive-queue (or ring) overflow count, as last reported.
+    pub fn queue_drops(&self) -> u64 {
+        u64::from(self.batch.rx_queue_drops()) + self.ring_drops
     }
 }
