@@ -562,4 +562,99 @@ mod tests {
         // Every slot the map has is readable and the reasons line up.
         assert_eq!(map.read_all().unwrap().len(), DropReason::COUNT + 1);
     }
+
+    /// What BPF_PROG_TEST_RUN does with the tunnel-key helpers, pinned:
+    /// get without metadata is -EINVAL; set succeeds (0) and unknown flags
+    /// are -EINVAL; after a set, get sees it as received metadata, with the
+    /// set's local_ipv4 as remote_ipv4 and the flags KEY|CSUM minus those
+    /// the set cleared. Each probe returns one value as the verdict.
+    #[test]
+    #[ignore = "needs root (bpf(2)); scripts/test.sh runs it with --include-ignored"]
+    fn test_run_tunnel_key_helpers() {
+        use crate::ebpf::asm::{Alu, Asm, Reg, Size, Width};
+        require_root();
+        let map = CounterMap::create("meshfwd_probe", 1).unwrap_or_else(|e| panic!("{e}"));
+        const KEY: i16 = -48;
+        // set(id 7, local 192.168.1.2, set_flags) if set_flags is Some;
+        // then get(get_flags) if asked, returning the field at `field`
+        // (u32) or the helper's result.
+        let probe = |set_flags: Option<u64>, get: Option<(u64, Option<(i16, Size)>)>| {
+            let mut a = Asm::new();
+            a.mov64(Reg::R6, Reg::R1);
+            for off in (0..40).step_by(8) {
+                a.st(Size::DW, Reg::R10, KEY + off, 0);
+            }
+            a.st(Size::W, Reg::R10, KEY + 40, 0)
+                .st(Size::W, Reg::R10, KEY, 7)
+                .st(Size::W, Reg::R10, KEY + 4, 0x0a00_0001)
+                .st(Size::W, Reg::R10, KEY + 28, 0xc0a8_0102_u32 as i32);
+            let call = |a: &mut Asm, helper: i32, flags: u64| {
+                a.mov64(Reg::R1, Reg::R6)
+                    .mov64(Reg::R2, Reg::R10)
+                    .alu_imm(Width::W64, Alu::Add, Reg::R2, i32::from(KEY))
+                    .mov64_imm(Reg::R3, tunnel_key::SIZE as i32)
+                    .mov64_imm(Reg::R4, flags as i32)
+                    .call(helper);
+            };
+            if let Some(f) = set_flags {
+                call(&mut a, programs::helper::SKB_SET_TUNNEL_KEY, f);
+            }
+            if let Some((f, field)) = get {
+                call(&mut a, programs::helper::SKB_GET_TUNNEL_KEY, f);
+                if let Some((off, size)) = field {
+                    a.ldx(size, Reg::R0, Reg::R10, KEY + off);
+                }
+            }
+            a.exit();
+            let prog = Program::load_sched_cls("probe", &a.finish().unwrap(), &map, false)
+                .unwrap_or_else(|e| panic!("{e}"));
+            prog.test_run(&frame(0x0800, &[0x45; 20]), 1)
+                .unwrap()
+                .retval
+        };
+        let einval = (-libc::EINVAL) as u32;
+        assert_eq!(probe(None, Some((0, None))), einval, "get without metadata");
+        assert_eq!(probe(Some(0), None), 0, "set");
+        assert_eq!(
+            probe(Some(1 << 5), None),
+            einval,
+            "set with an unknown flag"
+        );
+        assert_eq!(
+            probe(Some(tunnel_key::F_NO_TUNNEL_KEY), None),
+            0,
+            "6.3 flag known"
+        );
+        let tuninfo = tunnel_key::F_TUNINFO_FLAGS;
+        assert_eq!(
+            probe(Some(0), Some((0, Some((0, Size::W))))),
+            7,
+            "tunnel_id"
+        );
+        assert_eq!(
+            probe(Some(0), Some((0, Some((4, Size::W))))),
+            0xc0a8_0102,
+            "remote_ipv4 = the set's local_ipv4"
+        );
+        assert_eq!(
+            probe(Some(0), Some((0, Some((28, Size::W))))),
+            0x0a00_0001,
+            "local_ipv4 = the set's remote_ipv4"
+        );
+        let flags_byte = Some((tunnel_key::FLAGS as i16 + 1, Size::B));
+        let k = u32::from(tunnel_key::TUNNEL_KEY);
+        let c = u32::from(tunnel_key::TUNNEL_CSUM);
+        assert_eq!(probe(Some(0), Some((tuninfo, flags_byte))) & 0x0f, k | c);
+        assert_eq!(
+            probe(
+                Some(tunnel_key::F_NO_TUNNEL_KEY | tunnel_key::F_ZERO_CSUM_TX),
+                Some((tuninfo, flags_byte))
+            ) & 0x0f,
+            0
+        );
+        assert_eq!(
+            probe(Some(tunnel_key::F_SEQ_NUMBER), Some((tuninfo, flags_byte))) & 0x0f,
+            k | c | u32::from(tunnel_key::TUNNEL_SEQ)
+        );
+    }
 }
