@@ -15,6 +15,7 @@ pub mod cni;
 pub mod config;
 pub mod counters;
 pub mod datapath;
+pub mod ebpf;
 pub mod gro;
 pub mod layout;
 pub mod logging;

@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod bpf;
+pub mod ebpf;
 pub mod errqueue;
 pub mod fs;
 pub mod instance;
