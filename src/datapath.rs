@@ -495,11 +495,7 @@ impl Datapath {
     /// packet socket), before the IPv4 layer has checked it: the outer
     /// header checksum is verified first, as `ip_rcv` would.
     #[inline]
-    pub fn decapsulate_link(
-        &self,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Result<Decapsulated, DropReason> {
+    pub fn decapsulate_link(&self, buf: &mut [u8], len: usize) -> Result<Decapsulated, DropReason> {
         let outer = Ipv4Packet::new_checked(buf.get(..len).ok_or(DropReason::Truncated)?)?;
         if !outer.verify_checksum() {
             return Err(DropReason::BadIpChecksum);

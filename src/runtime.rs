@@ -141,10 +141,7 @@ fn run(
     };
     let receive_desc = match (cfg.encap, &fanout) {
         (Encap::Udp, _) => "udp sockets".to_string(),
-        (Encap::Gre, Some(_)) => format!(
-            "fanout on {}",
-            cfg.underlay_if.as_deref().unwrap_or("?")
-        ),
+        (Encap::Gre, Some(_)) => format!("fanout on {}", cfg.underlay_if.as_deref().unwrap_or("?")),
         (Encap::Gre, None) => "shard".to_string(),
     };
     let underlays = match (cfg.encap, fanout) {

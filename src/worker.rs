@@ -193,7 +193,10 @@ impl<U: Underlay> Worker<U> {
                 .map_err(|e| format!("worker {}: register raw GRE socket: {e}", self.id))?;
         }
         let rx_ip = U::RX_IS_IP.then_some(sock_fd);
-        let ip_fds = rx_ip.iter().chain(self.underlay.error_fds()).chain(&stray_fd);
+        let ip_fds = rx_ip
+            .iter()
+            .chain(self.underlay.error_fds())
+            .chain(&stray_fd);
         for &fd in ip_fds {
             if let Err(e) = crate::sys::errqueue::enable(fd) {
                 log::warn!(

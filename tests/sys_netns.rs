@@ -476,7 +476,9 @@ fn gre_fanout_delivers_each_packet_once_to_one_of_4() {
         };
         (group, stray, looped)
     });
-    let (tx, _) = in_netns(&nb, || RawGreSocket::open(ADDR_B, 0, 1, 0, 4 << 20).unwrap());
+    let (tx, _) = in_netns(&nb, || {
+        RawGreSocket::open(ADDR_B, 0, 1, 0, 4 << 20).unwrap()
+    });
 
     // 400 packets of random inner flows B -> A (ids 1..=400), 3 packets of
     // 2,900 bytes sent as two fragments each (ids 1001..=1003: reassembled,
@@ -574,7 +576,12 @@ fn gre_fanout_delivers_each_packet_once_to_one_of_4() {
     let mut ids: Vec<u16> = sent.keys().copied().collect();
     ids.sort_unstable();
     for id in &ids {
-        assert_eq!(seen.get(id), Some(&1), "id {id} seen {:?} times", seen.get(id));
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "id {id} seen {:?} times",
+            seen.get(id)
+        );
     }
     assert_eq!(seen.len(), sent.len(), "unexpected extra packets");
     let per_socket: Vec<usize> = group.iter().map(|r| r.got.len()).collect();

@@ -700,7 +700,11 @@ fn link_layer_ingress_checks_the_outer_header_checksum() {
     for byte in [1, 8, 10, 11, 19] {
         let mut bad = wire.clone();
         bad[byte] ^= 0x01;
-        assert_eq!(run(&bad).unwrap_err(), DropReason::BadIpChecksum, "byte {byte}");
+        assert_eq!(
+            run(&bad).unwrap_err(),
+            DropReason::BadIpChecksum,
+            "byte {byte}"
+        );
     }
     assert_eq!(run(&wire[..19]).unwrap_err(), DropReason::TooShort);
     // The IPv4-layer path (raw sockets) does not recheck: the kernel did.

@@ -219,7 +219,12 @@ pub fn packet_filter(local: std::net::Ipv4Addr) -> Vec<sock_filter> {
             To::Reject,
         )
         .op(BPF_LD | BPF_W | BPF_ABS, 16) //                 IPv4 destination
-        .jmp(BPF_JMP | BPF_JEQ | BPF_K, u32::from(local), To::Accept, To::Reject);
+        .jmp(
+            BPF_JMP | BPF_JEQ | BPF_K,
+            u32::from(local),
+            To::Accept,
+            To::Reject,
+        );
     a.finish()
 }
 
@@ -544,8 +549,15 @@ mod tests {
         assert_eq!(run(&[], host), 0);
         // PACKET_BROADCAST 1, MULTICAST 2, OTHERHOST 3, OUTGOING 4
         for pkttype in 1..=4 {
-            let anc = Ancillary { pkttype, ifindex: 0 };
-            assert_eq!(run(&gre_to([192, 168, 16, 32], 47, 64), anc), 0, "{pkttype}");
+            let anc = Ancillary {
+                pkttype,
+                ifindex: 0,
+            };
+            assert_eq!(
+                run(&gre_to([192, 168, 16, 32], 47, 64), anc),
+                0,
+                "{pkttype}"
+            );
         }
     }
 
@@ -554,7 +566,16 @@ mod tests {
         let prog = stray_filter(7);
         verify(&prog);
         let p = gre_to([192, 168, 16, 32], 47, 64);
-        let on = |ifindex| run_with(&prog, &p, Ancillary { pkttype: 0, ifindex });
+        let on = |ifindex| {
+            run_with(
+                &prog,
+                &p,
+                Ancillary {
+                    pkttype: 0,
+                    ifindex,
+                },
+            )
+        };
         assert_eq!(on(7), 0);
         for other in [0, 1, 6, 8, u32::MAX] {
             assert_eq!(on(other), ACCEPT, "{other}");

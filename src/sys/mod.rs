@@ -26,7 +26,9 @@ pub mod udp;
 
 pub use batch::{Batch, RecvMeta, Transmit};
 pub use bpf::{shard_filter, shard_of};
-pub use netdev::{interface_exists, interface_index, interface_mtu, ipv4_addrs, set_ipv4_addr, IfAddr};
+pub use netdev::{
+    interface_exists, interface_index, interface_mtu, ipv4_addrs, set_ipv4_addr, IfAddr,
+};
 pub use packet::PacketSocket;
 pub use raw::{RawGreSocket, RawSender};
 pub use tun::{open_tun, tun_mtu, TunConfig};

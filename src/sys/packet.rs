@@ -210,11 +210,17 @@ impl PacketSocket {
             .collect();
         sock.attach_filter(&filter)
             .map_err(ctx("attach GRE filter to packet socket".into()))?;
-        let ring = RxRing::new(sock.as_raw_fd(), max_packet)
-            .map_err(ctx(format!("set up a receive ring for packets of {max_packet} bytes")))?;
+        let ring = RxRing::new(sock.as_raw_fd(), max_packet).map_err(ctx(format!(
+            "set up a receive ring for packets of {max_packet} bytes"
+        )))?;
         // A packet larger than a frame is also queued whole on the socket.
-        super::batch::set_int(sock.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)
-            .map_err(ctx("set PACKET_COPY_THRESH".into()))?;
+        super::batch::set_int(
+            sock.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_COPY_THRESH,
+            1,
+        )
+        .map_err(ctx("set PACKET_COPY_THRESH".into()))?;
         if rcvbuf > 0 {
             let val = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX);
             super::batch::set_int(
@@ -228,8 +234,9 @@ impl PacketSocket {
         }
         sock.set_nonblocking(true)
             .map_err(ctx("set packet socket nonblocking".into()))?;
-        bind_ipv4(sock.as_raw_fd(), ifindex)
-            .map_err(ctx(format!("bind packet socket to interface index {ifindex}")))?;
+        bind_ipv4(sock.as_raw_fd(), ifindex).map_err(ctx(format!(
+            "bind packet socket to interface index {ifindex}"
+        )))?;
         // Bound to a device that is down, the socket does not receive (it
         // is not "running") and cannot join a group (EINVAL); the kernel
         // notes ENETDOWN as the socket's error. Say so instead.
@@ -283,7 +290,10 @@ impl PacketSocket {
                 }
             } else {
                 let f = self.ring.frame(i);
-                let (len, snap) = (read_u32(f, TP_LEN) as usize, read_u32(f, TP_SNAPLEN) as usize);
+                let (len, snap) = (
+                    read_u32(f, TP_LEN) as usize,
+                    read_u32(f, TP_SNAPLEN) as usize,
+                );
                 let net = usize::from(read_u16(f, TP_NET));
                 match f.get(net..net + snap) {
                     Some(data) if snap == len && len <= buf.len() => {
@@ -396,7 +406,12 @@ fn join_fanout(fd: RawFd, group: Option<u16>) -> io::Result<u16> {
         Some(id) => u32::from(id) | (FANOUT_MODE << 16),
         None => (FANOUT_MODE | libc::PACKET_FANOUT_FLAG_UNIQUEID) << 16,
     };
-    super::batch::set_int(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, val as libc::c_int)?;
+    super::batch::set_int(
+        fd,
+        libc::SOL_PACKET,
+        libc::PACKET_FANOUT,
+        val as libc::c_int,
+    )?;
     let mut got: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `got` and `len` are valid for writes of the sizes given.

@@ -131,7 +131,11 @@ impl Fake {
     /// the receive batch, like `recvmmsg`.
     fn fill(&mut self, stray: bool) -> io::Result<usize> {
         let mut drain = [0u8; 16];
-        let wake = if stray { self.stray.as_ref() } else { Some(&self.wake) };
+        let wake = if stray {
+            self.stray.as_ref()
+        } else {
+            Some(&self.wake)
+        };
         while wake.is_some_and(|w| w.recv(&mut drain).is_ok()) {}
         self.rx.allocate();
         let mut w = self.wire.lock().unwrap();
@@ -377,10 +381,15 @@ fn the_poll_loop_reads_the_stray_socket_too() {
     let h = std::thread::spawn(move || w.run());
     let mut spoofed = reply_from_dst();
     spoofed[12..16].copy_from_slice(&Ipv4Addr::new(192, 168, 9, 9).octets());
-    wire.lock().unwrap().stray.extend([reply_from_dst(), spoofed]);
+    wire.lock()
+        .unwrap()
+        .stray
+        .extend([reply_from_dst(), spoofed]);
     stray_wake.send(&[1]).unwrap();
     let mut buf = vec![0u8; 2048];
-    let n = tun_peer.recv(&mut buf).expect("delivered from the stray socket");
+    let n = tun_peer
+        .recv(&mut buf)
+        .expect("delivered from the stray socket");
     assert_eq!(n, 10 + 340);
     stop.store(true, Ordering::Relaxed);
     waker.wake().unwrap();
