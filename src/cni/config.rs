@@ -113,7 +113,8 @@ pub fn decode(stdin: &[u8]) -> Result<Map<String, Value>, CniError> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// "a string", "an array", …: what a JSON value is, for messages.
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

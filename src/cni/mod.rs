@@ -164,6 +164,19 @@ pub fn run(env: &Env, stdin: &[u8]) -> Outcome {
         }
         check_cni_args(env.args.as_deref())?;
         let conf = NetConf::parse(stdin)?;
+        if let Some(prev) = &conf.prev_result {
+            match command {
+                "ADD" | "CHECK" => result::check_prev_result(prev)?,
+                // DEL cleans up whatever the prevResult says: the lease
+                // names what to remove, and a refusal would leak it.
+                "DEL" => {
+                    if let Err(e) = result::check_prev_result(prev) {
+                        eprintln!("meshfwd-cni: warning: DEL ignores it: {}", e.msg);
+                    }
+                }
+                _ => {}
+            }
+        }
         match command {
             "ADD" => add(env, &conf),
             "DEL" => del(env, &conf).map(|()| String::new()),
@@ -762,6 +775,30 @@ mod tests {
         assert_eq!(c, code::INCOMPATIBLE_VERSION);
         let (c, _, _) = error_of(&run(&env("GC"), br#"{"cniVersion":"1.0.0","name":"m"}"#));
         assert_eq!(c, code::INCOMPATIBLE_VERSION);
+    }
+
+    #[test]
+    fn malformed_prev_result_is_refused_before_any_state() {
+        let dir = std::env::temp_dir().join(format!("meshfwd-cni-prev-{}", std::process::id()));
+        let conf = |prev: &str| {
+            format!(
+                r#"{{"cniVersion":"1.0.0","name":"m","type":"meshfwd-cni","dataDir":"{}","prevResult":{prev}}}"#,
+                dir.display()
+            )
+        };
+        for cmd in ["ADD", "CHECK"] {
+            for prev in [
+                r#"[1]"#,
+                r#"{"ips":[{"address":"x"}]}"#,
+                r#"{"interfaces":7}"#,
+            ] {
+                let (c, m, _) = error_of(&run(&env(cmd), conf(prev).as_bytes()));
+                assert_eq!(c, code::INVALID_CONFIG, "{cmd} {prev}: {m}");
+                assert!(m.starts_with("\"prevResult\""), "{m}");
+            }
+        }
+        // nothing was created: the refusal comes before the IPAM directory
+        assert!(!dir.exists());
     }
 
     #[test]
