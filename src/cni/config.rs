@@ -431,6 +431,10 @@ mod tests {
                 "meshfwd-custom.conflist",
                 include_str!("../../docs/cni/meshfwd-custom.conflist"),
             ),
+            (
+                "meshfwd-chained.conflist",
+                include_str!("../../docs/cni/meshfwd-chained.conflist"),
+            ),
         ] {
             let list: Value = serde_json::from_str(text).expect(file);
             let plugins = list["plugins"].as_array().expect(file);

@@ -227,10 +227,12 @@ pub fn check_prev_result(prev: &Value) -> Result<(), CniError> {
             None | Some(Value::Null) => {}
             Some(v) => match v.as_u64() {
                 Some(n) if (n as usize) < interfaces.len() => {}
-                _ => return Err(bad(format!(
+                _ => {
+                    return Err(bad(format!(
                     "{what}: \"interface\" {v} is not an index into \"interfaces\" ({} entries)",
                     interfaces.len()
-                ))),
+                )))
+                }
             },
         }
     }

@@ -40,7 +40,7 @@
 # are removed with the containers (the directory too, if this run created it).
 # Prints "ok NAME" / "FAIL NAME (reason)" and "N passed, N failed".
 
-# shellcheck disable=SC2317,SC2034,SC2129  # lib.sh reads the globals; logs are appended step by step
+# shellcheck disable=SC2317,SC2034,SC2129,SC2016,SC2031,SC2119  # lib.sh reads the globals; logs are appended step by step; cr's sh -c script expands its own $1..$3
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/netns/lib.sh
