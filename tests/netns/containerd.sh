@@ -330,6 +330,27 @@ phase_plain() {
 
 phase_restart() {
     local L=$1 d1 d2 d3 d4 before after pid1 pid1b
+    # ---- a `ctr run --rm` client loses its wait when containerd stops and
+    # DELs the network while the container keeps running (ctr 1.6's run.go):
+    # the plugin must then remove lease and wiring together, no half state
+    local ra rpid why0=""
+    ct_run vm1 "$C/vm1/net-plain" ra rm 2>>"$L"; ra=$CT_ADDR
+    rpid=$(task_pid ra)
+    ctrd_stop vm1
+    mf_reap "${CT_CLIENT[ra]}" 10 # (it fails: "transport is closing")
+    [[ $MF_RC != 124 ]] || why0+=" ctr run --rm did not end with containerd;"
+    unset 'CT_CLIENT[ra]'
+    ctrd_start vm1 >>"$L" 2>&1 || { rn_fail restart_rm_client "containerd did not come back"; return 0; }
+    [[ -n $ra && -n $rpid && $(task_pid ra) == "$rpid" ]] || why0+=" task ra (pid '$rpid') not running after the restart;"
+    [[ -z $(leases vm1) && -z $(veths vm1) ]] || why0+=" left: leases '$(leases vm1)' veths '$(veths vm1)';"
+    cx ra ip -o link show 2>>"$L" | grep -E ': eth0[:@]' >/dev/null && why0+=" eth0 still in ra;"
+    ct_rm_detached ra
+    if [[ -z $why0 ]]; then
+        rn_ok restart_rm_client_dels_cleanly "ctr --rm DELed $ra when containerd stopped, task kept running: lease, veth and eth0 gone together"
+    else
+        rn_fail restart_rm_client_dels_cleanly "$why0"
+    fi
+
     ct_run vm1 "$C/vm1/net-plain" da detach 2>>"$L"; d1=$CT_ADDR
     ct_run vm1 "$C/vm1/net-plain" db detach 2>>"$L"; d2=$CT_ADDR
     ct_run vm2 "$C/vm2/net-plain" dc detach 2>>"$L"; d3=$CT_ADDR
