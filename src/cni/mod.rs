@@ -507,6 +507,16 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
             "prevResult does not list {want}, the address leased to {id}/{ifname}"
         )));
     }
+    // The chained plugins find the container's interface through the
+    // prevResult: it must name CNI_IFNAME in this sandbox.
+    if let Some((name, sandbox)) = result::prev_result_interface_of(prev, &want) {
+        if name != ifname || sandbox.as_deref().is_some_and(|s| s != netns) {
+            return Err(mismatch(format!(
+                "prevResult puts {want} on {name} in sandbox {:?}, not on {ifname} in {netns}",
+                sandbox.unwrap_or_default()
+            )));
+        }
+    }
     let number = lease.number(&conf.layout, local).ok_or_else(|| {
         mismatch(format!(
             "leased address {} is outside this VM's block",

@@ -141,6 +141,24 @@ pub fn prev_result_addresses(prev: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The interface (`name`, `sandbox`) a prevResult assigns `address` to, when
+/// its `ips` entry names one by index; for CHECK.
+pub fn prev_result_interface_of(prev: &Value, address: &str) -> Option<(String, Option<String>)> {
+    let ip = prev
+        .get("ips")?
+        .as_array()?
+        .iter()
+        .find(|ip| ip.get("address").and_then(Value::as_str) == Some(address))?;
+    let index = usize::try_from(ip.get("interface")?.as_u64()?).ok()?;
+    let iface = prev.get("interfaces")?.as_array()?.get(index)?;
+    let name = iface.get("name")?.as_str()?.to_owned();
+    let sandbox = iface
+        .get("sandbox")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Some((name, sandbox))
+}
+
 /// Checks the shape of a `prevResult` (a CNI result: `interfaces`, `ips`,
 /// `routes`, `dns`) the way the plugins chained after this one read it.
 /// Anything malformed is error 7 naming the member; ADD and CHECK refuse it,
@@ -295,6 +313,15 @@ mod tests {
         assert_eq!(v["routes"][0]["gw"], "241.2.0.1");
         assert_eq!(v["dns"], json!({}));
         assert_eq!(prev_result_addresses(&v), vec!["241.2.0.4/32".to_string()]);
+        assert_eq!(
+            prev_result_interface_of(&v, "241.2.0.4/32"),
+            Some(("eth0".to_string(), Some("/run/netns/netns-1".to_string())))
+        );
+        assert_eq!(prev_result_interface_of(&v, "241.2.0.5/32"), None);
+        assert_eq!(
+            prev_result_interface_of(&json!({"ips": [{"address": "a", "interface": 9}]}), "a"),
+            None
+        );
     }
 
     #[test]

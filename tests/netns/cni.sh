@@ -138,6 +138,9 @@ t_add_check_del() {
     # CHECK with the ADD result as prevResult
     cni vm1 CHECK ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":$prev")"
     [[ $RC == 0 && -z $OUT ]] || fail "CHECK: rc $RC, $OUT $ERR"
+    # CHECK notices a prevResult that puts the address elsewhere
+    cni vm1 CHECK ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":${prev//\"sandbox\":\"/\"sandbox\":\"/x}")"
+    expect_error 102 "in sandbox \"/x/run/netns/"
     # CHECK notices a broken container
     ip -n "$cns" route del default || fail "route del"
     cni vm1 CHECK ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":$prev")"

@@ -226,6 +226,17 @@ ct_rm_detached() {
     cr "$vm" "$C/$vm/net-plain" container delete "$c" >/dev/null 2>&1
 }
 
+# wait_listen CONTAINER PORT — until a TCP socket listens on PORT in it (5 s)
+wait_listen() {
+    local i
+    for ((i = 0; i < 50; i++)); do
+        cx "$1" netstat -ltn 2>/dev/null | grep -E ":$2 .*LISTEN" >/dev/null && return 0
+        sleep 0.1
+    done
+    mf_log "nothing listens on port $2 in $1"
+    return 1
+}
+
 task_pid() { cr "${CT_VM[$1]}" "$C/${CT_VM[$1]}/net-plain" task ls 2>/dev/null | awk -v c="$1" '$1 == c { print $2 }'; }
 leases() { find "$C/$1/ipam/meshnet" -maxdepth 1 -name '[0-9]*' -printf '%f\n' 2>/dev/null | sort; }
 lease_ids() { # VM — the container ids of VM's leases, sorted
@@ -291,10 +302,12 @@ phase_plain() {
         rn_fail ping_both_ways "ca <-> cb ping failed (log $L)"
     fi
 
-    # ---- 16 MiB over TCP, sha256 compared
+    # ---- 16 MiB over TCP, sha256 compared (the listener's stdin stays open:
+    # busybox nc ends the connection when its stdin, here a fifo of the
+    # detached exec, reaches EOF)
     local size=0 t1 ms sum_tx sum_rx i
-    cr vm1 "$C/vm1/net-plain" task exec -d --fifo-dir "$C/fifo" --exec-id srv ca /bin/sh -c 'nc -l -p 5001 >/out/recv.bin' >>"$L" 2>&1
-    sleep 0.5
+    cr vm1 "$C/vm1/net-plain" task exec -d --fifo-dir "$C/fifo" --exec-id srv ca /bin/sh -c 'sleep 120 | nc -l -p 5001 >/out/recv.bin' >>"$L" 2>&1
+    wait_listen ca 5001 >>"$L" 2>&1
     t1=$(date +%s%N)
     cx cb /bin/sh -c "timeout 60 nc $a1 5001 </send.bin" >>"$L" 2>&1
     for ((i = 0; i < 300; i++)); do
@@ -408,7 +421,7 @@ phase_chain() {
 
     # ---- hostPort: VM 1's overlay address, port 8080 -> web:80, from VM 2's container
     cr vm1 "$C/vm1/net-plain" task exec -d --fifo-dir "$C/fifo" --exec-id httpd web /bin/httpd -f -p 80 -h /www >>"$L" 2>&1
-    sleep 0.5
+    wait_listen web 80 >>"$L" 2>&1
     local got nat
     # (busybox-static's wget crashes resolving names against the host's /usr/lib: nc instead)
     got=$(cx cli /bin/sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | timeout 5 nc $vm1ovl $MF_HOSTPORT" 2>>"$L" | tail -n 1)
@@ -427,7 +440,7 @@ phase_chain() {
     echo "tc: $tcout" >>"$L"
     local rate_txt="$((MF_BW_RATE / 1000000))Mbit"
     cr vm1 "$C/vm1/net-plain" task exec -d --fifo-dir "$C/fifo" --exec-id iperf web /usr/bin/iperf3 -s -p 5201 >>"$L" 2>&1
-    sleep 0.5
+    wait_listen web 5201 >>"$L" 2>&1
     kbps_in=$(cx cli /usr/bin/iperf3 -c "$w" -p 5201 -t 4 -J 2>>"$L" | "$MF_PY" -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1000))' 2>>"$L")
     kbps_out=$(cx cli /usr/bin/iperf3 -c "$w" -p 5201 -t 4 -R -J 2>>"$L" | "$MF_PY" -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1000))' 2>>"$L")
     note "iperf3 into web ${kbps_in:-?} kbit/s, out of web ${kbps_out:-?} kbit/s, limit $((MF_BW_RATE / 1000)) kbit/s" >>"$L" 2>&1
