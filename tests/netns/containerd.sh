@@ -16,7 +16,9 @@
 #     veth and no libcni cache entry.
 #  2. containerd restart: detached containers keep running, the lease set is
 #     unchanged (none lost, none duplicated), traffic still flows, and a
-#     container added after the restart gets a new, different address.
+#     container added after the restart gets a new, different address. (A
+#     `ctr run --rm` client DELs the network when containerd stops, while its
+#     task runs on: lease, veth and eth0 must then go together.)
 #  3. the chain (net-chain: meshfwd-cni, portmap, bandwidth, tuning): a
 #     hostPort on VM 1's overlay address reaches the container from VM 2's
 #     container; the bandwidth limit is in `tc` (tbf on the VM-side veth and
