@@ -5,15 +5,16 @@
 #
 # 1. installs missing Debian packages (iproute2 iperf3 iputils-ping tshark tcpdump
 #    python3 systemd; for the kernel GRE interop suite qemu-system-x86
-#    busybox-static ethtool; for the CNI suites podman runc
-#    containernetworking-plugins strace)
+#    busybox-static ethtool; for the CNI suites podman runc containerd
+#    containernetworking-plugins strace iptables)
 # 2. cargo build --release
 # 3. cargo test --release -- --include-ignored   (unit + integration tests; the
 #    root-only Rust tests are #[ignore]d for plain `cargo test` and run here)
 # 4. root suites (network namespaces; need root; a missing suite is a failure,
 #    never a skip): tests/netns/run.sh (the mesh suite, once with GRE and once
 #    with GRE-in-UDP), check.sh, attach.sh, kernel.sh (interop with a real
-#    kernel GRE/FOU peer: a Debian kernel under qemu), cni.sh, podman.sh
+#    kernel GRE/FOU peer: a Debian kernel under qemu), cni.sh, podman.sh,
+#    containerd.sh (containerd + the chained reference plugins)
 #
 # Exits non-zero if anything failed. The last line is an overall
 # "N passed, N failed" (cargo test results + netns tests; a step that could
@@ -46,9 +47,10 @@ finish() {
 section "Debian packages"
 declare -A BIN=([iproute2]=ip [iperf3]=iperf3 [iputils-ping]=ping [tshark]=tshark [tcpdump]=tcpdump [python3]=python3 [systemd]=systemd-analyze
     [qemu-system-x86]=qemu-system-x86_64 [busybox-static]=busybox [ethtool]=ethtool
-    [podman]=podman [runc]=runc [containernetworking-plugins]=/usr/lib/cni/loopback [strace]=strace)
+    [podman]=podman [runc]=runc [containernetworking-plugins]=/usr/lib/cni/loopback [strace]=strace
+    [containerd]=containerd [iptables]=iptables)
 PKGS=(iproute2 iperf3 iputils-ping tshark tcpdump python3 systemd qemu-system-x86 busybox-static ethtool
-    podman runc containernetworking-plugins strace)
+    podman runc containernetworking-plugins strace containerd iptables)
 missing=()
 for pkg in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -135,6 +137,7 @@ SUITES=(
     "kernel=tests/netns/kernel.sh"
     "cni=tests/netns/cni.sh"
     "podman=tests/netns/podman.sh"
+    "containerd=tests/netns/containerd.sh"
 )
 for entry in "${SUITES[@]}"; do
     read -r spec env_kv <<<"$entry"

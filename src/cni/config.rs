@@ -113,7 +113,8 @@ pub fn decode(stdin: &[u8]) -> Result<Map<String, Value>, CniError> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// "a string", "an array", …: what a JSON value is, for messages.
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -429,6 +430,10 @@ mod tests {
             (
                 "meshfwd-custom.conflist",
                 include_str!("../../docs/cni/meshfwd-custom.conflist"),
+            ),
+            (
+                "meshfwd-chained.conflist",
+                include_str!("../../docs/cni/meshfwd-chained.conflist"),
             ),
         ] {
             let list: Value = serde_json::from_str(text).expect(file);

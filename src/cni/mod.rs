@@ -164,6 +164,19 @@ pub fn run(env: &Env, stdin: &[u8]) -> Outcome {
         }
         check_cni_args(env.args.as_deref())?;
         let conf = NetConf::parse(stdin)?;
+        if let Some(prev) = &conf.prev_result {
+            match command {
+                "ADD" | "CHECK" => result::check_prev_result(prev)?,
+                // DEL cleans up whatever the prevResult says: the lease
+                // names what to remove, and a refusal would leak it.
+                "DEL" => {
+                    if let Err(e) = result::check_prev_result(prev) {
+                        eprintln!("meshfwd-cni: warning: DEL ignores it: {}", e.msg);
+                    }
+                }
+                _ => {}
+            }
+        }
         match command {
             "ADD" => add(env, &conf),
             "DEL" => del(env, &conf).map(|()| String::new()),
@@ -494,6 +507,16 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
             "prevResult does not list {want}, the address leased to {id}/{ifname}"
         )));
     }
+    // The chained plugins find the container's interface through the
+    // prevResult: it must name CNI_IFNAME in this sandbox.
+    if let Some((name, sandbox)) = result::prev_result_interface_of(prev, &want) {
+        if name != ifname || sandbox.as_deref().is_some_and(|s| s != netns) {
+            return Err(mismatch(format!(
+                "prevResult puts {want} on {name} in sandbox {:?}, not on {ifname} in {netns}",
+                sandbox.unwrap_or_default()
+            )));
+        }
+    }
     let number = lease.number(&conf.layout, local).ok_or_else(|| {
         mismatch(format!(
             "leased address {} is outside this VM's block",
@@ -762,6 +785,30 @@ mod tests {
         assert_eq!(c, code::INCOMPATIBLE_VERSION);
         let (c, _, _) = error_of(&run(&env("GC"), br#"{"cniVersion":"1.0.0","name":"m"}"#));
         assert_eq!(c, code::INCOMPATIBLE_VERSION);
+    }
+
+    #[test]
+    fn malformed_prev_result_is_refused_before_any_state() {
+        let dir = std::env::temp_dir().join(format!("meshfwd-cni-prev-{}", std::process::id()));
+        let conf = |prev: &str| {
+            format!(
+                r#"{{"cniVersion":"1.0.0","name":"m","type":"meshfwd-cni","dataDir":"{}","prevResult":{prev}}}"#,
+                dir.display()
+            )
+        };
+        for cmd in ["ADD", "CHECK"] {
+            for prev in [
+                r#"[1]"#,
+                r#"{"ips":[{"address":"x"}]}"#,
+                r#"{"interfaces":7}"#,
+            ] {
+                let (c, m, _) = error_of(&run(&env(cmd), conf(prev).as_bytes()));
+                assert_eq!(c, code::INVALID_CONFIG, "{cmd} {prev}: {m}");
+                assert!(m.starts_with("\"prevResult\""), "{m}");
+            }
+        }
+        // nothing was created: the refusal comes before the IPAM directory
+        assert!(!dir.exists());
     }
 
     #[test]

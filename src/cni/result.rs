@@ -1,8 +1,8 @@
 //! What the plugin writes to stdout: CNI error objects, the ADD result and
 //! the VERSION answer, as the CNI spec words them for each `cniVersion`.
 
-use serde_json::{json, Value};
-use std::net::Ipv4Addr;
+use serde_json::{json, Map, Value};
+use std::net::{IpAddr, Ipv4Addr};
 
 /// The versions this plugin speaks; results differ only in `ips[].version`
 /// (present before 1.0.0). CHECK needs 0.4.0, STATUS and GC 1.1.0.
@@ -141,6 +141,145 @@ pub fn prev_result_addresses(prev: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The interface (`name`, `sandbox`) a prevResult assigns `address` to, when
+/// its `ips` entry names one by index; for CHECK.
+pub fn prev_result_interface_of(prev: &Value, address: &str) -> Option<(String, Option<String>)> {
+    let ip = prev
+        .get("ips")?
+        .as_array()?
+        .iter()
+        .find(|ip| ip.get("address").and_then(Value::as_str) == Some(address))?;
+    let index = usize::try_from(ip.get("interface")?.as_u64()?).ok()?;
+    let iface = prev.get("interfaces")?.as_array()?.get(index)?;
+    let name = iface.get("name")?.as_str()?.to_owned();
+    let sandbox = iface
+        .get("sandbox")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Some((name, sandbox))
+}
+
+/// Checks the shape of a `prevResult` (a CNI result: `interfaces`, `ips`,
+/// `routes`, `dns`) the way the plugins chained after this one read it.
+/// Anything malformed is error 7 naming the member; ADD and CHECK refuse it,
+/// DEL cleans up regardless (see [`crate::cni`]).
+pub fn check_prev_result(prev: &Value) -> Result<(), CniError> {
+    use super::config::kind;
+    fn bad(msg: String) -> CniError {
+        CniError::new(code::INVALID_CONFIG, format!("\"prevResult\": {msg}"))
+    }
+    fn array<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a [Value], CniError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(&[]),
+            Some(Value::Array(a)) => Ok(a),
+            Some(other) => Err(bad(format!(
+                "\"{key}\" must be an array, not {}",
+                kind(other)
+            ))),
+        }
+    }
+    fn object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, CniError> {
+        v.as_object()
+            .ok_or_else(|| bad(format!("{what} must be an object, not {}", kind(v))))
+    }
+    fn string<'a>(
+        obj: &'a Map<String, Value>,
+        key: &str,
+        what: &str,
+        needed: bool,
+    ) -> Result<Option<&'a str>, CniError> {
+        match obj.get(key) {
+            None | Some(Value::Null) if !needed => Ok(None),
+            None | Some(Value::Null) => Err(bad(format!("{what} lacks \"{key}\""))),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(bad(format!(
+                "{what}: \"{key}\" must be a string, not {}",
+                kind(other)
+            ))),
+        }
+    }
+    fn ip(obj: &Map<String, Value>, key: &str, what: &str) -> Result<(), CniError> {
+        if let Some(s) = string(obj, key, what, false)? {
+            s.parse::<IpAddr>()
+                .map_err(|_| bad(format!("{what}: \"{key}\" {s:?} is not an IP address")))?;
+        }
+        Ok(())
+    }
+    fn cidr(obj: &Map<String, Value>, key: &str, what: &str) -> Result<(), CniError> {
+        let s = string(obj, key, what, true)?.unwrap_or_default();
+        let ok = s.split_once('/').is_some_and(|(a, len)| {
+            let max = match a.parse::<IpAddr>() {
+                Ok(IpAddr::V4(_)) => 32,
+                Ok(IpAddr::V6(_)) => 128,
+                Err(_) => return false,
+            };
+            len.parse::<u8>().is_ok_and(|l| l <= max) && !len.starts_with('+')
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(bad(format!(
+                "{what}: \"{key}\" {s:?} is not an address with a prefix length (A/N)"
+            )))
+        }
+    }
+
+    let obj = object(prev, "it")?;
+    string(obj, "cniVersion", "it", false)?;
+    let interfaces = array(obj, "interfaces")?;
+    for (i, it) in interfaces.iter().enumerate() {
+        let what = format!("interfaces[{i}]");
+        let o = object(it, &what)?;
+        if string(o, "name", &what, true)?.is_some_and(str::is_empty) {
+            return Err(bad(format!("{what}: \"name\" is empty")));
+        }
+        string(o, "mac", &what, false)?;
+        string(o, "sandbox", &what, false)?;
+    }
+    for (i, it) in array(obj, "ips")?.iter().enumerate() {
+        let what = format!("ips[{i}]");
+        let o = object(it, &what)?;
+        cidr(o, "address", &what)?;
+        ip(o, "gateway", &what)?;
+        match o.get("interface") {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_u64() {
+                Some(n) if (n as usize) < interfaces.len() => {}
+                _ => {
+                    return Err(bad(format!(
+                    "{what}: \"interface\" {v} is not an index into \"interfaces\" ({} entries)",
+                    interfaces.len()
+                )))
+                }
+            },
+        }
+    }
+    for (i, it) in array(obj, "routes")?.iter().enumerate() {
+        let what = format!("routes[{i}]");
+        let o = object(it, &what)?;
+        cidr(o, "dst", &what)?;
+        ip(o, "gw", &what)?;
+    }
+    match obj.get("dns") {
+        None | Some(Value::Null) => {}
+        Some(d) => {
+            let o = object(d, "\"dns\"")?;
+            for key in ["nameservers", "search", "options"] {
+                for (i, v) in array(o, key)?.iter().enumerate() {
+                    if !v.is_string() {
+                        return Err(bad(format!(
+                            "dns.{key}[{i}] must be a string, not {}",
+                            kind(v)
+                        )));
+                    }
+                }
+            }
+            string(o, "domain", "\"dns\"", false)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +313,15 @@ mod tests {
         assert_eq!(v["routes"][0]["gw"], "241.2.0.1");
         assert_eq!(v["dns"], json!({}));
         assert_eq!(prev_result_addresses(&v), vec!["241.2.0.4/32".to_string()]);
+        assert_eq!(
+            prev_result_interface_of(&v, "241.2.0.4/32"),
+            Some(("eth0".to_string(), Some("/run/netns/netns-1".to_string())))
+        );
+        assert_eq!(prev_result_interface_of(&v, "241.2.0.5/32"), None);
+        assert_eq!(
+            prev_result_interface_of(&json!({"ips": [{"address": "a", "interface": 9}]}), "a"),
+            None
+        );
     }
 
     #[test]
@@ -210,5 +358,69 @@ mod tests {
         let v: Value = serde_json::from_str(&version_json(Some("9.9.9"))).unwrap();
         assert_eq!(v["cniVersion"], LATEST);
         assert!(prev_result_addresses(&json!({"ips": 3})).is_empty());
+    }
+
+    #[test]
+    fn prev_results_are_checked() {
+        let good = sample().to_value("1.0.0");
+        assert_eq!(check_prev_result(&good), Ok(()));
+        // what bandwidth appends (an ifb interface without sandbox), DNS filled
+        let mut chained = good.clone();
+        chained["interfaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "bwp1234", "mac": "02:00:00:00:00:03"}));
+        chained["dns"] = json!({"nameservers": ["10.0.0.53"], "search": ["svc"], "domain": "x"});
+        assert_eq!(check_prev_result(&chained), Ok(()));
+        assert_eq!(check_prev_result(&json!({})), Ok(()));
+        let cases: &[(Value, &str)] = &[
+            (json!([1]), "must be an object"),
+            (json!("x"), "must be an object"),
+            (json!({"cniVersion": 1}), "\"cniVersion\" must be a string"),
+            (json!({"interfaces": {}}), "\"interfaces\" must be an array"),
+            (
+                json!({"interfaces": [3]}),
+                "interfaces[0] must be an object",
+            ),
+            (json!({"interfaces": [{}]}), "interfaces[0] lacks \"name\""),
+            (json!({"interfaces": [{"name": ""}]}), "\"name\" is empty"),
+            (
+                json!({"interfaces": [{"name": "a", "sandbox": 1}]}),
+                "\"sandbox\" must be a string",
+            ),
+            (json!({"ips": "1.2.3.4/32"}), "\"ips\" must be an array"),
+            (json!({"ips": [{}]}), "ips[0] lacks \"address\""),
+            (json!({"ips": [{"address": "1.2.3.4"}]}), "prefix length"),
+            (json!({"ips": [{"address": "1.2.3.4/33"}]}), "prefix length"),
+            (json!({"ips": [{"address": "x/8"}]}), "prefix length"),
+            (
+                json!({"ips": [{"address": "1.2.3.4/32", "gateway": "y"}]}),
+                "not an IP address",
+            ),
+            (
+                json!({"ips": [{"address": "1.2.3.4/32", "interface": 0}]}),
+                "not an index",
+            ),
+            (
+                json!({"interfaces": [{"name": "a"}], "ips": [{"address": "1.2.3.4/32", "interface": -1}]}),
+                "not an index",
+            ),
+            (
+                json!({"routes": [{"gw": "1.2.3.4"}]}),
+                "routes[0] lacks \"dst\"",
+            ),
+            (
+                json!({"routes": [{"dst": "0.0.0.0/0", "gw": 5}]}),
+                "\"gw\" must be a string",
+            ),
+            (json!({"dns": []}), "\"dns\" must be an object"),
+            (json!({"dns": {"nameservers": [1]}}), "dns.nameservers[0]"),
+        ];
+        for (prev, want) in cases {
+            let e = check_prev_result(prev).unwrap_err();
+            assert_eq!(e.code, code::INVALID_CONFIG, "{prev}");
+            assert!(e.msg.starts_with("\"prevResult\": "), "{}", e.msg);
+            assert!(e.msg.contains(want), "{prev}: {}", e.msg);
+        }
     }
 }

@@ -138,6 +138,9 @@ t_add_check_del() {
     # CHECK with the ADD result as prevResult
     cni vm1 CHECK ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":$prev")"
     [[ $RC == 0 && -z $OUT ]] || fail "CHECK: rc $RC, $OUT $ERR"
+    # CHECK notices a prevResult that puts the address elsewhere
+    cni vm1 CHECK ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":${prev//\"sandbox\":\"/\"sandbox\":\"/x}")"
+    expect_error 102 "in sandbox \"/x/run/netns/"
     # CHECK notices a broken container
     ip -n "$cns" route del default || fail "route del"
     cni vm1 CHECK ctr-k1 k1 eth0 "$(conf vm1 "\"prevResult\":$prev")"
@@ -287,6 +290,38 @@ t_malformed_input() {
     return 0
 }
 
+# prevResult as a chained plugin or a buggy runtime may send it: each kind of
+# damage is error 7 on ADD and CHECK (nothing created, nothing removed); DEL
+# still cleans up (a refusal would leak the lease)
+t_malformed_prev_result() {
+    local p good
+    mf_netns_add pr || fail "netns pr"
+    local bad=('[1]' '"x"' '{"cniVersion":1}' '{"interfaces":{}}' '{"interfaces":[{}]}'
+        '{"ips":[{"address":"241.2.0.9"}]}' '{"ips":[{"address":"241.2.0.9/32","gateway":"gw"}]}'
+        '{"ips":[{"address":"241.2.0.9/32","interface":4}]}' '{"routes":[{"gw":"241.2.0.1"}]}'
+        '{"dns":{"nameservers":[53]}}')
+    for p in "${bad[@]}"; do
+        cni vm1 ADD ctr-pr pr eth0 "$(conf vm1 "\"prevResult\":$p")"
+        expect_error 7 '"prevResult"'
+    done
+    [[ -z $(leases vm1) ]] || fail "a refused ADD left a lease: $(leases vm1)"
+    ip -n "$(mf_ns vm1)" -o link show | grep -E '^[0-9]+: mfc[0-9]+@' >/dev/null && fail "a refused ADD left a veth"
+    cni vm1 ADD ctr-pr pr eth0 "$(conf vm1)"; [[ $RC == 0 ]] || fail "ADD: rc $RC $OUT"
+    good=$OUT
+    for p in "${bad[@]}"; do
+        cni vm1 CHECK ctr-pr pr eth0 "$(conf vm1 "\"prevResult\":$p")"
+        expect_error 7 '"prevResult"'
+    done
+    cni vm1 CHECK ctr-pr pr eth0 "$(conf vm1 "\"prevResult\":$good")"
+    [[ $RC == 0 ]] || fail "CHECK with the real result after the refusals: rc $RC $OUT"
+    cni vm1 DEL ctr-pr pr eth0 "$(conf vm1 '"prevResult":{"ips":7}')"
+    [[ $RC == 0 ]] || fail "DEL with a malformed prevResult: rc $RC $OUT"
+    [[ $ERR == *"DEL ignores it"* ]] || fail "DEL did not warn about the prevResult: $ERR"
+    [[ -z $(leases vm1) ]] || fail "DEL left the lease: $(leases vm1)"
+    wait_gone vm1 mfc1 || fail "DEL left mfc1"
+    detail "${#bad[@]} kinds refused by ADD and CHECK; DEL released"
+}
+
 t_status_and_gc() {
     local c11='"cniVersion":"1.1.0"' cfg
     cfg=$(conf vm2 | sed 's/"cniVersion":"1.0.0"/'"$c11"'/')
@@ -410,7 +445,7 @@ main() {
     fi
     local t
     for t in t_version_and_about t_add_check_del t_traffic_between_vms t_parallel_adds \
-        t_del_after_netns_gone t_crash_recovery t_block_exhaustion t_malformed_input t_status_and_gc; do
+        t_del_after_netns_gone t_crash_recovery t_block_exhaustion t_malformed_input t_malformed_prev_result t_status_and_gc; do
         rn_test "${t#t_}" "$t"
     done
     for t in "${MF_VMS[@]}"; do mf_running "$t" || rn_fail meshfwd_alive "$t: meshfwd died"; done
