@@ -56,19 +56,23 @@ pub struct PacketSocket {
 /// `TPACKET_V2` in `enum tpacket_versions`.
 const TPACKET_V2: libc::c_int = 1;
 /// Ring geometry: 64 KiB blocks (the kernel allocates each block as one
-/// run of pages) and 4 MiB in all, i.e. 2,048 frames of 2 KiB at the usual
-/// underlay MTU: 8 ms of 1,500-byte packets at 3 Gb/s. With 2 MiB a bulk
-/// TCP transfer in the mesh suite overflowed it (461 drops); the 8 MiB
-/// socket buffer of the raw-socket path holds about as many packets.
-const RING_BYTES: usize = 4 << 20;
+/// run of pages) and 6 MiB in all, i.e. 3,840 frames of 1,600 bytes at the
+/// usual underlay MTU: 15 ms of 1,500-byte packets at 3 Gb/s, about what
+/// the 8 MiB socket buffer of the raw-socket path holds (skbs are charged
+/// ~2.3 KiB each). Measured: 2,048 frames overflowed under a bulk TCP
+/// transfer in the mesh suite (461 drops) and in the benchmark (up to 528
+/// per run, with retransmits). The ring is allocated up front: 6 MiB of
+/// kernel memory per worker, mapped into the process (resident).
+const RING_BYTES: usize = 6 << 20;
 const BLOCK_BYTES: usize = 64 << 10;
 /// Frame header fields (`struct tpacket2_hdr`).
 const TP_LEN: usize = 4;
 const TP_SNAPLEN: usize = 8;
 const TP_NET: usize = 14;
-/// Room in a frame before the packet: the 32-byte header, a `sockaddr_ll`
-/// and alignment (`tpacket_rcv`: `netoff` for `SOCK_DGRAM`).
-const FRAME_OVERHEAD: usize = 128;
+/// Room in a frame before the packet: the 32-byte header and a
+/// `sockaddr_ll`, aligned, plus 16 (`tpacket_rcv`: `netoff` for
+/// `SOCK_DGRAM` is 80), with a margin.
+const FRAME_OVERHEAD: usize = 96;
 
 /// The memory-mapped receive ring of one packet socket.
 #[derive(Debug)]
@@ -76,6 +80,9 @@ pub struct RxRing {
     map: *mut u8,
     len: usize,
     frame_size: usize,
+    block_size: usize,
+    /// Frames per block (frames never straddle blocks).
+    per_block: usize,
     frames: usize,
     /// The next frame to look at.
     head: usize,
@@ -98,14 +105,16 @@ impl RxRing {
     /// Sets up a `TPACKET_V2` receive ring with frames for packets of up to
     /// `max_packet` bytes on `fd` and maps it.
     fn new(fd: RawFd, max_packet: usize) -> io::Result<RxRing> {
-        let frame_size = (max_packet + FRAME_OVERHEAD).next_power_of_two().max(2048);
-        let block_size = BLOCK_BYTES.max(frame_size);
+        // Frames are 16-byte aligned; a block is whole pages.
+        let frame_size = (max_packet + FRAME_OVERHEAD).next_multiple_of(16);
+        let block_size = BLOCK_BYTES.max(frame_size.next_multiple_of(4096));
         let blocks = (RING_BYTES / block_size).max(1);
+        let per_block = block_size / frame_size;
         let req = libc::tpacket_req {
             tp_block_size: block_size as libc::c_uint,
             tp_block_nr: blocks as libc::c_uint,
             tp_frame_size: frame_size as libc::c_uint,
-            tp_frame_nr: (blocks * (block_size / frame_size)) as libc::c_uint,
+            tp_frame_nr: (blocks * per_block) as libc::c_uint,
         };
         super::batch::set_int(fd, libc::SOL_PACKET, libc::PACKET_VERSION, TPACKET_V2)?;
         // SAFETY: `req` is a valid tpacket_req and the length passed is its size.
@@ -141,18 +150,26 @@ impl RxRing {
             map: map.cast(),
             len,
             frame_size,
+            block_size,
+            per_block,
             frames: req.tp_frame_nr as usize,
             head: 0,
         })
     }
 
+    /// Where frame `i < frames` starts in the mapping.
+    fn offset(&self, i: usize) -> usize {
+        (i / self.per_block) * self.block_size + (i % self.per_block) * self.frame_size
+    }
+
     /// Frame `i`'s status word, shared with the kernel.
     fn status(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: frame `i < frames` lies inside the mapping, starts at a
-        // multiple of the (power-of-two, >= 2048) frame size, so the u32 at
-        // its start is aligned, and it lives as long as `self`. The kernel
-        // and we hand the frame over through this word only.
-        unsafe { &*self.map.add(i * self.frame_size).cast::<AtomicU32>() }
+        // SAFETY: frame `i < frames` lies inside the mapping (`offset`
+        // keeps frames inside their block) and starts at a multiple of 16
+        // from the page-aligned mapping, so the u32 at its start is aligned;
+        // it lives as long as `self`. The kernel and we hand the frame over
+        // through this word only.
+        unsafe { &*self.map.add(self.offset(i)).cast::<AtomicU32>() }
     }
 
     /// The bytes of frame `i` (only while its status says it is ours).
@@ -160,7 +177,7 @@ impl RxRing {
         // SAFETY: frame `i` lies inside the mapping; while its status has
         // TP_STATUS_USER the kernel does not write it, and we hand it back
         // only after the last use of this slice (`take`).
-        unsafe { std::slice::from_raw_parts(self.map.add(i * self.frame_size), self.frame_size) }
+        unsafe { std::slice::from_raw_parts(self.map.add(self.offset(i)), self.frame_size) }
     }
 }
 
