@@ -127,7 +127,8 @@ fn run(
             }
             Err(why) => {
                 log::warn!(
-                    "GRE receive: no packet fanout group ({why}); using one raw GRE socket per                      worker instead, each of which gets a copy of every GRE packet"
+                    "GRE receive: no packet fanout group ({why}); using one raw GRE socket per \
+                     worker instead, each of which gets a copy of every GRE packet"
                 );
                 None
             }
@@ -448,9 +449,17 @@ fn open_fanout(cfg: &Config, n: usize) -> Result<Vec<(FanoutGre, u64)>, String> 
             cfg.local
         ));
     }
+    // IPsec transport mode: the group would see ESP, not GRE, and the
+    // decrypted GRE re-enters on the same interface, where the raw GRE
+    // socket does not take it; and an inbound policy that requires GRE to
+    // be encrypted is only enforced on the raw-socket path.
+    if sys::netlink::xfrm_in_use().unwrap_or(false) {
+        return Err("IPsec (xfrm) states or policies exist in this network namespace".into());
+    }
     let ifindex = sys::netdev::interface_index(ifname).map_err(|e| e.to_string())?;
     let (stray, flushed) =
-        sys::raw::RawGreSocket::open_stray(cfg.local, ifindex).map_err(|e| e.to_string())?;
+        sys::raw::RawGreSocket::open_stray(cfg.local, ifindex, SOCK_RCVBUF)
+            .map_err(|e| e.to_string())?;
     let mut stray = Some(stray);
     // Ring frames hold the largest packet the underlay interface carries;
     // larger ones (reassembled fragments) come through the socket queue.

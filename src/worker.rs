@@ -239,8 +239,12 @@ impl<U: Underlay> Worker<U> {
                     TUN => tun_pending = true,
                     SOCK => {
                         sock_pending = true;
-                        if ev.is_error() && U::RX_IS_IP {
-                            drain_errors(sock_fd, &mut st.c);
+                        if ev.is_error() {
+                            if U::RX_IS_IP {
+                                drain_errors(sock_fd, &mut st.c);
+                            } else {
+                                self.underlay.clear_rx_error();
+                            }
                         }
                     }
                     STRAY => {

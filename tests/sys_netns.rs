@@ -397,6 +397,19 @@ fn gre_shards_deliver_each_packet_once() {
     );
 }
 
+/// The calling thread's namespace's `Icmp: OutDestUnreachs` counter.
+fn icmp_out_dest_unreachs() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("read snmp");
+    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
+    let (names, values) = (icmp.next().expect("Icmp names"), icmp.next().expect("Icmp values"));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutDestUnreachs")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("OutDestUnreachs")
+}
+
 /// Splits the GRE packet `pkt` (20-byte outer header, no DF) into two IPv4
 /// fragments at byte 1480 of its payload.
 fn fragments(pkt: &[u8]) -> [Vec<u8>; 2] {
@@ -452,7 +465,7 @@ fn gre_fanout_delivers_each_packet_once_to_one_of_4() {
     const WORKERS: usize = 4;
     let (mut group, mut stray, looped) = in_netns(&na, || {
         let ifindex = interface_index(&va).unwrap();
-        let (stray, drained) = RawGreSocket::open_stray(ADDR_A, ifindex).unwrap();
+        let (stray, drained) = RawGreSocket::open_stray(ADDR_A, ifindex, 1 << 20).unwrap();
         assert_eq!(drained, 0);
         let mut id = None;
         let group: Vec<Ring> = (0..WORKERS)
@@ -524,6 +537,7 @@ fn gre_fanout_delivers_each_packet_once_to_one_of_4() {
             put(&mut arena, &mut items, FLOWS + 2 * k + j, f);
         }
     }
+    let unreach_before = in_netns(&na, icmp_out_dest_unreachs);
     let mut txm = Batch::new(32);
     send_all(&mut txm, &tx, &arena, &items);
     let mut looped_items = Vec::new();
@@ -584,6 +598,13 @@ fn gre_fanout_delivers_each_packet_once_to_one_of_4() {
         );
     }
     assert_eq!(seen.len(), sent.len(), "unexpected extra packets");
+    // The raw GRE socket beside the group keeps the kernel from answering
+    // GRE with ICMP protocol-unreachable.
+    assert_eq!(
+        in_netns(&na, icmp_out_dest_unreachs),
+        unreach_before,
+        "A sent ICMP destination-unreachable"
+    );
     let per_socket: Vec<usize> = group.iter().map(|r| r.got.len()).collect();
     assert!(
         per_socket.iter().filter(|&&n| n > 0).count() >= 3,
@@ -594,6 +615,26 @@ fn gre_fanout_delivers_each_packet_once_to_one_of_4() {
         want - stray.got.len(),
         stray.got.len()
     );
+}
+
+/// `auto` keeps IPsec hosts on the raw-socket path: the xfrm probe sees a
+/// policy in the namespace it runs in, and nothing in a fresh one.
+#[test]
+#[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
+fn xfrm_probe_sees_policies() {
+    require_root();
+    let pid = std::process::id();
+    let name = format!("mfsys{pid}x");
+    let mut ns = Namespaces::default();
+    ns.add(&name);
+    assert!(!in_netns(&name, || meshfwd::sys::netlink::xfrm_in_use().unwrap()));
+    ip(&[
+        "-n", &name, "xfrm", "policy", "add", "src", "192.168.16.1", "dst", "192.168.16.2",
+        "proto", "gre", "dir", "in", "tmpl", "proto", "esp", "mode", "transport",
+    ]);
+    assert!(in_netns(&name, || meshfwd::sys::netlink::xfrm_in_use().unwrap()));
+    ip(&["-n", &name, "xfrm", "policy", "flush"]);
+    assert!(!in_netns(&name, || meshfwd::sys::netlink::xfrm_in_use().unwrap()));
 }
 
 fn link_flags(ns: &str, dev: &str) -> String {

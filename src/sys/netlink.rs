@@ -141,6 +141,70 @@ impl Route4 {
     }
 }
 
+/// Whether the calling thread's network namespace has IPsec (xfrm) states
+/// or policies: dumps `XFRM_MSG_GETSA` and `XFRM_MSG_GETPOLICY` over
+/// `NETLINK_XFRM` and looks for any entry. `Ok(false)` when the kernel has
+/// no xfrm netlink at all. Needs `CAP_NET_ADMIN`.
+pub fn xfrm_in_use() -> io::Result<bool> {
+    const NETLINK_XFRM: isize = 6;
+    const XFRM_MSG_NEWSA: u16 = 0x10;
+    const XFRM_MSG_GETSA: u16 = 0x12;
+    const XFRM_MSG_NEWPOLICY: u16 = 0x13;
+    const XFRM_MSG_GETPOLICY: u16 = 0x15;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    let mut sock = match Socket::new(NETLINK_XFRM) {
+        Ok(s) => s,
+        Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    let mut buf = Vec::with_capacity(RECV_BUF);
+    for (seq, kind) in [(1u32, XFRM_MSG_GETSA), (2, XFRM_MSG_GETPOLICY)] {
+        // A bare header: a dump request needs no body.
+        let mut req = [0u8; 16];
+        req[0..4].copy_from_slice(&16u32.to_ne_bytes());
+        req[4..6].copy_from_slice(&kind.to_ne_bytes());
+        req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req[8..12].copy_from_slice(&seq.to_ne_bytes());
+        sock.send(&req, 0)?;
+        loop {
+            buf.clear();
+            let n = sock.recv(&mut buf, 0)?;
+            let mut off = 0;
+            let mut done = false;
+            while off + 16 <= n {
+                let h = &buf[off..n];
+                let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                let typ = u16::from_ne_bytes([h[4], h[5]]);
+                if len < 16 {
+                    return Err(invalid(format!("xfrm netlink: bad reply length {len}")));
+                }
+                match typ {
+                    XFRM_MSG_NEWSA | XFRM_MSG_NEWPOLICY => return Ok(true),
+                    NLMSG_DONE => done = true,
+                    NLMSG_ERROR => {
+                        let errno = h
+                            .get(16..20)
+                            .map_or(0, |e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]));
+                        if errno != 0 {
+                            return Err(io::Error::from_raw_os_error(-errno));
+                        }
+                        done = true;
+                    }
+                    _ => {}
+                }
+                off += (len + 3) & !3;
+            }
+            if done || n == 0 {
+                break;
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// A synchronous rtnetlink socket bound to one network namespace.
 pub struct Netlink {
     sock: Socket,

@@ -296,10 +296,18 @@ impl PacketSocket {
             }
             let buf = bufs[n].as_mut();
             let m = if status & libc::TP_STATUS_COPY != 0 {
-                match recv_into(self.sock.as_raw_fd(), buf) {
+                // The whole packet was queued before the frame was marked.
+                // A first failure may be the socket's pending error (e.g.
+                // ENETDOWN after a link flap), which that call consumed and
+                // which must not leave this copy queued for the next frame.
+                let fd = self.sock.as_raw_fd();
+                match recv_into(fd, buf).or_else(|e| match e.kind() {
+                    io::ErrorKind::WouldBlock => Err(e),
+                    _ => recv_into(fd, buf),
+                }) {
                     Ok(m) => m,
-                    // Not queued after all (the kernel found the socket
-                    // buffer full): only the truncated copy exists.
+                    // Nothing queued (the socket buffer was full): only the
+                    // truncated copy in the frame exists.
                     Err(_) => RecvMeta {
                         truncated: true,
                         ..RecvMeta::default()
@@ -376,16 +384,20 @@ impl PacketSocket {
                 Err(e) => return Err(e),
             }
         }
-        // Anything left on the plain queue (copies of large packets).
-        let mut buf = [0u8; 1];
-        while n < DRAIN_LIMIT && recv_into(self.sock.as_raw_fd(), &mut buf).is_ok() {
-            n += 1;
-        }
+        // No separate drain of the plain queue: each copy there belongs to a
+        // frame (taken with it above), or to a frame the kernel has not
+        // marked yet, whose copy must stay for it.
         Ok(n)
     }
 
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
+    }
+
+    /// Clears the socket's pending error (a link went down: ENETDOWN);
+    /// called when poll reports an error on it.
+    pub fn clear_error(&self) {
+        let _ = self.sock.take_error();
     }
 }
 

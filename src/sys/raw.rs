@@ -61,12 +61,13 @@ impl RawGreSocket {
     /// interface `ifindex` ([`super::packet`]): it takes GRE for `local` that
     /// arrived on any other interface ([`stray_filter`]), its presence stops
     /// the kernel's ICMP protocol-unreachable replies, and its error queue
-    /// gets the ICMP errors about GRE we sent. No `SO_RXQ_OVFL`: it shares
-    /// the receive batch of a packet socket, whose drop count that reports.
-    pub fn open_stray(local: Ipv4Addr, ifindex: u32) -> io::Result<(Self, u64)> {
+    /// gets the ICMP errors about GRE we sent. Its `SO_RXQ_OVFL` count is the
+    /// only one its worker's receive batch sees (the packet socket's ring
+    /// reports drops its own way).
+    pub fn open_stray(local: Ipv4Addr, ifindex: u32, rcvbuf: usize) -> io::Result<(Self, u64)> {
         let filter = stray_filter(ifindex);
         let what = format!("filter for interfaces other than index {ifindex}");
-        Self::open_filtered(local, &filter, &what, 0, 0, false)
+        Self::open_filtered(local, &filter, &what, rcvbuf, 0, true)
     }
 
     fn open_filtered(

@@ -65,6 +65,10 @@ impl Underlay for FanoutGre {
         self.stray.as_ref().map(|s| s.fd())
     }
 
+    fn clear_rx_error(&mut self) {
+        self.rx_sock.clear_error();
+    }
+
     fn recv_stray(&mut self) -> io::Result<usize> {
         match &self.stray {
             Some(s) => self.rx.recv(s.fd()),
@@ -124,7 +128,12 @@ impl Underlay for FanoutGre {
             c.drop(DropReason::Truncated);
             return;
         }
-        c.rx_bytes += m.meta.len as u64;
+        // The link layer's length may include Ethernet padding; count the
+        // outer IPv4 total length where there is one.
+        let total = m.buf.get(2..4).map_or(usize::MAX, |b| {
+            usize::from(u16::from_be_bytes([b[0], b[1]]))
+        });
+        c.rx_bytes += m.meta.len.min(total) as u64;
         match dp.decapsulate_link(m.buf, m.meta.len) {
             Ok(d) => g.push(
                 &m.buf[d.start..d.start + d.len],

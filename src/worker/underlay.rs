@@ -44,6 +44,9 @@ pub trait Underlay: Send {
     fn recv_stray(&mut self) -> io::Result<usize> {
         Err(io::ErrorKind::WouldBlock.into())
     }
+    /// Poll reported an error on [`Underlay::fd`] (which is not an IP
+    /// socket with an error queue): clear it.
+    fn clear_rx_error(&mut self) {}
 
     /// Whether the message batch has room for another TUN read's segments.
     fn has_room(&self) -> bool;
