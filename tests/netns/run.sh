@@ -367,6 +367,25 @@ t_each_gre_packet_reaches_one_worker() {
     ((busy >= 2)) || fail "192 flows all went to one worker: ${spread[*]}"
 }
 
+# A fanout socket stays bound to its interface across a link flap (the
+# kernel re-hooks the group on NETDEV_UP) and the pending ENETDOWN it gets is
+# cleared: forwarding resumes, nothing counts as an error beyond the flap.
+t_fanout_survives_link_flap() {
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 2
+    mf_exec vm2 ip link set eth0 down || fail "eth0 down"
+    sleep 0.5
+    mf_exec vm2 ip link set eth0 up || fail "eth0 up"
+    local i
+    for ((i = 0; i < 50; i++)); do
+        mf_exec vm2 ip -o link show eth0 | grep -q 'state UP' && break
+        sleep 0.1
+    done
+    mf_exec vm1 ping -n -q -c 1 -W 2 "${MF_UL[vm2]}" >/dev/null || fail "vm1 cannot reach vm2's underlay after the flap"
+    expect_ping vm1c1 "${MF_OVL[vm2c1]}" 5
+    expect_ping vm2c2 "${MF_OVL[vm3c1]}" 3
+    mf_running vm2 || fail "vm2's meshfwd exited"
+}
+
 # The fallback: with its underlay address on the loopback interface (GRE for
 # it arrives on eth0) vm1 cannot receive through a fanout group on that
 # interface; auto says so in one line and receives through one raw GRE socket
@@ -926,7 +945,8 @@ main() {
     rn_group threads2 setup_threads2 t_thread_count t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads
     [[ ${MF_ENCAP:-gre} == gre ]] &&
         rn_group fanout4 setup_fanout4 t_fanout_receive_active t_each_gre_packet_reaches_one_worker \
-            t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads t_fanout_fallback_on_loopback_address
+            t_ping_no_dup t_udp_no_reorder t_bulk_tcp_threads t_fanout_survives_link_flap \
+            t_fanout_fallback_on_loopback_address
     local udp_key=()
     [[ ${MF_ENCAP:-gre} == udp ]] && udp_key=(t_udp_gso_fallback)
     rn_group key setup_key t_key42_both_sides t_key_mismatch_42_43 t_keyless_to_keyed \
