@@ -550,11 +550,22 @@ t_seq_restart() {
 # ip_gre cases: the device takes every GRE packet no kernel tunnel matches.
 #   NAME | host meshfwd flags | VM meshfwd flags | the same as kernel gre options (for t_wire)
 KD_CASES=(
-    "kdkey|--key 9|--key 9|key 9"
-    "kdcsum|--key 9 --csum|--key 9 --csum|key 9 csum"
+    "kdkey|--key 9|--datapath kernel --key 9|key 9"
+    "kdcsum|--key 9 --csum|--datapath kernel --key 9 --csum|key 9 csum"
+    "kdauto||--datapath auto||off"
 )
+[[ ${MF_KERNEL_KD_GRO:-0} == 1 ]] && KD_CASES+=("kdautogro||--datapath auto||on")
 KD_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host wire counters
-    kd_counters kd_spoof kd_kill9_restart kd_sigterm)
+    kd_counters kd_craft kd_kill9_restart kd_sigterm)
+# userspace meshfwd in the VM where ip_gre is loaded: --datapath auto on an
+# unkeyed grid falls back to it below 6.3. Two things the kernel does to GRE
+# it does not own are pinned, not fixed yet (docs/EBPF.md): ip_gre answers
+# every packet with ICMP port unreachable (kd_us_icmp instead of counters),
+# and with GRO on the VM's NIC, GRE GRO merges packets before meshfwd's
+# fanout socket sees them and TCP into the VM fails with checksum errors
+# (case kdautogro, MF_KERNEL_KD_GRO=1; kdauto runs with GRO off).
+KD_US_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host wire kd_us_icmp
+    kd_counters kd_craft kd_sigterm)
 KD_DEV=mfk0
 KD_BIN=""
 declare -A KD_VMFLAGS=()
@@ -566,7 +577,7 @@ kd_build() {
     (cd "$MF_REPO" && RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release --bin meshfwd --target "$target") \
         >"$MF_RUN_DIR/kd-build.log" 2>&1 || { tail -n 5 "$MF_RUN_DIR/kd-build.log" >&2; mf_log "static build failed"; return 1; }
     KD_BIN=$MF_REPO/target/$target/release/meshfwd
-    file -L "$KD_BIN" | grep -q 'static' ||
+    ldd "$KD_BIN" 2>&1 | grep -qE 'statically linked|not a dynamic executable' ||
         { mf_log "$KD_BIN is not statically linked"; return 1; }
 }
 
@@ -602,7 +613,7 @@ kd_setup() { # NAME INDEX HOST_FLAGS VM_FLAGS KOPTS
     # shellcheck disable=SC2086  # flags are words
     mf_start "$name" $3 || return 1
     vm_must "ip addr add $kul/16 dev eth0" || return 1
-    kd_vm_start "$name" --datapath kernel --local "$kul" "$4" "$KD_DEV" || return 1
+    kd_vm_start "$name" --local "$kul" "$4" "$KD_DEV" || return 1
     vm_run "cat /tmp/$name.log; ip -d link show $KD_DEV; /usr/sbin/tc qdisc show dev $KD_DEV; /usr/sbin/tc filter show dev $KD_DEV ingress; /usr/sbin/tc filter show dev $KD_DEV egress" &&
         printf '%s\n' "$KI_OUT" | sed "s/^/# vm $name: /" >>"$MF_RUN_DIR/setup.log"
     note "kd case $name: meshfwd ${MF_UL[$name]} $3 <-> VM meshfwd --datapath kernel $4 on $kul (${CASE_KOVL[$name]})"
@@ -618,22 +629,45 @@ t_kd_counters() {
     [[ -z $bad ]] || { REASON="VM meshfwd: $bad"; return 1; }
 }
 
-# GRE from the host-side VM with the right key but the inner source of
-# another VM: the ingress program drops it and counts spoofed_source
-t_kd_spoof() {
-    local name=$1 before after csum=()
+# crafted GRE from the host-side VM, each defect once: the ingress program
+# drops it and counts exactly its reason (inner source of another VM, a
+# wrong key, an inner destination outside this VM's block)
+t_kd_craft() {
+    local name=$1 key="" wrong="--key 1" csum=() defect reason before after opts
     [[ " ${CASE_FLAGS[$name]} " == *" --csum "* ]] && csum=(--csum)
-    before=$(kd_stat "$name" drops.spoofed_source) || { REASON="cannot read the VM stats"; return 1; }
-    mf_exec "$name" timeout 10 "$MF_PY" "$MF_TOOLS/gre_craft.py" --src "${MF_UL[$name]}" --dst "${CASE_KUL[$name]}" \
-        --key 9 "${csum[@]}" --inner-src 241.99.0.2 --inner-dst "${CASE_KOVL[$name]}" >/dev/null ||
-        { REASON="gre_craft.py failed"; return 1; }
-    for _ in 1 2 3 4 5; do
-        sleep 1
-        after=$(kd_stat "$name" drops.spoofed_source)
-        ((after > before)) && break
+    if [[ " ${CASE_FLAGS[$name]} " =~ \ --key\ ([0-9]+) ]]; then
+        key="--key ${BASH_REMATCH[1]}"; wrong="--key $((BASH_REMATCH[1] + 1))"
+    fi
+    for defect in "spoofed_source|$key --inner-src 241.99.0.2 --inner-dst ${CASE_KOVL[$name]}" \
+        "key_mismatch|$wrong --inner-src ${MF_OVL[${name}c1]} --inner-dst ${CASE_KOVL[$name]}" \
+        "inner_dst_not_local|$key --inner-src ${MF_OVL[${name}c1]} --inner-dst 241.99.0.2"; do
+        reason=${defect%%|*}; opts=${defect#*|}
+        before=$(kd_stat "$name" "drops.$reason") || { REASON="cannot read the VM stats"; return 1; }
+        # shellcheck disable=SC2086  # options are words
+        mf_exec "$name" timeout 10 "$MF_PY" "$MF_TOOLS/gre_craft.py" --src "${MF_UL[$name]}" --dst "${CASE_KUL[$name]}" \
+            "${csum[@]}" $opts >/dev/null || { REASON="gre_craft.py failed ($reason)"; return 1; }
+        for _ in 1 2 3 4 5; do
+            sleep 1
+            after=$(kd_stat "$name" "drops.$reason")
+            ((after > before)) && break
+        done
+        ((after == before + 1)) || { REASON="VM drops.$reason $before -> $after after one crafted packet"; return 1; }
+        note "VM drops.$reason $before -> $after"
     done
-    ((after == before + 1)) || { REASON="VM drops.spoofed_source $before -> $after after one spoofed packet"; return 1; }
-    note "VM drops.spoofed_source $before -> $after"
+}
+
+# pinned: the VM's ip_gre answers GRE meant for its userspace meshfwd with
+# ICMP port unreachable (no tunnel of its own matches); the host-side
+# meshfwd counts them and nothing else
+t_kd_us_icmp() {
+    local v bad
+    mf_exec "$1" true
+    sleep 1.2
+    v=$(mf_stat "$1" errors.icmp_port_unreachable)
+    ((v >= 1)) || { REASON="errors.icmp_port_unreachable=$v: ip_gre no longer answers GRE it does not own; update docs/EBPF.md and use counters"; return 1; }
+    bad=$("$MF_PY" "$MF_TOOLS/mfjson.py" stats-health "$(mf_stats_file "$1")" | tr ' ' '\n' | grep -v '^errors.icmp_port_unreachable=' | tr '\n' ' ')
+    [[ -z ${bad// /} ]] || { REASON="$bad"; return 1; }
+    note "host meshfwd errors.icmp_port_unreachable=$v (from the VM's ip_gre)"
 }
 
 # kill -9 leaves the device; a restart reclaims it and forwards again
@@ -641,7 +675,7 @@ t_kd_kill9_restart() {
     local name=$1 r
     kd_vm_stop "$name" KILL >/dev/null || { REASON="meshfwd in the VM did not die: $KI_OUT"; return 1; }
     vm_run "ip link show $KD_DEV" || { REASON="after kill -9 $KD_DEV is gone (expected it left behind)"; return 1; }
-    kd_vm_start "$name" --datapath kernel --local "${CASE_KUL[$name]}" "${KD_VMFLAGS[$name]}" "$KD_DEV" ||
+    kd_vm_start "$name" --local "${CASE_KUL[$name]}" "${KD_VMFLAGS[$name]}" "$KD_DEV" ||
         { REASON="restart after kill -9 failed"; return 1; }
     vm_run "grep -c 'removed the stale kernel-datapath device' /tmp/$name.log" || { REASON="restart log does not mention the stale device"; return 1; }
     r=$(mf_ping "${name}c1" "${CASE_KOVL[$name]}" 3)
@@ -655,6 +689,7 @@ t_kd_sigterm() {
     rc=${KI_OUT//[^0-9]/}
     [[ $rc == 0 ]] || { REASON="exit code $rc after SIGTERM"; return 1; }
     vm_run "ip link show $KD_DEV" && { REASON="$KD_DEV still exists after SIGTERM"; return 1; }
+    [[ ${KD_VMFLAGS[$name]} == *"--datapath kernel"* ]] || return 0
     vm_run "grep -c 'removed $KD_DEV' /tmp/$name.log" || { REASON="no removal in the log"; return 1; }
 }
 
@@ -666,11 +701,11 @@ t_kd_unkeyed() {
     vm_run "/usr/bin/meshfwd --datapath kernel --local $kul $KD_DEV" && { REASON="unkeyed kernel mode started on $(uname -r)"; return 1; }
     [[ $KI_OUT == *"BPF_F_NO_TUNNEL_KEY needs Linux 6.3"* ]] || { REASON="refusal message: $KI_OUT"; return 1; }
     vm_run "ip link show $KD_DEV" && { REASON="$KD_DEV left behind by the refused start"; return 1; }
-    kd_vm_start kdauto --datapath auto --local "$kul" "$KD_DEV" || { REASON="auto did not start"; return 1; }
-    vm_run "grep 'datapath auto' /tmp/kdauto.log" || { REASON="no 'datapath auto' line"; return 1; }
+    kd_vm_start kdfallback --datapath auto --local "$kul" "$KD_DEV" || { REASON="auto did not start"; return 1; }
+    vm_run "grep 'datapath auto' /tmp/kdfallback.log" || { REASON="no 'datapath auto' line"; return 1; }
     [[ $KI_OUT == *"datapath auto: userspace, because"*"6.3"* ]] || { REASON="auto said: $KI_OUT"; return 1; }
     note "$KI_OUT"
-    kd_vm_stop kdauto TERM >/dev/null
+    kd_vm_stop kdfallback TERM >/dev/null
     vm_run "/usr/bin/meshfwd check --json --local $kul | grep -o '\"name\":\"datapath_auto\"[^}]*'"
     [[ $KI_OUT == *"pick userspace"*"6.3"* ]] || { REASON="check without --key: $KI_OUT"; return 1; }
     vm_run "/usr/bin/meshfwd check --json --key 9 --local $kul | grep -o '\"name\":\"datapath_auto\"[^}]*'"
@@ -679,16 +714,21 @@ t_kd_unkeyed() {
 }
 
 kd_main() {
-    local line name hflags vflags kopts idx=0 t
+    local line name hflags vflags kopts gro idx=0 t tests
     _case_wanted kdunkeyed unkeyed && rn_test_inline kdunkeyed/unkeyed t_kd_unkeyed
     for line in "${KD_CASES[@]}"; do
-        IFS='|' read -r name hflags vflags kopts <<<"$line"
+        IFS='|' read -r name hflags vflags kopts gro <<<"$line"
         idx=$((idx + 1))
-        _case_wanted "$name" "${KD_TESTS[@]}" || continue
+        tests=("${KD_TESTS[@]}")
+        [[ $vflags == *"--datapath kernel"* ]] || tests=("${KD_US_TESTS[@]}")
+        _case_wanted "$name" "${tests[@]}" || continue
         if ! kd_setup "$name" "$idx" "$hflags" "$vflags" "$kopts" || ! case_servers "$name"; then
             rn_result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail
         else
-            for t in "${KD_TESTS[@]}"; do rn_test_inline "$name/$t" "t_$t" "$name" $((40 + idx)); done
+            vm_run "ethtool -K eth0 gro ${gro:-on}" || rn_result "$name/gro" "ethtool -K eth0 gro ${gro:-on}: $KI_OUT"
+            # the datapath the VM's meshfwd says it runs
+            vm_run "grep -o 'datapath [a-z]*[ :(,][^,]*' /tmp/$name.log | head -n 2" && note "$name in the VM: ${KI_OUT//$'\n'/; }"
+            for t in "${tests[@]}"; do rn_test_inline "$name/$t" "t_$t" "$name" $((40 + idx)); done
         fi
         # whatever happened: nothing of this case left in the VM
         vm_run "[ -e /tmp/$name.pid ] && kill -9 \$(cat /tmp/$name.pid) 2>/dev/null; sleep 0.5; ip link del $KD_DEV 2>/dev/null; true"
@@ -698,7 +738,7 @@ kd_main() {
 _kd_wanted() {
     local line
     _case_wanted kdunkeyed unkeyed && return 0
-    for line in "${KD_CASES[@]}"; do _case_wanted "${line%%|*}" "${KD_TESTS[@]}" && return 0; done
+    for line in "${KD_CASES[@]}"; do _case_wanted "${line%%|*}" "${KD_TESTS[@]}" "${KD_US_TESTS[@]}" && return 0; done
     return 1
 }
 
@@ -711,7 +751,7 @@ main() {
     local line name flags kopts needs gro idx t m ctr tests
     rn_need_root
     RN_NEED_HINT="install qemu-system-x86 busybox-static iproute2 ethtool python3 tcpdump tshark"
-    rn_need ip ss ethtool tc file qemu-system-x86_64 busybox apt-get dpkg-deb "$MF_PY" md5sum gzip tcpdump tshark
+    rn_need ip ss ethtool tc qemu-system-x86_64 busybox apt-get dpkg-deb "$MF_PY" md5sum gzip tcpdump tshark
     rn_need_x "$MESHFWD"
     mf_init "$MF_BASE" || rn_abort "mf_init"
     rn_init "$MF_RUN_DIR" "$@"
