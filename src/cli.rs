@@ -16,12 +16,14 @@ Examples:
   meshfwd --encap udp tun0              GRE-in-UDP (RFC 8086) on port 4754, for networks
                                         that drop IP protocol 47; every VM must agree
   meshfwd --key 42 --csum tun0          interoperate with a kernel `gre key 42 csum` peer
+  meshfwd --datapath auto --key 42 mf0  kernel datapath (GRE device mf0 + eBPF) where ip_gre
+                                        and BPF allow it, else the userspace TUN mf0
   meshfwd addr 10.16.32.91 --layout classic
                                         explain an address (see `meshfwd addr --help`)
 
 Exit codes: 0 clean shutdown (SIGINT/SIGTERM), 1 runtime failure (e.g. TUN deleted),
 2 bad configuration or usage. Must run as root (CAP_NET_ADMIN + CAP_NET_RAW; with
---encap udp, CAP_NET_ADMIN is enough).";
+--encap udp, CAP_NET_ADMIN is enough; --datapath kernel: CAP_NET_ADMIN + CAP_BPF).";
 
 const ADDR_EXAMPLES: &str = "\
 Examples:
@@ -75,6 +77,7 @@ Examples:
   meshfwd check --layout classic --local 192.168.16.32
   meshfwd check --json                  one JSON object for machines
   meshfwd check --encap udp             for GRE-in-UDP: also checks that UDP port 4754 is free
+  meshfwd check --key 42                the datapath_auto line for a keyed grid (kernel datapath below 6.3)
 
 Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 on bad usage.";
 
@@ -109,6 +112,10 @@ pub struct CheckArgs {
     /// UDP port of GRE-in-UDP, as `meshfwd --udp-port` (with --encap udp).
     #[arg(long, value_name = "PORT", default_value_t = crate::datapath::GRE_UDP_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub udp_port: u16,
+    /// GRE key meshfwd will use, as `meshfwd --key` (below Linux 6.3 the
+    /// kernel datapath needs one: see the datapath_auto check).
+    #[arg(long, value_name = "N")]
+    pub key: Option<u32>,
     /// Print one JSON object instead of a report.
     #[arg(long)]
     pub json: bool,
@@ -172,6 +179,19 @@ pub enum GreReceive {
     /// One raw GRE socket per worker, each keeping its shard of every packet
     /// (the kernel clones each packet to every worker's socket).
     Shard,
+}
+
+/// `--datapath` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatapathName {
+    /// A multi-queue TUN and raw GRE (or UDP) sockets: works on every kernel.
+    Userspace,
+    /// One collect-metadata GRE device named TUN with two tc eBPF programs:
+    /// needs ip_gre, CAP_BPF + CAP_NET_ADMIN, Linux 5.1+ (6.3+ without --key).
+    Kernel,
+    /// kernel where the device can be created and both programs load and
+    /// attach, else userspace (one log line says which and why).
+    Auto,
 }
 
 /// `--encap` values.
@@ -269,6 +289,13 @@ pub struct RunArgs {
     /// with UDP segmentation offload. Every VM of a mesh must use the same.
     #[arg(long, value_enum, default_value_t = EncapName::Gre)]
     pub encap: EncapName,
+    /// Datapath: userspace = this process forwards through a TUN; kernel =
+    /// one collect-metadata GRE device named TUN whose two eBPF programs
+    /// forward in the kernel (meshfwd stays resident to supervise and count);
+    /// auto = kernel where possible, else userspace (GRE-in-UDP: always
+    /// userspace).
+    #[arg(long, value_enum, default_value_t = DatapathName::Userspace)]
+    pub datapath: DatapathName,
     /// How GRE mode receives: `fanout` = one AF_PACKET fanout group on the
     /// underlay interface (each packet reaches one worker; needs CAP_NET_RAW
     /// and the interface that carries --local); `shard` = one raw GRE socket
@@ -404,6 +431,10 @@ mod tests {
         assert_eq!(c.run.key, Some(42));
         let c = Cli::try_parse_from(["meshfwd", "addr", "--json", "10.16.32.91"]).unwrap();
         assert!(matches!(c.command, Some(Command::Addr(_))));
+        assert_eq!(c.run.datapath, DatapathName::Userspace);
+        let c = Cli::try_parse_from(["meshfwd", "--datapath", "auto", "mf0"]).unwrap();
+        assert_eq!(c.run.datapath, DatapathName::Auto);
+        assert!(Cli::try_parse_from(["meshfwd", "--datapath", "ebpf", "mf0"]).is_err());
         assert!(Cli::try_parse_from(["meshfwd"]).is_err());
         assert!(Cli::try_parse_from(["meshfwd", "--overlay", "10.0.0.0/8", "tun0"]).is_err());
     }

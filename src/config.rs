@@ -24,6 +24,7 @@ pub struct Config {
     pub csum: bool,
     pub seq: bool,
     pub encap: Encap,
+    pub datapath: crate::cli::DatapathName,
     /// How GRE mode receives (fanout group or sharded raw sockets).
     pub gre_receive: crate::cli::GreReceive,
     pub udp_port: u16,
@@ -50,6 +51,13 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
     let layout = args.layout.resolve()?;
     let (local, underlay_if) = detect_local(&layout, args.local)?;
     let encap = Encap::from(args.encap);
+    if args.datapath == crate::cli::DatapathName::Kernel && encap == Encap::Udp {
+        return Err(
+            "--datapath kernel carries GRE over IP only: GRE-in-UDP (--encap udp) has no kernel \
+             datapath; use --datapath userspace or auto"
+                .into(),
+        );
+    }
     let dp = Datapath::new(layout, local, args.key).with_options(encap, args.csum, args.seq);
     let overhead = dp.overhead() as u32;
     let underlay_mtu = underlay_if
@@ -130,6 +138,7 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
         csum: args.csum,
         seq: args.seq,
         encap,
+        datapath: args.datapath,
         gre_receive: args.gre_receive,
         udp_port: args.udp_port,
         cpus,

@@ -1,5 +1,8 @@
 //! Start-up, supervision and shutdown of the forwarder.
 //!
+//! 0. After step 1, with `--datapath kernel|auto`, try the kernel datapath
+//!    ([`crate::kernel_mode`]): if it is set up, supervise it instead of
+//!    steps 2-4 (SIGINT/SIGTERM remove the device and exit 0).
 //! 1. Validate everything that can be validated without side effects: layout,
 //!    local underlay address, CPUs, MTU. Errors exit 2 with one line.
 //! 2. Open one underlay socket per worker (raw GRE: fails early without
@@ -10,11 +13,13 @@
 //!    (e.g. the TUN was deleted) stop the others and exit 1. Final counters are
 //!    logged in both cases.
 
-use crate::cli::{GreReceive, RunArgs};
+use crate::cli::{DatapathName, GreReceive, RunArgs};
 use crate::config::{resolve, Config};
 use crate::counters::{aggregate, SharedCounters};
 use crate::datapath::{Datapath, Encap};
+use crate::kernel_mode;
 use crate::sys;
+use crate::sys::gredev::KernelDevice;
 use crate::worker::{FanoutGre, OtherEncap, RawGre, TunQueue, UdpGre, Underlay, Worker, WAKE};
 use std::path::Path;
 use std::process::ExitCode;
@@ -108,6 +113,17 @@ fn run(
     // first one's queues and deliver every packet twice.
     let _instance = sys::instance::acquire(&cfg.tun)
         .map_err(|e| (EXIT_CONFIG, instance_error(&cfg.tun, &e)))?;
+    if let Some(dev) = choose_kernel(cfg)? {
+        return run_kernel(
+            cfg,
+            dev,
+            stats_file,
+            stats_interval,
+            user,
+            keep_privileges,
+            metrics_addr,
+        );
+    }
     let dp =
         Datapath::new(cfg.layout, cfg.local, cfg.key).with_options(cfg.encap, cfg.csum, cfg.seq);
     let block = cfg.layout.block(cfg.local).expect("local checked");
@@ -419,6 +435,127 @@ fn run(
         aggregate(&shared).summary()
     );
     Ok(exit)
+}
+
+/// `--datapath`: the kernel device if the kernel datapath is chosen and set
+/// up, `None` for userspace. `kernel` fails (exit 2) where `auto` logs one
+/// line saying which datapath it picked and why.
+fn choose_kernel(cfg: &Config) -> Result<Option<KernelDevice>, (u8, String)> {
+    let setup = || {
+        let release = kernel_mode::kernel_release();
+        kernel_mode::prepare(cfg, &release)
+            .and_then(|p| kernel_mode::start(cfg, &p))
+            .map(|d| (d, release))
+    };
+    match cfg.datapath {
+        DatapathName::Userspace => Ok(None),
+        DatapathName::Kernel => setup()
+            .map(|(d, _)| Some(d))
+            .map_err(|e| (EXIT_CONFIG, format!("--datapath kernel: {e}"))),
+        DatapathName::Auto => match setup() {
+            Ok((d, release)) => {
+                log::info!(
+                    "datapath auto: kernel (Linux {release}: collect-metadata GRE device {} \
+                     created, both eBPF programs loaded and attached with clsact)",
+                    cfg.tun
+                );
+                Ok(Some(d))
+            }
+            Err(why) => {
+                log::info!("datapath auto: userspace, because {why}");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// The kernel datapath: meshfwd stays resident as its supervisor.
+fn run_kernel(
+    cfg: &Config,
+    dev: KernelDevice,
+    stats_file: Option<&Path>,
+    stats_interval: u64,
+    user: Option<&str>,
+    keep_privileges: bool,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> Result<u8, (u8, String)> {
+    let block = cfg.layout.block(cfg.local).expect("local checked");
+    let vm_overlay = cfg
+        .layout
+        .vm_overlay_addr(cfg.local)
+        .expect("local checked");
+    let metrics = match metrics_addr {
+        Some(a) => Some(crate::metrics::bind(a).map_err(|e| (EXIT_CONFIG, e.to_string()))?),
+        None => None,
+    };
+    // Deleting the device at exit needs CAP_NET_ADMIN, reading the counter
+    // map CAP_BPF (unprivileged BPF is off by default): keep those two only.
+    if !keep_privileges {
+        let uid = sys::privs::drop_privileges_keeping(
+            user,
+            &[sys::privs::CAP_NET_ADMIN, sys::privs::CAP_BPF],
+        )
+        .map_err(|e| (EXIT_CONFIG, e.to_string()))?;
+        log::debug!("kept CAP_NET_ADMIN and CAP_BPF only, running as uid {uid}");
+    }
+    let signalled = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, signalled.clone())
+            .map_err(|e| (EXIT_RUNTIME, format!("install signal handler: {e}")))?;
+    }
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())
+        .map_err(|e| (EXIT_RUNTIME, format!("install signal handler: {e}")))?;
+    let shared: Arc<Vec<SharedCounters>> = Arc::new(vec![SharedCounters::default()]);
+    if let Some(old) = &dev.reclaimed {
+        log::warn!("removed the stale kernel-datapath device {old} of an earlier run");
+    }
+    log::info!(
+        "meshfwd {} on {}: datapath kernel (Linux {}, collect-metadata GRE + eBPF via clsact), \
+         layout {} ({}), local VM {}, block {}, VM overlay {}, MTU {}{}, key {}, csum {}, seq {}; \
+         verifier: egress {}; ingress {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.tun,
+        kernel_mode::kernel_release(),
+        cfg.layout_name,
+        cfg.layout,
+        cfg.local,
+        block,
+        vm_overlay,
+        cfg.mtu,
+        cfg.underlay_mtu
+            .map_or(String::new(), |u| format!(" (underlay MTU {u})")),
+        cfg.key.map_or("none".into(), |k| k.to_string()),
+        if cfg.csum { "on" } else { "off" },
+        if cfg.seq { "on" } else { "off" },
+        dev.verifier.0,
+        dev.verifier.1,
+    );
+    if let Some(l) = metrics {
+        let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        crate::metrics::serve(
+            l,
+            shared.clone(),
+            crate::metrics::Identity {
+                tun: cfg.tun.clone(),
+                layout: cfg.layout_name.to_string(),
+                overlay: cfg.layout.overlay().to_string(),
+                underlay: cfg.layout.underlay().to_string(),
+                local: cfg.local.to_string(),
+                block: block.to_string(),
+                key: cfg.key.is_some(),
+                offload: "kernel".to_string(),
+            },
+        );
+        log::info!("metrics at http://{at}/metrics");
+    }
+    let write = |_helper_failed: u64| write_stats(stats_file, &shared, &cfg.tun, "kernel");
+    let out = kernel_mode::Outputs {
+        shared: &shared,
+        write_stats: &write,
+        stats_interval,
+    };
+    Ok(kernel_mode::supervise(dev, &signalled, &hangup, &out))
 }
 
 /// The opened underlay of every worker, with the packets its socket

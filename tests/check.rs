@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 13] = [
     "tun_device",
     "capabilities",
     "raw_socket",
@@ -17,6 +17,8 @@ const NAMES: [&str; 12] = [
     "overlay_routes",
     "dns_resolver",
     "instance",
+    // appended by #15: new checks go last, existing names and order are a contract
+    "datapath_auto",
 ];
 
 fn check(args: &[&str]) -> Output {

@@ -63,6 +63,22 @@ pub struct Facts {
     /// `None`: no process holds the TUN's instance lock in this network
     /// namespace; `Some`: the processes holding it (empty: not visible).
     pub instance: Option<Vec<crate::procfs::SocketOwner>>,
+    /// What `--datapath auto` depends on.
+    pub kernel_dp: KernelDpFacts,
+}
+
+/// What the kernel datapath needs, as found: BPF and the tc modules
+/// (ip_gre is in [`GreFacts`], the release in `GreFacts::release`).
+#[derive(Debug)]
+pub struct KernelDpFacts {
+    /// Creating a one-slot per-CPU array map (the counters' kind): BPF is
+    /// allowed to this process.
+    pub bpf_map: Result<(), String>,
+    /// `kernel.unprivileged_bpf_disabled`.
+    pub unprivileged_bpf_disabled: Option<u32>,
+    /// (module, loaded or built in, module file present) for sch_ingress
+    /// (clsact) and cls_bpf.
+    pub tc_modules: Vec<(&'static str, bool, bool)>,
 }
 
 /// Whether meshfwd could bind its GRE-in-UDP port, and who holds it if not.
@@ -267,6 +283,37 @@ pub fn gather(
         routes,
         resolvers,
         instance,
+        kernel_dp: gather_kernel_dp(),
+    }
+}
+
+fn gather_kernel_dp() -> KernelDpFacts {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let moddir = Path::new("/lib/modules").join(&release);
+    let builtin = std::fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
+    let tc_modules = ["sch_ingress", "cls_bpf"]
+        .into_iter()
+        .map(|m| {
+            let loaded = Path::new("/sys/module").join(m).exists()
+                || builtin.lines().any(|l| l.ends_with(&format!("/{m}.ko")));
+            let file = std::fs::read_dir(moddir.join("kernel/net/sched")).is_ok_and(|rd| {
+                rd.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{m}.ko"))
+                })
+            });
+            (m, loaded, file)
+        })
+        .collect();
+    KernelDpFacts {
+        bpf_map: crate::sys::ebpf::CounterMap::create("meshfwd_check", 1)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        unprivileged_bpf_disabled: read_u32("/proc/sys/kernel/unprivileged_bpf_disabled"),
+        tc_modules,
     }
 }
 

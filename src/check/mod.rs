@@ -4,7 +4,8 @@
 //! CLI arguments flow in through [`run`]; [`gather`] (in `facts`) reads the
 //! system (files under /proc and /sys, one `open` of /dev/net/tun, one raw GRE
 //! socket, `getifaddrs`, `SIOCGIFMTU`; with `--encap udp` one UDP bind of the
-//! GRE-in-UDP port, closed at once) and changes nothing; the `check_*`
+//! GRE-in-UDP port, closed at once; one one-slot BPF map, freed at once)
+//! and changes nothing; the `check_*`
 //! functions (in `verdicts`) are pure verdicts over those facts, unit-tested
 //! without root; the resulting [`Report`] flows out as text or JSON. Every
 //! check is `ok`, `warn` or `fail`; a failure means meshfwd will not start or
@@ -20,11 +21,12 @@ mod verdicts;
 mod tests;
 
 pub use crate::procfs::{parse_cap_eff, parse_proc_net_route, parse_proc_net_udp, Route};
-pub use facts::{gather, parse_resolv_conf, Facts, GreFacts, Holder, UdpPortFacts};
+pub use facts::{gather, parse_resolv_conf, Facts, GreFacts, Holder, KernelDpFacts, UdpPortFacts};
 pub use verdicts::{
-    check_capabilities, check_gre_modules, check_instance, check_ip_forward, check_layout,
-    check_local_address, check_mtu, check_overlay_routes, check_raw_socket, check_resolvers,
-    check_rp_filter, check_tun_device, check_udp_port, evaluate,
+    check_capabilities, check_datapath_auto, check_gre_modules, check_instance, check_ip_forward,
+    check_layout, check_local_address, check_mtu, check_overlay_routes, check_raw_socket,
+    check_resolvers, check_rp_filter, check_tun_device, check_udp_port, evaluate,
+    evaluate_with_key,
 };
 
 use crate::cli::CheckArgs;
@@ -159,7 +161,14 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     }
     let encap = Encap::from(args.encap);
     let facts = gather(&layout, args.local, tun, encap, args.udp_port);
-    let report = Report::new(evaluate(&layout, tun, &facts, encap, args.udp_port));
+    let report = Report::new(evaluate_with_key(
+        &layout,
+        tun,
+        &facts,
+        encap,
+        args.udp_port,
+        args.key,
+    ));
     if args.json {
         println!("{}", report.to_json());
     } else {

@@ -573,3 +573,71 @@ fn report_formats() {
     assert!(r.to_text("h").contains("FAIL  ip_forward  0  fix: sysctl"));
     assert!(r.to_json().contains("\"status\":\"fail\""));
 }
+
+#[test]
+fn datapath_auto_says_what_it_would_pick_and_why() {
+    let loaded = GreFacts {
+        release: "6.1.0-57-amd64".into(),
+        proc_modules: Some("ip_gre 32768 0 - Live 0x0\n".into()),
+        ..Default::default()
+    };
+    let ready = KernelDpFacts {
+        bpf_map: Ok(()),
+        unprivileged_bpf_disabled: Some(2),
+        tc_modules: vec![("sch_ingress", true, true), ("cls_bpf", false, true)],
+    };
+    let pick = |g: &GreFacts, k: &KernelDpFacts, e, key| {
+        let c = check_datapath_auto(g, k, e, key);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        c.message
+    };
+    // 6.1: unkeyed grids stay in userspace, keyed ones go to the kernel.
+    let m = pick(&loaded, &ready, Encap::Gre, None);
+    assert!(m.contains("pick userspace") && m.contains("6.3"), "{m}");
+    let m = pick(&loaded, &ready, Encap::Gre, Some(7));
+    assert!(
+        m.contains("would try kernel") && m.contains("ip_gre loaded"),
+        "{m}"
+    );
+    assert!(m.contains("tcx needs 6.6") && m.contains("GRE key"), "{m}");
+    let m = pick(&loaded, &ready, Encap::Udp, Some(7));
+    assert!(m.contains("userspace") && m.contains("GRE-in-UDP"), "{m}");
+    // 6.18 without ip_gre (this project's build hosts).
+    let none = GreFacts {
+        release: "6.18.0".into(),
+        ..Default::default()
+    };
+    let m = pick(&none, &ready, Encap::Gre, None);
+    assert!(
+        m.contains("userspace") && m.contains("no kernel GRE"),
+        "{m}"
+    );
+    let avail = GreFacts {
+        module_files: vec!["/lib/modules/6.18.0/kernel/net/ipv4/ip_gre.ko.xz".into()],
+        ..none.clone()
+    };
+    let m = pick(&avail, &ready, Encap::Gre, None);
+    assert!(
+        m.contains("would try kernel") && m.contains("loadable"),
+        "{m}"
+    );
+    assert!(m.contains("tcx available"), "{m}");
+    let no_bpf = KernelDpFacts {
+        bpf_map: Err("EPERM".into()),
+        ..ready
+    };
+    let m = pick(&avail, &no_bpf, Encap::Gre, None);
+    assert!(m.contains("BPF is not allowed") && m.contains("=2"), "{m}");
+    let no_tc = KernelDpFacts {
+        bpf_map: Ok(()),
+        unprivileged_bpf_disabled: None,
+        tc_modules: vec![("sch_ingress", false, false), ("cls_bpf", true, false)],
+    };
+    let m = pick(&avail, &no_tc, Encap::Gre, None);
+    assert!(m.contains("no sch_ingress"), "{m}");
+    let old = GreFacts {
+        release: "4.19.0".into(),
+        ..loaded
+    };
+    assert!(pick(&old, &no_tc, Encap::Gre, Some(1)).contains("older than 5.1"));
+}

@@ -4,7 +4,7 @@
 //! `ok` / `warn` / `fail` [`Check`] per `check_*` function flows out, and
 //! [`evaluate`] puts them in report order. Unit-tested without root.
 
-use super::facts::{Facts, GreFacts, Holder, UdpPortFacts};
+use super::facts::{Facts, GreFacts, Holder, KernelDpFacts, UdpPortFacts};
 use super::Check;
 use crate::datapath::Encap;
 use crate::layout::{Cidr, Layout};
@@ -673,7 +673,107 @@ pub fn check_instance(tun: &str, holders: Option<&[crate::procfs::SocketOwner]>)
     }
 }
 
+/// What `--datapath auto` would pick on this host, and why. Informational:
+/// userspace works everywhere, so this never fails.
+pub fn check_datapath_auto(
+    g: &GreFacts,
+    k: &KernelDpFacts,
+    encap: Encap,
+    key: Option<u32>,
+) -> Check {
+    const N: &str = "datapath_auto";
+    let userspace =
+        |why: String| Check::ok(N, format!("--datapath auto would pick userspace: {why}"));
+    let rel = &g.release;
+    if encap == Encap::Udp {
+        return userspace("GRE-in-UDP (--encap udp) has no kernel datapath".into());
+    }
+    let Some(opts) = crate::ebpf::KernelOpts::for_release(rel) else {
+        return userspace(format!(
+            "Linux {rel} is older than 5.1 (the programs use 32-bit BPF jumps) or unknown"
+        ));
+    };
+    if key.is_none() && !opts.no_tunnel_key {
+        return userspace(format!(
+            "Linux {rel} is older than 6.3: bpf_skb_set_tunnel_key always sends a GRE key \
+             (BPF_F_NO_TUNNEL_KEY), so an unkeyed grid stays in userspace; with --key N (on \
+             every VM) auto would try the kernel datapath"
+        ));
+    }
+    let listed = |m: &str| {
+        g.proc_modules
+            .as_deref()
+            .is_some_and(|t| t.lines().any(|l| l.split_whitespace().next() == Some(m)))
+    };
+    let ip_gre = if listed("ip_gre") || g.sys_ip_gre || g.builtin {
+        "ip_gre loaded"
+    } else if g.module_files.iter().any(|f| f.contains("ip_gre.ko")) {
+        "ip_gre loadable (module file present)"
+    } else {
+        return userspace(format!(
+            "no kernel GRE (ip_gre neither loaded nor found under /lib/modules/{rel})"
+        ));
+    };
+    if let Err(e) = &k.bpf_map {
+        return userspace(format!(
+            "BPF is not allowed to this process ({e}; kernel.unprivileged_bpf_disabled={})",
+            k.unprivileged_bpf_disabled
+                .map_or("?".into(), |v| v.to_string())
+        ));
+    }
+    let missing: Vec<&str> = k
+        .tc_modules
+        .iter()
+        .filter(|(_, loaded, file)| !loaded && !file)
+        .map(|(m, _, _)| *m)
+        .collect();
+    if !missing.is_empty() {
+        return userspace(format!(
+            "no {} (clsact + cls_bpf attach the programs)",
+            missing.join(", ")
+        ));
+    }
+    let (major, minor) = crate::ebpf::programs::parse_release(rel).unwrap_or((0, 0));
+    let mut limits = Vec::new();
+    if (major, minor) < (6, 6) {
+        limits.push("attach with clsact + cls_bpf (tcx needs 6.6)".to_string());
+    } else {
+        limits.push("attach with clsact + cls_bpf (tcx available, not used yet)".to_string());
+    }
+    if !opts.no_tunnel_key {
+        limits.push("below 6.3 every packet carries the GRE key".into());
+    }
+    if !opts.tuninfo_flags {
+        limits.push("below 6.1 ingress compares key values only (no key reads as key 0)".into());
+    }
+    if !opts.tunnel_key_local {
+        limits.push("below 5.19 the outer source is routing's choice".into());
+    }
+    Check::ok(
+        N,
+        format!(
+            "--datapath auto would try kernel (Linux {rel}: {ip_gre}, BPF allowed; {}); it \
+             still falls back to userspace if the device cannot be created or a program does \
+             not load or attach",
+            limits.join("; ")
+        ),
+    )
+}
+
 pub fn evaluate(layout: &Layout, tun: &str, f: &Facts, encap: Encap, udp_port: u16) -> Vec<Check> {
+    evaluate_with_key(layout, tun, f, encap, udp_port, None)
+}
+
+/// [`evaluate`] for a grid with GRE key `key` (it changes what
+/// `--datapath auto` picks below Linux 6.3).
+pub fn evaluate_with_key(
+    layout: &Layout,
+    tun: &str,
+    f: &Facts,
+    encap: Encap,
+    udp_port: u16,
+    key: Option<u32>,
+) -> Vec<Check> {
     let (local, underlay_if) = match &f.local {
         Ok((a, i)) => (Some(*a), i.as_deref()),
         Err(_) => (None, None),
@@ -697,6 +797,8 @@ pub fn evaluate(layout: &Layout, tun: &str, f: &Facts, encap: Encap, udp_port: u
         check_overlay_routes(f.routes.as_deref(), layout.overlay(), tun, own_block),
         check_resolvers(layout, &f.resolvers),
         check_instance(tun, f.instance.as_deref()),
+        // New checks go last: tools parse the list.
+        check_datapath_auto(&f.gre, &f.kernel_dp, encap, key),
     ]);
     checks
 }

@@ -145,6 +145,14 @@ impl KernelOpts {
         tunnel_key_local: true,
     };
 
+    /// The features of the kernel whose release string (`uname -r`, e.g.
+    /// `6.1.0-57-amd64`) is `release`; `None` if it does not start with
+    /// `MAJOR.MINOR` or is below 5.1.
+    pub fn for_release(release: &str) -> Option<KernelOpts> {
+        let (major, minor) = parse_release(release)?;
+        Self::for_version(major, minor)
+    }
+
     /// The features of Linux `major.minor`; `None` below 5.1, which lacks
     /// the 32-bit jumps (JMP32) the programs use.
     pub fn for_version(major: u32, minor: u32) -> Option<KernelOpts> {
@@ -155,6 +163,14 @@ impl KernelOpts {
             tunnel_key_local: at_least(5, 19),
         })
     }
+}
+
+/// `MAJOR.MINOR` at the start of a kernel release string.
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// Why a program cannot be generated.

@@ -260,6 +260,14 @@ fn kernel_version_limits() {
     assert_eq!(KernelOpts::for_version(7, 0), Some(KernelOpts::CURRENT));
     let old = KernelOpts::for_version(5, 10).unwrap();
     assert!(!old.tuninfo_flags && !old.tunnel_key_local);
+    assert_eq!(
+        KernelOpts::for_release("6.1.0-57-amd64\n"),
+        KernelOpts::for_version(6, 1)
+    );
+    assert_eq!(KernelOpts::for_release("6.18.3"), Some(KernelOpts::CURRENT));
+    assert_eq!(KernelOpts::for_release("4.19.0"), None);
+    assert_eq!(KernelOpts::for_release("garbage"), None);
+    assert_eq!(crate::ebpf::programs::parse_release("5"), None);
 
     // Unkeyed grids need 6.3; keyed ones build everywhere from 5.1.
     let unkeyed = wide_params(None, false);

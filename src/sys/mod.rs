@@ -5,7 +5,8 @@
 //! leave through [`raw`] sockets, in batches via [`batch`], or as GRE-in-UDP through [`udp`]
 //! sockets (UDP GSO/GRO, SO_REUSEPORT); overlay IP packets flow through the
 //! multi-queue TUN device from [`tun`]; [`netdev`] answers setup-time questions
-//! about interfaces; [`fs`] locks files. Nothing here knows about GRE beyond
+//! about interfaces; [`fs`] locks files; [`ebpf`] loads the kernel
+//! datapath's programs and [`gredev`] creates its GRE device and attaches them. Nothing here knows about GRE beyond
 //! the shard hash.
 
 pub mod batch;
@@ -13,6 +14,7 @@ pub mod bpf;
 pub mod ebpf;
 pub mod errqueue;
 pub mod fs;
+pub mod gredev;
 pub mod instance;
 pub mod mem;
 pub mod netdev;

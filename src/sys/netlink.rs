@@ -3,7 +3,9 @@
 //! Just what `meshfwd attach` / `detach` need: veth pairs (the peer created
 //! directly in another network namespace), link state, MTU, alias and IPv4
 //! device configuration (proxy_arp), IPv4 addresses and routes, and dumps of
-//! links, addresses and routes.
+//! links, addresses and routes; and for the kernel datapath one
+//! collect-metadata GRE device, a clsact qdisc and direct-action cls_bpf
+//! filters.
 //!
 //! A netlink socket belongs to the network namespace of the thread that
 //! created it, for its whole life. [`Netlink::open`] uses the calling thread's
@@ -26,10 +28,14 @@ use netlink_packet_route::link::{
     AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
     LinkInfo, LinkMessage, State,
 };
+use netlink_packet_route::link::{GreIOFlags, InfoGre};
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
     RouteType,
+};
+use netlink_packet_route::tc::{
+    TcAttribute, TcBpfFlags, TcFilterBpf, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -356,6 +362,41 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::SetLink(proxy_arp_request(index)), 0)
     }
 
+    /// Creates the collect-metadata ("external") L3 GRE device `name`
+    /// (`ip link add NAME type gre external [icsum ocsum]`), down. `EEXIST`
+    /// when the name is taken or the namespace already has one such device.
+    pub fn add_gre_collect_md(&mut self, name: &str, mtu: u32, csum: bool) -> io::Result<()> {
+        self.ack(
+            RouteNetlinkMessage::NewLink(gre_collect_md_request(name, mtu, csum)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Adds a clsact qdisc to interface `index` (`tc qdisc add dev D clsact`).
+    pub fn add_clsact(&mut self, index: u32) -> io::Result<()> {
+        self.ack(
+            RouteNetlinkMessage::NewQueueDiscipline(clsact_request(index)?),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Attaches the loaded tc program `prog_fd` to the clsact hook of
+    /// interface `index` (`tc filter add dev D ingress|egress bpf da fd N`).
+    pub fn add_bpf_filter(
+        &mut self,
+        index: u32,
+        ingress: bool,
+        prog_fd: u32,
+        name: &str,
+    ) -> io::Result<()> {
+        self.ack(
+            RouteNetlinkMessage::NewTrafficFilter(bpf_filter_request(
+                index, ingress, prog_fd, name,
+            )?),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
     // --- addresses ---------------------------------------------------------
 
     /// Every IPv4 address of the namespace.
@@ -526,6 +567,83 @@ pub fn veth_request(name: &str, peer: &str, mtu: u32, peer_ns_fd: i32) -> LinkMe
         ]),
     ];
     msg
+}
+
+/// `ip link add NAME mtu MTU type gre external [icsum ocsum]`. The
+/// checksum flags matter even though the programs choose per packet: the
+/// kernel drops received packets whose C bit differs from `icsum`
+/// (`rx_crc_errors`), and since 6.10 takes the GSO checksum type from
+/// `ocsum`.
+pub fn gre_collect_md_request(name: &str, mtu: u32, csum: bool) -> LinkMessage {
+    let flags = if csum {
+        GreIOFlags::Checksum
+    } else {
+        GreIOFlags::empty()
+    };
+    let mut msg = LinkMessage::default();
+    msg.attributes = vec![
+        LinkAttribute::IfName(name.to_owned()),
+        LinkAttribute::Mtu(mtu),
+        LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::GreTun),
+            LinkInfo::Data(InfoData::GreTun(vec![
+                InfoGre::CollectMetadata,
+                InfoGre::IFlags(flags),
+                InfoGre::OFlags(flags),
+            ])),
+        ]),
+    ];
+    msg
+}
+
+fn tc_index(index: u32) -> io::Result<i32> {
+    i32::try_from(index).map_err(|_| invalid(format!("interface index {index} out of range")))
+}
+
+/// `tc qdisc add dev INDEX clsact`: handle ffff:, parent ffff:fff1.
+pub fn clsact_request(index: u32) -> io::Result<TcMessage> {
+    let mut msg = TcMessage::with_index(tc_index(index)?);
+    msg.header.handle = TcHandle {
+        major: 0xffff,
+        minor: 0,
+    };
+    msg.header.parent = TcHandle::CLSACT;
+    msg.attributes.push(TcAttribute::Kind("clsact".into()));
+    Ok(msg)
+}
+
+/// Preference of our filters (the only ones on the device).
+const FILTER_PRIO: u32 = 1;
+/// `ETH_P_ALL` in network byte order, as the filter's protocol.
+const ETH_P_ALL_BE: u32 = (libc::ETH_P_ALL as u16).to_be() as u32;
+
+/// `tc filter add dev INDEX ingress|egress prio 1 handle 1 bpf da fd FD
+/// name NAME`.
+pub fn bpf_filter_request(
+    index: u32,
+    ingress: bool,
+    prog_fd: u32,
+    name: &str,
+) -> io::Result<TcMessage> {
+    let mut msg = TcMessage::with_index(tc_index(index)?);
+    msg.header.parent = TcHandle {
+        major: 0xffff,
+        minor: if ingress {
+            TcHandle::MIN_INGRESS
+        } else {
+            TcHandle::MIN_EGRESS
+        },
+    };
+    msg.header.handle = TcHandle { major: 0, minor: 1 };
+    msg.header.info = (FILTER_PRIO << 16) | ETH_P_ALL_BE;
+    msg.attributes
+        .push(TcAttribute::Kind(TcFilterBpf::KIND.to_owned()));
+    msg.attributes.push(TcAttribute::Options(vec![
+        TcOption::Bpf(TcFilterBpfOption::ProgFd(prog_fd)),
+        TcOption::Bpf(TcFilterBpfOption::ProgName(name.to_owned())),
+        TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+    ]));
+    Ok(msg)
 }
 
 /// `ip netns id`-style query: the nsid of the namespace open as `fd`.
@@ -781,6 +899,44 @@ mod tests {
             panic!()
         };
         assert_eq!(parse_route(&back), Some(r));
+    }
+
+    #[test]
+    fn gre_and_tc_requests() {
+        let m = gre_collect_md_request("mf0", 1456, true);
+        let RouteNetlinkMessage::NewLink(back) = roundtrip(RouteNetlinkMessage::NewLink(m)) else {
+            panic!()
+        };
+        assert!(back.attributes.contains(&LinkAttribute::Mtu(1456)));
+        let info = back
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(i) => Some(i),
+                _ => None,
+            })
+            .unwrap();
+        assert!(info.contains(&LinkInfo::Kind(InfoKind::GreTun)));
+        assert!(info.contains(&LinkInfo::Data(InfoData::GreTun(vec![
+            InfoGre::CollectMetadata,
+            InfoGre::IFlags(GreIOFlags::Checksum),
+            InfoGre::OFlags(GreIOFlags::Checksum),
+        ]))));
+        let q = clsact_request(3).unwrap();
+        assert_eq!(u32::from(q.header.parent), 0xffff_fff1);
+        assert_eq!(u32::from(q.header.handle), 0xffff_0000);
+        let f = bpf_filter_request(3, true, 9, "meshfwd_in").unwrap();
+        assert_eq!(u32::from(f.header.parent), 0xffff_fff2);
+        assert_eq!(f.header.info, 0x0001_0300);
+        let RouteNetlinkMessage::NewTrafficFilter(back) =
+            roundtrip(RouteNetlinkMessage::NewTrafficFilter(f))
+        else {
+            panic!()
+        };
+        assert!(back.attributes.contains(&TcAttribute::Kind("bpf".into())));
+        let e = bpf_filter_request(3, false, 9, "x").unwrap();
+        assert_eq!(u32::from(e.header.parent), 0xffff_fff3);
+        assert!(clsact_request(u32::MAX).is_err());
     }
 
     #[test]

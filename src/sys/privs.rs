@@ -5,6 +5,11 @@
 //! already-open descriptors, so afterwards the process keeps no capability at
 //! all, and with `--user` no root identity either. Must run before any worker
 //! thread starts: capabilities are per thread, and threads inherit them.
+//!
+//! The kernel datapath is the exception: its supervisor must delete the GRE
+//! device at exit (CAP_NET_ADMIN) and read the per-CPU drop counters
+//! (`bpf(2)` needs CAP_BPF where unprivileged BPF is disabled, the default),
+//! so it keeps exactly those two ([`drop_privileges_keeping`]).
 
 use std::ffi::CString;
 use std::io;
@@ -29,8 +34,32 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// clears the effective, permitted and inheritable capability sets and sets
 /// no_new_privs. Returns the uid now in effect.
 pub fn drop_privileges(user: Option<&str>) -> io::Result<u32> {
+    drop_privileges_keeping(user, &[])
+}
+
+/// CAP_NET_ADMIN and CAP_BPF (uapi `linux/capability.h`).
+pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_BPF: u32 = 39;
+
+/// [`drop_privileges`], except that the capabilities in `keep` that the
+/// process holds now stay effective and permitted (also across `--user`,
+/// through `PR_SET_KEEPCAPS`). Capabilities this kernel or process does not
+/// have are skipped.
+pub fn drop_privileges_keeping(user: Option<&str>, keep: &[u32]) -> io::Result<u32> {
+    let held = effective_caps().unwrap_or(0);
+    let mask = keep
+        .iter()
+        .filter(|c| **c < 64)
+        .fold(0u64, |m, c| m | (1u64 << c))
+        & held;
     if let Some(name) = user {
         let (uid, gid) = lookup_user(name)?;
+        if mask != 0 {
+            // SAFETY: prctl with constant arguments.
+            if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+                return Err(ctx("prctl(PR_SET_KEEPCAPS)", io::Error::last_os_error()));
+            }
+        }
         // SAFETY: plain syscalls with valid arguments; glibc applies setgid and
         // setuid to every thread of the process.
         unsafe {
@@ -49,11 +78,19 @@ pub fn drop_privileges(user: Option<&str>) -> io::Result<u32> {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let data = [CapData::default(); 2];
+    let mut data = [CapData::default(); 2];
+    for (i, d) in data.iter_mut().enumerate() {
+        let bits = (mask >> (32 * i)) as u32;
+        d.effective = bits;
+        d.permitted = bits;
+    }
     // SAFETY: capset with a version-3 header and two data words, as the ABI requires.
     let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
     if r != 0 {
-        return Err(ctx("capset (drop all)", io::Error::last_os_error()));
+        return Err(ctx(
+            &format!("capset (keep {mask:#x})"),
+            io::Error::last_os_error(),
+        ));
     }
     // SAFETY: prctl with constant arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
