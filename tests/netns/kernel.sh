@@ -561,9 +561,11 @@ KD_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_hos
 # unkeyed grid falls back to it below 6.3. Two things the kernel does to GRE
 # it does not own are pinned, not fixed yet (docs/EBPF.md): ip_gre answers
 # every packet with ICMP port unreachable (kd_us_icmp instead of counters),
-# and with GRO on the VM's NIC, GRE GRO merges packets before meshfwd's
-# fanout socket sees them and TCP into the VM fails with checksum errors
-# (case kdautogro, MF_KERNEL_KD_GRO=1; kdauto runs with GRO off).
+# and with GRO on the VM's NIC, GRE GRO merges packets before meshfwd sees
+# them and TCP into the VM fails with checksum errors (case kdautogro,
+# MF_KERNEL_KD_GRO=1; kdauto runs with GRO off). Both receive paths: the
+# same case with --gre-receive shard failed the same two tests (tcp_to_vm,
+# http_to_host), so this predates the fanout group.
 KD_US_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host wire kd_us_icmp
     kd_counters kd_craft kd_sigterm)
 KD_DEV=mfk0
