@@ -328,21 +328,7 @@ fn run(
         offload_desc,
     );
     if let Some(l) = metrics {
-        let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        crate::metrics::serve(
-            l,
-            shared.clone(),
-            crate::metrics::Identity {
-                tun: cfg.tun.clone(),
-                layout: cfg.layout_name.to_string(),
-                overlay: cfg.layout.overlay().to_string(),
-                underlay: cfg.layout.underlay().to_string(),
-                local: cfg.local.to_string(),
-                block: block.to_string(),
-                key: cfg.key.is_some(),
-                offload: offload_desc.to_string(),
-            },
-        );
+        let at = serve_metrics(l, &shared, cfg, &block.to_string(), offload_desc);
         log::info!("metrics at http://{at}/metrics");
     }
     if !cfg.configure {
@@ -532,21 +518,7 @@ fn run_kernel(
         dev.verifier.1,
     );
     if let Some(l) = metrics {
-        let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        crate::metrics::serve(
-            l,
-            shared.clone(),
-            crate::metrics::Identity {
-                tun: cfg.tun.clone(),
-                layout: cfg.layout_name.to_string(),
-                overlay: cfg.layout.overlay().to_string(),
-                underlay: cfg.layout.underlay().to_string(),
-                local: cfg.local.to_string(),
-                block: block.to_string(),
-                key: cfg.key.is_some(),
-                offload: "kernel".to_string(),
-            },
-        );
+        let at = serve_metrics(l, &shared, cfg, &block.to_string(), "kernel");
         log::info!("metrics at http://{at}/metrics");
     }
     let write = |_helper_failed: u64| write_stats(stats_file, &shared, &cfg.tun, "kernel");
@@ -594,9 +566,8 @@ fn open_fanout(cfg: &Config, n: usize) -> Result<Vec<(FanoutGre, u64)>, String> 
         return Err("IPsec (xfrm) states or policies exist in this network namespace".into());
     }
     let ifindex = sys::netdev::interface_index(ifname).map_err(|e| e.to_string())?;
-    let (stray, flushed) =
-        sys::raw::RawGreSocket::open_stray(cfg.local, ifindex, SOCK_RCVBUF)
-            .map_err(|e| e.to_string())?;
+    let (stray, flushed) = sys::raw::RawGreSocket::open_stray(cfg.local, ifindex, SOCK_RCVBUF)
+        .map_err(|e| e.to_string())?;
     let mut stray = Some(stray);
     // Ring frames hold the largest packet the underlay interface carries;
     // larger ones (reassembled fragments) come through the socket queue.
@@ -674,6 +645,33 @@ impl Spawn<'_> {
         }
         Ok((wakers, handles))
     }
+}
+
+/// Starts the metrics listener `l` for these workers' counters; returns the
+/// address it listens on (for the log).
+fn serve_metrics(
+    l: std::net::TcpListener,
+    shared: &Arc<Vec<SharedCounters>>,
+    cfg: &Config,
+    block: &str,
+    offload: &str,
+) -> String {
+    let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    crate::metrics::serve(
+        l,
+        shared.clone(),
+        crate::metrics::Identity {
+            tun: cfg.tun.clone(),
+            layout: cfg.layout_name.to_string(),
+            overlay: cfg.layout.overlay().to_string(),
+            underlay: cfg.layout.underlay().to_string(),
+            local: cfg.local.to_string(),
+            block: block.to_string(),
+            key: cfg.key.is_some(),
+            offload: offload.to_string(),
+        },
+    );
+    at
 }
 
 /// Atomically replaces the stats file (write to a temporary, then rename).

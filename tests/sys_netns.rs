@@ -401,7 +401,10 @@ fn gre_shards_deliver_each_packet_once() {
 fn icmp_out_dest_unreachs() -> u64 {
     let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("read snmp");
     let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
-    let (names, values) = (icmp.next().expect("Icmp names"), icmp.next().expect("Icmp values"));
+    let (names, values) = (
+        icmp.next().expect("Icmp names"),
+        icmp.next().expect("Icmp values"),
+    );
     names
         .split_whitespace()
         .zip(values.split_whitespace())
@@ -629,8 +632,24 @@ fn xfrm_probe_sees_policies() {
     ns.add(&name);
     assert!(!in_netns(&name, || meshfwd::sys::netlink::xfrm_in_use().unwrap()));
     ip(&[
-        "-n", &name, "xfrm", "policy", "add", "src", "192.168.16.1", "dst", "192.168.16.2",
-        "proto", "gre", "dir", "in", "tmpl", "proto", "esp", "mode", "transport",
+        "-n",
+        &name,
+        "xfrm",
+        "policy",
+        "add",
+        "src",
+        "192.168.16.1",
+        "dst",
+        "192.168.16.2",
+        "proto",
+        "gre",
+        "dir",
+        "in",
+        "tmpl",
+        "proto",
+        "esp",
+        "mode",
+        "transport",
     ]);
     assert!(in_netns(&name, || meshfwd::sys::netlink::xfrm_in_use().unwrap()));
     ip(&["-n", &name, "xfrm", "policy", "flush"]);

@@ -10,13 +10,13 @@
 //! what the packet socket hands up has not been through the IPv4 layer, so
 //! its outer header checksum is checked here (`Datapath::decapsulate_link`).
 
-use super::egress::{Segment, MAX_SEGMENTS};
-use super::raw::{transmit, RX_BATCH, RX_CAP, TX_MESSAGES};
+use super::egress::Segment;
+use super::raw::{RawTx, RX_BATCH, RX_CAP};
 use super::underlay::{Message, RxBatch, Underlay};
 use crate::counters::Counters;
 use crate::datapath::{Datapath, DropReason};
 use crate::gro::{Coalescer, Piece};
-use crate::sys::batch::{Batch, Transmit};
+use crate::sys::batch::Transmit;
 use crate::sys::packet::PacketSocket;
 use crate::sys::raw::{RawGreSocket, RawSender};
 use std::io;
@@ -30,8 +30,7 @@ pub struct FanoutGre {
     stray: Option<RawGreSocket>,
     /// `[sender fd]`, and the stray socket's errors are drained via `stray_fd`.
     error_fds: [RawFd; 1],
-    items: Vec<Transmit>,
-    tx: Batch,
+    tx: RawTx,
     rx: RxBatch,
 }
 
@@ -43,8 +42,7 @@ impl FanoutGre {
             sender,
             stray,
             error_fds,
-            items: Vec::with_capacity(TX_MESSAGES),
-            tx: Batch::new(TX_MESSAGES),
+            tx: RawTx::new(),
             rx: RxBatch::new(RX_BATCH, RX_CAP),
         }
     }
@@ -77,28 +75,27 @@ impl Underlay for FanoutGre {
     }
 
     fn has_room(&self) -> bool {
-        self.items.len() + MAX_SEGMENTS <= TX_MESSAGES
+        self.tx.has_room()
     }
 
     fn push(&mut self, _arena: &[u8], s: Segment) {
-        self.items.push(transmit(s.start, s.len, s.peer));
+        self.tx.push(s);
     }
 
     fn queued(&self) -> &[Transmit] {
-        &self.items
+        self.tx.queued()
     }
 
     fn clear(&mut self) {
-        self.items.clear();
+        self.tx.clear();
     }
 
     fn send(&mut self, arena: &[u8], from: usize) -> io::Result<usize> {
-        self.tx.send(self.sender.fd(), arena, &self.items[from..])
+        self.tx.send(self.sender.fd(), arena, from)
     }
 
     fn send_one(&mut self, buf: &[u8], start: usize, len: usize, peer: Ipv4Addr) -> io::Result<()> {
-        self.tx
-            .send_one(self.sender.fd(), buf, transmit(start, len, peer))
+        self.tx.send_one(self.sender.fd(), buf, start, len, peer)
     }
 
     fn rx(&mut self) -> &mut RxBatch {

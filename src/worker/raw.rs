@@ -24,8 +24,7 @@ pub const RX_CAP: usize = 65536;
 
 pub struct RawGre {
     sock: RawGreSocket,
-    items: Vec<Transmit>,
-    tx: Batch,
+    tx: RawTx,
     rx: RxBatch,
 }
 
@@ -33,14 +32,60 @@ impl RawGre {
     pub fn new(sock: RawGreSocket) -> RawGre {
         RawGre {
             sock,
-            items: Vec::with_capacity(TX_MESSAGES),
-            tx: Batch::new(TX_MESSAGES),
+            tx: RawTx::new(),
             rx: RxBatch::new(RX_BATCH, RX_CAP),
         }
     }
 }
 
-pub(super) fn transmit(start: usize, len: usize, peer: Ipv4Addr) -> Transmit {
+/// The send side of a raw IPv4 socket with `IP_HDRINCL` (both raw-GRE
+/// underlays): one message per encapsulated segment, one `sendmmsg` per batch.
+pub(super) struct RawTx {
+    items: Vec<Transmit>,
+    batch: Batch,
+}
+
+impl RawTx {
+    pub(super) fn new() -> RawTx {
+        RawTx {
+            items: Vec::with_capacity(TX_MESSAGES),
+            batch: Batch::new(TX_MESSAGES),
+        }
+    }
+
+    pub(super) fn has_room(&self) -> bool {
+        self.items.len() + MAX_SEGMENTS <= TX_MESSAGES
+    }
+
+    pub(super) fn push(&mut self, s: Segment) {
+        self.items.push(transmit(s.start, s.len, s.peer));
+    }
+
+    pub(super) fn queued(&self) -> &[Transmit] {
+        &self.items
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    pub(super) fn send(&mut self, fd: RawFd, arena: &[u8], from: usize) -> io::Result<usize> {
+        self.batch.send(fd, arena, &self.items[from..])
+    }
+
+    pub(super) fn send_one(
+        &mut self,
+        fd: RawFd,
+        buf: &[u8],
+        start: usize,
+        len: usize,
+        peer: Ipv4Addr,
+    ) -> io::Result<()> {
+        self.batch.send_one(fd, buf, transmit(start, len, peer))
+    }
+}
+
+fn transmit(start: usize, len: usize, peer: Ipv4Addr) -> Transmit {
     Transmit {
         start: start as u32,
         len: len as u32,
@@ -56,28 +101,27 @@ impl Underlay for RawGre {
     }
 
     fn has_room(&self) -> bool {
-        self.items.len() + MAX_SEGMENTS <= TX_MESSAGES
+        self.tx.has_room()
     }
 
     fn push(&mut self, _arena: &[u8], s: Segment) {
-        self.items.push(transmit(s.start, s.len, s.peer));
+        self.tx.push(s);
     }
 
     fn queued(&self) -> &[Transmit] {
-        &self.items
+        self.tx.queued()
     }
 
     fn clear(&mut self) {
-        self.items.clear();
+        self.tx.clear();
     }
 
     fn send(&mut self, arena: &[u8], from: usize) -> io::Result<usize> {
-        self.tx.send(self.sock.fd(), arena, &self.items[from..])
+        self.tx.send(self.sock.fd(), arena, from)
     }
 
     fn send_one(&mut self, buf: &[u8], start: usize, len: usize, peer: Ipv4Addr) -> io::Result<()> {
-        self.tx
-            .send_one(self.sock.fd(), buf, transmit(start, len, peer))
+        self.tx.send_one(self.sock.fd(), buf, start, len, peer)
     }
 
     fn rx(&mut self) -> &mut RxBatch {
