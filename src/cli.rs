@@ -2,6 +2,7 @@
 //! typed configuration. Nothing here touches the system.
 
 use crate::layout::{Cidr, Layout, Preset};
+use crate::layout6::Layout6;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -31,7 +32,14 @@ Examples:
   meshfwd addr --layout classic 10.16.32.91
   meshfwd addr 192.168.16.32            the VM's block and its own overlay address
   meshfwd addr --vm 192.168.16.32 --container 1 --json
-  meshfwd addr --overlay 240.0.0.0/4 --underlay 192.168.0.0/17 --vm 192.168.1.2 --host 8191";
+  meshfwd addr --overlay 240.0.0.0/4 --underlay 192.168.0.0/17 --vm 192.168.1.2 --host 8191
+  meshfwd addr fd6d:6573:6866:0:c0a8:1020:0:5b
+                                        an IPv6 address: its VM, index and IPv4 twin
+  meshfwd addr --vm 192.168.16.32 --container 5000 --ipv6-only
+                                        an IPv6-only container beyond the IPv4 block
+
+Text output: the first line is the IPv4 (or the only) answer; IPv4 answers get
+a second line with their IPv6 side.";
 
 /// meshfwd: userspace GRE mesh forwarder with stateless overlay addressing.
 ///
@@ -57,7 +65,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Explain an overlay or underlay address, or compose one from a VM and a container number.
+    /// Explain an overlay (IPv4 or IPv6) or underlay address, or compose one from a VM and a container number.
     #[command(after_help = ADDR_EXAMPLES)]
     Addr(AddrArgs),
     /// Preflight: check that this host can run meshfwd, and say how to fix what is missing.
@@ -355,14 +363,40 @@ impl RunArgs {
     }
 }
 
+/// The IPv6 mesh prefix (issue #17). Only `meshfwd addr` takes it so far:
+/// the datapath does not carry IPv6 yet.
+#[derive(Debug, Clone, Args)]
+pub struct Layout6Args {
+    /// IPv6 mesh prefix: an RFC 4193 unique local /64 (fd00::/8). Each VM owns
+    /// the /96 PREFIX + its underlay IPv4 address; the last 32 bits number its
+    /// addresses like the IPv4 host part.
+    #[arg(long, value_name = "PREFIX/64", default_value = crate::layout6::DEFAULT_OVERLAY6)]
+    pub overlay6: String,
+}
+
+impl Layout6Args {
+    pub fn resolve(&self) -> Result<Layout6, String> {
+        self.overlay6
+            .parse()
+            .map_err(|e| format!("--overlay6: {e}"))
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["address", "vm"])))]
 pub struct AddrArgs {
-    /// Overlay or underlay IPv4 address to explain.
-    #[arg(value_name = "IPV4")]
+    /// Address to explain: an IPv4 overlay or underlay address, or an IPv6
+    /// address of the mesh prefix.
+    #[arg(value_name = "ADDRESS")]
     pub address: Option<String>,
     #[command(flatten)]
     pub layout: LayoutArgs,
+    #[command(flatten)]
+    pub layout6: Layout6Args,
+    /// Compose an IPv6-only address: --container up to 4294967294, --host up
+    /// to 4294967295 (the IPv6 index), beyond the IPv4 block.
+    #[arg(long, requires = "vm", conflicts_with = "address")]
+    pub ipv6_only: bool,
     /// Compose: the VM's underlay address (with --container or --host).
     #[arg(long, value_name = "IPV4", conflicts_with = "address")]
     pub vm: Option<String>,
@@ -435,6 +469,24 @@ mod tests {
         let c = Cli::try_parse_from(["meshfwd", "--datapath", "auto", "mf0"]).unwrap();
         assert_eq!(c.run.datapath, DatapathName::Auto);
         assert!(Cli::try_parse_from(["meshfwd", "--datapath", "ebpf", "mf0"]).is_err());
+        let c = Cli::try_parse_from([
+            "meshfwd",
+            "addr",
+            "--overlay6",
+            "fd00:1::/64",
+            "--vm",
+            "192.168.1.2",
+            "--container",
+            "5000",
+            "--ipv6-only",
+        ])
+        .unwrap();
+        let Some(Command::Addr(a)) = c.command else {
+            panic!("not addr")
+        };
+        assert!(a.ipv6_only);
+        assert_eq!(a.layout6.resolve().unwrap().to_string(), "fd00:1::/64");
+        assert!(Cli::try_parse_from(["meshfwd", "addr", "--ipv6-only", "10.0.0.1"]).is_err());
         assert!(Cli::try_parse_from(["meshfwd"]).is_err());
         assert!(Cli::try_parse_from(["meshfwd", "--overlay", "10.0.0.0/8", "tun0"]).is_err());
     }

@@ -19,6 +19,9 @@
 //!     CE over a Not-ECT inner packet is dropped;
 //!  5. return the range of the inner packet, to be written to the TUN.
 //!
+//! Inner IPv6 (issue #17, GRE protocol 0x86DD) takes the same steps with the
+//! IPv6 layout, in `datapath/v6.rs`, once [`Datapath::with_overlay6`] enables it.
+//!
 //! Every refusal is a [`DropReason`]; the I/O shell counts it. Nothing here panics.
 
 use crate::layout::Layout;
@@ -28,6 +31,9 @@ use crate::wire::WireError;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+
+mod v6;
+pub use v6::{ecn_after_decap, flow_hash6, is_special_source};
 
 /// Bytes reserved in front of every packet read from the TUN, so outer headers
 /// (20 IPv4 + up to 16 GRE) are written in place without copying the payload.
@@ -134,7 +140,7 @@ macro_rules! drop_reasons {
 drop_reasons! {
     /// Shorter than an IPv4 header, the length it announces, or the GRE header.
     TooShort => "too_short",
-    /// IP version is not 4.
+    /// IP version is not 4 (nor 6 with the IPv6 overlay).
     NotIpv4 => "not_ipv4",
     /// IHL < 5 or total length smaller than the header.
     BadIpHeader => "bad_ip_header",
@@ -160,7 +166,8 @@ drop_reasons! {
     GreVersion => "gre_version",
     /// Ingress: GRE routing bit or a reserved bit set.
     GreFlags => "gre_flags",
-    /// Ingress: GRE payload is not IPv4 (protocol type ≠ 0x0800).
+    /// Ingress: GRE payload is not IPv4 (protocol type ≠ 0x0800, nor 0x86DD
+    /// with the IPv6 overlay).
     GreNotIpv4 => "gre_not_ipv4",
     /// Ingress: GRE checksum present and wrong.
     GreChecksum => "gre_checksum",
@@ -193,6 +200,18 @@ drop_reasons! {
     /// fanout receive path) sees such packets: the IPv4 layer drops them
     /// before any raw socket.
     BadIpChecksum => "bad_ip_checksum",
+    /// Egress (IPv6): the destination's VM (bits 64-95) is outside the underlay.
+    PeerNotUnderlay => "peer_not_underlay",
+    /// Ingress (IPv6): inner source unspecified, link-local, multicast or
+    /// IPv4-mapped: never a mesh address (a kernel GRE peer sends its own
+    /// link-local neighbour discovery and MLD into the tunnel).
+    InnerSrcSpecial => "inner_src_special",
+    /// Ingress (IPv6): inner ICMPv6 neighbour discovery (types 133-137), which
+    /// would configure this VM's TUN from afar.
+    InnerNd => "inner_nd",
+    /// Ingress (IPv6): a tunnel inside the tunnel (inner upper layer IPv4,
+    /// IPv6 or GRE).
+    InnerTunnel => "inner_tunnel",
 }
 
 impl From<WireError> for DropReason {
@@ -247,6 +266,8 @@ pub struct Datapath {
     ip_template_sum: u64,
     /// The GRE header, identical for every packet without checksum or sequence.
     gre_template: [u8; gre::MAX_LEN],
+    /// The IPv6 overlay, when enabled ([`Datapath::with_overlay6`]).
+    overlay6: Option<v6::Overlay6>,
 }
 
 impl Datapath {
@@ -297,6 +318,7 @@ impl Datapath {
             ip_template,
             ip_template_sum: crate::wire::checksum::sum(&ip_template, 0),
             gre_template,
+            overlay6: None,
         }
     }
 
@@ -368,8 +390,19 @@ impl Datapath {
     /// The egress decision alone: which VM an inner packet goes to.
     #[inline]
     pub fn egress(&self, inner: &[u8]) -> Result<Ipv4Addr, DropReason> {
+        if let Some(o6) = self.overlay6_for(inner) {
+            return Ok(self.route6(o6, inner)?.peer);
+        }
         let ip = Ipv4Packet::new_checked(inner)?;
         self.route(&ip)
+    }
+
+    /// The IPv6 overlay, when it is enabled and `inner` is IPv6.
+    #[inline]
+    fn overlay6_for(&self, inner: &[u8]) -> Option<&v6::Overlay6> {
+        self.overlay6
+            .as_ref()
+            .filter(|_| inner.first().is_some_and(|b| b >> 4 == 6))
     }
 
     #[inline]
@@ -413,10 +446,17 @@ impl Datapath {
         let inner_buf = buf
             .get(headroom..headroom.saturating_add(len))
             .ok_or(DropReason::TooShort)?;
-        let ip = Ipv4Packet::new_checked(inner_buf)?;
-        let peer = self.route(&ip)?;
-        let inner_len = usize::from(ip.total_len());
-        let tos = ip.tos();
+        let (peer, inner_len, tos, protocol) = match self.overlay6_for(inner_buf) {
+            Some(o6) => {
+                let r = self.route6(o6, inner_buf)?;
+                (r.peer, r.len, r.traffic_class, gre::PROTO_IPV6)
+            }
+            None => {
+                let ip = Ipv4Packet::new_checked(inner_buf)?;
+                let peer = self.route(&ip)?;
+                (peer, usize::from(ip.total_len()), ip.tos(), gre::PROTO_IPV4)
+            }
+        };
         let start = headroom - hl;
         let total = hl + inner_len;
         if total + self.overhead() - hl > usize::from(u16::MAX) {
@@ -429,7 +469,7 @@ impl Datapath {
             }
             Encap::Udp => start,
         };
-        self.write_gre(&mut buf[gre_at..headroom + inner_len], peer);
+        self.write_gre(&mut buf[gre_at..headroom + inner_len], peer, protocol);
         Ok(Encapsulated {
             peer,
             start,
@@ -456,11 +496,13 @@ impl Datapath {
     }
 
     /// Writes the GRE header at the front of `g` (= GRE header ‖ inner packet):
-    /// the template, then the sequence number and the checksum if configured.
+    /// the template with `protocol`, then the sequence number and the
+    /// checksum if configured.
     #[inline]
-    fn write_gre(&self, g: &mut [u8], peer: Ipv4Addr) {
+    fn write_gre(&self, g: &mut [u8], peer: Ipv4Addr, protocol: u16) {
         let gl = self.gre.header_len();
         g[..gl].copy_from_slice(&self.gre_template[..gl]);
+        g[2..4].copy_from_slice(&protocol.to_be_bytes());
         if let Some(seqs) = &self.seqs {
             let at = gl - 4;
             let s = seqs.next(u32::from(peer) & !self.underlay_mask);
@@ -542,9 +584,11 @@ impl Datapath {
             GreError::Version => DropReason::GreVersion,
             GreError::Flags => DropReason::GreFlags,
         })?;
-        if g.protocol() != gre::PROTO_IPV4 {
-            return Err(DropReason::GreNotIpv4);
-        }
+        let overlay6 = match (g.protocol(), self.overlay6.as_ref()) {
+            (gre::PROTO_IPV4, _) => None,
+            (gre::PROTO_IPV6, Some(o6)) => Some(o6),
+            _ => return Err(DropReason::GreNotIpv4),
+        };
         if self.csum && !g.has_checksum() {
             return Err(DropReason::GreChecksumMissing);
         }
@@ -555,6 +599,9 @@ impl Datapath {
             return Err(DropReason::KeyMismatch);
         }
         let inner_start = gre_start + g.header_len();
+        if let Some(o6) = overlay6 {
+            return self.decapsulate6(o6, buf, inner_start, gre_end, sender, outer_ecn);
+        }
         let inner = Ipv4Packet::new_checked(&buf[inner_start..gre_end])
             .map_err(|_| DropReason::InnerMalformed)?;
         let src = inner.src_raw();
@@ -591,11 +638,12 @@ impl Datapath {
 /// A hash of the inner flow of IPv4 packet `inner` (addresses, protocol and,
 /// for unfragmented TCP/UDP/SCTP, the ports), for choosing the GRE-in-UDP source
 /// port (RFC 8086 entropy): every packet of a flow hashes alike. Fragments
-/// hash on addresses and protocol only. Never panics; garbage hashes to 0.
+/// hash on addresses and protocol only. An IPv6 packet hashes with
+/// [`flow_hash6`]. Never panics; garbage hashes to 0.
 #[inline]
 pub fn flow_hash(inner: &[u8]) -> u32 {
     let Ok(ip) = Ipv4Packet::new_checked(inner) else {
-        return 0;
+        return flow_hash6(inner);
     };
     let proto = ip.protocol();
     let mut h = ip.src_raw() ^ ip.dst_raw().rotate_left(16) ^ u32::from(proto) << 8;
@@ -605,7 +653,12 @@ pub fn flow_hash(inner: &[u8]) -> u32 {
             h ^= u32::from_be_bytes([p[0], p[1], p[2], p[3]]).rotate_left(7);
         }
     }
-    // MurmurHash3's finaliser: every input bit affects every output bit.
+    finalise_hash(h)
+}
+
+/// MurmurHash3's finaliser: every input bit affects every output bit.
+#[inline]
+fn finalise_hash(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
     h ^= h >> 13;
@@ -635,6 +688,9 @@ impl Datapath {
         let Some(inner) = outer.get(self.header_len()..) else {
             return TooBigAction::DropSilently;
         };
+        if self.overlay6_for(inner).is_some() {
+            return self.too_big_action6(inner);
+        }
         let Ok(ip) = Ipv4Packet::new_checked(inner) else {
             return TooBigAction::DropSilently;
         };
@@ -659,7 +715,8 @@ impl Datapath {
     /// `peer`), into `out`; returns its length.
     /// The source is the *peer* VM's overlay address (the tunnel's far end):
     /// the kernel would drop a packet arriving on the TUN from one of its own
-    /// addresses as a martian.
+    /// addresses as a martian. For an inner IPv6 packet (with the IPv6
+    /// overlay), an ICMPv6 Packet Too Big instead (see `datapath/v6.rs`).
     pub fn frag_needed(
         &self,
         outer: &[u8],
@@ -668,6 +725,9 @@ impl Datapath {
         out: &mut [u8],
     ) -> Result<usize, DropReason> {
         let inner = outer.get(self.header_len()..).ok_or(DropReason::TooShort)?;
+        if let Some(o6) = self.overlay6_for(inner) {
+            return self.packet_too_big(o6, inner, peer, path_mtu, out);
+        }
         let mtu = path_mtu
             .saturating_sub(self.overhead() as u32)
             .clamp(68, 65535) as u16;
@@ -688,3 +748,5 @@ impl Datapath {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;

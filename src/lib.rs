@@ -19,6 +19,7 @@ pub mod ebpf;
 pub mod gro;
 pub mod kernel_mode;
 pub mod layout;
+pub mod layout6;
 pub mod logging;
 pub mod metrics;
 pub mod netns;

@@ -21,9 +21,15 @@ fn addr(a: &meshfwd::cli::AddrArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
+    let layout6 = match a.layout6.resolve() {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
     let result = match (&a.address, &a.vm) {
-        (Some(addr), _) => meshfwd::addr::explain(&layout, addr),
-        (None, Some(vm)) => meshfwd::addr::compose(&layout, vm, a.container, a.host),
+        (Some(addr), _) => meshfwd::addr::explain(&layout, &layout6, addr),
+        (None, Some(vm)) => {
+            meshfwd::addr::compose(&layout, &layout6, vm, a.container, a.host, a.ipv6_only)
+        }
         (None, None) => Err("give an address, or --vm with --container/--host".into()),
     };
     match result {
@@ -32,7 +38,7 @@ fn addr(a: &meshfwd::cli::AddrArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(e) => {
-            println!("{}", e.sentence());
+            println!("{}", e.report());
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),

@@ -29,6 +29,8 @@ pub const RESERVED_MASK: u16 = 0x0ff8;
 pub const VERSION_MASK: u16 = 0x0007;
 
 pub const PROTO_IPV4: u16 = 0x0800;
+/// IPv6 inside GRE (the EtherType, as Linux ip_gre and ip6gre send it).
+pub const PROTO_IPV6: u16 = 0x86DD;
 pub const BASE_LEN: usize = 4;
 pub const MAX_LEN: usize = 16;
 
