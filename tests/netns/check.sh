@@ -95,8 +95,8 @@ t_good_vm() {
     # human report: same verdict, aligned lines, summary
     mf_exec good "$MESHFWD" check >"$MF_RUN_DIR/good.txt" 2>&1 || { REASON="text report exit $?"; return 1; }
     cat "$MF_RUN_DIR/good.txt"
-    # 12 checks since the instance check (issue #19)
-    grep -Eq '^summary: 12 ok, 0 warn, 0 fail: ' "$MF_RUN_DIR/good.txt" ||
+    # 13 checks since datapath_auto (issue #15; 12 since the instance check, #19)
+    grep -Eq '^summary: 13 ok, 0 warn, 0 fail: ' "$MF_RUN_DIR/good.txt" ||
         { REASON="summary: $(tail -n1 "$MF_RUN_DIR/good.txt")"; return 1; }
     grep -q '^ok    local_address   192.168.16.32 on eth0' "$MF_RUN_DIR/good.txt" || { REASON="text line layout"; return 1; }
 }
@@ -139,7 +139,7 @@ t_ip_forward_off() {
     mf_exec nofwd "$MESHFWD" check >"$MF_RUN_DIR/nofwd.txt" 2>&1
     cat "$MF_RUN_DIR/nofwd.txt"
     grep -q '^FAIL  ip_forward .*fix: sysctl -w net.ipv4.ip_forward=1' "$MF_RUN_DIR/nofwd.txt" || { REASON="text FAIL line"; return 1; }
-    grep -q '^summary: 11 ok, 0 warn, 1 fail: NOT ready' "$MF_RUN_DIR/nofwd.txt" || { REASON="text summary"; return 1; }
+    grep -q '^summary: 12 ok, 0 warn, 1 fail: NOT ready' "$MF_RUN_DIR/nofwd.txt" || { REASON="text summary"; return 1; }
 }
 
 # A route to part of the overlay through another interface.
