@@ -34,7 +34,10 @@
 # Negative cases: "badkey" (key mismatch: ICMP port unreachable from the kernel,
 # counted by meshfwd, which keeps working), MISMATCH (C/S flag mismatches: the
 # kernel drops and counts them) and "seq/restart" (kernel iseq vs a restarted
-# meshfwd --seq). docs/TESTING.md describes the suite.
+# meshfwd --seq). Kernel datapath (#15): "kd*" cases run meshfwd --datapath
+# kernel inside the VM against userspace meshfwd here; "kg*" cases run it in a
+# network namespace of the VM against a plain ip_gre tunnel in another one.
+# docs/TESTING.md describes the suite.
 #
 # Prints "ok NAME" / "FAIL NAME (reason)" per test and last "N passed, N failed";
 # exit status 1 if anything failed. A case whose meshfwd flag does not exist in
@@ -75,7 +78,7 @@ CASES=(
     CASES+=("fougro|--encap udp|encap fou encap-sport auto encap-dport 4754|--encap|on")
 # kernel modules to load in the VM (their dependencies are added and ordered
 # automatically from the modules' depends= field)
-KI_MODULES=(e1000 ip_gre fou sch_ingress cls_bpf tun)
+KI_MODULES=(e1000 ip_gre fou sch_ingress cls_bpf tun veth)
 # the negative case: meshfwd with key 8 against kernel tunnels with key 7 and 8
 BADKEY=badkey
 
@@ -126,10 +129,17 @@ ki_fetch() {
         KI_KDIR=$dir; return 0
     fi
     dir=$MF_KERNEL_CACHE/$pkg
-    if [[ ! -f $dir/complete ]]; then
+    if [[ ! -f $dir/complete || ${KI_REFETCH:-0} == 1 ]]; then
+        KI_REFETCH=0
         note "downloading $pkg (apt-get download, cached in $dir)"
         mkdir -p "$MF_KERNEL_CACHE" || return 1
-        rm -rf "$dir"
+        # (a cache of another checkout may hold modules this list lacks: keep
+        # them, so that checkouts with different lists do not refetch in turn)
+        for m in "$dir"/*.ko; do
+            [[ -f $m ]] || continue
+            m=$(basename "$m" .ko)
+            [[ " ${KI_MODULES[*]} " == *" $m "* ]] || KI_MODULES+=("$m")
+        done
         # leftovers of interrupted downloads
         find "$MF_KERNEL_CACHE" -maxdepth 1 -name '.dl.*' -mmin +60 -exec rm -rf {} + 2>/dev/null
         tmp=$(mktemp -d "$MF_KERNEL_CACHE/.dl.XXXXXX") || return 1
@@ -172,14 +182,21 @@ ki_fetch() {
         cp "$(find "$tmp/x/boot" -name 'vmlinuz-*' | head -n 1)" "$tmp/out/vmlinuz" || { rm -rf "$tmp"; return 1; }
         echo "$pkg" >"$tmp/out/package"
         touch "$tmp/out/complete"
-        # (a parallel run may have filled it meanwhile: keep that one)
-        mv -T "$tmp/out" "$dir" 2>/dev/null || [[ -f $dir/complete ]] || { rm -rf "$tmp"; return 1; }
+        # (a parallel run may have filled it meanwhile: keep that one; an
+        # incomplete or smaller one is swapped, never removed while in use)
+        if ! mv -T "$tmp/out" "$dir" 2>/dev/null; then
+            local have=1
+            for m in "${KI_MODULES[@]}"; do [[ -f $dir/$m.ko ]] || have=0; done
+            if ((!have)) || [[ ! -f $dir/complete ]]; then
+                if ! { mv -T "$dir" "$tmp/old" && mv -T "$tmp/out" "$dir"; }; then rm -rf "$tmp"; return 1; fi
+            fi
+        fi
         rm -rf "$tmp"
     fi
     KI_KDIR=$dir
     # modules added to KI_MODULES after the cache was filled: refetch
     for m in "${KI_MODULES[@]}"; do
-        [[ -f $dir/$m.ko ]] || { note "cache lacks $m.ko: refetching"; rm -f "$dir/complete"; ki_fetch; return; }
+        [[ -f $dir/$m.ko ]] || { note "cache lacks $m.ko: refetching"; KI_REFETCH=1; ki_fetch; return; }
     done
 }
 
@@ -261,6 +278,9 @@ vm_run() {
     if [[ $1 == -t ]]; then t=$2; shift 2; fi
     # unique also when called inside $( ) (a subshell's KI_SEQ increments are lost)
     id=${BASHPID}x$((++KI_SEQ))
+    # one line: the VM's driver reads a command per line (line breaks in a
+    # command are the caller's layout; they become spaces)
+    set -- "${*//$'\n'/ }"
     printf '%s %s\n' "$id" "$*" >&"$KI_IN"
     printf '# vm[%s] %s\n' "$id" "$*" >>"$MF_RUN_DIR/vm-commands.log"
     for ((i = 0; i < t * 20; i++)); do
@@ -583,11 +603,14 @@ kd_build() {
         { mf_log "$KD_BIN is not statically linked"; return 1; }
 }
 
-# kd_vm_start NAME ARGS... — meshfwd ARGS in the VM, in the background (its
-# exit code in /tmp/NAME.rc), ready when its stats file exists
+# kd_vm_start [-n NETNS] NAME ARGS... — meshfwd ARGS in the VM (in the VM's
+# network namespace NETNS), in the background (its exit code in
+# /tmp/NAME.rc), ready when its stats file exists
 kd_vm_start() {
-    local n=$1; shift
-    vm_run "rm -f /tmp/$n.json /tmp/$n.rc /tmp/$n.pid; (/usr/bin/meshfwd --stats-file /tmp/$n.json $* >>/tmp/$n.log 2>&1 & echo \$! >/tmp/$n.pid; wait \$!; echo \$? >/tmp/$n.rc) >/dev/null 2>&1 &
+    local n ns=""
+    if [[ $1 == -n ]]; then ns="/usr/sbin/ip netns exec $2 "; shift 2; fi
+    n=$1; shift
+    vm_run "rm -f /tmp/$n.json /tmp/$n.rc /tmp/$n.pid; (${ns}/usr/bin/meshfwd --stats-file /tmp/$n.json $* >>/tmp/$n.log 2>&1 & echo \$! >/tmp/$n.pid; wait \$!; echo \$? >/tmp/$n.rc) >/dev/null 2>&1 &
         for i in \$(seq 300); do [ -s /tmp/$n.json ] && exit 0; [ -e /tmp/$n.rc ] && exit 1; sleep 0.1; done; exit 1" ||
         { vm_run "cat /tmp/$n.log"; mf_log "meshfwd in the VM did not start: $KI_OUT"; return 1; }
 }
@@ -744,6 +767,138 @@ _kd_wanted() {
     return 1
 }
 
+# ------------------------------------------------------------ kernel mode ⇄ ip_gre --
+#
+# kernel-mode meshfwd ⇄ a plain ip_gre tunnel, both INSIDE the VM: two
+# network namespaces of the VM, NAME-m (meshfwd --datapath kernel, device
+# mfk0) and NAME-k (`ip link add g … type gre KOPTS`, no meshfwd, the
+# meshfwd VM's block routed into it), joined by a veth pair as underlay
+# (192.168.40.1 ⇄ 192.168.40.2). Both ways: ping, TCP (the blob, md5), HTTP
+# (busybox httpd/wget); "counters": meshfwd's stats (traffic both ways, no
+# drop, no error) and the ip_gre tunnel's (packets both ways, no error);
+# "sigterm": exit 0, mfk0 gone from its namespace.
+#   NAME | VM meshfwd flags | the same as ip_gre options
+KG_CASES=(
+    "kgkey|--key 5|key 5"
+    "kgcsum|--key 5 --csum|key 5 csum"
+)
+KG_TESTS=(ping_m2k ping_k2m tcp_m2k tcp_k2m http_m2k http_k2m counters sigterm)
+KG_MUL=192.168.40.1
+KG_KUL=192.168.40.2
+declare -A KG_MOVL=() KG_KOVL=()
+
+# kg_pair NAME A B AUL BUL — VM namespaces NAME-A and NAME-B joined by a veth pair (v0 ⇄ v1)
+kg_pair() {
+    local n=$1
+    vm_must "mkdir -p /run/netns && ip netns add $n-$2 && ip netns add $n-$3 &&
+        ip link add v0 netns $n-$2 type veth peer name v1 netns $n-$3 &&
+        ip -n $n-$2 link set lo up && ip -n $n-$3 link set lo up &&
+        ip -n $n-$2 addr add $4/24 dev v0 && ip -n $n-$3 addr add $5/24 dev v1 &&
+        ip -n $n-$2 link set v0 up && ip -n $n-$3 link set v1 up &&
+        ip netns exec $n-$2 sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 &&
+        ip netns exec $n-$3 sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
+}
+
+# kg_pair_del NAME A B — stop every process in both namespaces, delete them
+kg_pair_del() {
+    vm_run -t 20 "for ns in $1-$2 $1-$3; do p=\$(ip netns pids \$ns 2>/dev/null); [ -n \"\$p\" ] && kill -9 \$p; done; sleep 0.3; ip netns del $1-$2; ip netns del $1-$3; true"
+}
+
+kg_setup() { # NAME FLAGS KOPTS
+    local n=$1 block
+    KG_MOVL[$n]=$(mf_vm_addr "$KG_MUL") || return 1
+    KG_KOVL[$n]=$(mf_vm_addr "$KG_KUL") || return 1
+    block=$(mf_addr_json "$KG_MUL" 1 | _mf_json_get block) || return 1
+    kg_pair "$n" m k "$KG_MUL" "$KG_KUL" || return 1
+    vm_must "ip -n $n-k link add g type gre local $KG_KUL remote $KG_MUL ttl 64 $3 &&
+        ip -n $n-k link set g up && ip -n $n-k addr add ${KG_KOVL[$n]}/32 dev g && ip -n $n-k route add $block dev g" || return 1
+    kd_vm_start -n "$n-m" "$n" --layout wide --local "$KG_MUL" --datapath kernel "$2" "$KD_DEV" || return 1
+    vm_must "ip netns exec $n-m httpd -p 80 -h /www && ip netns exec $n-k httpd -p 80 -h /www" || return 1
+    vm_run "cat /tmp/$n.log; ip -n $n-m -d link show $KD_DEV; ip -n $n-k -d link show g" &&
+        printf '%s\n' "$KI_OUT" | sed "s/^/# vm $n: /" >>"$MF_RUN_DIR/setup.log"
+    note "kg case $n: VM netns $n-m meshfwd --datapath kernel $2 on $KG_MUL (${KG_MOVL[$n]}) <-> VM netns $n-k ip_gre $3 on $KG_KUL (${KG_KOVL[$n]})"
+}
+
+_kg_ping() { # NAME FROM_NS TO_ADDR
+    vm_run "ip netns exec $1-$2 ping -c 3 -i 0.3 -W 2 $3" ||
+        { REASON="$2 -> $3: $(tail -n 2 <<<"$KI_OUT" | tr '\n' ' ')"; return 1; }
+}
+t_kg_ping_m2k() { _kg_ping "$1" m "${KG_KOVL[$1]}"; }
+t_kg_ping_k2m() { _kg_ping "$1" k "${KG_MOVL[$1]}"; }
+
+_kg_tcp() { # NAME FROM TO TO_ADDR PORT — the blob over busybox nc, md5 compared
+    local n=$1 rx=/tmp/rx.$1.$3 md5 size
+    size=$(stat -c %s "$BLOB")
+    vm_run "rm -f $rx; (sleep 120 | ip netns exec $n-$3 nc -l -p $5 >$rx 2>/dev/null) & for i in \$(seq 50); do ip netns exec $n-$3 netstat -ltn | grep -q :$5 && exit 0; sleep 0.1; done; exit 1" ||
+        { REASON="nc -l in $n-$3 did not listen: $KI_OUT"; return 1; }
+    vm_run "timeout 30 /usr/sbin/ip netns exec $n-$2 nc $4 $5 </blob" || { REASON="nc $2 -> $4:$5: $KI_OUT"; return 1; }
+    vm_run "for i in \$(seq 100); do [ \$(wc -c <$rx) -ge $size ] && break; sleep 0.1; done; md5sum $rx; wc -c <$rx"
+    md5=$(awk 'NR == 1 { print $1 }' <<<"$KI_OUT")
+    [[ $md5 == "$(blob_md5)" ]] || { REASON="$3 received $(tail -n 1 <<<"$KI_OUT") bytes with md5 $md5, sent $size"; return 1; }
+}
+t_kg_tcp_m2k() { _kg_tcp "$1" m k "${KG_KOVL[$1]}" 5301; }
+t_kg_tcp_k2m() { _kg_tcp "$1" k m "${KG_MOVL[$1]}" 5302; }
+
+_kg_http() { # NAME FROM TO_ADDR
+    local md5
+    vm_run "timeout 30 /usr/sbin/ip netns exec $1-$2 wget -q -O - http://$3/blob | md5sum" || { REASON="wget in $1-$2: $KI_OUT"; return 1; }
+    md5=$(awk 'NR == 1 { print $1 }' <<<"$KI_OUT")
+    [[ $md5 == "$(blob_md5)" ]] || { REASON="wget http://$3/blob in $1-$2: md5 $md5"; return 1; }
+}
+t_kg_http_m2k() { _kg_http "$1" m "${KG_KOVL[$1]}"; }
+t_kg_http_k2m() { _kg_http "$1" k "${KG_MOVL[$1]}"; }
+
+# meshfwd's counters (traffic both ways, no drop, no error) and the ip_gre
+# tunnel's (packets both ways; no receive or transmit error of any kind)
+t_kg_counters() {
+    local n=$1 bad f=$MF_RUN_DIR/kg-$1.json k v s=""
+    sleep 1.2
+    vm_run "cat /tmp/$n.json" || { REASON="no stats file in the VM"; return 1; }
+    printf '%s\n' "$KI_OUT" >"$f"
+    bad=$("$MF_PY" "$MF_TOOLS/mfjson.py" stats-health "$f") || { REASON="cannot parse the VM stats file"; return 1; }
+    [[ -z $bad ]] || { REASON="meshfwd: $bad"; return 1; }
+    vm_run "ip netns exec $n-k sh -c 'cd /sys/class/net/g/statistics && for f in *; do echo \$f \$(cat \$f); done'" ||
+        { REASON="cannot read the ip_gre tunnel's statistics: $KI_OUT"; return 1; }
+    while read -r k v; do
+        case $k in
+        rx_packets | tx_packets) ((v > 0)) || bad+=" $k=$v" ;;
+        *error* | *dropped*) ((v == 0)) || bad+=" $k=$v" ;;
+        esac
+        [[ $k == [rt]x_packets ]] && s+=" $k=$v"
+    done <<<"$KI_OUT"
+    [[ -z $bad ]] || { REASON="ip_gre tunnel:$bad"; return 1; }
+    note "ip_gre tunnel:$s; meshfwd $("$MF_PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("rx_packets=%s tx_packets=%s" % (d["rx_packets"], d["tx_packets"]))' "$f")"
+}
+
+t_kg_sigterm() {
+    local n=$1 rc
+    kd_vm_stop "$n" TERM || { REASON="meshfwd in $n-m did not exit on SIGTERM: $KI_OUT"; return 1; }
+    rc=${KI_OUT//[^0-9]/}
+    [[ $rc == 0 ]] || { REASON="exit code $rc after SIGTERM"; return 1; }
+    vm_run "ip -n $n-m link show $KD_DEV" && { REASON="$KD_DEV still exists in $n-m after SIGTERM"; return 1; }
+    return 0
+}
+
+kg_main() {
+    local line name flags kopts t
+    for line in "${KG_CASES[@]}"; do
+        IFS='|' read -r name flags kopts <<<"$line"
+        _case_wanted "$name" "${KG_TESTS[@]}" || continue
+        if ! kg_setup "$name" "$flags" "$kopts"; then
+            rn_result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail
+        else
+            for t in "${KG_TESTS[@]}"; do rn_test_inline "$name/$t" "t_kg_$t" "$name"; done
+        fi
+        kg_pair_del "$name" m k
+    done
+}
+
+_kg_wanted() {
+    local line
+    for line in "${KG_CASES[@]}"; do _case_wanted "${line%%|*}" "${KG_TESTS[@]}" && return 0; done
+    return 1
+}
+
 # ------------------------------------------------------------ main --
 
 # after a failed test: the kernel's and meshfwd's counters of its case, into its log
@@ -769,7 +924,7 @@ main() {
     fi
     echo "# kernel $(cat "$KI_KDIR/package"), modules: $(tr '\n' ' ' <"$KI_KDIR/modules.order")"
     MF_LAYOUT_ARGS=(--layout wide)
-    if _kd_wanted && ! kd_build; then
+    if { _kd_wanted || _kg_wanted; } && ! kd_build; then
         rn_result setup/kd_build "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; rn_finish
     fi
     # the underlay traffic of the whole run, for diagnosis (kept with the logs on failure)
@@ -835,6 +990,7 @@ main() {
         for t in "${BAD_TESTS[@]}"; do rn_test_inline "$BADKEY/$t" "t_badkey_$t"; done
     fi
     _kd_wanted && kd_main
+    _kg_wanted && kg_main
     rn_any_failed && console_tail 20
     exec 2>&3
     rn_finish
