@@ -36,7 +36,9 @@
 # kernel drops and counts them) and "seq/restart" (kernel iseq vs a restarted
 # meshfwd --seq). Kernel datapath (#15): "kd*" cases run meshfwd --datapath
 # kernel inside the VM against userspace meshfwd here; "kg*" cases run it in a
-# network namespace of the VM against a plain ip_gre tunnel in another one.
+# network namespace of the VM against a plain ip_gre tunnel in another one;
+# "kdtput/smoke" one TCP stream through each of four datapaths in the VM, and
+# "kdbench" (only when named) their throughput ratios.
 # docs/TESTING.md describes the suite.
 #
 # Prints "ok NAME" / "FAIL NAME (reason)" per test and last "N passed, N failed";
@@ -56,6 +58,7 @@ MF_ENCAP=gre   # each case passes its own --encap to meshfwd (lib.sh would add M
 : "${MF_KERNEL_CACHE:=$MF_REPO/target/kernel-interop}"
 : "${MF_VM_BOOT_TIMEOUT:=120}"   # TCG on a busy 2-core machine: 10-30 s
 : "${MF_VM_CMD_TIMEOUT:=60}"
+: "${MF_VM_MEM:=512}"   # MiB; the kdbench case runs eight meshfwd processes
 : "${MF_BLOB_KIB:=1024}"
 : "${MF_BASE:=${MF_BASE_DIR:-/tmp}}"
 
@@ -78,7 +81,7 @@ CASES=(
     CASES+=("fougro|--encap udp|encap fou encap-sport auto encap-dport 4754|--encap|on")
 # kernel modules to load in the VM (their dependencies are added and ordered
 # automatically from the modules' depends= field)
-KI_MODULES=(e1000 ip_gre fou sch_ingress cls_bpf tun veth)
+KI_MODULES=(e1000 ip_gre fou sch_ingress cls_bpf tun veth vxlan)
 # the negative case: meshfwd with key 8 against kernel tunnels with key 7 and 8
 BADKEY=badkey
 
@@ -228,7 +231,7 @@ ki_initramfs() {
     # the static meshfwd for the kernel-datapath cases, as a second archive
     # (the kernel unpacks concatenated ones)
     if [[ -n $KD_BIN ]]; then
-        mkdir -p "$root/usr/bin" && cp "$KD_BIN" "$root/usr/bin/meshfwd" || return 1
+        mkdir -p "$root/usr/bin" && cp "$KD_BIN" "$root/usr/bin/meshfwd" && cp "$KD_TPUT" "$root/usr/bin/mftput" || return 1
         (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null) | gzip -1 >>"$out" || return 1
         rm -rf "$root"
     fi
@@ -249,7 +252,7 @@ vm_boot() {
     mkfifo "$fifo" || return 1
     exec {KI_IN}<>"$fifo"
     # console on stdio: commands in through the fifo, output to the log
-    ip netns exec "$ul" qemu-system-x86_64 -accel tcg -smp 1 -m 256 -nodefaults -no-reboot \
+    ip netns exec "$ul" qemu-system-x86_64 -accel tcg -smp 1 -m "$MF_VM_MEM" -nodefaults -no-reboot \
         -display none -serial stdio -monitor none \
         -kernel "$KI_KDIR/vmlinuz" -initrd "$initrd" \
         -append "console=ttyS0 panic=-1 quiet loglevel=1 rdinit=/init" \
@@ -590,15 +593,17 @@ KD_US_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_
     kd_counters kd_craft kd_sigterm)
 KD_DEV=mfk0
 KD_BIN=""
+KD_TPUT=""   # examples/mftput, the TCP throughput probe of kdbench
 declare -A KD_VMFLAGS=()
 
-# kd_build — the static meshfwd for the VM (cargo, incremental)
+# kd_build — the static meshfwd (and mftput) for the VM (cargo, incremental)
 kd_build() {
     local target=x86_64-unknown-linux-gnu
     command -v cargo >/dev/null || { mf_log "cargo not found: the VM needs a static meshfwd build"; return 1; }
-    (cd "$MF_REPO" && RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release --bin meshfwd --target "$target") \
+    (cd "$MF_REPO" && RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release --bin meshfwd --example mftput --target "$target") \
         >"$MF_RUN_DIR/kd-build.log" 2>&1 || { tail -n 5 "$MF_RUN_DIR/kd-build.log" >&2; mf_log "static build failed"; return 1; }
     KD_BIN=$MF_REPO/target/$target/release/meshfwd
+    KD_TPUT=$MF_REPO/target/$target/release/examples/mftput
     ldd "$KD_BIN" 2>&1 | grep -qE 'statically linked|not a dynamic executable' ||
         { mf_log "$KD_BIN is not statically linked"; return 1; }
 }
@@ -899,6 +904,159 @@ _kg_wanted() {
     return 1
 }
 
+# ------------------------------------------------------------ throughput in the VM --
+#
+# One TCP stream (examples/mftput, static, in the initramfs) between two
+# network namespaces of the VM joined by a veth pair (192.168.50.1 ⇄ .2),
+# one such pair per datapath, all set up at once and identical but for the
+# tunnel: "bk" kernel-mode meshfwd on both ends (--key 5), "bx" kernel VXLAN
+# (id 42, port 4789), "bg" userspace meshfwd --encap gre --key 5, "bu"
+# userspace meshfwd --encap udp --key 5. Every process of all four stays up
+# during every measurement.
+#   kdtput/smoke   (default) one 1-second transfer per datapath: the server
+#                  received every byte the client sent, through each datapath
+#   kdbench/ratios (only when a command-line pattern names kdbench) the four
+#                  alternated, MF_KDBENCH_REPS rounds of MF_KDBENCH_SECS each,
+#                  the order rotated per round; prints the median and range of
+#                  each datapath's ratio to VXLAN within a round, then one more
+#                  kernel-mode run with kernel.bpf_stats_enabled=1 for the
+#                  programs' own cost per packet (fdinfo run_time_ns/run_cnt)
+: "${MF_KDBENCH_REPS:=5}"
+: "${MF_KDBENCH_SECS:=5}"
+: "${MF_KDBENCH_TARGET:=0.9}"   # kdbench/target: median kernel-mode/VXLAN ratio at least this
+KB_DPS=(bk bx bg bu)
+declare -A KB_NAME=([bk]="kernel-mode meshfwd" [bx]="kernel VXLAN" [bg]="userspace meshfwd --encap gre" [bu]="userspace meshfwd --encap udp")
+declare -A KB_DST=()
+KB_AUL=192.168.50.1
+KB_BUL=192.168.50.2
+KB_READY=""
+
+_kb_named() { # was kdbench named on the command line?
+    local p
+    for p in "${RN_PATTERNS[@]}"; do [[ $p == *kdbench* ]] && return 0; done
+    return 1
+}
+
+kb_setup() {
+    local dp flags
+    KB_READY=0
+    for dp in "${KB_DPS[@]}"; do
+        kg_pair "$dp" a b "$KB_AUL" "$KB_BUL" || return 1
+        case $dp in
+        bx)
+            vm_must "ip -n bx-a link add vx0 type vxlan id 42 local $KB_AUL remote $KB_BUL dstport 4789 dev v0 &&
+                ip -n bx-b link add vx0 type vxlan id 42 local $KB_BUL remote $KB_AUL dstport 4789 dev v1 &&
+                ip -n bx-a addr add 10.99.0.1/24 dev vx0 && ip -n bx-b addr add 10.99.0.2/24 dev vx0 &&
+                ip -n bx-a link set vx0 up && ip -n bx-b link set vx0 up" || return 1
+            KB_DST[$dp]=10.99.0.2
+            ;;
+        *)
+            case $dp in
+            bk) flags="--datapath kernel --key 5 $KD_DEV" ;;
+            bg) flags="--encap gre --key 5 mf0" ;;
+            bu) flags="--encap udp --key 5 mf0" ;;
+            esac
+            kd_vm_start -n "$dp-a" "$dp-a" --layout wide --local "$KB_AUL" "$flags" || return 1
+            kd_vm_start -n "$dp-b" "$dp-b" --layout wide --local "$KB_BUL" "$flags" || return 1
+            KB_DST[$dp]=$(mf_vm_addr "$KB_BUL") || return 1
+            ;;
+        esac
+        vm_must "(ip netns exec $dp-b mftput server 0.0.0.0:5400 >/tmp/tput-$dp.log 2>&1 &) ; for i in \$(seq 50); do ip netns exec $dp-b netstat -ltn | grep -q :5400 && exit 0; sleep 0.1; done; exit 1" ||
+            return 1
+        vm_run "ip -n $dp-a -d link show; ip -n $dp-a route; grep -h 'datapath\|MTU' /tmp/$dp-a.log 2>/dev/null | head -n 3" &&
+            printf '%s\n' "$KI_OUT" | sed "s/^/# vm $dp-a: /" >>"$MF_RUN_DIR/setup.log"
+    done
+    KB_READY=1
+}
+
+# kb_run DP SECONDS — one transfer; its Mbit/s in KB_MBIT
+kb_run() {
+    KB_MBIT=""
+    vm_run -t $(($2 * 3 + 60)) "ip netns exec $1-a mftput client ${KB_DST[$1]}:5400 $2" ||
+        { REASON="${KB_NAME[$1]}: mftput client: $KI_OUT"; return 1; }
+    [[ $KI_OUT =~ mbit=([0-9.]+) ]] || { REASON="${KB_NAME[$1]}: mftput said $KI_OUT"; return 1; }
+    KB_MBIT=${BASH_REMATCH[1]}
+    echo "# $1 (${KB_NAME[$1]}): $KI_OUT"
+}
+
+t_kb_smoke() {
+    local dp out=""
+    [[ $KB_READY == 1 ]] || { REASON="setup failed: $(tail -n 1 "$MF_RUN_DIR/setup.log")"; return 1; }
+    for dp in "${KB_DPS[@]}"; do
+        kb_run "$dp" 1 || return 1
+        out+=" $dp=${KB_MBIT}"
+    done
+    note "one 1-second TCP stream each, Mbit/s (TCG, only for scale):$out"
+}
+
+t_kb_ratios() {
+    local r i dp f=$MF_RUN_DIR/kdbench.txt pid cnt ns
+    [[ $KB_READY == 1 ]] || { REASON="setup failed: $(tail -n 1 "$MF_RUN_DIR/setup.log")"; return 1; }
+    : >"$f"
+    for ((r = 0; r < MF_KDBENCH_REPS; r++)); do
+        for ((i = 0; i < ${#KB_DPS[@]}; i++)); do
+            dp=${KB_DPS[$(((i + r) % ${#KB_DPS[@]}))]}
+            kb_run "$dp" "$MF_KDBENCH_SECS" || return 1
+            echo "$r $dp $KB_MBIT" >>"$f"
+        done
+    done
+    "$MF_PY" - "$f" "$MF_KDBENCH_TARGET" >"$MF_RUN_DIR/kdbench-summary.txt" <<'PY' || { REASON="summary failed"; return 1; }
+import sys, statistics as st
+rounds = {}
+for line in open(sys.argv[1]):
+    r, dp, m = line.split()
+    rounds.setdefault(r, {})[dp] = float(m)
+names = {"bk": "kernel-mode meshfwd", "bg": "userspace --encap gre", "bu": "userspace --encap udp", "bx": "kernel VXLAN"}
+print(f"# {len(rounds)} rounds; per round each datapath's Mbit/s divided by VXLAN's")
+for dp in ("bk", "bg", "bu", "bx"):
+    mb = [v[dp] for v in rounds.values()]
+    ra = [v[dp] / v["bx"] for v in rounds.values()]
+    print(f"KDBENCH {dp} {names[dp]}: ratio median {st.median(ra):.2f} range {min(ra):.2f}-{max(ra):.2f}; "
+          f"Mbit/s median {st.median(mb):.0f} range {min(mb):.0f}-{max(mb):.0f}")
+print(f"KDBENCH target kernel-mode >= {sys.argv[2]} x VXLAN: "
+      f"{'met' if st.median([v['bk'] / v['bx'] for v in rounds.values()]) >= float(sys.argv[2]) else 'MISSED'} (median)")
+PY
+    # (kb_main prints the KDBENCH lines of $MF_RUN_DIR/kdbench-summary.txt)
+    # the programs' own cost: one more kernel-mode run with BPF run-time stats on
+    vm_run "sysctl -qw kernel.bpf_stats_enabled=1" || { REASON="kernel.bpf_stats_enabled: $KI_OUT"; return 1; }
+    kb_run bk "$MF_KDBENCH_SECS" || return 1
+    echo "KDBENCH bk with kernel.bpf_stats_enabled=1: $KB_MBIT Mbit/s" >>"$MF_RUN_DIR/kdbench-summary.txt"
+    # fdinfo of meshfwd's two program fds (egress is loaded first: the lower
+    # prog_id), one line each: prog_id, run_time_ns, run_cnt
+    for ns in bk-a bk-b; do
+        vm_run "pid=\$(cat /tmp/$ns.pid); for f in /proc/\$pid/fdinfo/*; do grep -q '^prog_type' \$f && grep -h -e '^prog_id' -e '^run_time_ns' -e '^run_cnt' \$f | tr -s '\t\n' '  ' && echo; done; ip -n $ns -s link show $KD_DEV; echo" ||
+            { REASON="bpf stats of $ns: $KI_OUT"; return 1; }
+        echo "# bpf stats $ns: $KI_OUT"
+        printf '%s\n' "$KI_OUT" | grep '^prog_id' | sort -n -k 2 | awk -v ns="$ns" -v secs="$MF_KDBENCH_SECS" '
+            { t = $4; c = $6; n++; all += t
+              printf "KDBENCH bpf %s %s program: %d runs, %.0f ns per run\n", ns, n == 1 ? "egress" : "ingress", c, c ? t / c : 0 }
+            END { printf "KDBENCH bpf %s both programs: %.1f ms in %s s (%.1f %% of the one vCPU)\n", ns, all / 1e6, secs, all / 1e7 / secs }' \
+            >>"$MF_RUN_DIR/kdbench-summary.txt"
+    done
+    vm_run "sysctl -qw kernel.bpf_stats_enabled=0"
+    cat "$MF_RUN_DIR/kdbench-summary.txt"
+    return 0
+}
+
+kb_main() {
+    kb_setup || rn_result kdtput/setup "$(tail -n 1 "$MF_RUN_DIR/setup.log")"
+    rn_test_inline kdtput/smoke t_kb_smoke
+    if _kb_named; then
+        if rn_test_inline kdbench/ratios t_kb_ratios; then
+            sed 's/^/# /' "$MF_RUN_DIR/kdbench-summary.txt"
+            if grep -q '^KDBENCH target .*: met' "$MF_RUN_DIR/kdbench-summary.txt"; then
+                rn_ok kdbench/target "kernel-mode >= $MF_KDBENCH_TARGET x VXLAN"
+            else
+                rn_fail kdbench/target "median kernel-mode/VXLAN ratio below $MF_KDBENCH_TARGET"
+            fi
+        fi
+    fi
+    local dp
+    for dp in "${KB_DPS[@]}"; do kg_pair_del "$dp" a b; done
+}
+
+_kb_wanted() { rn_selected kdtput/smoke || { _kb_named && rn_selected kdbench/ratios; }; }
+
 # ------------------------------------------------------------ main --
 
 # after a failed test: the kernel's and meshfwd's counters of its case, into its log
@@ -924,7 +1082,7 @@ main() {
     fi
     echo "# kernel $(cat "$KI_KDIR/package"), modules: $(tr '\n' ' ' <"$KI_KDIR/modules.order")"
     MF_LAYOUT_ARGS=(--layout wide)
-    if { _kd_wanted || _kg_wanted; } && ! kd_build; then
+    if { _kd_wanted || _kg_wanted || _kb_wanted; } && ! kd_build; then
         rn_result setup/kd_build "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; rn_finish
     fi
     # the underlay traffic of the whole run, for diagnosis (kept with the logs on failure)
@@ -991,6 +1149,7 @@ main() {
     fi
     _kd_wanted && kd_main
     _kg_wanted && kg_main
+    _kb_wanted && kb_main
     rn_any_failed && console_tail 20
     exec 2>&3
     rn_finish
