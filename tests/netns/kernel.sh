@@ -223,6 +223,10 @@ ki_initramfs() {
         done
     done
     cp "$HERE/kernel-vm-init" "$root/init" && chmod 755 "$root/init"
+    chmod 1777 "$root/tmp"   # as on a real system: --user nobody writes its stats file there
+    # users for --user (kguser)
+    printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
     while read -r m; do cp "$KI_KDIR/$m.ko" "$root/lib/modules/"; done <"$KI_KDIR/modules.order"
     cp "$KI_KDIR/modules.order" "$root/lib/modules/"
     cp "$BLOB" "$root/blob"
@@ -783,11 +787,16 @@ _kd_wanted() {
 # drop, no error) and the ip_gre tunnel's (packets both ways, no error);
 # "sigterm": exit 0, mfk0 gone from its namespace.
 #   NAME | VM meshfwd flags | the same as ip_gre options
+# kguser: the same with --user nobody, and "user": after start-up meshfwd
+# runs as uid 65534 with CAP_NET_ADMIN and CAP_BPF only (CapEff/CapPrm) and
+# its counters keep moving (the counter map and the device statistics are
+# still readable); "sigterm" then shows that it still removes the device.
 KG_CASES=(
     "kgkey|--key 5|key 5"
     "kgcsum|--key 5 --csum|key 5 csum"
+    "kguser|--key 5 --user nobody|key 5|user"
 )
-KG_TESTS=(ping_m2k ping_k2m tcp_m2k tcp_k2m http_m2k http_k2m counters sigterm)
+KG_TESTS=(ping_m2k ping_k2m tcp_m2k tcp_k2m http_m2k http_k2m counters)
 KG_MUL=192.168.40.1
 KG_KUL=192.168.40.2
 declare -A KG_MOVL=() KG_KOVL=()
@@ -875,24 +884,45 @@ t_kg_counters() {
     note "ip_gre tunnel:$s; meshfwd $("$MF_PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("rx_packets=%s tx_packets=%s" % (d["rx_packets"], d["tx_packets"]))' "$f")"
 }
 
+t_kg_user() {
+    local n=$1 st uid caps r0 r1
+    vm_run "cat /proc/\$(cat /tmp/$n.pid)/status" || { REASON="no /proc status of meshfwd: $KI_OUT"; return 1; }
+    st=$KI_OUT
+    uid=$(awk '/^Uid:/ { print $2 "/" $3 "/" $4 }' <<<"$st")
+    caps=$(awk '/^Cap(Eff|Prm|Inh):/ { printf "%s%s ", $1, $2 }' <<<"$st")
+    [[ $uid == 65534/65534/65534 ]] || { REASON="uid (real/effective/saved) $uid, want 65534"; return 1; }
+    # CAP_NET_ADMIN (12) and CAP_BPF (39): 1 << 12 | 1 << 39
+    [[ $caps == "CapInh:0000000000000000 CapPrm:0000008000001000 CapEff:0000008000001000 " ]] ||
+        { REASON="capabilities $caps, want CAP_NET_ADMIN and CAP_BPF only"; return 1; }
+    grep -q '^NoNewPrivs:.*1' <<<"$st" || { REASON="no_new_privs not set"; return 1; }
+    r0=$(kd_stat "$n" rx_packets) || { REASON="cannot read the stats file"; return 1; }
+    _kg_ping "$n" k "${KG_MOVL[$n]}" || return 1
+    sleep 2.2
+    r1=$(kd_stat "$n" rx_packets)
+    ((r1 >= r0 + 3)) || { REASON="rx_packets $r0 -> $r1 after 3 pings: counters stopped as uid 65534"; return 1; }
+    note "uid $uid, $caps; rx_packets $r0 -> $r1 after 3 pings"
+}
+
 t_kg_sigterm() {
     local n=$1 rc
     kd_vm_stop "$n" TERM || { REASON="meshfwd in $n-m did not exit on SIGTERM: $KI_OUT"; return 1; }
     rc=${KI_OUT//[^0-9]/}
     [[ $rc == 0 ]] || { REASON="exit code $rc after SIGTERM"; return 1; }
     vm_run "ip -n $n-m link show $KD_DEV" && { REASON="$KD_DEV still exists in $n-m after SIGTERM"; return 1; }
-    return 0
+    vm_run "grep -c 'removed $KD_DEV' /tmp/$n.log" || { REASON="no removal in the log: $(vm_run "tail -n 3 /tmp/$n.log"; echo "$KI_OUT")"; return 1; }
 }
 
 kg_main() {
-    local line name flags kopts t
+    local line name flags kopts extra t tests
     for line in "${KG_CASES[@]}"; do
-        IFS='|' read -r name flags kopts <<<"$line"
-        _case_wanted "$name" "${KG_TESTS[@]}" || continue
+        IFS='|' read -r name flags kopts extra <<<"$line"
+        # shellcheck disable=SC2206  # extra tests are words
+        tests=("${KG_TESTS[@]}" $extra sigterm)
+        _case_wanted "$name" "${tests[@]}" || continue
         if ! kg_setup "$name" "$flags" "$kopts"; then
             rn_result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail
         else
-            for t in "${KG_TESTS[@]}"; do rn_test_inline "$name/$t" "t_kg_$t" "$name"; done
+            for t in "${tests[@]}"; do rn_test_inline "$name/$t" "t_kg_$t" "$name"; done
         fi
         kg_pair_del "$name" m k
     done
@@ -900,7 +930,7 @@ kg_main() {
 
 _kg_wanted() {
     local line
-    for line in "${KG_CASES[@]}"; do _case_wanted "${line%%|*}" "${KG_TESTS[@]}" && return 0; done
+    for line in "${KG_CASES[@]}"; do _case_wanted "${line%%|*}" "${KG_TESTS[@]}" user sigterm && return 0; done
     return 1
 }
 
