@@ -344,6 +344,9 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
             ifname,
             mtu: conf.mtu,
             tun: &conf.tun,
+            layout6: &crate::layout6::Layout6::default(),
+            families: netns::Families::Ipv4Only,
+            ipv6_required: false,
         };
         if let Err(f) = netns::wire_netns(&req) {
             release_quietly(&lock, &lease);
