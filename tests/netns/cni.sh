@@ -426,6 +426,113 @@ t_crash_recovery() {
     detail "a whole ADD makes $((w - 1)) netlink sends; kills that left state: ${kinds[*]:-none}; all cleaned"
 }
 
+# ipv6_on NAME — IPv6 back on in a namespace (mf_netns_add turns it off), without
+# DAD, so that no address is still tentative when a snapshot is taken
+ipv6_on() {
+    local ns i; ns=$(mf_ns "$1")
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 || return 1
+    for i in $(ip -n "$ns" -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'); do
+        ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$i.accept_dad=0" || return 1
+    done
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 || return 1
+    for i in $(seq 30); do ip -n "$ns" -o link show | grep NO-CARRIER >/dev/null || break; sleep 0.1; done
+}
+
+# Dual-stack by default: one lease, both addresses in the result (interface 1,
+# gateways, ::/0), the wiring checked by CHECK for both families, DEL removes both.
+t_dual_stack() {
+    local before="$MF_RUN_DIR/ds.before" ul=192.168.77.20 vns cns a a6 v6 prev out c
+    mf_bare_vm cds $ul || fail "bare VM cds"
+    ipv6_on cds || fail "IPv6 on in cds"
+    vns=$(mf_ns cds)
+    mf_snap cds >"$before"
+    mf_netns_add d1 || fail "netns d1"
+    ipv6_on d1 || fail "IPv6 on in d1"
+    cns=$(mf_ns d1)
+    c=$(conf cds "\"local\":\"$ul\"")
+    cni cds ADD ctr-d1 d1 eth0 "$c"
+    [[ $RC == 0 ]] || fail "ADD: rc $RC, $OUT $ERR"
+    a=$(mf_container_addr $ul 1)
+    a6=$("$MESHFWD" addr --json --vm $ul --container 1 | _mf_json_get overlay6)
+    v6=$("$MESHFWD" addr --json $ul | _mf_json_get vm_overlay6)
+    [[ $(jget ips.0.address) == "$a/32" && $(jget ips.1.address) == "$a6/128" ]] || fail "ips: $OUT"
+    [[ $(jget ips.1.gateway) == "$v6" && $(jget ips.1.interface) == 1 ]] || fail "IPv6 gateway/interface: $OUT"
+    [[ $(jget routes.1.dst) == ::/0 && $(jget routes.1.gw) == "$v6" ]] || fail "IPv6 route: $OUT"
+    [[ $(leases cds) == "$a" ]] || fail "one lease, named by the IPv4 address: $(leases cds | tr '\n' ' ')"
+    out=$(ip -n "$cns" -6 -o addr show dev eth0); note "$out"
+    grep "inet6 $a6/128 scope global nodad" <<<"$out" >/dev/null || fail "container lacks $a6/128 nodad"
+    grep tentative <<<"$out" >/dev/null && fail "tentative address: $out"
+    [[ $(ip netns exec "$cns" sysctl -n net.ipv6.conf.eth0.accept_ra) == 0 ]] || fail "accept_ra"
+    ip -n "$vns" -6 route show "$a6/128" | grep "dev mfc1 .*src $v6" >/dev/null || fail "VM route to $a6"
+    mf_exec d1 ping -6 -n -c 2 -i 0.2 -W 1 "$v6" >&2 || fail "d1 cannot ping6 $v6"
+    mf_exec cds ping -6 -n -c 2 -i 0.2 -W 1 "$a6" >&2 || fail "cds cannot ping6 $a6"
+    prev=$OUT
+    cni cds ADD ctr-d1 d1 eth0 "$c"
+    [[ $RC == 0 && $OUT == "$prev" ]] || fail "repeated ADD: rc $RC, $OUT"
+    cni cds CHECK ctr-d1 d1 eth0 "$(conf cds "\"local\":\"$ul\",\"prevResult\":$prev")"
+    [[ $RC == 0 && -z $OUT ]] || fail "CHECK: rc $RC, $OUT $ERR"
+    ip -n "$cns" -6 route del default || fail "route del"
+    cni cds CHECK ctr-d1 d1 eth0 "$(conf cds "\"local\":\"$ul\",\"prevResult\":$prev")"
+    expect_error 102 "no IPv6 default route via $v6"
+    cni cds DEL ctr-d1 d1 eth0 "$c"
+    [[ $RC == 0 && -z $(leases cds) ]] || fail "DEL: rc $RC, $OUT"
+    [[ -z $(ip -n "$vns" -6 route show "$a6/128") ]] || fail "IPv6 route left after DEL"
+    same_as "$before" cds
+}
+
+# ipv6Only: the lease is the IPv6 address, and numbers go beyond the IPv4 block.
+t_ipv6_only() {
+    local before="$MF_RUN_DIR/v6o.before" ul=192.168.77.21 cns a6 prev c dir
+    mf_bare_vm cv6 $ul || fail "bare VM cv6"
+    ipv6_on cv6 || fail "IPv6 on in cv6"
+    mf_snap cv6 >"$before"
+    mf_netns_add e1 || fail "netns e1"
+    ipv6_on e1 || fail "IPv6 on in e1"
+    cns=$(mf_ns e1)
+    c=$(conf cv6 "\"local\":\"$ul\",\"ipv6Only\":true")
+    # round robin continues after the last number handed out: start past 4094
+    dir=$(ipam_dir cv6); mkdir -p "$dir"
+    "$MESHFWD" addr --json --vm $ul --container 4999 --ipv6-only | _mf_json_get overlay6 >"$dir/last_reserved"
+    cni cv6 ADD ctr-e1 e1 eth0 "$c"
+    [[ $RC == 0 ]] || fail "ADD: rc $RC, $OUT $ERR"
+    a6=$("$MESHFWD" addr --json --vm $ul --container 5000 --ipv6-only | _mf_json_get overlay6)
+    [[ $(jget ips.0.address) == "$a6/128" && -z $(jget ips.1.address) ]] || fail "ips: $OUT"
+    [[ $(jget routes.0.dst) == ::/0 && $(jget interfaces.0.name) == mfc5000 ]] || fail "result: $OUT"
+    [[ -f $dir/$a6 ]] || fail "lease file $a6 missing: $(ls "$dir")"
+    [[ -z $(ip -n "$cns" -4 -o addr show dev eth0) ]] || fail "IPv4 address on an IPv6-only container"
+    mf_exec e1 ping -6 -n -c 2 -i 0.2 -W 1 "$(jget ips.0.gateway)" >&2 || fail "e1 cannot ping6 its VM"
+    prev=$OUT
+    cni cv6 CHECK ctr-e1 e1 eth0 "$(conf cv6 "\"local\":\"$ul\",\"ipv6Only\":true,\"prevResult\":$prev")"
+    [[ $RC == 0 ]] || fail "CHECK: rc $RC, $OUT $ERR"
+    cni cv6 DEL ctr-e1 e1 eth0 "$c"
+    [[ $RC == 0 && ! -f $dir/$a6 ]] || fail "DEL: rc $RC, $OUT"
+    same_as "$before" cv6
+}
+
+# IPv6 disabled in the container: IPv4 with a warning by default, error 100
+# when "overlay6" asks for IPv6; malformed IPv6 keys are error 7.
+t_ipv6_disabled_and_malformed() {
+    local ul=192.168.77.22 c
+    mf_bare_vm cn6 $ul || fail "bare VM cn6"
+    ipv6_on cn6 || fail "IPv6 on in cn6"
+    mf_netns_add f1 || fail "netns f1"
+    cni cn6 ADD ctr-f1 f1 eth0 "$(conf cn6 "\"local\":\"$ul\",\"overlay6\":\"fd00:1::/64\"")"
+    expect_error 100 "IPv6 is disabled in"
+    [[ -z $(leases cn6) ]] || fail "lease left by a failed ADD"
+    cni cn6 ADD ctr-f1 f1 eth0 "$(conf cn6 "\"local\":\"$ul\"")"
+    [[ $RC == 0 && $ERR == *"gets IPv4 only"* && -z $(jget ips.1.address) ]] || fail "default: rc $RC, $OUT $ERR"
+    cni cn6 CHECK ctr-f1 f1 eth0 "$(conf cn6 "\"local\":\"$ul\",\"prevResult\":$OUT")"
+    [[ $RC == 0 ]] || fail "CHECK of the IPv4 fallback: rc $RC, $OUT $ERR"
+    cni cn6 DEL ctr-f1 f1 eth0 "$(conf cn6 "\"local\":\"$ul\"")"
+    [[ $RC == 0 ]] || fail "DEL: rc $RC"
+    for c in '"overlay6":"fd00::/48"|must be a /64' '"overlay6":"fc00::/64"|fd00::/8' \
+        '"overlay6":"2001:db8::/64"|fd00::/8' '"overlay6":"bogus"|"overlay6"' \
+        '"ipv6Only":"yes"|must be true or false' '"ipv4Only":true,"ipv6Only":true|exclude each other'; do
+        cni cn6 ADD ctr-f1 f1 eth0 "$(conf cn6 "\"local\":\"$ul\",${c%%|*}")"
+        expect_error 7 "${c#*|}"
+    done
+}
+
 # -------------------------------------------------------------------- main --
 
 # a test's leftovers must not leak into the next one
@@ -445,7 +552,8 @@ main() {
     fi
     local t
     for t in t_version_and_about t_add_check_del t_traffic_between_vms t_parallel_adds \
-        t_del_after_netns_gone t_crash_recovery t_block_exhaustion t_malformed_input t_malformed_prev_result t_status_and_gc; do
+        t_del_after_netns_gone t_crash_recovery t_block_exhaustion t_malformed_input t_malformed_prev_result t_status_and_gc \
+        t_dual_stack t_ipv6_only t_ipv6_disabled_and_malformed; do
         rn_test "${t#t_}" "$t"
     done
     for t in "${MF_VMS[@]}"; do mf_running "$t" || rn_fail meshfwd_alive "$t: meshfwd died"; done
