@@ -520,6 +520,10 @@ mod tests {
                 "meshfwd-chained.conflist",
                 include_str!("../../docs/cni/meshfwd-chained.conflist"),
             ),
+            (
+                "meshfwd-dualstack.conflist",
+                include_str!("../../docs/cni/meshfwd-dualstack.conflist"),
+            ),
         ] {
             let list: Value = serde_json::from_str(text).expect(file);
             let plugins = list["plugins"].as_array().expect(file);

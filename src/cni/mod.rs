@@ -96,9 +96,9 @@ impl Outcome {
 pub fn about() -> String {
     format!(
         "CNI plugin meshfwd-cni v{}, supports CNI {}\n\
-         Puts containers on the meshfwd overlay: a veth pair to this VM, a /32 from this\n\
-         VM's block (node-local IPAM, no datastore), default route via the VM's overlay\n\
-         address. Runtimes call it with CNI_COMMAND=ADD|DEL|CHECK|VERSION|STATUS|GC and\n\
+         Puts containers on the meshfwd overlay: a veth pair to this VM, a /32 and a /128\n\
+         with the same number from this VM's blocks (node-local IPAM, no datastore),\n\
+         default routes via the VM's overlay addresses. Runtimes call it with CNI_COMMAND=ADD|DEL|CHECK|VERSION|STATUS|GC and\n\
          the network configuration on stdin; see docs/KUBERNETES.md and docs/cni/.",
         env!("CARGO_PKG_VERSION"),
         result::SUPPORTED_VERSIONS.join(", ")

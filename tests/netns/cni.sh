@@ -449,7 +449,12 @@ t_dual_stack() {
     mf_netns_add d1 || fail "netns d1"
     ipv6_on d1 || fail "IPv6 on in d1"
     cns=$(mf_ns d1)
-    c=$(conf cds "\"local\":\"$ul\"")
+    # the meshfwd-cni entry of docs/cni/meshfwd-dualstack.conflist, with this node's
+    # address and the test's IPAM directory
+    c=$("$MF_PY" -c 'import json, sys
+l = json.load(open(sys.argv[1])); p = l["plugins"][0]
+p.update(cniVersion=l["cniVersion"], name="meshtest", dataDir=sys.argv[2], local=sys.argv[3])
+print(json.dumps(p))' "$HERE/../../docs/cni/meshfwd-dualstack.conflist" "$MF_RUN_DIR/ipam-cds" $ul) || fail "conflist"
     cni cds ADD ctr-d1 d1 eth0 "$c"
     [[ $RC == 0 ]] || fail "ADD: rc $RC, $OUT $ERR"
     a=$(mf_container_addr $ul 1)
@@ -469,7 +474,7 @@ t_dual_stack() {
     prev=$OUT
     cni cds ADD ctr-d1 d1 eth0 "$c"
     [[ $RC == 0 && $OUT == "$prev" ]] || fail "repeated ADD: rc $RC, $OUT"
-    cni cds CHECK ctr-d1 d1 eth0 "$(conf cds "\"local\":\"$ul\",\"prevResult\":$prev")"
+    cni cds CHECK ctr-d1 d1 eth0 "${c%\}},\"prevResult\":$prev}"
     [[ $RC == 0 && -z $OUT ]] || fail "CHECK: rc $RC, $OUT $ERR"
     ip -n "$cns" -6 route del default || fail "route del"
     cni cds CHECK ctr-d1 d1 eth0 "$(conf cds "\"local\":\"$ul\",\"prevResult\":$prev")"
