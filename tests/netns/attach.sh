@@ -238,19 +238,6 @@ t_instant_routability() {
     [[ ${#bad[@]} == 0 ]] || fail "first ping lost: ${bad[*]} (of $MF_INSTANT_TRIALS trials)"
 }
 
-# ipv6_on NAME — IPv6 back on in a namespace (mf_netns_add turns it off), without
-# DAD, so that no address is still tentative when a snapshot is taken
-ipv6_on() {
-    local ns i; ns=$(mf_ns "$1")
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 || return 1
-    for i in $(ip -n "$ns" -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'); do
-        ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$i.accept_dad=0" || return 1
-    done
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 || return 1
-    # a bare VM's eth0 gets its carrier from the bridge asynchronously
-    for i in $(seq 30); do ip -n "$ns" -o link show | grep -q NO-CARRIER || break; sleep 0.1; done
-}
-
 # addr6 VM_UNDERLAY N [--ipv6-only] — the IPv6 address of container #N, from `meshfwd addr`
 addr6() { "$MESHFWD" addr --json --vm "$1" --container "$2" "${@:3}" | _mf_json_get overlay6; }
 
@@ -260,11 +247,11 @@ addr6() { "$MESHFWD" addr --json --vm "$1" --container "$2" "${@:3}" | _mf_json_
 t_dual_stack() {
     local before="$MF_RUN_DIR/dual.before" vns cns a a6 v6 out ul=192.168.77.10
     mf_bare_vm dsvm $ul || fail "bare VM dsvm"
-    ipv6_on dsvm || fail "IPv6 on in dsvm"
+    mf_ipv6_on dsvm || fail "IPv6 on in dsvm"
     vns=$(mf_ns dsvm)
     mf_snap dsvm >"$before"
     mf_netns_add x8 || fail "netns"
-    ipv6_on x8 || fail "IPv6 on in x8"
+    mf_ipv6_on x8 || fail "IPv6 on in x8"
     cns=$(mf_ns x8)
     attach dsvm x8 8 --json
     [[ $RC == 0 ]] || fail "attach exited $RC: $ERR"
@@ -302,11 +289,11 @@ t_dual_stack() {
 t_ipv6_only_beyond_ipv4() {
     local before="$MF_RUN_DIR/v6only.before" cns a6 v6 out
     mf_bare_vm v6vm 192.168.77.8 || fail "bare VM v6vm"
-    ipv6_on v6vm || fail "IPv6 on in v6vm"
+    mf_ipv6_on v6vm || fail "IPv6 on in v6vm"
     mf_snap v6vm >"$before"
     mf_netns_add o1 || fail "netns"
     mf_netns_add o2 || fail "netns"
-    ipv6_on o1 && ipv6_on o2 || fail "IPv6 on in o1/o2"
+    mf_ipv6_on o1 && mf_ipv6_on o2 || fail "IPv6 on in o1/o2"
     cns=$(mf_ns o1)
     attach v6vm o1 5000
     [[ $RC == 2 && $ERR == *"--ipv6-only allows"* ]] || fail "dual-stack #5000: rc $RC, $ERR"
@@ -338,7 +325,7 @@ t_ipv6_only_beyond_ipv4() {
 t_ipv6_disabled_and_bad_prefix() {
     local before="$MF_RUN_DIR/nov6.before" cns
     mf_bare_vm nov6 192.168.77.9 || fail "bare VM nov6"
-    ipv6_on nov6 || fail "IPv6 on in nov6"
+    mf_ipv6_on nov6 || fail "IPv6 on in nov6"
     mf_snap nov6 >"$before"
     mf_netns_add n1 || fail "netns"   # IPv6 off, as mf_netns_add leaves it
     cns=$(mf_ns n1)

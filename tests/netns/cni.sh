@@ -426,28 +426,16 @@ t_crash_recovery() {
     detail "a whole ADD makes $((w - 1)) netlink sends; kills that left state: ${kinds[*]:-none}; all cleaned"
 }
 
-# ipv6_on NAME — IPv6 back on in a namespace (mf_netns_add turns it off), without
-# DAD, so that no address is still tentative when a snapshot is taken
-ipv6_on() {
-    local ns i; ns=$(mf_ns "$1")
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 || return 1
-    for i in $(ip -n "$ns" -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'); do
-        ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$i.accept_dad=0" || return 1
-    done
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 || return 1
-    for i in $(seq 30); do ip -n "$ns" -o link show | grep NO-CARRIER >/dev/null || break; sleep 0.1; done
-}
-
 # Dual-stack by default: one lease, both addresses in the result (interface 1,
 # gateways, ::/0), the wiring checked by CHECK for both families, DEL removes both.
 t_dual_stack() {
     local before="$MF_RUN_DIR/ds.before" ul=192.168.77.20 vns cns a a6 v6 prev out c
     mf_bare_vm cds $ul || fail "bare VM cds"
-    ipv6_on cds || fail "IPv6 on in cds"
+    mf_ipv6_on cds || fail "IPv6 on in cds"
     vns=$(mf_ns cds)
     mf_snap cds >"$before"
     mf_netns_add d1 || fail "netns d1"
-    ipv6_on d1 || fail "IPv6 on in d1"
+    mf_ipv6_on d1 || fail "IPv6 on in d1"
     cns=$(mf_ns d1)
     # the meshfwd-cni entry of docs/cni/meshfwd-dualstack.conflist, with this node's
     # address and the test's IPAM directory
@@ -489,10 +477,10 @@ print(json.dumps(p))' "$HERE/../../docs/cni/meshfwd-dualstack.conflist" "$MF_RUN
 t_ipv6_only() {
     local before="$MF_RUN_DIR/v6o.before" ul=192.168.77.21 cns a6 prev c dir
     mf_bare_vm cv6 $ul || fail "bare VM cv6"
-    ipv6_on cv6 || fail "IPv6 on in cv6"
+    mf_ipv6_on cv6 || fail "IPv6 on in cv6"
     mf_snap cv6 >"$before"
     mf_netns_add e1 || fail "netns e1"
-    ipv6_on e1 || fail "IPv6 on in e1"
+    mf_ipv6_on e1 || fail "IPv6 on in e1"
     cns=$(mf_ns e1)
     c=$(conf cv6 "\"local\":\"$ul\",\"ipv6Only\":true")
     # round robin continues after the last number handed out: start past 4094
@@ -519,7 +507,7 @@ t_ipv6_only() {
 t_ipv6_disabled_and_malformed() {
     local ul=192.168.77.22 c
     mf_bare_vm cn6 $ul || fail "bare VM cn6"
-    ipv6_on cn6 || fail "IPv6 on in cn6"
+    mf_ipv6_on cn6 || fail "IPv6 on in cn6"
     mf_netns_add f1 || fail "netns f1"
     cni cn6 ADD ctr-f1 f1 eth0 "$(conf cn6 "\"local\":\"$ul\",\"overlay6\":\"fd00:1::/64\"")"
     expect_error 100 "IPv6 is disabled in"
