@@ -380,43 +380,45 @@ clean_after() {
 # DEL; after every DEL nothing may be left: no mfc* link or lo:meshfwd
 # address on the VM, no interface but lo in the container, no lease, no temp file.
 t_crash_recovery() {
-    local before="$MF_RUN_DIR/crash.before" w mode left sends="" kinds=() prev
+    local ns=${1:-cr}
+    local before="$MF_RUN_DIR/crash.$ns.before" w mode left sends="" kinds=() prev
     command -v strace >/dev/null || fail "strace not installed (apt-get install strace)"
     mf_snap vm1 >"$before"
-    mf_netns_add cr || fail "netns cr"
+    mf_netns_add "$ns" || fail "netns $ns"
+    [[ $ns == cr ]] || mf_ipv6_on "$ns" || fail "IPv6 on in $ns"
     for spec in "sendto,sendmsg "{1..60} "rename,renameat,renameat2 "{1..3}; do
         read -r sc w <<<"$spec"
         [[ $sc == sendto* && -n $sends && $sends == *done* ]] && continue
         for mode in del add; do
-            crash_add "$sc" "$w" ctr-crash cr
+            crash_add "$sc" "$w" ctr-crash "$ns"
             if [[ $RC == 0 ]]; then   # finished before the w-th call: the sweep is complete
                 [[ $sc == sendto* ]] && sends+=" done@$w"
-                cni vm1 DEL ctr-crash cr eth0 "$(conf vm1)"
+                cni vm1 DEL ctr-crash "$ns" eth0 "$(conf vm1)"
                 [[ $RC == 0 ]] || fail "DEL after a complete ADD: rc $RC, $OUT $ERR"
-                clean_after "uninterrupted ADD ($sc $w)" "$before" cr
+                clean_after "uninterrupted ADD ($sc $w)" "$before" "$ns"
                 break
             fi
             [[ $RC == 137 ]] || fail "ADD killed at $sc #$w: rc $RC (expected 137): $OUT $ERR"
-            left=$(leftovers cr)
+            left=$(leftovers "$ns")
             note "killed at $sc #$w ($mode): left: ${left:-nothing}"
             [[ $mode == del && -n $left ]] && kinds+=("${sc%%,*}#$w:[$left]")
             if [[ $mode == add ]]; then
-                cni vm1 ADD ctr-crash cr eth0 "$(conf vm1)"
+                cni vm1 ADD ctr-crash "$ns" eth0 "$(conf vm1)"
                 [[ $RC == 0 ]] || fail "killed at $sc #$w, retried ADD: rc $RC, $OUT $ERR"
                 prev=$OUT
-                cni vm1 CHECK ctr-crash cr eth0 "$(conf vm1 "\"prevResult\":$prev")"
+                cni vm1 CHECK ctr-crash "$ns" eth0 "$(conf vm1 "\"prevResult\":$prev")"
                 [[ $RC == 0 ]] || fail "killed at $sc #$w, CHECK after the retried ADD: rc $RC, $OUT $ERR"
-                [[ $(mf_ping cr "${MF_OVL[vm1]}" 1) == 1/1 ]] || fail "killed at $sc #$w: container cannot ping the VM after the retried ADD"
+                [[ $(mf_ping "$ns" "${MF_OVL[vm1]}" 1) == 1/1 ]] || fail "killed at $sc #$w: container cannot ping the VM after the retried ADD"
             fi
-            cni vm1 DEL ctr-crash cr eth0 "$(conf vm1)"
+            cni vm1 DEL ctr-crash "$ns" eth0 "$(conf vm1)"
             [[ $RC == 0 ]] || fail "killed at $sc #$w, DEL: rc $RC, $OUT $ERR"
-            clean_after "killed at $sc #$w, $mode" "$before" cr
+            clean_after "killed at $sc #$w, $mode" "$before" "$ns"
             if [[ $mode == del ]]; then
-                cni vm1 ADD ctr-crash cr eth0 "$(conf vm1)"
+                cni vm1 ADD ctr-crash "$ns" eth0 "$(conf vm1)"
                 [[ $RC == 0 ]] || fail "killed at $sc #$w, ADD after DEL: rc $RC, $OUT $ERR"
-                cni vm1 DEL ctr-crash cr eth0 "$(conf vm1)"
+                cni vm1 DEL ctr-crash "$ns" eth0 "$(conf vm1)"
                 [[ $RC == 0 ]] || fail "killed at $sc #$w, DEL after DEL+ADD: rc $RC"
-                clean_after "killed at $sc #$w, DEL+ADD+DEL" "$before" cr
+                clean_after "killed at $sc #$w, DEL+ADD+DEL" "$before" "$ns"
             fi
         done
     done
@@ -424,6 +426,16 @@ t_crash_recovery() {
     note "kills that left state: ${kinds[*]}"
     w=${sends#*done@}
     detail "a whole ADD makes $((w - 1)) netlink sends; kills that left state: ${kinds[*]:-none}; all cleaned"
+}
+
+# The same sweep with IPv6 on in vm1 and the container: the dual-stack ADD
+# (IPv6 address on both veth ends, sysctls, /128 routes) killed at every step.
+t_crash_recovery_dual() {
+    local vns rc; vns=$(mf_ns vm1)
+    mf_ipv6_on vm1 || fail "IPv6 on in vm1"
+    (t_crash_recovery cr6); rc=$?
+    ip netns exec "$vns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    return $rc
 }
 
 # Dual-stack by default: one lease, both addresses in the result (interface 1,
@@ -545,7 +557,7 @@ main() {
     fi
     local t
     for t in t_version_and_about t_add_check_del t_traffic_between_vms t_parallel_adds \
-        t_del_after_netns_gone t_crash_recovery t_block_exhaustion t_malformed_input t_malformed_prev_result t_status_and_gc \
+        t_del_after_netns_gone t_crash_recovery t_crash_recovery_dual t_block_exhaustion t_malformed_input t_malformed_prev_result t_status_and_gc \
         t_dual_stack t_ipv6_only t_ipv6_disabled_and_malformed; do
         rn_test "${t#t_}" "$t"
     done
