@@ -401,8 +401,8 @@ impl RunArgs {
     }
 }
 
-/// The IPv6 mesh prefix (issue #17). Only `meshfwd addr` takes it so far:
-/// the datapath does not carry IPv6 yet.
+/// The IPv6 mesh prefix (issue #17) of `meshfwd addr` (attach and detach
+/// take `--overlay6` as an optional flag: giving it makes IPv6 required).
 #[derive(Debug, Clone, Args)]
 pub struct Layout6Args {
     /// IPv6 mesh prefix: an RFC 4193 unique local /64 (fd00::/8). Each VM owns

@@ -289,6 +289,16 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
     let addrs = vm.addrs().map_err(nl_error("list addresses"))?;
     let routes = vm.routes().map_err(nl_error("list routes"))?;
     let mut in_use = netns::numbers_in_use(&conf.layout, local, &links, &addrs, &routes);
+    if conf.families.v6() {
+        // numbers whose IPv6 address is taken here (hand-made wiring); no
+        // IPv6 in the kernel means none
+        in_use.extend(netns::numbers_in_use6(
+            &conf.layout6,
+            local,
+            &vm.addrs6().unwrap_or_default(),
+            &vm.routes6().unwrap_or_default(),
+        ));
+    }
     let ipv6_only = conf.families == Families::Ipv6Only;
     if ipv6_only {
         // numbers beyond the IPv4 block: every mfc<N> counts

@@ -396,3 +396,30 @@ pub fn numbers_in_use(
         )
         .collect()
 }
+
+/// The IPv6 half of [`numbers_in_use`]: the container numbers whose IPv6
+/// address in `vm`'s /96 is assigned here or has a /128 route here (the VM's
+/// own address, index 1, on every veth, is no container).
+pub fn numbers_in_use6(
+    layout6: &Layout6,
+    vm: Ipv4Addr,
+    addrs: &[Addr6],
+    routes: &[Route6],
+) -> std::collections::BTreeSet<u32> {
+    let number_of = |a: Ipv6Addr| {
+        layout6
+            .decompose(a)
+            .filter(|d| d.vm == vm && d.index >= 2)
+            .map(|d| d.index - 1)
+    };
+    addrs
+        .iter()
+        .filter_map(|a| number_of(a.addr))
+        .chain(
+            routes
+                .iter()
+                .filter(|r| r.prefix == 128)
+                .filter_map(|r| number_of(r.dst)),
+        )
+        .collect()
+}

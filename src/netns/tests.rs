@@ -366,3 +366,33 @@ fn dual_stack_plans_and_ipv6_refusals() {
         Ok(())
     );
 }
+
+#[test]
+fn numbers_in_use6_for_the_cni_ipam() {
+    use crate::layout6::Layout6;
+    use crate::sys::netlink::{Addr6, Route6};
+    let l6 = Layout6::default();
+    let vm = ip("192.168.16.32");
+    let a = |n: u32| Addr6 {
+        index: 3,
+        addr: l6.compose(vm, n),
+        prefix: 128,
+        nodad: true,
+        tentative: false,
+    };
+    // index 1 is the VM (on every veth), another VM's and a /64 do not count
+    let addrs = [
+        a(1),
+        a(5),
+        Addr6 {
+            addr: l6.compose(ip("192.168.16.33"), 7),
+            ..a(0)
+        },
+    ];
+    let routes = [
+        Route6::new(l6.compose(vm, 5001), 128, 3),
+        Route6::new(l6.compose(vm, 9), 64, 3),
+    ];
+    let used = numbers_in_use6(&l6, vm, &addrs, &routes);
+    assert_eq!(used.into_iter().collect::<Vec<_>>(), vec![4, 5000]);
+}

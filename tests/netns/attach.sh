@@ -293,7 +293,8 @@ t_ipv6_only_beyond_ipv4() {
     mf_snap v6vm >"$before"
     mf_netns_add o1 || fail "netns"
     mf_netns_add o2 || fail "netns"
-    mf_ipv6_on o1 && mf_ipv6_on o2 || fail "IPv6 on in o1/o2"
+    mf_ipv6_on o1 || fail "IPv6 on in o1"
+    mf_ipv6_on o2 || fail "IPv6 on in o2"
     cns=$(mf_ns o1)
     attach v6vm o1 5000
     [[ $RC == 2 && $ERR == *"--ipv6-only allows"* ]] || fail "dual-stack #5000: rc $RC, $ERR"
