@@ -384,8 +384,9 @@ t_crash_recovery() {
     local before="$MF_RUN_DIR/crash.$ns.before" w mode left sends="" kinds=() prev
     command -v strace >/dev/null || fail "strace not installed (apt-get install strace)"
     mf_snap vm1 >"$before"
-    mf_netns_add "$ns" || fail "netns $ns"
-    [[ $ns == cr ]] || mf_ipv6_on "$ns" || fail "IPv6 on in $ns"
+    # (the dual variant made its namespace already: outside its subshell, so
+    # that the test's EXIT trap deletes it)
+    [[ -e /run/netns/$(mf_ns "$ns") ]] || mf_netns_add "$ns" || fail "netns $ns"
     for spec in "sendto,sendmsg "{1..60} "rename,renameat,renameat2 "{1..3}; do
         read -r sc w <<<"$spec"
         [[ $sc == sendto* && -n $sends && $sends == *done* ]] && continue
@@ -432,6 +433,8 @@ t_crash_recovery() {
 # (IPv6 address on both veth ends, sysctls, /128 routes) killed at every step.
 t_crash_recovery_dual() {
     local vns rc; vns=$(mf_ns vm1)
+    mf_netns_add cr6 || fail "netns cr6"
+    mf_ipv6_on cr6 || fail "IPv6 on in cr6"
     mf_ipv6_on vm1 || fail "IPv6 on in vm1"
     (t_crash_recovery cr6); rc=$?
     ip netns exec "$vns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
