@@ -99,8 +99,16 @@ Exit status: 0 when detached or nothing was attached, 1 on failure, 2 on bad usa
 const ATTACH_EXAMPLES: &str = "\
 Examples:
   ip netns add web1 && meshfwd attach web1 --container 1
+                                        241.2.0.2/32 and fd6d:6573:6866:0:c0a8:1020:0:2/128
   meshfwd attach web2 --container 2 --layout classic --local 192.168.16.32
-  meshfwd detach web1";
+  meshfwd attach web3 --container 3 --ipv4-only
+  meshfwd attach web4 --container 5000 --ipv6-only
+                                        an IPv6-only container beyond the IPv4 block
+  meshfwd detach web1
+
+Dual-stack is the default: when IPv6 is disabled on the VM or in NETNS (or the
+MTU is below 1280) attach warns and wires IPv4 only; with --ipv6-only or
+--overlay6 that is an error instead.";
 
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
@@ -151,9 +159,35 @@ pub struct AttachArgs {
     /// meshfwd's TUN device on this VM (its MTU is the default veth MTU).
     #[arg(long, value_name = "TUN", default_value = "tun0")]
     pub tun: String,
+    /// IPv6 mesh prefix, as `meshfwd addr --overlay6` [default: fd6d:6573:6866::/64].
+    /// Giving it makes IPv6 required: attach fails instead of falling back to IPv4.
+    #[arg(long, value_name = "PREFIX/64")]
+    pub overlay6: Option<String>,
+    /// Only the IPv4 /32: no IPv6 address or routes.
+    #[arg(long, conflicts_with_all = ["ipv6_only", "overlay6"])]
+    pub ipv4_only: bool,
+    /// Only the IPv6 /128 (no IPv4); --container may then go up to 4294967294,
+    /// beyond the IPv4 block.
+    #[arg(long)]
+    pub ipv6_only: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+impl AttachArgs {
+    /// The IPv6 mesh prefix: `--overlay6`, else the default.
+    pub fn layout6(&self) -> Result<Layout6, String> {
+        resolve_overlay6(self.overlay6.as_deref())
+    }
+}
+
+/// `--overlay6 PREFIX/64` of attach and detach, else the default prefix.
+pub fn resolve_overlay6(overlay6: Option<&str>) -> Result<Layout6, String> {
+    match overlay6 {
+        None => Ok(Layout6::default()),
+        Some(p) => p.parse().map_err(|e| format!("--overlay6: {e}")),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -166,6 +200,10 @@ pub struct DetachArgs {
     /// This VM's underlay address [default: auto-detect].
     #[arg(long, value_name = "IPV4")]
     pub local: Option<Ipv4Addr>,
+    /// IPv6 mesh prefix (accepted for symmetry with attach and validated;
+    /// detach removes both families whatever it says).
+    #[arg(long, value_name = "PREFIX/64")]
+    pub overlay6: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -363,8 +401,8 @@ impl RunArgs {
     }
 }
 
-/// The IPv6 mesh prefix (issue #17). Only `meshfwd addr` takes it so far:
-/// the datapath does not carry IPv6 yet.
+/// The IPv6 mesh prefix (issue #17) of `meshfwd addr` (attach and detach
+/// take `--overlay6` as an optional flag: giving it makes IPv6 required).
 #[derive(Debug, Clone, Args)]
 pub struct Layout6Args {
     /// IPv6 mesh prefix: an RFC 4193 unique local /64 (fd00::/8). Each VM owns

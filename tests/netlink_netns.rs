@@ -174,3 +174,72 @@ fn veth_addresses_routes_alias_proxy_arp() {
         Some(libc::ENODEV)
     );
 }
+
+#[test]
+#[ignore = "needs root (network namespaces); scripts/test.sh runs it with --include-ignored"]
+fn ipv6_addresses_routes_and_in_netns() {
+    use meshfwd::sys::netlink::{in_netns, Route6};
+    use std::net::Ipv6Addr;
+    require_root();
+    let n = format!("mfnl{}c", std::process::id());
+    let mut guard = Namespaces(Vec::new());
+    run(&["ip", "netns", "add", &n]);
+    guard.0.push(n.clone());
+    let f = File::open(format!("/run/netns/{n}")).unwrap();
+    // in_netns: /proc/sys/net shows the namespace entered, not ours
+    let before = own_netns();
+    let other = in_netns(f.as_fd(), || Ok(own_netns())).unwrap();
+    assert_ne!(other, before);
+    assert_eq!(own_netns(), before, "the calling thread changed namespace");
+    in_netns(f.as_fd(), || {
+        std::fs::write("/proc/sys/net/ipv6/conf/default/accept_ra", "0")
+    })
+    .unwrap();
+    let out = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &n,
+        "sysctl",
+        "-n",
+        "net.ipv6.conf.default.accept_ra",
+    ]);
+    assert_eq!(out.trim(), "0");
+
+    let mut nl = Netlink::open_in(f.as_fd()).unwrap();
+    nl.add_veth("v6a", "v6b", 1500, f.as_fd()).unwrap();
+    let a = nl.link_by_name("v6a").unwrap().unwrap();
+    let c6: Ipv6Addr = "fd6d:6573:6866:0:c0a8:1020:0:2".parse().unwrap();
+    let v6: Ipv6Addr = "fd6d:6573:6866:0:c0a8:1020:0:1".parse().unwrap();
+    nl.add_addr6(a.index, v6, 128, true).unwrap();
+    let e = nl.add_addr6(a.index, v6, 128, true).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    nl.set_up(a.index, true).unwrap();
+    let got = nl.addrs6().unwrap();
+    let mine = got.iter().find(|x| x.addr == v6).expect("v6 listed");
+    assert!(
+        mine.nodad && !mine.tentative && mine.prefix == 128,
+        "{mine:?}"
+    );
+    let mut r = Route6::new(c6, 128, a.index);
+    r.prefsrc = Some(v6);
+    nl.add_route6(&r).unwrap();
+    let mut d = Route6::new(Ipv6Addr::UNSPECIFIED, 0, a.index);
+    d.gateway = Some(c6); // reachable through the /128 (a local address would be EINVAL)
+    nl.add_route6(&d).unwrap();
+    let routes = nl.routes6().unwrap();
+    assert!(routes.contains(&r), "{routes:?}");
+    assert!(routes.contains(&d), "{routes:?}");
+    // noprefixroute: no kernel route for the /128 itself
+    assert!(
+        !routes.iter().any(|x| x.dst == v6 && x.prefix == 128),
+        "{routes:?}"
+    );
+    nl.del_route6(&r).unwrap();
+    assert_eq!(
+        nl.del_route6(&r).unwrap_err().raw_os_error(),
+        Some(libc::ESRCH)
+    );
+    nl.del_addr6(a.index, v6, 128).unwrap();
+    assert!(!nl.addrs6().unwrap().iter().any(|x| x.addr == v6));
+}

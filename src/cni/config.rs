@@ -6,14 +6,20 @@
 //! "classic") or `overlay` + `underlay` (CIDRs); `local` (this VM's underlay
 //! address, default: detected as `meshfwd` does); `mtu` (default: the TUN's);
 //! `tun` (default "tun0"); `dataDir` (IPAM records, default
-//! /var/lib/meshfwd-cni; the network name is appended). Runtime-supplied:
+//! /var/lib/meshfwd-cni; the network name is appended); `overlay6` (the
+//! IPv6 mesh prefix, a ULA /64, default fd6d:6573:6866::/64, as `meshfwd
+//! addr --overlay6`; giving it makes IPv6 required), `ipv4Only` / `ipv6Only`
+//! (booleans; default: dual-stack, IPv4 only with a warning when IPv6 is
+//! disabled in the container or on the VM). Runtime-supplied:
 //! `prevResult`, `cni.dev/valid-attachments` (GC). Unknown keys are ignored,
 //! as the spec asks; an `ipam` section is refused (addresses come from the
 //! plugin's own IPAM).
 
 use super::result::{code, CniError, SUPPORTED_VERSIONS};
 use crate::layout::{Cidr, Layout, Preset};
+use crate::layout6::Layout6;
 use crate::netns::check_ifname;
+use crate::netns::Families;
 use serde_json::{Map, Value};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -34,6 +40,12 @@ pub struct NetConf {
     pub local: Option<Ipv4Addr>,
     pub mtu: Option<u32>,
     pub tun: String,
+    /// The IPv6 mesh prefix (`overlay6`).
+    pub layout6: Layout6,
+    /// `ipv4Only` / `ipv6Only`, else dual-stack.
+    pub families: Families,
+    /// `overlay6` or `ipv6Only` was given: no IPv6 is an error, not a fallback.
+    pub ipv6_required: bool,
     /// The IPAM directory of this network: `dataDir` + `/` + `name`.
     pub data_dir: PathBuf,
     pub prev_result: Option<Value>,
@@ -206,6 +218,41 @@ impl NetConf {
             ))
         })?;
 
+        let overlay6 = string_key(obj, "overlay6")?;
+        let layout6 = match overlay6 {
+            None => Layout6::default(),
+            Some(p) => p.parse::<Layout6>().map_err(|e| {
+                invalid(format!(
+                    "\"overlay6\": {e}; or leave it out (default {})",
+                    crate::layout6::DEFAULT_OVERLAY6
+                ))
+            })?,
+        };
+        let flag = |key: &str| match obj.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(invalid(format!(
+                "\"{key}\" must be true or false, not {}",
+                kind(other)
+            ))),
+        };
+        let families = match (flag("ipv4Only")?, flag("ipv6Only")?) {
+            (true, true) => {
+                return Err(invalid(
+                    "\"ipv4Only\" and \"ipv6Only\" exclude each other; leave both out for dual-stack",
+                ))
+            }
+            (true, false) if overlay6.is_some() => {
+                return Err(invalid(
+                    "\"overlay6\" with \"ipv4Only\": an IPv4-only network has no IPv6 prefix; remove one of them",
+                ))
+            }
+            (true, false) => Families::Ipv4Only,
+            (false, true) => Families::Ipv6Only,
+            (false, false) => Families::Dual,
+        };
+        let ipv6_required = families == Families::Ipv6Only || overlay6.is_some();
+
         let root = match string_key(obj, "dataDir")? {
             None => PathBuf::from(DEFAULT_DATA_DIR),
             Some(d) if d.starts_with('/') && !d.contains('\0') => PathBuf::from(d),
@@ -252,6 +299,9 @@ impl NetConf {
             local,
             mtu,
             tun,
+            layout6,
+            families,
+            ipv6_required,
             prev_result,
             valid_attachments,
         })
@@ -300,6 +350,41 @@ mod tests {
         );
         let c = parse(r#"{"cniVersion":"0.4.0","name":"m","layout":"classic"}"#).unwrap();
         assert_eq!(c.layout, Layout::classic());
+    }
+
+    #[test]
+    fn ipv6_keys() {
+        let c = parse(r#"{"cniVersion":"1.0.0","name":"m"}"#).unwrap();
+        assert_eq!(
+            (c.families, c.ipv6_required, c.layout6),
+            (Families::Dual, false, Layout6::default())
+        );
+        let c = parse(r#"{"cniVersion":"1.0.0","name":"m","overlay6":"fd12:3456:789a:1::/64"}"#)
+            .unwrap();
+        assert_eq!((c.families, c.ipv6_required), (Families::Dual, true));
+        assert_eq!(c.layout6.prefix().to_string(), "fd12:3456:789a:1::/64");
+        let c =
+            parse(r#"{"cniVersion":"1.0.0","name":"m","ipv6Only":true,"ipv4Only":false}"#).unwrap();
+        assert_eq!((c.families, c.ipv6_required), (Families::Ipv6Only, true));
+        let c = parse(r#"{"cniVersion":"1.0.0","name":"m","ipv4Only":true}"#).unwrap();
+        assert_eq!((c.families, c.ipv6_required), (Families::Ipv4Only, false));
+        for (conf, what) in [
+            (r#""overlay6":"fd00::/48""#, "must be a /64"),
+            (r#""overlay6":"fc00::/64""#, "fd00::/8"),
+            (r#""overlay6":"2001:db8::/64""#, "fd00::/8"),
+            (r#""overlay6":"10.0.0.0/8""#, "\"overlay6\""),
+            (r#""overlay6":64"#, "must be a string"),
+            (r#""ipv6Only":"yes""#, "must be true or false"),
+            (r#""ipv4Only":true,"ipv6Only":true"#, "exclude each other"),
+            (
+                r#""ipv4Only":true,"overlay6":"fd00::/64""#,
+                "remove one of them",
+            ),
+        ] {
+            let e = parse(&format!(r#"{{"cniVersion":"1.0.0","name":"m",{conf}}}"#)).unwrap_err();
+            assert_eq!(e.code, code::INVALID_CONFIG, "{conf}: {}", e.msg);
+            assert!(e.msg.contains(what), "{conf}: {}", e.msg);
+        }
     }
 
     #[test]
@@ -434,6 +519,10 @@ mod tests {
             (
                 "meshfwd-chained.conflist",
                 include_str!("../../docs/cni/meshfwd-chained.conflist"),
+            ),
+            (
+                "meshfwd-dualstack.conflist",
+                include_str!("../../docs/cni/meshfwd-dualstack.conflist"),
             ),
         ] {
             let list: Value = serde_json::from_str(text).expect(file);

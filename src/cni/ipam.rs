@@ -3,7 +3,9 @@
 //! the VM's underlay address, so each node only has to agree with itself.
 //!
 //! One directory per network (like host-local): a file per lease, named by
-//! its overlay address and holding `{"containerID","ifname","netns"}`, a
+//! its overlay address (the IPv4 one; on an IPv6-only network the IPv6 one,
+//! whose number may lie beyond the IPv4 block; a dual-stack container's IPv6
+//! address has the same number as its IPv4 lease) and holding `{"containerID","ifname","netns"}`, a
 //! `last_reserved` file (allocation goes round-robin from there, so a
 //! released address is not handed out again at once), and a `lock` file
 //! whose `flock` serialises every plugin invocation that reads or changes
@@ -13,11 +15,12 @@
 //! once it holds the lock ([`sweep_temp_files`]).
 
 use crate::layout::{Layout, Role};
+use crate::layout6::{self, Layout6};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -30,7 +33,8 @@ const TEMP_GRACE: Duration = Duration::from_secs(60);
 /// One recorded allocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
-    pub address: Ipv4Addr,
+    /// IPv4, or IPv6 on an IPv6-only network.
+    pub address: IpAddr,
     pub container_id: String,
     pub ifname: String,
     /// The netns key given to the wiring (the veth alias is `meshfwd:<netns>`).
@@ -48,13 +52,22 @@ struct LeaseFile {
 
 impl Lease {
     /// The container number of this lease on `vm`, if it lies in `vm`'s block.
+    /// An IPv6 lease counts when bits 64-95 are `vm` and the index is a
+    /// container's (the mesh prefix itself is the configuration's business).
     pub fn number(&self, layout: &Layout, vm: Ipv4Addr) -> Option<u32> {
-        match layout.decompose(self.address) {
-            Some(d) if d.vm == vm => match Role::of_host(d.host) {
-                Role::Container(n) => Some(n),
+        match self.address {
+            IpAddr::V4(a) => match layout.decompose(a) {
+                Some(d) if d.vm == vm => match Role::of_host(d.host) {
+                    Role::Container(n) => Some(n),
+                    _ => None,
+                },
                 _ => None,
             },
-            _ => None,
+            IpAddr::V6(a) => {
+                let raw = u128::from(a);
+                let index = Layout6::index_of_raw(raw);
+                (Layout6::vm_of_raw(raw) == u32::from(vm) && index >= 2).then(|| index - 1)
+            }
         }
     }
 
@@ -205,7 +218,7 @@ impl Locked<'_> {
             let Some(address) = entry
                 .file_name()
                 .to_str()
-                .and_then(|n| n.parse::<Ipv4Addr>().ok())
+                .and_then(|n| n.parse::<IpAddr>().ok())
             else {
                 continue;
             };
@@ -224,7 +237,10 @@ impl Locked<'_> {
                 netns: f.netns,
             });
         }
-        out.sort_by_key(|l| u32::from(l.address));
+        out.sort_by_key(|l| match l.address {
+            IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+            IpAddr::V6(a) => (true, u128::from(a)),
+        });
         Ok(out)
     }
 
@@ -236,7 +252,7 @@ impl Locked<'_> {
             .find(|l| l.is(container_id, ifname)))
     }
 
-    fn last_reserved(&self) -> Option<Ipv4Addr> {
+    fn last_reserved(&self) -> Option<IpAddr> {
         fs::read_to_string(self.store.dir.join(LAST_RESERVED))
             .ok()?
             .trim()
@@ -257,12 +273,31 @@ impl Locked<'_> {
         netns: &str,
         in_use: &BTreeSet<u32>,
     ) -> Result<(Lease, bool), IpamError> {
+        self.allocate_for(layout, None, vm, container_id, ifname, netns, in_use)
+    }
+
+    /// [`Locked::allocate`]; with `ipv6_only`, the lease is the IPv6 address
+    /// of the number and the numbers run up to 2^32 − 2, beyond the IPv4 block.
+    #[allow(clippy::too_many_arguments)]
+    pub fn allocate_for(
+        &self,
+        layout: &Layout,
+        ipv6_only: Option<&Layout6>,
+        vm: Ipv4Addr,
+        container_id: &str,
+        ifname: &str,
+        netns: &str,
+        in_use: &BTreeSet<u32>,
+    ) -> Result<(Lease, bool), IpamError> {
         let leases = self.leases().map_err(IpamError::Io)?;
         if let Some(l) = leases.iter().find(|l| l.is(container_id, ifname)) {
             return Ok((l.clone(), false));
         }
         let leased: BTreeSet<u32> = leases.iter().filter_map(|l| l.number(layout, vm)).collect();
-        let max = layout.max_container();
+        let max = match ipv6_only {
+            Some(_) => layout6::MAX_CONTAINER,
+            None => layout.max_container(),
+        };
         let start = self
             .last_reserved()
             .and_then(|a| {
@@ -289,9 +324,12 @@ impl Locked<'_> {
                 self.store.dir.display()
             )));
         };
-        let address = layout
-            .container_addr(vm, n)
-            .ok_or_else(|| IpamError::Io(format!("VM address {vm} is outside the underlay")))?;
+        let address = match ipv6_only {
+            Some(l6) => IpAddr::V6(l6.container_addr(vm, n).unwrap_or(Ipv6Addr::UNSPECIFIED)),
+            None => IpAddr::V4(layout.container_addr(vm, n).ok_or_else(|| {
+                IpamError::Io(format!("VM address {vm} is outside the underlay"))
+            })?),
+        };
         let lease = Lease {
             address,
             container_id: container_id.to_owned(),
@@ -394,12 +432,18 @@ mod tests {
                 .unwrap();
             assert!(new);
             got.push(lease.number(&l, ip(VM)).unwrap());
-            let host = l.decompose(lease.address).unwrap().host;
+            let IpAddr::V4(a) = lease.address else {
+                panic!("IPv4 lease expected")
+            };
+            let host = l.decompose(a).unwrap().host;
             assert!(host >= 2, "host part {host}");
         }
         assert_eq!(got, vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(l.vm_overlay_addr(ip(VM)), Some(ip("10.0.0.41")));
-        assert_eq!(lock.leases().unwrap()[0].address, ip("10.0.0.42"));
+        assert_eq!(
+            lock.leases().unwrap()[0].address,
+            IpAddr::V4(ip("10.0.0.42"))
+        );
         // full: a clear error naming the block
         let IpamError::Full(msg) = lock
             .allocate(&l, ip(VM), "c7", "eth0", "ns", &none)
@@ -409,6 +453,47 @@ mod tests {
         };
         assert!(msg.contains("10.0.0.40/29"), "{msg}");
         assert!(msg.contains("6 leased"), "{msg}");
+    }
+
+    #[test]
+    fn ipv6_only_leases_go_beyond_the_ipv4_block() {
+        let d = TempDir::new();
+        let s = Store::open(&d.0).unwrap();
+        let l = tiny();
+        let l6 = Layout6::default();
+        let lock = s.lock().unwrap();
+        let none = BTreeSet::new();
+        let (a, _) = lock
+            .allocate_for(&l, Some(&l6), ip(VM), "a", "eth0", "ns", &none)
+            .unwrap();
+        assert_eq!(a.address, IpAddr::V6(l6.container_addr(ip(VM), 1).unwrap()));
+        assert_eq!(a.number(&l, ip(VM)), Some(1));
+        // round robin from the last one handed out, past the IPv4 block (6)
+        std::fs::write(
+            s.dir().join(LAST_RESERVED),
+            l6.container_addr(ip(VM), 4999).unwrap().to_string(),
+        )
+        .unwrap();
+        let used: BTreeSet<u32> = [5000].into();
+        let (b, new) = lock
+            .allocate_for(&l, Some(&l6), ip(VM), "b", "eth0", "ns", &used)
+            .unwrap();
+        assert!(new);
+        assert_eq!(b.number(&l, ip(VM)), Some(5001));
+        assert!(s.dir().join(b.address.to_string()).exists());
+        // both come back from the directory, IPv6 after IPv4, and one lease
+        // per container: a repeated ADD gets the same number
+        let (c, _) = lock.allocate(&l, ip(VM), "c", "eth0", "ns", &none).unwrap();
+        let all: Vec<IpAddr> = lock.leases().unwrap().iter().map(|l| l.address).collect();
+        assert_eq!(all, vec![c.address, a.address, b.address]);
+        let (again, new) = lock
+            .allocate_for(&l, Some(&l6), ip(VM), "b", "eth0", "ns", &none)
+            .unwrap();
+        assert_eq!((again, new), (b.clone(), false));
+        lock.remove(&b).unwrap();
+        assert_eq!(lock.leases().unwrap().len(), 2);
+        // another VM's IPv6 lease has no number here
+        assert_eq!(b.number(&l, ip("192.168.0.9")), None);
     }
 
     #[test]

@@ -27,13 +27,13 @@ pub mod config;
 pub mod ipam;
 pub mod result;
 
-use crate::netns::{self, Detached, Expected, Failure};
+use crate::netns::{self, Detached, Expected, Failure, Families};
 use crate::sys::netlink::Netlink;
 use config::NetConf;
 use ipam::{IpamError, Lease, Locked, Store};
 use result::{code, AddResult, CniError};
 use std::io::Read;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 
 /// The process environment a runtime gives the plugin.
@@ -96,9 +96,9 @@ impl Outcome {
 pub fn about() -> String {
     format!(
         "CNI plugin meshfwd-cni v{}, supports CNI {}\n\
-         Puts containers on the meshfwd overlay: a veth pair to this VM, a /32 from this\n\
-         VM's block (node-local IPAM, no datastore), default route via the VM's overlay\n\
-         address. Runtimes call it with CNI_COMMAND=ADD|DEL|CHECK|VERSION|STATUS|GC and\n\
+         Puts containers on the meshfwd overlay: a veth pair to this VM, a /32 and a /128\n\
+         with the same number from this VM's blocks (node-local IPAM, no datastore),\n\
+         default routes via the VM's overlay addresses. Runtimes call it with CNI_COMMAND=ADD|DEL|CHECK|VERSION|STATUS|GC and\n\
          the network configuration on stdin; see docs/KUBERNETES.md and docs/cni/.",
         env!("CARGO_PKG_VERSION"),
         result::SUPPORTED_VERSIONS.join(", ")
@@ -288,9 +288,36 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
     let links = vm.links().map_err(nl_error("list links"))?;
     let addrs = vm.addrs().map_err(nl_error("list addresses"))?;
     let routes = vm.routes().map_err(nl_error("list routes"))?;
-    let in_use = netns::numbers_in_use(&conf.layout, local, &links, &addrs, &routes);
+    let mut in_use = netns::numbers_in_use(&conf.layout, local, &links, &addrs, &routes);
+    if conf.families.v6() {
+        // numbers whose IPv6 address is taken here (hand-made wiring); no
+        // IPv6 in the kernel means none
+        in_use.extend(netns::numbers_in_use6(
+            &conf.layout6,
+            local,
+            &vm.addrs6().unwrap_or_default(),
+            &vm.routes6().unwrap_or_default(),
+        ));
+    }
+    let ipv6_only = conf.families == Families::Ipv6Only;
+    if ipv6_only {
+        // numbers beyond the IPv4 block: every mfc<N> counts
+        in_use.extend(
+            links
+                .iter()
+                .filter_map(|l| netns::container_of_veth(&l.name)),
+        );
+    }
     let (lease, new) = lock
-        .allocate(&conf.layout, local, id, ifname, &key, &in_use)
+        .allocate_for(
+            &conf.layout,
+            ipv6_only.then_some(&conf.layout6),
+            local,
+            id,
+            ifname,
+            &key,
+            &in_use,
+        )
         .map_err(|e| match e {
             IpamError::Io(m) => io_error(m),
             IpamError::Full(m) => CniError::new(code::BLOCK_FULL, m),
@@ -307,11 +334,16 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
     };
     let veth = netns::veth_name(number);
     let vm_overlay = vm_overlay(conf, local)?;
+    let families = families_of(conf, &lease);
+    let want6 = ipv6_of(conf, local, number, families);
     // A repeated ADD: done if the wiring is complete, else what an earlier,
     // interrupted ADD (or anyone) left of ours is removed and wired anew.
     let complete = !new
         && lease.netns == key
-        && verify(&mut vm, &key, netns, number, ifname, &lease, vm_overlay).is_ok();
+        && verify(
+            &mut vm, &key, netns, number, ifname, &lease, vm_overlay, want6,
+        )
+        .is_ok();
     if !complete {
         if !new {
             let expected = Expected {
@@ -344,14 +376,51 @@ fn add(env: &Env, conf: &NetConf) -> Result<String, CniError> {
             ifname,
             mtu: conf.mtu,
             tun: &conf.tun,
+            layout6: &conf.layout6,
+            families,
+            ipv6_required: conf.ipv6_required,
         };
         if let Err(f) = netns::wire_netns(&req) {
             release_quietly(&lock, &lease);
             return Err(wiring(f));
         }
     }
-    let r = describe(&mut vm, &key, netns, &veth, ifname, &lease, conf, local)?;
+    let r = describe(
+        &mut vm, &key, netns, &veth, ifname, &lease, conf, local, want6,
+    )?;
     Ok(r.to_json(&conf.cni_version))
+}
+
+/// The families a lease is wired with: an IPv6 lease is IPv6-only; an IPv4
+/// lease is IPv4-only or dual-stack as the configuration says.
+fn families_of(conf: &NetConf, lease: &Lease) -> Families {
+    match (lease.address, conf.families) {
+        (IpAddr::V6(_), _) => Families::Ipv6Only,
+        (IpAddr::V4(_), Families::Ipv4Only) => Families::Ipv4Only,
+        (IpAddr::V4(_), _) => Families::Dual,
+    }
+}
+
+/// Container `number`'s IPv6 address and gateway when `families` has IPv6.
+fn ipv6_of(
+    conf: &NetConf,
+    local: Ipv4Addr,
+    number: u32,
+    families: Families,
+) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    families
+        .v6()
+        .then(|| conf.layout6.container_addr(local, number))
+        .flatten()
+        .map(|c6| (c6, conf.layout6.vm_addr(local)))
+}
+
+/// `A/32` or `A/128`, as CNI results write a lease's address.
+fn with_prefix(a: IpAddr) -> String {
+    match a {
+        IpAddr::V4(a) => format!("{a}/32"),
+        IpAddr::V6(a) => format!("{a}/128"),
+    }
 }
 
 /// Logs what an unwiring removed.
@@ -396,6 +465,7 @@ fn describe(
     lease: &Lease,
     conf: &NetConf,
     local: Ipv4Addr,
+    want6: Option<(Ipv6Addr, Ipv6Addr)>,
 ) -> Result<AddResult, CniError> {
     let host = vm
         .link_by_name(veth)
@@ -416,14 +486,29 @@ fn describe(
             format!("{local} is outside the underlay"),
         )
     })?;
+    // IPv6 as wired: absent when a default dual-stack ADD fell back to IPv4.
+    let ipv6 = match want6 {
+        Some((c6, v6)) => {
+            let addrs6 = ct.addrs6().unwrap_or_default();
+            addrs6
+                .iter()
+                .any(|a| a.index == peer.index && a.addr == c6)
+                .then_some((c6, v6))
+        }
+        None => None,
+    };
     Ok(AddResult {
         host_veth: veth.to_owned(),
         host_mac: host.and_then(|l| l.mac),
         ifname: ifname.to_owned(),
         mac: peer.mac,
         sandbox: sandbox.to_owned(),
-        address: lease.address,
+        address: match lease.address {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        },
         gateway,
+        ipv6,
     })
 }
 
@@ -501,8 +586,9 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
             ),
         )
     })?;
-    let want = format!("{}/32", lease.address);
-    if !result::prev_result_addresses(prev).contains(&want) {
+    let listed = result::prev_result_addresses(prev);
+    let want = with_prefix(lease.address);
+    if !listed.contains(&want) {
         return Err(mismatch(format!(
             "prevResult does not list {want}, the address leased to {id}/{ifname}"
         )));
@@ -523,14 +609,48 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
             lease.address
         ))
     })?;
+    // IPv6: the lease's own (IPv6-only), else the twin of the IPv4 lease
+    // when ADD reported it (it may have fallen back to IPv4, unless IPv6 was
+    // required).
+    let want6 = match ipv6_of(conf, local, number, families_of(conf, &lease)) {
+        Some((c6, v6)) if lease.address.is_ipv6() => Some((c6, v6)),
+        Some((c6, v6)) => {
+            let want6 = format!("{c6}/128");
+            if listed.contains(&want6) {
+                Some((c6, v6))
+            } else if conf.ipv6_required {
+                return Err(mismatch(format!(
+                    "prevResult does not list {want6}, the IPv6 address of {id}/{ifname}"
+                )));
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    if let Some((c6, _)) = want6 {
+        let want6 = format!("{c6}/128");
+        if let Some((name, sandbox)) = result::prev_result_interface_of(prev, &want6) {
+            if name != ifname || sandbox.as_deref().is_some_and(|s| s != netns) {
+                return Err(mismatch(format!(
+                    "prevResult puts {want6} on {name} in sandbox {:?}, not on {ifname} in {netns}",
+                    sandbox.unwrap_or_default()
+                )));
+            }
+        }
+    }
     let vm_overlay = vm_overlay(conf, local)?;
     let mut vm = Netlink::open().map_err(nl_error("open rtnetlink socket"))?;
-    verify(&mut vm, &key, netns, number, ifname, &lease, vm_overlay)
+    verify(
+        &mut vm, &key, netns, number, ifname, &lease, vm_overlay, want6,
+    )
 }
 
 /// Whether container `number`'s wiring for `lease` in the namespace `key` is
 /// complete: CHECK's comparison, also what decides whether a repeated ADD
-/// has anything to do.
+/// has anything to do. `want6` is the container's IPv6 address and gateway
+/// when it has IPv6.
+#[allow(clippy::too_many_arguments)]
 fn verify(
     vm: &mut Netlink,
     key: &str,
@@ -539,8 +659,13 @@ fn verify(
     ifname: &str,
     lease: &Lease,
     vm_overlay: Ipv4Addr,
+    want6: Option<(Ipv6Addr, Ipv6Addr)>,
 ) -> Result<(), CniError> {
-    let want = format!("{}/32", lease.address);
+    let want = with_prefix(lease.address);
+    let v4 = match lease.address {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    };
     // VM side: the veth with our alias, and the /32 route to the container.
     let veth = netns::veth_name(number);
     let host = vm
@@ -562,14 +687,24 @@ fn verify(
         return Err(mismatch(format!("{veth} is down")));
     }
     let routes = vm.routes().map_err(nl_error("list routes"))?;
-    if !routes
-        .iter()
-        .any(|r| r.prefix == 32 && r.dst == lease.address && r.oif == Some(host.index))
-    {
-        return Err(mismatch(format!(
-            "this VM has no route {}/32 dev {veth}",
-            lease.address
-        )));
+    if let Some(a) = v4 {
+        if !routes
+            .iter()
+            .any(|r| r.prefix == 32 && r.dst == a && r.oif == Some(host.index))
+        {
+            return Err(mismatch(format!("this VM has no route {a}/32 dev {veth}")));
+        }
+    }
+    if let Some((c6, _)) = want6 {
+        let routes6 = vm.routes6().map_err(nl_error("list IPv6 routes"))?;
+        if !routes6
+            .iter()
+            .any(|r| r.prefix == 128 && r.dst == c6 && r.oif == Some(host.index))
+        {
+            return Err(mismatch(format!(
+                "this VM has no route {c6}/128 dev {veth}"
+            )));
+        }
     }
 
     // Container side: the interface, its /32 and the default route.
@@ -587,21 +722,45 @@ fn verify(
     if !peer.up {
         return Err(mismatch(format!("{ifname} in {netns} is down")));
     }
-    let addrs = ct.addrs().map_err(nl_error("list container addresses"))?;
-    if !addrs
-        .iter()
-        .any(|a| a.index == peer.index && a.addr == lease.address && a.prefix == 32)
-    {
-        return Err(mismatch(format!("{ifname} in {netns} lacks {want}")));
+    if let Some(a) = v4 {
+        let addrs = ct.addrs().map_err(nl_error("list container addresses"))?;
+        if !addrs
+            .iter()
+            .any(|x| x.index == peer.index && x.addr == a && x.prefix == 32)
+        {
+            return Err(mismatch(format!("{ifname} in {netns} lacks {want}")));
+        }
+        let routes = ct.routes().map_err(nl_error("list container routes"))?;
+        if !routes
+            .iter()
+            .any(|r| r.prefix == 0 && r.gateway == Some(vm_overlay) && r.oif == Some(peer.index))
+        {
+            return Err(mismatch(format!(
+                "{netns} has no default route via {vm_overlay} dev {ifname}"
+            )));
+        }
     }
-    let routes = ct.routes().map_err(nl_error("list container routes"))?;
-    if !routes
-        .iter()
-        .any(|r| r.prefix == 0 && r.gateway == Some(vm_overlay) && r.oif == Some(peer.index))
-    {
-        return Err(mismatch(format!(
-            "{netns} has no default route via {vm_overlay} dev {ifname}"
-        )));
+    if let Some((c6, v6)) = want6 {
+        let addrs6 = ct
+            .addrs6()
+            .map_err(nl_error("list container IPv6 addresses"))?;
+        if !addrs6
+            .iter()
+            .any(|x| x.index == peer.index && x.addr == c6 && x.prefix == 128)
+        {
+            return Err(mismatch(format!("{ifname} in {netns} lacks {c6}/128")));
+        }
+        let routes6 = ct
+            .routes6()
+            .map_err(nl_error("list container IPv6 routes"))?;
+        if !routes6
+            .iter()
+            .any(|r| r.prefix == 0 && r.gateway == Some(v6) && r.oif == Some(peer.index))
+        {
+            return Err(mismatch(format!(
+                "{netns} has no IPv6 default route via {v6} dev {ifname}"
+            )));
+        }
     }
     Ok(())
 }

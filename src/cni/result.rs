@@ -2,7 +2,7 @@
 //! the VERSION answer, as the CNI spec words them for each `cniVersion`.
 
 use serde_json::{json, Map, Value};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The versions this plugin speaks; results differ only in `ips[].version`
 /// (present before 1.0.0). CHECK needs 0.4.0, STATUS and GC 1.1.0.
@@ -91,8 +91,12 @@ pub struct AddResult {
     pub mac: Option<String>,
     /// The container's network namespace path (CNI_NETNS).
     pub sandbox: String,
-    pub address: Ipv4Addr,
+    /// The IPv4 /32 (`None` on an IPv6-only network).
+    pub address: Option<Ipv4Addr>,
     pub gateway: Ipv4Addr,
+    /// The IPv6 /128 and its gateway, the VM's IPv6 overlay address (`None`
+    /// when IPv4-only).
+    pub ipv6: Option<(Ipv6Addr, Ipv6Addr)>,
 }
 
 impl AddResult {
@@ -106,19 +110,32 @@ impl AddResult {
         };
         let mut container = iface(&self.ifname, &self.mac);
         container["sandbox"] = json!(self.sandbox);
-        let mut ip = json!({
-            "address": format!("{}/32", self.address),
-            "gateway": self.gateway.to_string(),
-            "interface": 1,
-        });
-        if !at_least(version, "1.0.0") {
-            ip["version"] = json!("4");
+        let entry = |address: String, gateway: String, family: &str| {
+            let mut ip = json!({
+                "address": address,
+                "gateway": gateway,
+                "interface": 1,
+            });
+            if !at_least(version, "1.0.0") {
+                ip["version"] = json!(family);
+            }
+            ip
+        };
+        let mut ips = Vec::new();
+        let mut routes = Vec::new();
+        if let Some(a) = self.address {
+            ips.push(entry(format!("{a}/32"), self.gateway.to_string(), "4"));
+            routes.push(json!({ "dst": "0.0.0.0/0", "gw": self.gateway.to_string() }));
+        }
+        if let Some((a, gw)) = self.ipv6 {
+            ips.push(entry(format!("{a}/128"), gw.to_string(), "6"));
+            routes.push(json!({ "dst": "::/0", "gw": gw.to_string() }));
         }
         json!({
             "cniVersion": version,
             "interfaces": [iface(&self.host_veth, &self.host_mac), container],
-            "ips": [ip],
-            "routes": [{ "dst": "0.0.0.0/0", "gw": self.gateway.to_string() }],
+            "ips": ips,
+            "routes": routes,
             "dns": {},
         })
     }
@@ -291,9 +308,51 @@ mod tests {
             ifname: "eth0".into(),
             mac: Some("02:00:00:00:00:02".into()),
             sandbox: "/run/netns/netns-1".into(),
-            address: "241.2.0.4".parse().unwrap(),
+            address: Some("241.2.0.4".parse().unwrap()),
             gateway: "241.2.0.1".parse().unwrap(),
+            ipv6: None,
         }
+    }
+
+    fn dual() -> AddResult {
+        AddResult {
+            ipv6: Some((
+                "fd6d:6573:6866:0:c0a8:1020:0:4".parse().unwrap(),
+                "fd6d:6573:6866:0:c0a8:1020:0:1".parse().unwrap(),
+            )),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn add_result_dual_stack_byte_vectors() {
+        assert_eq!(
+            sample().to_json("1.0.0"),
+            r#"{"cniVersion":"1.0.0","dns":{},"interfaces":[{"mac":"02:00:00:00:00:01","name":"mfc3"},{"mac":"02:00:00:00:00:02","name":"eth0","sandbox":"/run/netns/netns-1"}],"ips":[{"address":"241.2.0.4/32","gateway":"241.2.0.1","interface":1}],"routes":[{"dst":"0.0.0.0/0","gw":"241.2.0.1"}]}"#
+        );
+        assert_eq!(
+            dual().to_json("1.0.0"),
+            r#"{"cniVersion":"1.0.0","dns":{},"interfaces":[{"mac":"02:00:00:00:00:01","name":"mfc3"},{"mac":"02:00:00:00:00:02","name":"eth0","sandbox":"/run/netns/netns-1"}],"ips":[{"address":"241.2.0.4/32","gateway":"241.2.0.1","interface":1},{"address":"fd6d:6573:6866:0:c0a8:1020:0:4/128","gateway":"fd6d:6573:6866:0:c0a8:1020:0:1","interface":1}],"routes":[{"dst":"0.0.0.0/0","gw":"241.2.0.1"},{"dst":"::/0","gw":"fd6d:6573:6866:0:c0a8:1020:0:1"}]}"#
+        );
+        assert_eq!(
+            dual().to_json("0.4.0"),
+            r#"{"cniVersion":"0.4.0","dns":{},"interfaces":[{"mac":"02:00:00:00:00:01","name":"mfc3"},{"mac":"02:00:00:00:00:02","name":"eth0","sandbox":"/run/netns/netns-1"}],"ips":[{"address":"241.2.0.4/32","gateway":"241.2.0.1","interface":1,"version":"4"},{"address":"fd6d:6573:6866:0:c0a8:1020:0:4/128","gateway":"fd6d:6573:6866:0:c0a8:1020:0:1","interface":1,"version":"6"}],"routes":[{"dst":"0.0.0.0/0","gw":"241.2.0.1"},{"dst":"::/0","gw":"fd6d:6573:6866:0:c0a8:1020:0:1"}]}"#
+        );
+        let v6only = AddResult {
+            address: None,
+            ..dual()
+        };
+        assert_eq!(
+            v6only.to_json("1.1.0"),
+            r#"{"cniVersion":"1.1.0","dns":{},"interfaces":[{"mac":"02:00:00:00:00:01","name":"mfc3"},{"mac":"02:00:00:00:00:02","name":"eth0","sandbox":"/run/netns/netns-1"}],"ips":[{"address":"fd6d:6573:6866:0:c0a8:1020:0:4/128","gateway":"fd6d:6573:6866:0:c0a8:1020:0:1","interface":1}],"routes":[{"dst":"::/0","gw":"fd6d:6573:6866:0:c0a8:1020:0:1"}]}"#
+        );
+        // what the chained plugins and CHECK read back
+        let v = dual().to_value("1.0.0");
+        assert!(check_prev_result(&v).is_ok());
+        assert_eq!(
+            prev_result_interface_of(&v, "fd6d:6573:6866:0:c0a8:1020:0:4/128"),
+            Some(("eth0".to_string(), Some("/run/netns/netns-1".to_string())))
+        );
     }
 
     #[test]

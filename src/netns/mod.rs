@@ -59,8 +59,9 @@ mod wire;
 mod tests;
 
 pub use plan::{
-    alias_for, check_container, check_free, check_ifname, choose_mtu, container_of_veth, netns_key,
-    netns_path, numbers_in_use, plan, veth_name, Plan,
+    alias_for, check_container, check_container_for, check_free, check_free6, check_ifname,
+    choose_mtu, container_of_veth, netns_key, netns_path, numbers_in_use, numbers_in_use6, plan,
+    plan_for, veth_name, Families, Plan,
 };
 pub use unwire::{is_unrecorded_veth, unwire_netns, unwire_netns_with, Detached, Expected};
 pub use wire::{wire_netns, Attached, Request};

@@ -5,8 +5,9 @@
 
 use super::{refused, usage, Failure, ALIAS_PREFIX, VETH_PREFIX};
 use crate::layout::Layout;
-use crate::sys::netlink::{Addr4, Link, Route4};
-use std::net::Ipv4Addr;
+use crate::layout6::{self, Layout6};
+use crate::sys::netlink::{Addr4, Addr6, Link, Route4, Route6};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 /// Encapsulation overhead of the default `meshfwd TUN` (outer IPv4 + GRE
@@ -94,30 +95,106 @@ pub fn choose_mtu(explicit: Option<u32>, tun: Option<u32>, underlay: Option<u32>
         .unwrap_or(1500 - OVERHEAD)
 }
 
-/// What attach is about to create (all derived from the layout).
+/// The address families a container gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Families {
+    /// IPv4 /32 and IPv6 /128 with the same container number (the default).
+    Dual,
+    Ipv4Only,
+    /// Only the IPv6 /128; the number may lie above the IPv4 block.
+    Ipv6Only,
+}
+
+impl Families {
+    pub fn v4(self) -> bool {
+        self != Families::Ipv6Only
+    }
+    pub fn v6(self) -> bool {
+        self != Families::Ipv4Only
+    }
+    /// `"dual"`, `"ipv4"` or `"ipv6"` (the JSON `families` value).
+    pub fn name(self) -> &'static str {
+        match self {
+            Families::Dual => "dual",
+            Families::Ipv4Only => "ipv4",
+            Families::Ipv6Only => "ipv6",
+        }
+    }
+}
+
+/// What attach is about to create (all derived from the layouts).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub netns: String,
     pub container: u32,
-    pub address: Ipv4Addr,
+    /// The container's IPv4 /32 (`None` when IPv6-only).
+    pub address: Option<Ipv4Addr>,
     pub vm: Ipv4Addr,
     pub vm_overlay: Ipv4Addr,
+    /// The container's IPv6 /128 (`None` when IPv4-only).
+    pub address6: Option<Ipv6Addr>,
+    /// The VM's IPv6 overlay address (index 1), the container's IPv6
+    /// gateway, put on the VM-side veth (`None` when IPv4-only).
+    pub vm_overlay6: Option<Ipv6Addr>,
     pub veth: String,
     pub ifname: String,
 }
 
+impl Plan {
+    pub fn families(&self) -> Families {
+        match (self.address.is_some(), self.address6.is_some()) {
+            (true, true) => Families::Dual,
+            (false, true) => Families::Ipv6Only,
+            _ => Families::Ipv4Only,
+        }
+    }
+
+    /// The same plan without IPv6 (dual-stack falling back to IPv4).
+    pub fn without_ipv6(mut self) -> Plan {
+        self.address6 = None;
+        self.vm_overlay6 = None;
+        self
+    }
+}
+
 /// Container numbers run from 1 to the layout's maximum (exit 2 otherwise).
 pub fn check_container(layout: &Layout, layout_name: &str, n: u32) -> Result<(), Failure> {
+    check_container_for(layout, layout_name, n, Families::Ipv4Only)
+}
+
+/// [`check_container`] for `families`: IPv6-only containers run from 1 to
+/// 2^32 − 2 ([`layout6::MAX_CONTAINER`]), beyond the IPv4 block.
+pub fn check_container_for(
+    layout: &Layout,
+    layout_name: &str,
+    n: u32,
+    families: Families,
+) -> Result<(), Failure> {
+    if families == Families::Ipv6Only {
+        if n == 0 || n > layout6::MAX_CONTAINER {
+            return Err(usage(format!(
+                "--container {n} is out of range: IPv6-only containers are 1..={} on each VM",
+                layout6::MAX_CONTAINER
+            )));
+        }
+        return Ok(());
+    }
     let max = layout.max_container();
     if n == 0 || n > max {
+        let v6 = if max < layout6::MAX_CONTAINER {
+            " (--ipv6-only allows up to 4294967294)"
+        } else {
+            ""
+        };
         return Err(usage(format!(
-            "--container {n} is out of range: the {layout_name} layout has containers 1..={max} on each VM"
+            "--container {n} is out of range: the {layout_name} layout has containers 1..={max} on each VM{v6}"
         )));
     }
     Ok(())
 }
 
-/// Validates the numbers and names and derives the addresses (exit 2 errors).
+/// Validates the numbers and names and derives the IPv4 addresses (exit 2
+/// errors): [`plan_for`] with [`Families::Ipv4Only`].
 pub fn plan(
     layout: &Layout,
     layout_name: &str,
@@ -127,10 +204,51 @@ pub fn plan(
     ifname: &str,
     mtu: Option<u32>,
 ) -> Result<Plan, Failure> {
-    check_container(layout, layout_name, container)?;
-    let address = layout
-        .container_addr(vm, container)
-        .ok_or_else(|| usage(format!("VM address {vm} is outside the underlay")))?;
+    plan_for(
+        layout,
+        layout_name,
+        &Layout6::default(),
+        Families::Ipv4Only,
+        vm,
+        netns,
+        container,
+        ifname,
+        mtu,
+    )
+}
+
+/// Validates the numbers and names and derives the addresses of both
+/// families (exit 2 errors).
+#[allow(clippy::too_many_arguments)]
+pub fn plan_for(
+    layout: &Layout,
+    layout_name: &str,
+    layout6: &Layout6,
+    families: Families,
+    vm: Ipv4Addr,
+    netns: &str,
+    container: u32,
+    ifname: &str,
+    mtu: Option<u32>,
+) -> Result<Plan, Failure> {
+    check_container_for(layout, layout_name, container, families)?;
+    let address = if families.v4() {
+        Some(
+            layout
+                .container_addr(vm, container)
+                .ok_or_else(|| usage(format!("VM address {vm} is outside the underlay")))?,
+        )
+    } else {
+        None
+    };
+    let (address6, vm_overlay6) = if families.v6() {
+        (
+            layout6.container_addr(vm, container),
+            Some(layout6.vm_addr(vm)),
+        )
+    } else {
+        (None, None)
+    };
     let vm_overlay = layout
         .vm_overlay_addr(vm)
         .ok_or_else(|| usage(format!("VM address {vm} is outside the underlay")))?;
@@ -146,6 +264,8 @@ pub fn plan(
         address,
         vm,
         vm_overlay,
+        address6,
+        vm_overlay6,
         veth: veth_name(container),
         ifname: ifname.to_owned(),
     })
@@ -185,21 +305,61 @@ pub fn check_free(
             p.netns, l.name
         )));
     }
-    if let Some(a) = addrs.iter().find(|a| a.addr == p.address) {
+    let Some(address) = p.address else {
+        return Ok(());
+    };
+    if let Some(a) = addrs.iter().find(|a| a.addr == address) {
         return Err(refused(format!(
             "container #{} is in use on this VM: its address {} is assigned to {}",
             p.container,
-            p.address,
+            address,
             name_of(a.index)
         )));
     }
-    if let Some(r) = routes.iter().find(|r| r.prefix == 32 && r.dst == p.address) {
+    if let Some(r) = routes.iter().find(|r| r.prefix == 32 && r.dst == address) {
         let dev = r
             .oif
             .map_or(String::new(), |i| format!(" dev {}", name_of(i)));
         return Err(refused(format!(
             "container #{} is in use on this VM: a route to {}/32{dev} exists",
-            p.container, p.address
+            p.container, address
+        )));
+    }
+    Ok(())
+}
+
+/// The IPv6 half of [`check_free`]: the container's IPv6 address assigned or
+/// routed (/128) here.
+pub fn check_free6(
+    p: &Plan,
+    links: &[Link],
+    addrs: &[Addr6],
+    routes: &[Route6],
+) -> Result<(), Failure> {
+    let Some(address) = p.address6 else {
+        return Ok(());
+    };
+    let name_of = |idx: u32| {
+        links
+            .iter()
+            .find(|l| l.index == idx)
+            .map_or_else(|| format!("#{idx}"), |l| l.name.clone())
+    };
+    if let Some(a) = addrs.iter().find(|a| a.addr == address) {
+        return Err(refused(format!(
+            "container #{} is in use on this VM: its address {} is assigned to {}",
+            p.container,
+            address,
+            name_of(a.index)
+        )));
+    }
+    if let Some(r) = routes.iter().find(|r| r.prefix == 128 && r.dst == address) {
+        let dev = r
+            .oif
+            .map_or(String::new(), |i| format!(" dev {}", name_of(i)));
+        return Err(refused(format!(
+            "container #{} is in use on this VM: a route to {}/128{dev} exists",
+            p.container, address
         )));
     }
     Ok(())
@@ -232,6 +392,33 @@ pub fn numbers_in_use(
             routes
                 .iter()
                 .filter(|r| r.prefix == 32)
+                .filter_map(|r| number_of(r.dst)),
+        )
+        .collect()
+}
+
+/// The IPv6 half of [`numbers_in_use`]: the container numbers whose IPv6
+/// address in `vm`'s /96 is assigned here or has a /128 route here (the VM's
+/// own address, index 1, on every veth, is no container).
+pub fn numbers_in_use6(
+    layout6: &Layout6,
+    vm: Ipv4Addr,
+    addrs: &[Addr6],
+    routes: &[Route6],
+) -> std::collections::BTreeSet<u32> {
+    let number_of = |a: Ipv6Addr| {
+        layout6
+            .decompose(a)
+            .filter(|d| d.vm == vm && d.index >= 2)
+            .map(|d| d.index - 1)
+    };
+    addrs
+        .iter()
+        .filter_map(|a| number_of(a.addr))
+        .chain(
+            routes
+                .iter()
+                .filter(|r| r.prefix == 128)
                 .filter_map(|r| number_of(r.dst)),
         )
         .collect()

@@ -85,10 +85,10 @@ fn mtu_choice() {
 #[test]
 fn plans_and_range_checks() {
     let p = wide_plan(1);
-    assert_eq!(p.address, ip("241.2.0.2"));
+    assert_eq!(p.address, Some(ip("241.2.0.2")));
     assert_eq!(p.vm_overlay, ip("241.2.0.1"));
     assert_eq!(p.veth, "mfc1");
-    assert_eq!(wide_plan(4094).address, ip("241.2.15.255"));
+    assert_eq!(wide_plan(4094).address, Some(ip("241.2.15.255")));
     let vm = ip("192.168.16.32");
     let l = Layout::wide();
     let e = plan(&l, "wide", vm, "w", 0, "eth0", None).unwrap_err();
@@ -104,7 +104,7 @@ fn plans_and_range_checks() {
         plan(&Layout::classic(), "classic", vm, "w", 254, "eth0", None)
             .unwrap()
             .address,
-        ip("10.16.32.255")
+        Some(ip("10.16.32.255"))
     );
     assert_eq!(
         plan(&l, "wide", vm, "w", 1, "eth0", Some(67))
@@ -151,7 +151,7 @@ fn refusals() {
     // address assigned here
     let a = Addr4 {
         index: 2,
-        addr: p.address,
+        addr: p.address.unwrap(),
         prefix: 24,
         label: None,
     };
@@ -163,7 +163,7 @@ fn refusals() {
         e.message()
     );
     // address routed here (hand-made wiring, e.g. the old lib.sh's c3)
-    let mut r = Route4::new(p.address, 32, 9);
+    let mut r = Route4::new(p.address.unwrap(), 32, 9);
     r.scope_link = true;
     let e = check_free(&p, &[lo.clone(), link(9, "c3", None)], &[], &[r]).unwrap_err();
     assert!(
@@ -266,4 +266,133 @@ fn numbers_in_use_for_the_cni_ipam() {
     let block = Route4::new(ip("241.2.0.0"), 20, 9);
     let used = numbers_in_use(&l, vm, &links, &addrs, &[routed, block]);
     assert_eq!(used.into_iter().collect::<Vec<_>>(), vec![3, 7, 10]);
+}
+
+#[test]
+fn dual_stack_plans_and_ipv6_refusals() {
+    use crate::layout6::Layout6;
+    use crate::sys::netlink::{Addr6, Route6};
+    let vm = ip("192.168.16.32");
+    let l6 = Layout6::default();
+    let p = plan_for(
+        &Layout::wide(),
+        "wide",
+        &l6,
+        Families::Dual,
+        vm,
+        "w",
+        3,
+        "eth0",
+        None,
+    )
+    .unwrap();
+    let c6: std::net::Ipv6Addr = "fd6d:6573:6866:0:c0a8:1020:0:4".parse().unwrap();
+    assert_eq!(p.address, Some(ip("241.2.0.4")));
+    assert_eq!(p.address6, Some(c6));
+    assert_eq!(
+        p.vm_overlay6,
+        Some("fd6d:6573:6866:0:c0a8:1020:0:1".parse().unwrap())
+    );
+    assert_eq!(p.families(), Families::Dual);
+    assert_eq!(p.clone().without_ipv6().families(), Families::Ipv4Only);
+    // the same number in both families: IPv4 host part 4 = IPv6 index 4
+    assert!(plan_for(
+        &Layout::wide(),
+        "wide",
+        &l6,
+        Families::Dual,
+        vm,
+        "w",
+        4095,
+        "eth0",
+        None
+    )
+    .is_err());
+    let p6 = plan_for(
+        &Layout::wide(),
+        "wide",
+        &l6,
+        Families::Ipv6Only,
+        vm,
+        "w",
+        4095,
+        "eth0",
+        None,
+    )
+    .unwrap();
+    assert_eq!((p6.address, p6.veth.as_str()), (None, "mfc4095"));
+    let lo = link(1, "lo", None);
+    let eth = link(2, "eth0", None);
+    assert_eq!(check_free6(&p, std::slice::from_ref(&lo), &[], &[]), Ok(()));
+    let a = Addr6 {
+        index: 2,
+        addr: c6,
+        prefix: 64,
+        nodad: false,
+        tentative: false,
+    };
+    let e = check_free6(&p, &[lo.clone(), eth.clone()], &[a], &[]).unwrap_err();
+    assert!(
+        e.message()
+            .ends_with("its address fd6d:6573:6866:0:c0a8:1020:0:4 is assigned to eth0"),
+        "{}",
+        e.message()
+    );
+    let e = check_free6(
+        &p,
+        &[lo.clone(), eth.clone()],
+        &[],
+        &[Route6::new(c6, 128, 2)],
+    )
+    .unwrap_err();
+    assert!(
+        e.message()
+            .ends_with("a route to fd6d:6573:6866:0:c0a8:1020:0:4/128 dev eth0 exists"),
+        "{}",
+        e.message()
+    );
+    // the mesh /64 (the TUN's prefix route) is no conflict; IPv4-only plans check nothing
+    assert_eq!(
+        check_free6(
+            &p,
+            std::slice::from_ref(&lo),
+            &[],
+            &[Route6::new(l6.prefix().addr(), 64, 2)]
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        check_free6(&p.without_ipv6(), &[lo], &[], &[Route6::new(c6, 128, 2)]),
+        Ok(())
+    );
+}
+
+#[test]
+fn numbers_in_use6_for_the_cni_ipam() {
+    use crate::layout6::Layout6;
+    use crate::sys::netlink::{Addr6, Route6};
+    let l6 = Layout6::default();
+    let vm = ip("192.168.16.32");
+    let a = |n: u32| Addr6 {
+        index: 3,
+        addr: l6.compose(vm, n),
+        prefix: 128,
+        nodad: true,
+        tentative: false,
+    };
+    // index 1 is the VM (on every veth), another VM's and a /64 do not count
+    let addrs = [
+        a(1),
+        a(5),
+        Addr6 {
+            addr: l6.compose(ip("192.168.16.33"), 7),
+            ..a(0)
+        },
+    ];
+    let routes = [
+        Route6::new(l6.compose(vm, 5001), 128, 3),
+        Route6::new(l6.compose(vm, 9), 64, 3),
+    ];
+    let used = numbers_in_use6(&l6, vm, &addrs, &routes);
+    assert_eq!(used.into_iter().collect::<Vec<_>>(), vec![4, 5000]);
 }

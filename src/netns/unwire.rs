@@ -110,6 +110,23 @@ pub fn unwire_netns_with(
                     }
                 }
             }
+            // IPv6 (wired by default): the /128 to the container. An error
+            // here (no IPv6 in the kernel) leaves the deletion of the veth
+            // to remove them.
+            for r in vm
+                .routes6()
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r.oif == Some(l.index) && r.prefix == 128)
+            {
+                match vm.del_route6(r) {
+                    Ok(()) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENODEV)) => {}
+                    Err(e) => {
+                        return Err(nl(format!("delete route {}/128 dev {}", r.dst, l.name))(e))
+                    }
+                }
+            }
             match vm.del_link(l.index) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}

@@ -16,14 +16,16 @@
 //! add the "what" (and may look at `raw_os_error()` first).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use netlink_packet_route::link::{
     AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
     LinkInfo, LinkMessage, State,
@@ -147,6 +149,68 @@ impl Route4 {
     }
 }
 
+/// One IPv6 address of an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Addr6 {
+    pub index: u32,
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+    /// `IFA_F_NODAD`: duplicate address detection is skipped.
+    pub nodad: bool,
+    /// `IFA_F_TENTATIVE`: duplicate address detection still runs (or failed).
+    pub tentative: bool,
+}
+
+/// An IPv6 route, as dumped or as requested (main table, protocol boot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route6 {
+    pub dst: Ipv6Addr,
+    pub prefix: u8,
+    /// Routing table id (254 = main).
+    pub table: u32,
+    pub oif: Option<u32>,
+    pub gateway: Option<Ipv6Addr>,
+    /// Preferred source address (`ip -6 route ... src A`).
+    pub prefsrc: Option<Ipv6Addr>,
+}
+
+impl Route6 {
+    /// A route in the main table through `oif`, no gateway.
+    pub fn new(dst: Ipv6Addr, prefix: u8, oif: u32) -> Route6 {
+        Route6 {
+            dst,
+            prefix,
+            table: u32::from(RouteHeader::RT_TABLE_MAIN),
+            oif: Some(oif),
+            gateway: None,
+            prefsrc: None,
+        }
+    }
+}
+
+/// Runs `f` on a short-lived thread that has entered the network namespace
+/// `ns` (an open `/run/netns/NAME` or `/proc/PID/ns/net`); the calling
+/// thread's namespace is left alone. What `f` opens in `/proc/sys/net` then
+/// belongs to `ns`. Fails with `EINVAL` when `ns` is not a network namespace.
+pub fn in_netns<T: Send>(
+    ns: BorrowedFd<'_>,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    let fd = ns.as_raw_fd();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: setns only changes this (short-lived) thread's
+            // network namespace; `fd` is open for the scope's duration.
+            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("network namespace thread panicked")))
+    })
+}
+
 /// Whether the calling thread's network namespace has IPsec (xfrm) states
 /// or policies: dumps `XFRM_MSG_GETSA` and `XFRM_MSG_GETPOLICY` over
 /// `NETLINK_XFRM` and looks for any entry. `Ok(false)` when the kernel has
@@ -236,19 +300,7 @@ impl Netlink {
     /// creates the socket; the calling thread's namespace is left alone.
     /// Fails with `EINVAL` when `ns` is not a network namespace.
     pub fn open_in(ns: BorrowedFd<'_>) -> io::Result<Netlink> {
-        let fd = ns.as_raw_fd();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                // SAFETY: setns only changes this (short-lived) thread's
-                // network namespace; `fd` is open for the scope's duration.
-                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Netlink::open()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("netlink namespace thread panicked")))
-        })
+        in_netns(ns, Netlink::open)
     }
 
     // --- links -------------------------------------------------------------
@@ -435,6 +487,42 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::DelAddress(msg), 0)
     }
 
+    /// Every IPv6 address of the namespace (none when the kernel has no IPv6).
+    pub fn addrs6(&mut self) -> io::Result<Vec<Addr6>> {
+        let mut req = AddressMessage::default();
+        req.header.family = AddressFamily::Inet6;
+        let replies = self.dump(RouteNetlinkMessage::GetAddress(req))?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => parse_addr6(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds `addr/prefix` (scope global, `nodad`; with `noprefixroute`, no
+    /// kernel route for the prefix) to interface `index`.
+    pub fn add_addr6(
+        &mut self,
+        index: u32,
+        addr: Ipv6Addr,
+        prefix: u8,
+        noprefixroute: bool,
+    ) -> io::Result<()> {
+        let msg = addr6_request(index, addr, prefix, noprefixroute);
+        self.ack(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Removes the IPv6 `addr/prefix` from interface `index`.
+    pub fn del_addr6(&mut self, index: u32, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
+        let msg = addr6_request(index, addr, prefix, false);
+        self.ack(RouteNetlinkMessage::DelAddress(msg), 0)
+    }
+
     // --- routes ------------------------------------------------------------
 
     /// Every IPv4 unicast route of every table (the local and broadcast
@@ -465,6 +553,35 @@ impl Netlink {
     /// Deletes a route (`ESRCH` when there is none).
     pub fn del_route(&mut self, route: &Route4) -> io::Result<()> {
         self.ack(RouteNetlinkMessage::DelRoute(route_request(route)), 0)
+    }
+
+    /// Every IPv6 unicast route of every table (none when the kernel has no IPv6).
+    pub fn routes6(&mut self) -> io::Result<Vec<Route6>> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet6;
+        let replies = self.dump(RouteNetlinkMessage::GetRoute(req))?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) if r.header.kind == RouteType::Unicast => {
+                    parse_route6(r)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds an IPv6 unicast route (fails with `EEXIST` if the same one exists).
+    pub fn add_route6(&mut self, route: &Route6) -> io::Result<()> {
+        self.ack(
+            RouteNetlinkMessage::NewRoute(route6_request(route)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Deletes an IPv6 route (`ESRCH` when there is none).
+    pub fn del_route6(&mut self, route: &Route6) -> io::Result<()> {
+        self.ack(RouteNetlinkMessage::DelRoute(route6_request(route)), 0)
     }
 
     // --- transport ---------------------------------------------------------
@@ -684,6 +801,61 @@ pub fn addr_request(index: u32, addr: Ipv4Addr, prefix: u8, label: Option<&str>)
     msg
 }
 
+/// `ip -6 addr add ADDR/PREFIX dev INDEX nodad [noprefixroute]` (scope global).
+pub fn addr6_request(
+    index: u32,
+    addr: Ipv6Addr,
+    prefix: u8,
+    noprefixroute: bool,
+) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet6;
+    msg.header.prefix_len = prefix;
+    msg.header.scope = AddressScope::Universe;
+    msg.header.index = index;
+    msg.header.flags = AddressHeaderFlags::Nodad;
+    msg.attributes
+        .push(AddressAttribute::Local(IpAddr::V6(addr)));
+    let mut flags = AddressFlags::Nodad;
+    if noprefixroute {
+        flags |= AddressFlags::Noprefixroute;
+    }
+    msg.attributes.push(AddressAttribute::Flags(flags));
+    msg
+}
+
+/// An IPv6 `RTM_NEWROUTE`/`RTM_DELROUTE` body as `ip -6 route` builds it
+/// (protocol boot, type unicast, scope universe).
+pub fn route6_request(r: &Route6) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    let h = &mut msg.header;
+    h.address_family = AddressFamily::Inet6;
+    h.destination_prefix_length = r.prefix;
+    h.table = u8::try_from(r.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    h.protocol = RouteProtocol::Boot;
+    h.scope = RouteScope::Universe;
+    h.kind = RouteType::Unicast;
+    if r.prefix > 0 {
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet6(r.dst)));
+    }
+    if r.table > 255 {
+        msg.attributes.push(RouteAttribute::Table(r.table));
+    }
+    if let Some(gw) = r.gateway {
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
+    }
+    if let Some(src) = r.prefsrc {
+        msg.attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::Inet6(src)));
+    }
+    if let Some(oif) = r.oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
+    msg
+}
+
 /// An `RTM_NEWROUTE`/`RTM_DELROUTE` body as `ip route` builds it
 /// (protocol boot, type unicast).
 pub fn route_request(r: &Route4) -> RouteMessage {
@@ -791,6 +963,54 @@ fn parse_addr(a: &AddressMessage) -> Option<Addr4> {
         prefix: a.header.prefix_len,
         label,
     })
+}
+
+fn parse_addr6(a: &AddressMessage) -> Option<Addr6> {
+    if a.header.family != AddressFamily::Inet6 {
+        return None;
+    }
+    let mut addr = None;
+    let mut flags = AddressFlags::from_bits_retain(u32::from(a.header.flags.bits()));
+    for attr in &a.attributes {
+        match attr {
+            AddressAttribute::Address(IpAddr::V6(v)) => addr = addr.or(Some(*v)),
+            AddressAttribute::Local(IpAddr::V6(v)) => addr = Some(*v),
+            AddressAttribute::Flags(f) => flags = *f,
+            _ => {}
+        }
+    }
+    Some(Addr6 {
+        index: a.header.index,
+        addr: addr?,
+        prefix: a.header.prefix_len,
+        nodad: flags.contains(AddressFlags::Nodad),
+        tentative: flags.contains(AddressFlags::Tentative),
+    })
+}
+
+fn parse_route6(r: &RouteMessage) -> Option<Route6> {
+    if r.header.address_family != AddressFamily::Inet6 {
+        return None;
+    }
+    let mut route = Route6 {
+        dst: Ipv6Addr::UNSPECIFIED,
+        prefix: r.header.destination_prefix_length,
+        table: u32::from(r.header.table),
+        oif: None,
+        gateway: None,
+        prefsrc: None,
+    };
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet6(d)) => route.dst = *d,
+            RouteAttribute::Table(t) => route.table = *t,
+            RouteAttribute::Oif(i) => route.oif = Some(*i),
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => route.gateway = Some(*g),
+            RouteAttribute::PrefSource(RouteAddress::Inet6(s)) => route.prefsrc = Some(*s),
+            _ => {}
+        }
+    }
+    Some(route)
 }
 
 fn parse_route(r: &RouteMessage) -> Option<Route4> {
@@ -947,6 +1167,46 @@ mod tests {
             panic!()
         };
         assert_eq!(back.attributes, vec![NsidAttribute::Fd(7)]);
+    }
+
+    #[test]
+    fn ipv6_requests_round_trip() {
+        let a: Ipv6Addr = "fd6d:6573:6866:0:c0a8:1020:0:2".parse().unwrap();
+        let v: Ipv6Addr = "fd6d:6573:6866:0:c0a8:1020:0:1".parse().unwrap();
+        let RouteNetlinkMessage::NewAddress(back) = roundtrip(RouteNetlinkMessage::NewAddress(
+            addr6_request(7, a, 128, true),
+        )) else {
+            panic!()
+        };
+        let got = parse_addr6(&back).unwrap();
+        assert_eq!(
+            got,
+            Addr6 {
+                index: 7,
+                addr: a,
+                prefix: 128,
+                nodad: true,
+                tentative: false
+            }
+        );
+        assert!(back.attributes.contains(&AddressAttribute::Flags(
+            AddressFlags::Nodad | AddressFlags::Noprefixroute
+        )));
+        assert!(parse_addr(&back).is_none(), "not an IPv4 address");
+        let mut r = Route6::new(Ipv6Addr::UNSPECIFIED, 0, 9);
+        r.gateway = Some(v);
+        let RouteNetlinkMessage::NewRoute(back) =
+            roundtrip(RouteNetlinkMessage::NewRoute(route6_request(&r)))
+        else {
+            panic!()
+        };
+        assert_eq!(back.header.address_family, AddressFamily::Inet6);
+        assert_eq!(parse_route6(&back), Some(r));
+        let mut r = Route6::new(a, 128, 3);
+        r.prefsrc = Some(v);
+        let m = route6_request(&r);
+        assert_eq!(parse_route6(&m), Some(r));
+        assert!(parse_route(&m).is_none());
     }
 
     #[test]

@@ -238,6 +238,116 @@ t_instant_routability() {
     [[ ${#bad[@]} == 0 ]] || fail "first ping lost: ${bad[*]} (of $MF_INSTANT_TRIALS trials)"
 }
 
+# addr6 VM_UNDERLAY N [--ipv6-only] — the IPv6 address of container #N, from `meshfwd addr`
+addr6() { "$MESHFWD" addr --json --vm "$1" --container "$2" "${@:3}" | _mf_json_get overlay6; }
+
+# Dual-stack by default: the /128 (nodad, no tentative address left),
+# accept_ra=0 on both ends, the VM's IPv6 overlay address on the VM-side veth
+# as gateway, ping6 both ways through the veth; detach removes both families.
+t_dual_stack() {
+    local before="$MF_RUN_DIR/dual.before" vns cns a a6 v6 out ul=192.168.77.10
+    mf_bare_vm dsvm $ul || fail "bare VM dsvm"
+    mf_ipv6_on dsvm || fail "IPv6 on in dsvm"
+    vns=$(mf_ns dsvm)
+    mf_snap dsvm >"$before"
+    mf_netns_add x8 || fail "netns"
+    mf_ipv6_on x8 || fail "IPv6 on in x8"
+    cns=$(mf_ns x8)
+    attach dsvm x8 8 --json
+    [[ $RC == 0 ]] || fail "attach exited $RC: $ERR"
+    a=$(json address); a6=$(json address6); v6=$(json vm_overlay6)
+    [[ $a == "$(mf_container_addr $ul 8)" ]] || fail "address $a is not container #8's"
+    [[ $a6 == "$(addr6 $ul 8)" ]] || fail "address6 $a6 is not container #8's"
+    [[ $v6 == "$("$MESHFWD" addr --json $ul | _mf_json_get vm_overlay6)" ]] || fail "vm_overlay6 $v6"
+    [[ $(json families) == dual ]] || fail "families: $OUT"
+    # VM side: V6/128 nodad on the veth, the /128 route with src V6, accept_ra=0
+    out=$(ip -n "$vns" -6 -o addr show dev mfc8); note "$out"
+    grep -q "inet6 $v6/128 scope global nodad noprefixroute" <<<"$out" || fail "mfc8 lacks $v6/128 nodad: $out"
+    [[ $(ip netns exec "$vns" sysctl -n net.ipv6.conf.mfc8.accept_ra) == 0 ]] || fail "accept_ra on mfc8"
+    out=$(ip -n "$vns" -6 route show "$a6/128"); note "$out"
+    grep -q "^$a6 dev mfc8 .*src $v6" <<<"$out" || fail "VM route to $a6: $out"
+    # container side
+    out=$(ip -n "$cns" -6 -o addr show dev eth0); note "$out"
+    grep -q "inet6 $a6/128 scope global nodad" <<<"$out" || fail "container lacks $a6/128 nodad: $out"
+    grep -q tentative <<<"$out" && fail "tentative address in the container: $out"
+    [[ $(ip netns exec "$cns" sysctl -n net.ipv6.conf.eth0.accept_ra) == 0 ]] || fail "accept_ra on the container's eth0"
+    out=$(ip -n "$cns" -6 route); note "$out"
+    grep -q "^default via $v6 dev eth0" <<<"$out" || fail "container IPv6 default route: $out"
+    grep -q "^$v6 dev eth0" <<<"$out" || fail "container route to $v6: $out"
+    out=$(ip -n "$cns" -4 -o addr show dev eth0)
+    grep -q "inet $a/32 " <<<"$out" || fail "container lacks $a/32: $out"
+    mf_exec x8 ping -6 -n -c 2 -i 0.2 -W 1 "$v6" >&2 || fail "x8 cannot ping6 its VM $v6"
+    mf_exec dsvm ping -6 -n -c 2 -i 0.2 -W 1 "$a6" >&2 || fail "vm1 cannot ping6 $a6"
+    mf_exec dsvm ping -n -c 1 -W 1 "$a" >&2 || fail "vm1 cannot ping $a"
+    detach dsvm x8
+    [[ $RC == 0 ]] || fail "detach exited $RC: $ERR"
+    [[ -z $(ip -n "$vns" -6 route show "$a6/128") ]] || fail "route to $a6 left behind"
+    same_as "$before" dsvm
+}
+
+# --ipv6-only: no IPv4 at all, and a number above the IPv4 block (wide: 4094).
+t_ipv6_only_beyond_ipv4() {
+    local before="$MF_RUN_DIR/v6only.before" cns a6 v6 out
+    mf_bare_vm v6vm 192.168.77.8 || fail "bare VM v6vm"
+    mf_ipv6_on v6vm || fail "IPv6 on in v6vm"
+    mf_snap v6vm >"$before"
+    mf_netns_add o1 || fail "netns"
+    mf_netns_add o2 || fail "netns"
+    mf_ipv6_on o1 || fail "IPv6 on in o1"
+    mf_ipv6_on o2 || fail "IPv6 on in o2"
+    cns=$(mf_ns o1)
+    attach v6vm o1 5000
+    [[ $RC == 2 && $ERR == *"--ipv6-only allows"* ]] || fail "dual-stack #5000: rc $RC, $ERR"
+    attach v6vm o1 5000 --ipv6-only --json
+    [[ $RC == 0 ]] || fail "attach --ipv6-only 5000: rc $RC, $ERR"
+    a6=$(json address6); v6=$(json vm_overlay6)
+    [[ $a6 == "$(addr6 192.168.77.8 5000 --ipv6-only)" && $a6 == *:1389 ]] || fail "address6 $a6 (index 5001 = 0x1389)"
+    [[ $(json address) == None && $(json families) == ipv6 && $(json veth) == mfc5000 ]] || fail "json: $OUT"
+    out=$(ip -n "$cns" -o addr show dev eth0); note "$out"
+    grep -q "inet " <<<"$out" && fail "IPv4 address on an IPv6-only container: $out"
+    [[ -z $(ip -n "$cns" route) ]] || fail "IPv4 routes in an IPv6-only container"
+    mf_exec o1 ping -6 -n -c 2 -i 0.2 -W 1 "$v6" >&2 || fail "o1 cannot ping6 $v6"
+    mf_exec v6vm ping -6 -n -c 2 -i 0.2 -W 1 "$a6" >&2 || fail "v6vm cannot ping6 $a6"
+    # container to container through the VM (IPv6 forwarding in the VM)
+    ip netns exec "$(mf_ns v6vm)" sysctl -qw net.ipv6.conf.all.forwarding=1
+    attach v6vm o2 4294967294 --ipv6-only --json
+    [[ $RC == 0 && $(json address6) == *:c0a8:4d08:ffff:ffff ]] || fail "top number: rc $RC, $OUT"
+    mf_exec o1 ping -6 -n -c 2 -i 0.2 -W 1 "$(json address6)" >&2 || fail "o1 cannot ping6 o2"
+    attach v6vm o2 4294967295 --ipv6-only
+    [[ $RC == 2 ]] || fail "number 2^32-1: rc $RC"
+    detach v6vm o1; [[ $RC == 0 ]] || fail "detach o1: rc $RC"
+    detach v6vm o2; [[ $RC == 0 ]] || fail "detach o2: rc $RC"
+    ip netns exec "$(mf_ns v6vm)" sysctl -qw net.ipv6.conf.all.forwarding=0
+    same_as "$before" v6vm
+}
+
+# IPv6 disabled in the container: a warning and IPv4 only when dual-stack was
+# the default, an error when IPv6 was asked for; bad --overlay6 is usage.
+t_ipv6_disabled_and_bad_prefix() {
+    local before="$MF_RUN_DIR/nov6.before" cns
+    mf_bare_vm nov6 192.168.77.9 || fail "bare VM nov6"
+    mf_ipv6_on nov6 || fail "IPv6 on in nov6"
+    mf_snap nov6 >"$before"
+    mf_netns_add n1 || fail "netns"   # IPv6 off, as mf_netns_add leaves it
+    cns=$(mf_ns n1)
+    attach nov6 n1 2 --ipv6-only
+    [[ $RC == 1 && $ERR == *"IPv6 is disabled in"* ]] || fail "--ipv6-only without IPv6: rc $RC, $ERR"
+    attach nov6 n1 2 --overlay6 fd00:1::/64
+    [[ $RC == 1 && $ERR == *"IPv6 is disabled in"* ]] || fail "--overlay6 without IPv6: rc $RC, $ERR"
+    attach nov6 n1 2 --json
+    [[ $RC == 0 && $ERR == *"warning: IPv6 is disabled in"*"gets IPv4 only"* ]] || fail "default: rc $RC, $ERR"
+    [[ $(json families) == ipv4 && $(json address6) == None && $(json ipv6_unavailable) == *disable_ipv6* ]] || fail "json: $OUT"
+    [[ -z $(ip -n "$cns" -6 -o addr show dev eth0) ]] || fail "IPv6 address in a namespace without IPv6"
+    detach nov6 n1; [[ $RC == 0 ]] || fail "detach: rc $RC"
+    for p in fd00::/48 fc00::/64 2001:db8::/64 nonsense; do
+        attach nov6 n1 2 --overlay6 "$p"
+        [[ $RC == 2 && $ERR == *"--overlay6"* ]] || fail "--overlay6 $p: rc $RC, $ERR"
+    done
+    attach nov6 n1 2 --ipv4-only --ipv6-only
+    [[ $RC == 2 ]] || fail "--ipv4-only --ipv6-only: rc $RC"
+    same_as "$before" nov6
+}
+
 # -------------------------------------------------------------------- main --
 
 main() {
@@ -253,7 +363,8 @@ main() {
     fi
     local t
     for t in t_wiring_and_roundtrip t_roundtrip_bare_vm t_refusals t_rollback t_detach_twice \
-        t_detach_after_netns_deleted t_instant_routability; do
+        t_detach_after_netns_deleted t_dual_stack t_ipv6_only_beyond_ipv4 \
+        t_ipv6_disabled_and_bad_prefix t_instant_routability; do
         rn_test "${t#t_}" "$t"
     done
     for t in "${MF_VMS[@]}"; do mf_running "$t" || rn_fail meshfwd_alive "$t: meshfwd died"; done

@@ -380,43 +380,46 @@ clean_after() {
 # DEL; after every DEL nothing may be left: no mfc* link or lo:meshfwd
 # address on the VM, no interface but lo in the container, no lease, no temp file.
 t_crash_recovery() {
-    local before="$MF_RUN_DIR/crash.before" w mode left sends="" kinds=() prev
+    local ns=${1:-cr}
+    local before="$MF_RUN_DIR/crash.$ns.before" w mode left sends="" kinds=() prev
     command -v strace >/dev/null || fail "strace not installed (apt-get install strace)"
     mf_snap vm1 >"$before"
-    mf_netns_add cr || fail "netns cr"
+    # (the dual variant made its namespace already: outside its subshell, so
+    # that the test's EXIT trap deletes it)
+    [[ -e /run/netns/$(mf_ns "$ns") ]] || mf_netns_add "$ns" || fail "netns $ns"
     for spec in "sendto,sendmsg "{1..60} "rename,renameat,renameat2 "{1..3}; do
         read -r sc w <<<"$spec"
         [[ $sc == sendto* && -n $sends && $sends == *done* ]] && continue
         for mode in del add; do
-            crash_add "$sc" "$w" ctr-crash cr
+            crash_add "$sc" "$w" ctr-crash "$ns"
             if [[ $RC == 0 ]]; then   # finished before the w-th call: the sweep is complete
                 [[ $sc == sendto* ]] && sends+=" done@$w"
-                cni vm1 DEL ctr-crash cr eth0 "$(conf vm1)"
+                cni vm1 DEL ctr-crash "$ns" eth0 "$(conf vm1)"
                 [[ $RC == 0 ]] || fail "DEL after a complete ADD: rc $RC, $OUT $ERR"
-                clean_after "uninterrupted ADD ($sc $w)" "$before" cr
+                clean_after "uninterrupted ADD ($sc $w)" "$before" "$ns"
                 break
             fi
             [[ $RC == 137 ]] || fail "ADD killed at $sc #$w: rc $RC (expected 137): $OUT $ERR"
-            left=$(leftovers cr)
+            left=$(leftovers "$ns")
             note "killed at $sc #$w ($mode): left: ${left:-nothing}"
             [[ $mode == del && -n $left ]] && kinds+=("${sc%%,*}#$w:[$left]")
             if [[ $mode == add ]]; then
-                cni vm1 ADD ctr-crash cr eth0 "$(conf vm1)"
+                cni vm1 ADD ctr-crash "$ns" eth0 "$(conf vm1)"
                 [[ $RC == 0 ]] || fail "killed at $sc #$w, retried ADD: rc $RC, $OUT $ERR"
                 prev=$OUT
-                cni vm1 CHECK ctr-crash cr eth0 "$(conf vm1 "\"prevResult\":$prev")"
+                cni vm1 CHECK ctr-crash "$ns" eth0 "$(conf vm1 "\"prevResult\":$prev")"
                 [[ $RC == 0 ]] || fail "killed at $sc #$w, CHECK after the retried ADD: rc $RC, $OUT $ERR"
-                [[ $(mf_ping cr "${MF_OVL[vm1]}" 1) == 1/1 ]] || fail "killed at $sc #$w: container cannot ping the VM after the retried ADD"
+                [[ $(mf_ping "$ns" "${MF_OVL[vm1]}" 1) == 1/1 ]] || fail "killed at $sc #$w: container cannot ping the VM after the retried ADD"
             fi
-            cni vm1 DEL ctr-crash cr eth0 "$(conf vm1)"
+            cni vm1 DEL ctr-crash "$ns" eth0 "$(conf vm1)"
             [[ $RC == 0 ]] || fail "killed at $sc #$w, DEL: rc $RC, $OUT $ERR"
-            clean_after "killed at $sc #$w, $mode" "$before" cr
+            clean_after "killed at $sc #$w, $mode" "$before" "$ns"
             if [[ $mode == del ]]; then
-                cni vm1 ADD ctr-crash cr eth0 "$(conf vm1)"
+                cni vm1 ADD ctr-crash "$ns" eth0 "$(conf vm1)"
                 [[ $RC == 0 ]] || fail "killed at $sc #$w, ADD after DEL: rc $RC, $OUT $ERR"
-                cni vm1 DEL ctr-crash cr eth0 "$(conf vm1)"
+                cni vm1 DEL ctr-crash "$ns" eth0 "$(conf vm1)"
                 [[ $RC == 0 ]] || fail "killed at $sc #$w, DEL after DEL+ADD: rc $RC"
-                clean_after "killed at $sc #$w, DEL+ADD+DEL" "$before" cr
+                clean_after "killed at $sc #$w, DEL+ADD+DEL" "$before" "$ns"
             fi
         done
     done
@@ -424,6 +427,118 @@ t_crash_recovery() {
     note "kills that left state: ${kinds[*]}"
     w=${sends#*done@}
     detail "a whole ADD makes $((w - 1)) netlink sends; kills that left state: ${kinds[*]:-none}; all cleaned"
+}
+
+# The same sweep with IPv6 on in vm1 and the container: the dual-stack ADD
+# (IPv6 address on both veth ends, sysctls, /128 routes) killed at every step.
+t_crash_recovery_dual() {
+    local vns rc; vns=$(mf_ns vm1)
+    mf_netns_add cr6 || fail "netns cr6"
+    mf_ipv6_on cr6 || fail "IPv6 on in cr6"
+    mf_ipv6_on vm1 || fail "IPv6 on in vm1"
+    (t_crash_recovery cr6); rc=$?
+    ip netns exec "$vns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    return $rc
+}
+
+# Dual-stack by default: one lease, both addresses in the result (interface 1,
+# gateways, ::/0), the wiring checked by CHECK for both families, DEL removes both.
+t_dual_stack() {
+    local before="$MF_RUN_DIR/ds.before" ul=192.168.77.20 vns cns a a6 v6 prev out c
+    mf_bare_vm cds $ul || fail "bare VM cds"
+    mf_ipv6_on cds || fail "IPv6 on in cds"
+    vns=$(mf_ns cds)
+    mf_snap cds >"$before"
+    mf_netns_add d1 || fail "netns d1"
+    mf_ipv6_on d1 || fail "IPv6 on in d1"
+    cns=$(mf_ns d1)
+    # the meshfwd-cni entry of docs/cni/meshfwd-dualstack.conflist, with this node's
+    # address and the test's IPAM directory
+    c=$("$MF_PY" -c 'import json, sys
+l = json.load(open(sys.argv[1])); p = l["plugins"][0]
+p.update(cniVersion=l["cniVersion"], name="meshtest", dataDir=sys.argv[2], local=sys.argv[3])
+print(json.dumps(p))' "$HERE/../../docs/cni/meshfwd-dualstack.conflist" "$MF_RUN_DIR/ipam-cds" $ul) || fail "conflist"
+    cni cds ADD ctr-d1 d1 eth0 "$c"
+    [[ $RC == 0 ]] || fail "ADD: rc $RC, $OUT $ERR"
+    a=$(mf_container_addr $ul 1)
+    a6=$("$MESHFWD" addr --json --vm $ul --container 1 | _mf_json_get overlay6)
+    v6=$("$MESHFWD" addr --json $ul | _mf_json_get vm_overlay6)
+    [[ $(jget ips.0.address) == "$a/32" && $(jget ips.1.address) == "$a6/128" ]] || fail "ips: $OUT"
+    [[ $(jget ips.1.gateway) == "$v6" && $(jget ips.1.interface) == 1 ]] || fail "IPv6 gateway/interface: $OUT"
+    [[ $(jget routes.1.dst) == ::/0 && $(jget routes.1.gw) == "$v6" ]] || fail "IPv6 route: $OUT"
+    [[ $(leases cds) == "$a" ]] || fail "one lease, named by the IPv4 address: $(leases cds | tr '\n' ' ')"
+    out=$(ip -n "$cns" -6 -o addr show dev eth0); note "$out"
+    grep "inet6 $a6/128 scope global nodad" <<<"$out" >/dev/null || fail "container lacks $a6/128 nodad"
+    grep tentative <<<"$out" >/dev/null && fail "tentative address: $out"
+    [[ $(ip netns exec "$cns" sysctl -n net.ipv6.conf.eth0.accept_ra) == 0 ]] || fail "accept_ra"
+    ip -n "$vns" -6 route show "$a6/128" | grep "dev mfc1 .*src $v6" >/dev/null || fail "VM route to $a6"
+    mf_exec d1 ping -6 -n -c 2 -i 0.2 -W 1 "$v6" >&2 || fail "d1 cannot ping6 $v6"
+    mf_exec cds ping -6 -n -c 2 -i 0.2 -W 1 "$a6" >&2 || fail "cds cannot ping6 $a6"
+    prev=$OUT
+    cni cds ADD ctr-d1 d1 eth0 "$c"
+    [[ $RC == 0 && $OUT == "$prev" ]] || fail "repeated ADD: rc $RC, $OUT"
+    cni cds CHECK ctr-d1 d1 eth0 "${c%\}},\"prevResult\":$prev}"
+    [[ $RC == 0 && -z $OUT ]] || fail "CHECK: rc $RC, $OUT $ERR"
+    ip -n "$cns" -6 route del default || fail "route del"
+    cni cds CHECK ctr-d1 d1 eth0 "$(conf cds "\"local\":\"$ul\",\"prevResult\":$prev")"
+    expect_error 102 "no IPv6 default route via $v6"
+    cni cds DEL ctr-d1 d1 eth0 "$c"
+    [[ $RC == 0 && -z $(leases cds) ]] || fail "DEL: rc $RC, $OUT"
+    [[ -z $(ip -n "$vns" -6 route show "$a6/128") ]] || fail "IPv6 route left after DEL"
+    same_as "$before" cds
+}
+
+# ipv6Only: the lease is the IPv6 address, and numbers go beyond the IPv4 block.
+t_ipv6_only() {
+    local before="$MF_RUN_DIR/v6o.before" ul=192.168.77.21 cns a6 prev c dir
+    mf_bare_vm cv6 $ul || fail "bare VM cv6"
+    mf_ipv6_on cv6 || fail "IPv6 on in cv6"
+    mf_snap cv6 >"$before"
+    mf_netns_add e1 || fail "netns e1"
+    mf_ipv6_on e1 || fail "IPv6 on in e1"
+    cns=$(mf_ns e1)
+    c=$(conf cv6 "\"local\":\"$ul\",\"ipv6Only\":true")
+    # round robin continues after the last number handed out: start past 4094
+    dir=$(ipam_dir cv6); mkdir -p "$dir"
+    "$MESHFWD" addr --json --vm $ul --container 4999 --ipv6-only | _mf_json_get overlay6 >"$dir/last_reserved"
+    cni cv6 ADD ctr-e1 e1 eth0 "$c"
+    [[ $RC == 0 ]] || fail "ADD: rc $RC, $OUT $ERR"
+    a6=$("$MESHFWD" addr --json --vm $ul --container 5000 --ipv6-only | _mf_json_get overlay6)
+    [[ $(jget ips.0.address) == "$a6/128" && -z $(jget ips.1.address) ]] || fail "ips: $OUT"
+    [[ $(jget routes.0.dst) == ::/0 && $(jget interfaces.0.name) == mfc5000 ]] || fail "result: $OUT"
+    [[ -f $dir/$a6 ]] || fail "lease file $a6 missing: $(ls "$dir")"
+    [[ -z $(ip -n "$cns" -4 -o addr show dev eth0) ]] || fail "IPv4 address on an IPv6-only container"
+    mf_exec e1 ping -6 -n -c 2 -i 0.2 -W 1 "$(jget ips.0.gateway)" >&2 || fail "e1 cannot ping6 its VM"
+    prev=$OUT
+    cni cv6 CHECK ctr-e1 e1 eth0 "$(conf cv6 "\"local\":\"$ul\",\"ipv6Only\":true,\"prevResult\":$prev")"
+    [[ $RC == 0 ]] || fail "CHECK: rc $RC, $OUT $ERR"
+    cni cv6 DEL ctr-e1 e1 eth0 "$c"
+    [[ $RC == 0 && ! -f $dir/$a6 ]] || fail "DEL: rc $RC, $OUT"
+    same_as "$before" cv6
+}
+
+# IPv6 disabled in the container: IPv4 with a warning by default, error 100
+# when "overlay6" asks for IPv6; malformed IPv6 keys are error 7.
+t_ipv6_disabled_and_malformed() {
+    local ul=192.168.77.22 c
+    mf_bare_vm cn6 $ul || fail "bare VM cn6"
+    mf_ipv6_on cn6 || fail "IPv6 on in cn6"
+    mf_netns_add f1 || fail "netns f1"
+    cni cn6 ADD ctr-f1 f1 eth0 "$(conf cn6 "\"local\":\"$ul\",\"overlay6\":\"fd00:1::/64\"")"
+    expect_error 100 "IPv6 is disabled in"
+    [[ -z $(leases cn6) ]] || fail "lease left by a failed ADD"
+    cni cn6 ADD ctr-f1 f1 eth0 "$(conf cn6 "\"local\":\"$ul\"")"
+    [[ $RC == 0 && $ERR == *"gets IPv4 only"* && -z $(jget ips.1.address) ]] || fail "default: rc $RC, $OUT $ERR"
+    cni cn6 CHECK ctr-f1 f1 eth0 "$(conf cn6 "\"local\":\"$ul\",\"prevResult\":$OUT")"
+    [[ $RC == 0 ]] || fail "CHECK of the IPv4 fallback: rc $RC, $OUT $ERR"
+    cni cn6 DEL ctr-f1 f1 eth0 "$(conf cn6 "\"local\":\"$ul\"")"
+    [[ $RC == 0 ]] || fail "DEL: rc $RC"
+    for c in '"overlay6":"fd00::/48"|must be a /64' '"overlay6":"fc00::/64"|fd00::/8' \
+        '"overlay6":"2001:db8::/64"|fd00::/8' '"overlay6":"bogus"|"overlay6"' \
+        '"ipv6Only":"yes"|must be true or false' '"ipv4Only":true,"ipv6Only":true|exclude each other'; do
+        cni cn6 ADD ctr-f1 f1 eth0 "$(conf cn6 "\"local\":\"$ul\",${c%%|*}")"
+        expect_error 7 "${c#*|}"
+    done
 }
 
 # -------------------------------------------------------------------- main --
@@ -445,7 +560,8 @@ main() {
     fi
     local t
     for t in t_version_and_about t_add_check_del t_traffic_between_vms t_parallel_adds \
-        t_del_after_netns_gone t_crash_recovery t_block_exhaustion t_malformed_input t_malformed_prev_result t_status_and_gc; do
+        t_del_after_netns_gone t_crash_recovery t_crash_recovery_dual t_block_exhaustion t_malformed_input t_malformed_prev_result t_status_and_gc \
+        t_dual_stack t_ipv6_only t_ipv6_disabled_and_malformed; do
         rn_test "${t#t_}" "$t"
     done
     for t in "${MF_VMS[@]}"; do mf_running "$t" || rn_fail meshfwd_alive "$t: meshfwd died"; done

@@ -482,3 +482,16 @@ mf_tcpdump_stop() {
     kill -INT "$1" 2>/dev/null
     mf_reap "$1" 5 || true
 }
+
+# mf_ipv6_on NAME — IPv6 back on in a namespace (mf_netns_add turns it off), for
+# dual-stack containers; DAD off first, so that no address is still tentative
+# when a test takes a snapshot, and wait for a bare VM's eth0 carrier.
+mf_ipv6_on() {
+    local ns i; ns=$(mf_ns "$1")
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 || return 1
+    for i in $(ip -n "$ns" -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'); do
+        ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$i.accept_dad=0" || return 1
+    done
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 || return 1
+    for i in $(seq 30); do ip -n "$ns" -o link show | grep NO-CARRIER >/dev/null || break; sleep 0.1; done
+}

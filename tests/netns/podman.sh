@@ -136,7 +136,8 @@ main() {
     echo "# podman + meshfwd-cni: $(podman --version), logs in $MF_RUN_DIR"
 
     # ---- setup: mesh, plugin dir, rootfs, per-VM podman configuration
-    if ! { mf_mesh --containers 0 192.168.16.32 192.168.16.33 && mf_start_all &&
+    # vm1 has IPv6 (pa is dual-stack), vm2 has none (pb falls back to IPv4 only)
+    if ! { mf_mesh --containers 0 192.168.16.32 192.168.16.33 && mf_start_all && mf_ipv6_on vm1 &&
         mkdir -p "$P/bin" && cp "$MESHFWD_CNI" "$P/bin/meshfwd-cni" && cp "$MF_CNI_LOOPBACK" "$P/bin/loopback" &&
         build_rootfs && podman_setup vm1 && podman_setup vm2 &&
         head -c "$MF_PODMAN_BYTES" /dev/urandom >"$P/send.bin" && mkdir -p "$P/out"; } >>"$L" 2>&1; then
@@ -166,6 +167,20 @@ main() {
         rn_ok addresses_and_leases "vm1 lease $(leases vm1), vm2 lease $(leases vm2)"
     else
         rn_fail addresses_and_leases "pa $a1 (want $want), leases vm1 '$(leases vm1)' vm2 '$(leases vm2)'"
+    fi
+
+    # ---- pa is dual-stack: podman took the /128 from the CNI result, the VM reaches it
+    local a6 v6 got6
+    a6=$("$MESHFWD" addr --json --vm "${MF_UL[vm1]}" --container 1 | _mf_json_get overlay6)
+    v6=$("$MESHFWD" addr --json "${MF_UL[vm1]}" | _mf_json_get vm_overlay6)
+    got6=$(pm vm1 inspect --format '{{.NetworkSettings.Networks.meshnet.GlobalIPv6Address}}' pa 2>>"$L")
+    { pm vm1 exec pa ip -6 addr; pm vm1 inspect --format '{{json .NetworkSettings}}' pa; } >>"$L" 2>&1
+    if [[ $got6 == "$a6" ]] && pm vm1 exec pa ip -6 -o addr show dev eth0 2>>"$L" | grep "$a6/128" >/dev/null &&
+        mf_exec vm1 ping -6 -n -c 2 -i 0.2 -W 1 "$a6" >>"$L" 2>&1 &&
+        [[ -z $(pm vm2 inspect --format '{{.NetworkSettings.Networks.meshnet.GlobalIPv6Address}}' pb 2>>"$L") ]]; then
+        rn_ok dual_stack "pa $a1 and $a6 (podman inspect), ping6 from vm1 via $v6; pb IPv4 only"
+    else
+        rn_fail dual_stack "pa: podman inspect GlobalIPv6Address '$got6', expected $a6 (log $L)"
     fi
 
     # ---- ping both ways
