@@ -567,7 +567,8 @@ KD_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_hos
 # same case with --gre-receive shard failed the same two tests (tcp_to_vm,
 # http_to_host), so this predates the fanout group.
 KD_US_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host wire kd_us_icmp
-    kd_counters kd_craft kd_sigterm)
+    kd_us_csum kd_counters kd_craft kd_sigterm)
+declare -A KD_CSUM0=()
 KD_DEV=mfk0
 KD_BIN=""
 declare -A KD_VMFLAGS=()
@@ -672,6 +673,26 @@ t_kd_us_icmp() {
     note "host meshfwd errors.icmp_port_unreachable=$v (from the VM's ip_gre)"
 }
 
+# Tcp InCsumErrors of the VM (/proc/net/snmp)
+vm_tcp_csum_errors() {
+    vm_run "awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if (\$i == \"InCsumErrors\") c = i; h = 1 } else print \$c }' /proc/net/snmp" &&
+        printf '%s\n' "${KI_OUT//[^0-9]/}"
+}
+
+# the transfers into the VM (tcp_to_vm, http_to_host) left no TCP checksum
+# error in the VM: GRE GRO merged packets (GRO on, case kdautogro) must reach
+# the TUN as TSO writes, not as oversized packets with a partial checksum.
+# Also reports how many merged packets the VM's meshfwd received (its
+# rx_bytes per rx_packets above the underlay MTU shows them).
+t_kd_us_csum() {
+    local name=$1 now rxp rxb
+    now=$(vm_tcp_csum_errors) || { REASON="cannot read the VM's /proc/net/snmp"; return 1; }
+    rxp=$(kd_stat "$name" rx_packets); rxb=$(kd_stat "$name" rx_bytes)
+    note "VM Tcp InCsumErrors ${KD_CSUM0[$name]:-?} -> $now; VM meshfwd rx_packets $rxp rx_bytes $rxb (mean $((rxb / (rxp > 0 ? rxp : 1))) B)"
+    [[ -n ${KD_CSUM0[$name]:-} && $now == "${KD_CSUM0[$name]}" ]] ||
+        { REASON="VM Tcp InCsumErrors ${KD_CSUM0[$name]:-?} -> $now"; return 1; }
+}
+
 # kill -9 leaves the device; a restart reclaims it and forwards again
 t_kd_kill9_restart() {
     local name=$1 r
@@ -728,6 +749,7 @@ kd_main() {
             rn_result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail
         else
             vm_run "ethtool -K eth0 gro ${gro:-on}" || rn_result "$name/gro" "ethtool -K eth0 gro ${gro:-on}: $KI_OUT"
+            KD_CSUM0[$name]=$(vm_tcp_csum_errors)
             # the datapath the VM's meshfwd says it runs
             vm_run "grep -o 'datapath [a-z]*[ :(,][^,]*' /tmp/$name.log | head -n 2" && note "$name in the VM: ${KI_OUT//$'\n'/; }"
             for t in "${tests[@]}"; do rn_test_inline "$name/$t" "t_$t" "$name" $((40 + idx)); done
