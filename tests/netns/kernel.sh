@@ -559,13 +559,12 @@ KD_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_hos
     kd_counters kd_craft kd_kill9_restart kd_sigterm)
 # userspace meshfwd in the VM where ip_gre is loaded: --datapath auto on an
 # unkeyed grid falls back to it below 6.3. Two things the kernel does to GRE
-# it does not own are pinned, not fixed yet (docs/EBPF.md): ip_gre answers
-# every packet with ICMP port unreachable (kd_us_icmp instead of counters),
-# and with GRO on the VM's NIC, GRE GRO merges packets before meshfwd sees
-# them and TCP into the VM fails with checksum errors (case kdautogro,
-# MF_KERNEL_KD_GRO=1; kdauto runs with GRO off). Both receive paths: the
-# same case with --gre-receive shard failed the same two tests (tcp_to_vm,
-# http_to_host), so this predates the fanout group.
+# it does not own (docs/EBPF.md): ip_gre answers it with ICMP port
+# unreachable unless meshfwd's drop-all collect-metadata device mfgrequiet
+# takes it (kd_us_icmp), and with GRO on the VM's NIC (kdautogro) GRE GRO
+# merges packets before meshfwd sees them, which the fanout path must write
+# to the TUN as TSO writes or the VM counts TCP checksum errors (kd_us_csum;
+# before the fix: InCsumErrors 0 -> 781, tcp_to_vm and http_to_host failed).
 KD_US_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host wire kd_us_icmp
     kd_us_csum kd_counters kd_craft kd_sigterm)
 declare -A KD_CSUM0=()
