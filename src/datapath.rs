@@ -188,7 +188,11 @@ drop_reasons! {
     /// Ingress: the datagram did not fit the receive buffer.
     Truncated => "truncated",
     /// Egress: a TUN super-packet (virtio-net header + TSO/USO payload) that
-    /// could not be split into segments.
+    /// could not be split into segments. Ingress (packet-socket receive): a
+    /// packet the kernel merged (GRE GRO) or left with a partial checksum
+    /// whose offload metadata does not fit the inner packet (not TCP/IPv4,
+    /// checksum elsewhere than the inner transport header), or a TUN
+    /// without offload, which cannot take it.
     OffloadMalformed => "offload_malformed",
     /// Egress: a DF packet larger than the underlay path allows (EMSGSIZE); the
     /// sender gets ICMP "fragmentation needed" unless rate-limited.
@@ -518,6 +522,18 @@ impl Datapath {
     /// IPv4 header included). May rewrite the inner ECN bits (RFC 6040).
     #[inline]
     pub fn decapsulate(&self, buf: &mut [u8], len: usize) -> Result<Decapsulated, DropReason> {
+        self.decapsulate_ip(buf, len, true)
+    }
+
+    /// [`Datapath::decapsulate`], with the GRE checksum (if any) verified
+    /// only when `gre_csum`.
+    #[inline]
+    fn decapsulate_ip(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        gre_csum: bool,
+    ) -> Result<Decapsulated, DropReason> {
         let outer_buf = buf.get(..len).ok_or(DropReason::Truncated)?;
         let outer = Ipv4Packet::new_checked(outer_buf)?;
         if outer.protocol() != ipv4::PROTO_GRE {
@@ -530,7 +546,7 @@ impl Datapath {
         let outer_ecn = outer.ecn();
         let gre_start = outer.header_len();
         let gre_end = usize::from(outer.total_len());
-        self.decapsulate_gre(buf, gre_start, gre_end, sender, outer_ecn)
+        self.decapsulate_gre(buf, gre_start, gre_end, sender, outer_ecn, gre_csum)
     }
 
     /// [`Datapath::decapsulate`] for a packet taken from the link layer (a
@@ -542,7 +558,28 @@ impl Datapath {
         if !outer.verify_checksum() {
             return Err(DropReason::BadIpChecksum);
         }
-        self.decapsulate(buf, len)
+        self.decapsulate_ip(buf, len, true)
+    }
+
+    /// [`Datapath::decapsulate_link`] for a packet the kernel merged from
+    /// several (GRE GRO), as its offload metadata says (`crate::gso`): the
+    /// merged packet's GRE checksum is its first segment's, and the kernel
+    /// verified every segment's before merging (it never merges one that
+    /// fails), so it is not verified again. Every other check runs on the
+    /// merged headers, which all the segments share: GRO merges only
+    /// packets with the same outer addresses, GRE flags and key, and inner
+    /// addresses. Only for packets whose metadata says they were merged.
+    #[inline]
+    pub fn decapsulate_link_merged(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Decapsulated, DropReason> {
+        let outer = Ipv4Packet::new_checked(buf.get(..len).ok_or(DropReason::Truncated)?)?;
+        if !outer.verify_checksum() {
+            return Err(DropReason::BadIpChecksum);
+        }
+        self.decapsulate_ip(buf, len, false)
     }
 
     /// The ingress decision for a GRE-in-UDP payload `buf[..len]` (GRE header
@@ -561,7 +598,7 @@ impl Datapath {
         if self.encap != Encap::Udp {
             return Err(DropReason::WrongEncap);
         }
-        self.decapsulate_gre(buf, 0, len, u32::from(sender), outer_tos & 3)
+        self.decapsulate_gre(buf, 0, len, u32::from(sender), outer_tos & 3, true)
     }
 
     /// Checks shared by both encapsulations: GRE at `buf[gre_start..gre_end]`
@@ -574,6 +611,7 @@ impl Datapath {
         gre_end: usize,
         sender: u32,
         outer_ecn: u8,
+        gre_csum: bool,
     ) -> Result<Decapsulated, DropReason> {
         if sender & self.underlay_mask != self.underlay_net {
             return Err(DropReason::OuterSrcNotUnderlay);
@@ -592,7 +630,7 @@ impl Datapath {
         if self.csum && !g.has_checksum() {
             return Err(DropReason::GreChecksumMissing);
         }
-        if !g.verify_checksum() {
+        if gre_csum && !g.verify_checksum() {
             return Err(DropReason::GreChecksum);
         }
         if g.key() != self.key {

@@ -28,6 +28,7 @@
 //! an empty virtio-net header (the kernel checks them itself: DATA_VALID means
 //! nothing in this direction).
 
+use crate::gso::InnerOffload;
 use crate::wire::checksum;
 use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
@@ -166,6 +167,32 @@ impl Coalescer {
                 }
             }
         }
+    }
+
+    /// Adds the inner packet at `at` that the kernel merged (or left with a
+    /// partial checksum), as one write after the virtio-net header `o`
+    /// computed from the kernel's metadata (`crate::gso`): never coalesced
+    /// further, never checksum-verified here (its TCP checksum holds only
+    /// the pseudo-header sum; the kernel completes it). `false` when the
+    /// TUN takes no virtio-net headers: nothing is written (the caller
+    /// drops and counts it).
+    pub fn push_offloaded(&mut self, at: Piece, o: &InnerOffload) -> bool {
+        if !self.vnet {
+            return false;
+        }
+        self.close();
+        self.pieces.push(at);
+        let mut prefix = [0u8; PREFIX_MAX];
+        prefix[..VIRTIO_NET_HDR_LEN].copy_from_slice(&o.hdr);
+        self.writes.push(Write {
+            prefix,
+            prefix_len: VIRTIO_NET_HDR_LEN as u8,
+            first: (self.pieces.len() - 1) as u32,
+            count: 1,
+            packets: o.segments,
+            bytes: at.len,
+        });
+        true
     }
 
     /// Closes the open super-packet; call once after the last `push`.

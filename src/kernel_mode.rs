@@ -68,8 +68,9 @@ pub fn start(cfg: &Config, progs: &Programs) -> Result<KernelDevice, String> {
     let spec = DeviceSpec {
         name: &cfg.tun,
         mtu: u32::from(cfg.mtu),
-        addr: vm_overlay,
+        addr: Some(vm_overlay),
         prefix: cfg.layout.overlay().prefix(),
+        alias: crate::sys::gredev::ALIAS,
         csum: cfg.csum,
         egress: &progs.egress,
         ingress: &progs.ingress,

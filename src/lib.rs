@@ -17,6 +17,7 @@ pub mod counters;
 pub mod datapath;
 pub mod ebpf;
 pub mod gro;
+pub mod gso;
 pub mod kernel_mode;
 pub mod layout;
 pub mod layout6;

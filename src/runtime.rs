@@ -144,13 +144,18 @@ fn run(
             Err(why) => {
                 log::warn!(
                     "GRE receive: no packet fanout group ({why}); using one raw GRE socket per \
-                     worker instead, each of which gets a copy of every GRE packet"
+                     worker instead, each of which gets a copy of every GRE packet. Raw sockets \
+                     get no offload metadata: where the kernel merges GRE (GRE GRO, GRO on the \
+                     underlay device) TCP into containers fails with checksum errors; turn it \
+                     off there (ethtool -K DEV gro off)"
                 );
                 None
             }
         },
         _ => None,
     };
+    // Held until meshfwd exits (dropping it removes the device).
+    let _quiet = quiet_ip_gre(cfg.encap);
     let receive_mode = match (cfg.encap, &fanout) {
         (Encap::Udp, _) => "udp",
         (Encap::Gre, Some(_)) => "fanout",
@@ -259,7 +264,14 @@ fn run(
 
     // Everything privileged is open: keep no capability (and, with --user, no
     // root identity) for the rest of the process's life.
-    if !keep_privileges {
+    // With the ip_gre quiet device, CAP_NET_ADMIN stays to delete it at exit.
+    if !keep_privileges && _quiet.is_some() {
+        let uid = sys::privs::drop_privileges_keeping(user, &[sys::privs::CAP_NET_ADMIN])
+            .map_err(|e| (EXIT_CONFIG, e.to_string()))?;
+        log::debug!(
+            "kept CAP_NET_ADMIN only (to delete {QUIET_DEV} at exit), running as uid {uid}"
+        );
+    } else if !keep_privileges {
         let uid = sys::privs::drop_privileges(user).map_err(|e| (EXIT_CONFIG, e.to_string()))?;
         log::debug!("dropped all capabilities, running as uid {uid}");
     }
@@ -542,6 +554,35 @@ enum Underlays {
 /// interface that carries `--local` (one socket per worker, each with its
 /// own send-only raw socket), plus the one raw GRE socket for worker 0.
 /// Everything opened so far is closed again on failure (dropped).
+/// The collect-metadata GRE device with drop-all programs that keeps a
+/// loaded ip_gre from answering our GRE with ICMP port unreachable
+/// ([`KernelDevice::create_quiet`]); only in GRE mode where ip_gre is
+/// loaded. A failure is logged and changes nothing else.
+const QUIET_DEV: &str = "mfgrequiet";
+
+fn quiet_ip_gre(encap: Encap) -> Option<KernelDevice> {
+    if encap != Encap::Gre || !Path::new("/sys/module/ip_gre").exists() {
+        return None;
+    }
+    match KernelDevice::create_quiet(QUIET_DEV, &crate::ebpf::programs::drop_all()) {
+        Ok(d) => {
+            log::info!(
+                "ip_gre is loaded: created {QUIET_DEV} (collect-metadata GRE, drop-all tc \
+                 programs) so that ip_gre drops the GRE meant for meshfwd quietly instead of \
+                 answering it with ICMP port unreachable; removed on exit"
+            );
+            Some(d)
+        }
+        Err(e) => {
+            log::warn!(
+                "ip_gre is loaded and may answer GRE meant for meshfwd with ICMP port \
+                 unreachable (peers count errors.icmp_port_unreachable): {e}"
+            );
+            None
+        }
+    }
+}
+
 fn open_fanout(cfg: &Config, n: usize) -> Result<Vec<(FanoutGre, u64)>, String> {
     let ifname = cfg.underlay_if.as_deref().ok_or_else(|| {
         format!(

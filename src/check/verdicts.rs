@@ -169,7 +169,7 @@ pub fn check_gre_modules(g: &GreFacts, encap: Encap) -> Check {
         return Check::ok(
             N,
             format!(
-                "kernel GRE (ip_gre) is loaded or built in; {not_needed}. Note: ip_gre answers GRE that matches none of its own tunnels with ICMP port-unreachable; meshfwd still receives it, but peers see that noise (modprobe -r ip_gre if no kernel GRE tunnel is used)"
+                "kernel GRE (ip_gre) is loaded or built in; {not_needed}. Note: ip_gre answers GRE that matches none of its own tunnels with ICMP port-unreachable; in GRE mode meshfwd creates the collect-metadata device mfgrequiet (drop-all tc programs) so that it does not (needs CAP_BPF at start-up)"
             ),
         );
     }

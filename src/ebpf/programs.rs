@@ -563,6 +563,18 @@ pub fn ingress_at(p: &Params, k: &KernelOpts, l3: i32) -> Result<Vec<Insn>, Prog
     Ok(a.finish()?)
 }
 
+/// A tc program that drops every packet (`TC_ACT_SHOT`) and counts
+/// nothing: the ingress and egress of the collect-metadata GRE device that
+/// userspace meshfwd creates where ip_gre is loaded, so that ip_gre takes
+/// every GRE packet no tunnel of its own matches (the packet sockets have
+/// their copy by then) and drops it quietly instead of answering with ICMP
+/// port unreachable (`gre_rcv` → `icmp_send`).
+pub fn drop_all() -> Vec<Insn> {
+    let mut a = Asm::new();
+    a.mov64_imm(Reg::R0, TC_ACT_SHOT as i32).exit();
+    a.finish().unwrap_or_default()
+}
+
 /// Test support: `prog` behind a prologue that gives the skb the tunnel
 /// metadata a collect-metadata GRE device would attach on receive, so the
 /// ingress program can run under `BPF_PROG_TEST_RUN` (which builds skbs

@@ -700,3 +700,29 @@ proptest! {
         check_ingress(&p, &prog, &rx)?;
     }
 }
+
+#[test]
+fn drop_all_drops_everything() {
+    let prog = super::programs::drop_all();
+    assert_eq!(prog.len(), 2);
+    for (data, rx_tunnel) in [
+        (vec![0x45; 60], None),
+        (vec![], None),
+        (
+            vec![0x45; 20],
+            Some(super::interp::RxTunnel {
+                remote: 0xc0a8_0010,
+                key: Some(9),
+                csum: true,
+            }),
+        ),
+    ] {
+        let skb = super::interp::Skb {
+            data,
+            protocol: 0x0800,
+            rx_tunnel,
+        };
+        let r = super::interp::run(&prog, &skb).unwrap();
+        assert_eq!(r.ret, u64::from(super::programs::TC_ACT_SHOT));
+    }
+}

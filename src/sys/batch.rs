@@ -64,6 +64,12 @@ pub struct RecvMeta {
     pub src: Option<Ipv4Addr>,
     /// Outer IPv4 TOS byte (`IP_RECVTOS`; 0 when not reported).
     pub tos: u8,
+    /// The kernel's virtio-net header of the packet (a packet socket with
+    /// `PACKET_VNET_HDR`; all zeros elsewhere): `crate::gso::RxOffload`.
+    pub vnet: [u8; 10],
+    /// Bytes of link-layer header the kernel's offsets in `vnet` count
+    /// before the received data (which starts at the IPv4 header).
+    pub link_len: u16,
 }
 
 /// Preallocated `sendmmsg`/`recvmmsg` state for batches of up to `capacity()`.
@@ -267,6 +273,7 @@ impl Batch {
                     && self.addrs[i].sin_family == libc::AF_INET as libc::sa_family_t)
                     .then(|| Ipv4Addr::from(u32::from_be(self.addrs[i].sin_addr.s_addr))),
                 tos: 0,
+                ..RecvMeta::default()
             };
             for (level, kind, data) in cmsgs(&h.msg_hdr) {
                 match (level, kind) {

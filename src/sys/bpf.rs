@@ -194,8 +194,9 @@ pub fn shard_filter(index: u32, count: u32) -> Vec<sock_filter> {
     a.finish()
 }
 
-/// cBPF program for the fanout packet sockets (`AF_PACKET`, `SOCK_DGRAM`,
-/// so offset 0 is the outer IPv4 header): accepts IPv4 GRE addressed to
+/// cBPF program for the fanout packet sockets (`AF_PACKET`, `SOCK_RAW`:
+/// offset 0 is the link-layer header, whatever its length, so every load is
+/// relative to the network header, `SKF_NET_OFF`): accepts IPv4 GRE addressed to
 /// `local` that the device received for this host (`PACKET_HOST`: not our
 /// own outgoing packets, not broadcast, multicast or another host's), drops
 /// everything else. Fragments have been reassembled before the filter runs
@@ -203,6 +204,7 @@ pub fn shard_filter(index: u32, count: u32) -> Vec<sock_filter> {
 pub fn packet_filter(local: std::net::Ipv4Addr) -> Vec<sock_filter> {
     use libc::{BPF_ABS, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_W};
     let ancillary = |what: i32| (libc::SKF_AD_OFF + what) as u32;
+    let net = |at: i32| (libc::SKF_NET_OFF + at) as u32;
     let mut a = Asm::default();
     a.op(BPF_LD | BPF_B | BPF_ABS, ancillary(libc::SKF_AD_PKTTYPE))
         .jmp(
@@ -211,14 +213,14 @@ pub fn packet_filter(local: std::net::Ipv4Addr) -> Vec<sock_filter> {
             To::Next,
             To::Reject,
         )
-        .op(BPF_LD | BPF_B | BPF_ABS, 9) //                  IPv4 protocol
+        .op(BPF_LD | BPF_B | BPF_ABS, net(9)) //             IPv4 protocol
         .jmp(
             BPF_JMP | BPF_JEQ | BPF_K,
             libc::IPPROTO_GRE as u32,
             To::Next,
             To::Reject,
         )
-        .op(BPF_LD | BPF_W | BPF_ABS, 16) //                 IPv4 destination
+        .op(BPF_LD | BPF_W | BPF_ABS, net(16)) //            IPv4 destination
         .jmp(
             BPF_JMP | BPF_JEQ | BPF_K,
             u32::from(local),
@@ -299,6 +301,14 @@ mod tests {
                                 libc::SKF_AD_PKTTYPE => u32::from(anc.pkttype),
                                 libc::SKF_AD_IFINDEX => anc.ifindex,
                                 other => panic!("ancillary load {other}"),
+                            }
+                        }
+                        // SKF_NET_OFF + n: byte n of the network header;
+                        // `pkt` starts there in every test
+                        BPF_ABS if k >= libc::SKF_NET_OFF as u32 => {
+                            match load(k.wrapping_sub(libc::SKF_NET_OFF as u32), code & 0x18) {
+                                Some(v) => v,
+                                None => return 0,
                             }
                         }
                         BPF_ABS => match load(k, code & 0x18) {
@@ -538,6 +548,13 @@ mod tests {
         let local = std::net::Ipv4Addr::new(192, 168, 16, 32);
         let prog = packet_filter(local);
         verify(&prog);
+        // The sockets are SOCK_RAW: a plain absolute load would read the
+        // link-layer header. Only ancillary and network-relative loads.
+        for i in &prog {
+            if u32::from(i.code) & 0xe7 == BPF_LD | BPF_ABS {
+                assert!(i.k >= libc::SKF_NET_OFF as u32, "load at {}", i.k);
+            }
+        }
         let host = Ancillary::default();
         let run = |p: &[u8], anc| run_with(&prog, p, anc);
         assert_eq!(run(&gre_to([192, 168, 16, 32], 47, 64), host), ACCEPT);

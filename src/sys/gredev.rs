@@ -20,6 +20,10 @@ use std::net::Ipv4Addr;
 
 /// `IFLA_IFALIAS` of meshfwd's device.
 pub const ALIAS: &str = "meshfwd kernel datapath";
+/// `IFLA_IFALIAS` of the device that keeps ip_gre quiet beside userspace
+/// meshfwd ([`KernelDevice::create_quiet`]); never reclaimed by
+/// [`ALIAS`]'s rules (another meshfwd in the namespace may own it).
+pub const QUIET_ALIAS: &str = "meshfwd ip_gre quiet";
 const MAP_NAME: &str = "meshfwd_drops";
 const EGRESS_NAME: &str = "meshfwd_egress";
 const INGRESS_NAME: &str = "meshfwd_ingress";
@@ -28,9 +32,12 @@ const INGRESS_NAME: &str = "meshfwd_ingress";
 pub struct DeviceSpec<'a> {
     pub name: &'a str,
     pub mtu: u32,
-    /// The VM's overlay address and the overlay prefix length.
-    pub addr: Ipv4Addr,
+    /// The VM's overlay address and the overlay prefix length (none: no
+    /// address, nothing routed to the device).
+    pub addr: Option<Ipv4Addr>,
     pub prefix: u8,
+    /// `IFLA_IFALIAS`: [`ALIAS`] or [`QUIET_ALIAS`].
+    pub alias: &'a str,
     /// `icsum`/`ocsum` on the device (exactly when `--csum`).
     pub csum: bool,
     pub egress: &'a [Insn],
@@ -157,7 +164,11 @@ impl KernelDevice {
             Program::load_sched_cls(EGRESS_NAME, spec.egress, &map, true).map_err(bpf_err)?;
         let ingress =
             Program::load_sched_cls(INGRESS_NAME, spec.ingress, &map, true).map_err(bpf_err)?;
-        let reclaimed = reclaim_stale(&mut nl, spec.name)?;
+        let reclaimed = if spec.alias == ALIAS {
+            reclaim_stale(&mut nl, spec.name)?
+        } else {
+            None
+        };
         let create = |nl: &mut Netlink| nl.add_gre_collect_md(spec.name, spec.mtu, spec.csum);
         let step = format!(
             "create collect-metadata GRE device {} (ip link add {} type gre external{})",
@@ -207,7 +218,7 @@ impl KernelDevice {
             armed: true,
         };
         let nl2 = &mut *guard.nl;
-        nl2.set_alias(index, ALIAS)
+        nl2.set_alias(index, spec.alias)
             .map_err(|e| io_err(format!("set alias of {}", spec.name), e))?;
         nl2.set_mtu(index, spec.mtu)
             .map_err(|e| io_err(format!("set MTU {} on {}", spec.mtu, spec.name), e))?;
@@ -218,13 +229,10 @@ impl KernelDevice {
         nl2.add_bpf_filter(index, false, egress.raw_fd() as u32, EGRESS_NAME)
             .map_err(|e| io_err(format!("attach the egress program to {}", spec.name), e))?;
         disable_ipv6(spec.name);
-        nl2.add_addr(index, spec.addr, spec.prefix, None)
-            .map_err(|e| {
-                io_err(
-                    format!("add {}/{} to {}", spec.addr, spec.prefix, spec.name),
-                    e,
-                )
-            })?;
+        if let Some(addr) = spec.addr {
+            nl2.add_addr(index, addr, spec.prefix, None)
+                .map_err(|e| io_err(format!("add {addr}/{} to {}", spec.prefix, spec.name), e))?;
+        }
         nl2.set_up(index, true)
             .map_err(|e| io_err(format!("set {} up", spec.name), e))?;
         guard.armed = false;
@@ -242,6 +250,29 @@ impl KernelDevice {
             _ingress: ingress,
             removed: false,
             reclaimed,
+        })
+    }
+
+    /// The device that keeps ip_gre quiet beside userspace meshfwd: a
+    /// collect-metadata GRE device `name`, up, without address, with
+    /// `drop_all` on ingress and egress. ip_gre hands it every GRE packet
+    /// no tunnel of its own matches (`ip_tunnel_lookup` prefers a
+    /// collect-metadata device to the fallback `gre0`, and without either
+    /// `gre_rcv` answers with ICMP port unreachable); the packet and raw
+    /// sockets got their copies before. Removed like the kernel datapath's
+    /// device. `EEXIST`: the namespace has a collect-metadata GRE device
+    /// already, which takes those packets in its place.
+    pub fn create_quiet(name: &str, drop_all: &[Insn]) -> Result<KernelDevice, SetupError> {
+        KernelDevice::create(&DeviceSpec {
+            name,
+            mtu: 1280,
+            addr: None,
+            prefix: 0,
+            alias: QUIET_ALIAS,
+            csum: false,
+            egress: drop_all,
+            ingress: drop_all,
+            slots: 1,
         })
     }
 

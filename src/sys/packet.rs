@@ -24,7 +24,15 @@
 //! read whole, in order.
 //!
 //! Received packets start at the outer IPv4 header, as on a raw socket, so
-//! the same datagram checks serve both.
+//! the same datagram checks serve both. The sockets are `SOCK_RAW` with
+//! `PACKET_VNET_HDR` (which the kernel allows only there): the kernel writes
+//! a virtio-net header in front of each packet's link-layer header, its
+//! offload metadata (`virtio_net_hdr_from_skb`). Packets arrive after GRO,
+//! and where GRE GRO merged packets of one TCP flow, that header is the only
+//! way to tell a merged packet (inner TCP checksum partial, GRE checksum the
+//! first segment's) from a damaged one; [`RecvMeta::vnet`] carries it and
+//! the link header's length to `crate::gso`. The link header itself is
+//! skipped: frames are read from `tp_net`, queued copies through an iovec.
 
 use std::io;
 use std::mem;
@@ -56,7 +64,7 @@ pub struct PacketSocket {
 /// `TPACKET_V2` in `enum tpacket_versions`.
 const TPACKET_V2: libc::c_int = 1;
 /// Ring geometry: 64 KiB blocks (the kernel allocates each block as one
-/// run of pages) and 6 MiB in all, i.e. 3,840 frames of 1,600 bytes at the
+/// run of pages) and 6 MiB in all, i.e. 3,840 frames of 1,632 bytes at the
 /// usual underlay MTU: 15 ms of 1,500-byte packets at 3 Gb/s, about what
 /// the 8 MiB socket buffer of the raw-socket path holds (skbs are charged
 /// ~2.3 KiB each). Measured: 2,048 frames overflowed under a bulk TCP
@@ -69,10 +77,17 @@ const BLOCK_BYTES: usize = 64 << 10;
 const TP_LEN: usize = 4;
 const TP_SNAPLEN: usize = 8;
 const TP_NET: usize = 14;
+const TP_MAC: usize = 12;
 /// Room in a frame before the packet: the 32-byte header and a
-/// `sockaddr_ll`, aligned, plus 16 (`tpacket_rcv`: `netoff` for
-/// `SOCK_DGRAM` is 80), with a margin.
-const FRAME_OVERHEAD: usize = 96;
+/// `sockaddr_ll`, aligned, the link header (at least 16), aligned, then the
+/// virtio-net header (`tpacket_rcv`: `netoff` is 90 for Ethernet), with a
+/// margin for longer link headers.
+const FRAME_OVERHEAD: usize = 128;
+/// `sizeof(struct virtio_net_hdr)`.
+const VNET_LEN: usize = 10;
+/// Longest link-layer header read from a queued copy (the rest of the
+/// packet is then dropped as truncated).
+const MAX_LINK: usize = 64;
 
 /// The memory-mapped receive ring of one packet socket.
 #[derive(Debug)]
@@ -200,8 +215,8 @@ impl PacketSocket {
     /// `max_packet` sizes the ring's frames (the largest packet expected:
     /// the underlay MTU); larger ones are read from the socket queue.
     ///
-    /// In order: `socket(AF_PACKET, SOCK_DGRAM, 0)` (protocol 0 receives
-    /// nothing yet); filter; ring; buffer size; nonblocking; bind to
+    /// In order: `socket(AF_PACKET, SOCK_RAW, 0)` (protocol 0 receives
+    /// nothing yet); filter; `PACKET_VNET_HDR`; ring; buffer size; nonblocking; bind to
     /// (`ETH_P_IP`, `ifindex`); join the group; drain what the socket queued
     /// before it was a member (every other member got those packets too).
     pub fn open(
@@ -211,7 +226,7 @@ impl PacketSocket {
         rcvbuf: usize,
         max_packet: usize,
     ) -> io::Result<(PacketSocket, u16, u64)> {
-        let sock = Socket::new(Domain::PACKET, Type::DGRAM, None).map_err(|e| {
+        let sock = Socket::new(Domain::PACKET, Type::RAW, None).map_err(|e| {
             let hint = if e.kind() == io::ErrorKind::PermissionDenied {
                 " (need CAP_NET_RAW)"
             } else {
@@ -227,6 +242,9 @@ impl PacketSocket {
             .collect();
         sock.attach_filter(&filter)
             .map_err(ctx("attach GRE filter to packet socket".into()))?;
+        // Before the ring (the kernel refuses it after: EBUSY).
+        super::batch::set_int(sock.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)
+            .map_err(ctx("set PACKET_VNET_HDR on packet socket".into()))?;
         let ring = RxRing::new(sock.as_raw_fd(), max_packet).map_err(ctx(format!(
             "set up a receive ring for packets of {max_packet} bytes"
         )))?;
@@ -295,15 +313,23 @@ impl PacketSocket {
                 break;
             }
             let buf = bufs[n].as_mut();
+            let f = self.ring.frame(i);
+            let (mac, net) = (
+                usize::from(read_u16(f, TP_MAC)),
+                usize::from(read_u16(f, TP_NET)),
+            );
+            // The link header's length; the virtio-net header lies before it.
+            let link = net.checked_sub(mac).filter(|_| mac >= VNET_LEN);
             let m = if status & libc::TP_STATUS_COPY != 0 {
                 // The whole packet was queued before the frame was marked.
                 // A first failure may be the socket's pending error (e.g.
                 // ENETDOWN after a link flap), which that call consumed and
                 // which must not leave this copy queued for the next frame.
                 let fd = self.sock.as_raw_fd();
-                match recv_into(fd, buf).or_else(|e| match e.kind() {
+                let skip = link.map_or(MAX_LINK + 1, |l| l + VNET_LEN);
+                match recv_into(fd, buf, skip).or_else(|e| match e.kind() {
                     io::ErrorKind::WouldBlock => Err(e),
-                    _ => recv_into(fd, buf),
+                    _ => recv_into(fd, buf, skip),
                 }) {
                     Ok(m) => m,
                     // Nothing queued (the socket buffer was full): only the
@@ -314,18 +340,28 @@ impl PacketSocket {
                     },
                 }
             } else {
-                let f = self.ring.frame(i);
                 let (len, snap) = (
                     read_u32(f, TP_LEN) as usize,
                     read_u32(f, TP_SNAPLEN) as usize,
                 );
-                let net = usize::from(read_u16(f, TP_NET));
-                match f.get(net..net + snap) {
-                    Some(data) if snap == len && len <= buf.len() => {
+                // tp_len and tp_snaplen count the link header too.
+                let got = link.and_then(|l| {
+                    let ip_len = len
+                        .checked_sub(l)
+                        .filter(|&n| snap == len && n <= buf.len())?;
+                    Some((l, f.get(net..net + ip_len)?, f.get(mac - VNET_LEN..mac)?))
+                });
+                match got {
+                    Some((l, data, v)) => {
+                        let len = data.len();
                         buf[..len].copy_from_slice(data);
+                        let mut vnet = [0u8; VNET_LEN];
+                        vnet.copy_from_slice(v);
                         RecvMeta {
                             len,
                             segment: len,
+                            vnet,
+                            link_len: l as u16,
                             ..RecvMeta::default()
                         }
                     }
@@ -466,23 +502,41 @@ fn join_fanout(fd: RawFd, group: Option<u16>) -> io::Result<u16> {
     }
 }
 
-/// One datagram from the socket queue into `buf` (nonblocking).
-fn recv_into(fd: RawFd, buf: &mut [u8]) -> io::Result<RecvMeta> {
+/// One datagram from the socket queue into `buf` (nonblocking): its first
+/// `skip` bytes (the virtio-net header, then the link header) go to a
+/// scratch buffer, the rest (from the IPv4 header) to `buf`. A `skip`
+/// beyond the scratch buffer reads the datagram as truncated.
+fn recv_into(fd: RawFd, buf: &mut [u8], skip: usize) -> io::Result<RecvMeta> {
+    let mut head = [0u8; VNET_LEN + MAX_LINK];
+    let head_len = skip.min(head.len());
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_mut_ptr().cast(),
+            iov_len: head_len,
+        },
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        },
+    ];
+    // SAFETY: msghdr is a plain C struct for which all-zero bytes are valid.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
     let r = super::batch::retry_eintr(|| {
-        // SAFETY: `buf` is valid for writes of its length for the call.
-        unsafe {
-            libc::recv(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-            ) as isize
-        }
+        // SAFETY: `msg` points at two iovecs over `head` and `buf`, both
+        // valid for writes of their lengths for the call.
+        unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC) as isize }
     })?;
+    let data = r.saturating_sub(head_len);
+    let mut vnet = [0u8; VNET_LEN];
+    vnet.copy_from_slice(&head[..VNET_LEN]);
     Ok(RecvMeta {
-        len: r.min(buf.len()),
-        truncated: r > buf.len(),
-        segment: r.min(buf.len()),
+        len: data.min(buf.len()),
+        truncated: data > buf.len() || skip > head.len() || r < head_len,
+        segment: data.min(buf.len()),
+        vnet,
+        link_len: skip.saturating_sub(VNET_LEN) as u16,
         ..RecvMeta::default()
     })
 }

@@ -16,6 +16,7 @@ use super::underlay::{Message, RxBatch, Underlay};
 use crate::counters::Counters;
 use crate::datapath::{Datapath, DropReason};
 use crate::gro::{Coalescer, Piece};
+use crate::gso::RxOffload;
 use crate::sys::batch::Transmit;
 use crate::sys::packet::PacketSocket;
 use crate::sys::raw::{RawGreSocket, RawSender};
@@ -131,16 +132,42 @@ impl Underlay for FanoutGre {
             usize::from(u16::from_be_bytes([b[0], b[1]]))
         });
         c.rx_bytes += m.meta.len.min(total) as u64;
-        match dp.decapsulate_link(m.buf, m.meta.len) {
-            Ok(d) => g.push(
-                &m.buf[d.start..d.start + d.len],
-                Piece {
-                    buf: m.index as u32,
-                    start: d.start as u32,
-                    len: d.len as u32,
-                },
-            ),
-            Err(r) => c.drop(r),
+        let offload = RxOffload::parse(&m.meta.vnet);
+        if offload.is_plain() {
+            match dp.decapsulate_link(m.buf, m.meta.len) {
+                Ok(d) => g.push(
+                    &m.buf[d.start..d.start + d.len],
+                    Piece {
+                        buf: m.index as u32,
+                        start: d.start as u32,
+                        len: d.len as u32,
+                    },
+                ),
+                Err(r) => c.drop(r),
+            }
+            return;
+        }
+        // Merged by GRE GRO, or a partial checksum: the kernel's metadata
+        // says so; the same checks, then one TUN write with the inner
+        // packet's virtio-net header (crate::gso).
+        let d = if offload.is_gso() {
+            dp.decapsulate_link_merged(m.buf, m.meta.len)
+        } else {
+            dp.decapsulate_link(m.buf, m.meta.len)
+        };
+        let d = match d {
+            Ok(d) => d,
+            Err(r) => return c.drop(r),
+        };
+        let stripped = usize::from(m.meta.link_len) + d.start;
+        let piece = Piece {
+            buf: m.index as u32,
+            start: d.start as u32,
+            len: d.len as u32,
+        };
+        match offload.inner_header(stripped, &m.buf[d.start..d.start + d.len]) {
+            Some(o) if g.push_offloaded(piece, &o) => {}
+            _ => c.drop(DropReason::OffloadMalformed),
         }
     }
 }

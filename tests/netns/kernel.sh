@@ -580,21 +580,21 @@ KD_CASES=(
     "kdkey|--key 9|--datapath kernel --key 9|key 9"
     "kdcsum|--key 9 --csum|--datapath kernel --key 9 --csum|key 9 csum"
     "kdauto||--datapath auto||off"
+    "kdautogro||--datapath auto||on"
 )
-[[ ${MF_KERNEL_KD_GRO:-0} == 1 ]] && KD_CASES+=("kdautogro||--datapath auto||on")
 KD_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host wire counters
     kd_counters kd_craft kd_kill9_restart kd_sigterm)
 # userspace meshfwd in the VM where ip_gre is loaded: --datapath auto on an
 # unkeyed grid falls back to it below 6.3. Two things the kernel does to GRE
-# it does not own are pinned, not fixed yet (docs/EBPF.md): ip_gre answers
-# every packet with ICMP port unreachable (kd_us_icmp instead of counters),
-# and with GRO on the VM's NIC, GRE GRO merges packets before meshfwd sees
-# them and TCP into the VM fails with checksum errors (case kdautogro,
-# MF_KERNEL_KD_GRO=1; kdauto runs with GRO off). Both receive paths: the
-# same case with --gre-receive shard failed the same two tests (tcp_to_vm,
-# http_to_host), so this predates the fanout group.
+# it does not own (docs/EBPF.md): ip_gre answers it with ICMP port
+# unreachable unless meshfwd's drop-all collect-metadata device mfgrequiet
+# takes it (kd_us_icmp), and with GRO on the VM's NIC (kdautogro) GRE GRO
+# merges packets before meshfwd sees them, which the fanout path must write
+# to the TUN as TSO writes or the VM counts TCP checksum errors (kd_us_csum;
+# before the fix: InCsumErrors 0 -> 781, tcp_to_vm and http_to_host failed).
 KD_US_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host wire kd_us_icmp
-    kd_counters kd_craft kd_sigterm)
+    kd_us_csum kd_counters kd_craft kd_sigterm)
+declare -A KD_CSUM0=()
 KD_DEV=mfk0
 KD_BIN=""
 KD_TPUT=""   # examples/mftput, the TCP throughput probe of kdbench
@@ -690,18 +690,41 @@ t_kd_craft() {
     done
 }
 
-# pinned: the VM's ip_gre answers GRE meant for its userspace meshfwd with
-# ICMP port unreachable (no tunnel of its own matches); the host-side
-# meshfwd counts them and nothing else
+# the VM's ip_gre would answer GRE meant for its userspace meshfwd with ICMP
+# port unreachable (no tunnel of its own matches); meshfwd creates a
+# collect-metadata GRE device with drop-all programs (mfgrequiet) that takes
+# those packets quietly: the host-side meshfwd counts no ICMP and nothing else
 t_kd_us_icmp() {
     local v bad
+    vm_run "grep -c 'created mfgrequiet' /tmp/$1.log && ip -d link show mfgrequiet && /usr/sbin/tc filter show dev mfgrequiet ingress" ||
+        { REASON="no mfgrequiet device in the VM: $KI_OUT"; return 1; }
     mf_exec "$1" true
     sleep 1.2
     v=$(mf_stat "$1" errors.icmp_port_unreachable)
-    ((v >= 1)) || { REASON="errors.icmp_port_unreachable=$v: ip_gre no longer answers GRE it does not own; update docs/EBPF.md and use counters"; return 1; }
-    bad=$("$MF_PY" "$MF_TOOLS/mfjson.py" stats-health "$(mf_stats_file "$1")" | tr ' ' '\n' | grep -v '^errors.icmp_port_unreachable=' | tr '\n' ' ')
+    [[ $v == 0 ]] || { REASON="host meshfwd errors.icmp_port_unreachable=$v: the VM's ip_gre answered GRE it does not own"; return 1; }
+    bad=$("$MF_PY" "$MF_TOOLS/mfjson.py" stats-health "$(mf_stats_file "$1")")
     [[ -z ${bad// /} ]] || { REASON="$bad"; return 1; }
-    note "host meshfwd errors.icmp_port_unreachable=$v (from the VM's ip_gre)"
+    note "host meshfwd errors.icmp_port_unreachable=$v (mfgrequiet in the VM)"
+}
+
+# Tcp InCsumErrors of the VM (/proc/net/snmp)
+vm_tcp_csum_errors() {
+    vm_run "awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if (\$i == \"InCsumErrors\") c = i; h = 1 } else print \$c }' /proc/net/snmp" &&
+        printf '%s\n' "${KI_OUT//[^0-9]/}"
+}
+
+# the transfers into the VM (tcp_to_vm, http_to_host) left no TCP checksum
+# error in the VM: GRE GRO merged packets (GRO on, case kdautogro) must reach
+# the TUN as TSO writes, not as oversized packets with a partial checksum.
+# Also reports how many merged packets the VM's meshfwd received (its
+# rx_bytes per rx_packets above the underlay MTU shows them).
+t_kd_us_csum() {
+    local name=$1 now rxp rxb
+    now=$(vm_tcp_csum_errors) || { REASON="cannot read the VM's /proc/net/snmp"; return 1; }
+    rxp=$(kd_stat "$name" rx_packets); rxb=$(kd_stat "$name" rx_bytes)
+    note "VM Tcp InCsumErrors ${KD_CSUM0[$name]:-?} -> $now; VM meshfwd rx_packets $rxp rx_bytes $rxb (mean $((rxb / (rxp > 0 ? rxp : 1))) B)"
+    [[ -n ${KD_CSUM0[$name]:-} && $now == "${KD_CSUM0[$name]}" ]] ||
+        { REASON="VM Tcp InCsumErrors ${KD_CSUM0[$name]:-?} -> $now"; return 1; }
 }
 
 # kill -9 leaves the device; a restart reclaims it and forwards again
@@ -723,6 +746,7 @@ t_kd_sigterm() {
     rc=${KI_OUT//[^0-9]/}
     [[ $rc == 0 ]] || { REASON="exit code $rc after SIGTERM"; return 1; }
     vm_run "ip link show $KD_DEV" && { REASON="$KD_DEV still exists after SIGTERM"; return 1; }
+    vm_run "ip link show mfgrequiet" && { REASON="mfgrequiet still exists after SIGTERM"; return 1; }
     [[ ${KD_VMFLAGS[$name]} == *"--datapath kernel"* ]] || return 0
     vm_run "grep -c 'removed $KD_DEV' /tmp/$name.log" || { REASON="no removal in the log"; return 1; }
 }
@@ -760,6 +784,7 @@ kd_main() {
             rn_result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail
         else
             vm_run "ethtool -K eth0 gro ${gro:-on}" || rn_result "$name/gro" "ethtool -K eth0 gro ${gro:-on}: $KI_OUT"
+            KD_CSUM0[$name]=$(vm_tcp_csum_errors)
             # the datapath the VM's meshfwd says it runs
             vm_run "grep -o 'datapath [a-z]*[ :(,][^,]*' /tmp/$name.log | head -n 2" && note "$name in the VM: ${KI_OUT//$'\n'/; }"
             for t in "${tests[@]}"; do rn_test_inline "$name/$t" "t_$t" "$name" $((40 + idx)); done
