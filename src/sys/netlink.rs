@@ -16,14 +16,14 @@
 //! add the "what" (and may look at `raw_os_error()` first).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
     AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
     LinkInfo, LinkMessage, State,
@@ -435,6 +435,16 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::DelAddress(msg), 0)
     }
 
+    /// Adds the IPv6 `addr/prefix` (scope global, `nodad`) to interface
+    /// `index`, replacing the same address if present.
+    pub fn add_addr6_nodad(&mut self, index: u32, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
+        let msg = addr6_nodad_request(index, addr, prefix);
+        self.ack(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
     // --- routes ------------------------------------------------------------
 
     /// Every IPv4 unicast route of every table (the local and broadcast
@@ -681,6 +691,22 @@ pub fn addr_request(index: u32, addr: Ipv4Addr, prefix: u8, label: Option<&str>)
     if let Some(l) = label {
         msg.attributes.push(AddressAttribute::Label(l.to_owned()));
     }
+    msg
+}
+
+/// `ip -6 addr add ADDR/PREFIX dev INDEX nodad` (scope global).
+pub fn addr6_nodad_request(index: u32, addr: Ipv6Addr, prefix: u8) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet6;
+    msg.header.prefix_len = prefix;
+    msg.header.scope = AddressScope::Universe;
+    msg.header.index = index;
+    msg.attributes
+        .push(AddressAttribute::Local(IpAddr::V6(addr)));
+    msg.attributes
+        .push(AddressAttribute::Address(IpAddr::V6(addr)));
+    msg.attributes
+        .push(AddressAttribute::Flags(AddressFlags::Nodad));
     msg
 }
 
