@@ -17,7 +17,8 @@
 #                     meshfwd-base-t1,-t2,-t4,-t8 (need --baseline)
 #   --sweep           add the GRE --threads sweep (meshfwd-t1,-t2,-t4,-t8) to the paths,
 #                     and with --baseline the same sweep of the baseline (meshfwd-base-tN)
-#   --tests LIST      comma list of ping,tcp1,tcp4,udp,udp64 (default all)
+#   --tests LIST      comma list of ping,tcp1,tcp1v6,tcp4,udp,udp64 (default all); tcp1v6 =
+#                     TCP 1 stream over the IPv6 overlay (meshfwd paths only, #17)
 #   --quick           --reps 1 --duration 5 --omit 1, shorter UDP steps and ping
 #   --out DIR         results directory (default bench-results/<timestamp>)
 #   --no-build        use target/release/meshfwd as it is (default: cargo build --release)
@@ -71,7 +72,7 @@ SWEEP_PATHS=(meshfwd-t1 meshfwd-t2 meshfwd-t4 meshfwd-t8)
 BASE_SWEEP_PATHS=(meshfwd-base-t1 meshfwd-base-t2 meshfwd-base-t4 meshfwd-base-t8)
 SWEEP=0
 # shellcheck disable=SC2034
-ALL_TESTS=(ping tcp1 tcp4 udp udp64)
+ALL_TESTS=(ping tcp1 tcp1v6 tcp4 udp udp64)
 REPS=3
 DURATION=20
 OMIT=2
@@ -211,7 +212,7 @@ fi
 est_test() {
     case $1 in
         ping) awk -v n="$PING_COUNT" -v i="$PING_INTERVAL" 'BEGIN{printf "%d", n * i + 0.5}' ;;
-        tcp1 | tcp4) echo $((DURATION + OMIT)) ;;
+        tcp1 | tcp1v6 | tcp4) echo $((DURATION + OMIT)) ;;
         udp) echo $(((UDP_MAX_STEPS + 1) * UDP_STEP + 1)) ;; # probe + steps (upper bound)
         udp64) echo $((UDP64_SECS)) ;;
     esac
@@ -292,6 +293,11 @@ NS1=$(mf_ns $VM1) NS2=$(mf_ns $VM2)
 ip -n "$NS1" link add eth0 mtu 1500 type veth peer name eth0 mtu 1500 netns "$NS2" || exit 1
 ip -n "$NS1" addr add $UL1/16 dev eth0 && ip -n "$NS1" link set eth0 up || exit 1
 ip -n "$NS2" addr add $UL2/16 dev eth0 && ip -n "$NS2" link set eth0 up || exit 1
+# IPv6 on in both "VMs" for meshfwd's dual-stack overlay (tcp1v6); the veth
+# (created with IPv6 off) stays IPv4-only.
+for ns in "$NS1" "$NS2"; do
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 >/dev/null
+done
 x1() { ip netns exec "$NS1" "$@"; }
 x2() { ip netns exec "$NS2" "$@"; }
 
@@ -431,6 +437,8 @@ EOF
 MESHFWD_MODE=""
 DST[meshfwd]=$("$MESHFWD_SRC" addr --json $UL2 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["vm_overlay"])' 2>/dev/null)
 for p in "${PATHS[@]}"; do [[ $p == meshfwd* ]] && DST[$p]=${DST[meshfwd]}; done
+# the peer VM's IPv6 overlay address (index 1), for tcp1v6
+DST6=$("$MESHFWD_SRC" addr --json $UL2 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["vm_overlay6"])' 2>/dev/null)
 meshfwd_stop() {
     local vm p
     [[ -n $MESHFWD_MODE ]] || return 0
@@ -576,10 +584,10 @@ run_measured() {
     return $rc
 }
 
-iperf() { # REP PATH TEST STEP FILE TARGET IPERF_ARGS...
+iperf() { # REP PATH TEST STEP FILE TARGET IPERF_ARGS...  (IPERF_DST overrides the target)
     local rep=$1 path=$2 test=$3 step=$4 file=$5 target=$6 t=$((DURATION + OMIT + 30)); shift 6
     run_measured "$rep" "$path" "$test" "$step" "$file" "$target" \
-        timeout "$t" iperf3 -c "${DST[$path]}" -p 5201 -J --connect-timeout 3000 "$@" && return 0
+        timeout "$t" iperf3 -c "${IPERF_DST:-${DST[$path]}}" -p 5201 -J --connect-timeout 3000 "$@" && return 0
     server_restart
     return 1
 }
@@ -591,6 +599,11 @@ test_ping() {
 }
 test_tcp1() {
     iperf "$1" "$2" tcp1 0 "r$1-$2-tcp1.json" "" -C cubic -t "$DURATION" -O "$OMIT"
+}
+test_tcp1v6() { # meshfwd paths only: the same single stream over the IPv6 overlay
+    # (not the -base paths: a --baseline binary may predate the IPv6 overlay)
+    [[ $2 == meshfwd* && $2 != *-base* && -n $DST6 ]] || return 0
+    IPERF_DST=$DST6 iperf "$1" "$2" tcp1v6 0 "r$1-$2-tcp1v6.json" "" -6 -C cubic -t "$DURATION" -O "$OMIT"
 }
 test_tcp4() {
     iperf "$1" "$2" tcp4 0 "r$1-$2-tcp4.json" "" -C cubic -t "$DURATION" -O "$OMIT" -P 4

@@ -51,6 +51,7 @@ DAEMON_PATHS = {"fastd", "tinc"} | MESHFWD_PATHS
 METRICS = {
     "tcp1_gbps": ("TCP 1 stream", "Gb/s", 2),
     "tcp4_gbps": ("TCP 4 streams", "Gb/s", 2),
+    "tcp1v6_gbps": ("TCP 1 stream over IPv6", "Gb/s", 2),
     "udp1400_gbps": ("UDP 1400 B, <1 % loss", "Gb/s", 2),
     "udp1400_unlimited_gbps": ("UDP 1400 B at -b 0, received", "Gb/s", 2),
     "udp1400_unlimited_loss_pct": ("UDP 1400 B at -b 0, loss", "%", 1),
@@ -230,7 +231,7 @@ def per_rep_metrics(rows, loss_max):
             put(rep, path, "rss_max_mib", max(cur, m))
         if res is None:
             continue
-        if test in ("tcp1", "tcp4"):
+        if test in ("tcp1", "tcp4", "tcp1v6"):
             g = res["recv_bps"] / 1e9
             put(rep, path, f"{test}_gbps", g)
             put(rep, path, f"{test}_gbps_per_core", per_core(g, r))

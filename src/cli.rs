@@ -19,6 +19,11 @@ Examples:
   meshfwd --key 42 --csum tun0          interoperate with a kernel `gre key 42 csum` peer
   meshfwd --datapath auto --key 42 mf0  kernel datapath (GRE device mf0 + eBPF) where ip_gre
                                         and BPF allow it, else the userspace TUN mf0
+  meshfwd --overlay6 fd12:3456:789a:1::/64 tun0
+                                        dual-stack with another IPv6 mesh prefix (the
+                                        default is fd6d:6573:6866::/64); the TUN gets the
+                                        VM's IPv6 address PREFIX:VM-IPV4::1 with /64
+  meshfwd --overlay6 none tun0          IPv4 only
   meshfwd addr 10.16.32.91 --layout classic
                                         explain an address (see `meshfwd addr --help`)
 
@@ -43,9 +48,9 @@ a second line with their IPv6 side.";
 
 /// meshfwd: userspace GRE mesh forwarder with stateless overlay addressing.
 ///
-/// Reads IPv4 packets from a TUN device, derives the peer VM from the destination
-/// overlay address, GRE-encapsulates them and sends them over raw sockets; GRE
-/// received from peers is checked and written back to the TUN.
+/// Reads IPv4 and IPv6 packets from a TUN device, derives the peer VM from the
+/// destination overlay address, GRE-encapsulates them and sends them over raw
+/// sockets; GRE received from peers is checked and written back to the TUN.
 #[derive(Debug, Parser)]
 #[command(
     name = "meshfwd",
@@ -355,6 +360,15 @@ pub struct RunArgs {
     /// TUN MTU [default: underlay interface MTU minus encapsulation overhead (24, +4 each for --key, --csum, --seq; 32 and up with --encap udp)].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(68..))]
     pub mtu: Option<u16>,
+    /// IPv6 overlay (dual-stack): the mesh prefix, an RFC 4193 unique local
+    /// /64 (inside fd00::/8) that every VM of the mesh must share. Each VM owns
+    /// the /96 PREFIX + its underlay IPv4 address (`meshfwd addr` composes and
+    /// explains them); the TUN gets index 1 of it with /64, so the kernel
+    /// routes the whole mesh prefix into the TUN. `none` = IPv4 only. Also IPv4
+    /// only, with one log line: a host with IPv6 disabled, a TUN MTU below
+    /// 1280, or --datapath kernel.
+    #[arg(long, value_name = "PREFIX/64|none", default_value = crate::layout6::DEFAULT_OVERLAY6)]
+    pub overlay6: String,
     /// Leave address, MTU and link state of the TUN to the operator.
     #[arg(long)]
     pub no_configure: bool,
@@ -402,7 +416,8 @@ impl RunArgs {
 }
 
 /// The IPv6 mesh prefix (issue #17) of `meshfwd addr` (attach and detach
-/// take `--overlay6` as an optional flag: giving it makes IPv6 required).
+/// take `--overlay6` as an optional flag: giving it makes IPv6 required);
+/// the daemon takes the same flag (with `none`), [`RunArgs::overlay6`].
 #[derive(Debug, Clone, Args)]
 pub struct Layout6Args {
     /// IPv6 mesh prefix: an RFC 4193 unique local /64 (fd00::/8). Each VM owns
@@ -418,6 +433,17 @@ impl Layout6Args {
             .parse()
             .map_err(|e| format!("--overlay6: {e}"))
     }
+}
+
+/// The daemon's `--overlay6`: a mesh prefix (parsed like `meshfwd addr`'s),
+/// or `None` for `none` (IPv4 only).
+pub fn parse_overlay6(s: &str) -> Result<Option<Layout6>, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("--overlay6: {e} (or 'none' for IPv4 only)"))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -527,5 +553,24 @@ mod tests {
         assert!(Cli::try_parse_from(["meshfwd", "addr", "--ipv6-only", "10.0.0.1"]).is_err());
         assert!(Cli::try_parse_from(["meshfwd"]).is_err());
         assert!(Cli::try_parse_from(["meshfwd", "--overlay", "10.0.0.0/8", "tun0"]).is_err());
+    }
+
+    #[test]
+    fn daemon_overlay6() {
+        let c = Cli::try_parse_from(["meshfwd", "tun0"]).unwrap();
+        let l6 = parse_overlay6(&c.run.overlay6).unwrap().unwrap();
+        assert_eq!(l6.to_string(), crate::layout6::DEFAULT_OVERLAY6);
+        let c = Cli::try_parse_from(["meshfwd", "--overlay6", "none", "tun0"]).unwrap();
+        assert_eq!(parse_overlay6(&c.run.overlay6).unwrap(), None);
+        assert_eq!(parse_overlay6("NONE").unwrap(), None);
+        let l6 = parse_overlay6("fd12:3456:789a:1::/64").unwrap().unwrap();
+        assert_eq!(l6.to_string(), "fd12:3456:789a:1::/64");
+        for bad in ["fd12::/48", "2001:db8::/64", "fd12::", "off"] {
+            let e = parse_overlay6(bad).unwrap_err();
+            assert!(
+                e.starts_with("--overlay6: ") && e.contains("'none'"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

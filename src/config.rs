@@ -33,6 +33,54 @@ pub struct Config {
     pub offload: bool,
     /// UDP GSO/GRO (with --encap udp).
     pub udp_offload: bool,
+    /// The IPv6 overlay (dual-stack), unless it is off.
+    pub overlay6: Option<crate::layout6::Layout6>,
+    /// Why the IPv6 overlay is off (`None` when it is on), for one log line.
+    pub overlay6_off: Option<Overlay6Off>,
+}
+
+/// Why a daemon runs IPv4 only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay6Off {
+    /// `--overlay6 none`.
+    ByOption,
+    /// The host cannot (IPv6 disabled, or a TUN MTU below 1280): the reason.
+    Host(String),
+}
+
+/// The IPv6 minimum link MTU (RFC 8200 section 5): a TUN below it cannot
+/// carry IPv6 (the kernel turns IPv6 off on such a device).
+pub const IPV6_MIN_MTU: u16 = 1280;
+
+/// The IPv6 overlay of `--overlay6 spec`, given the TUN MTU, the underlay MTU
+/// and what the host allows (`host_off`: [`crate::procfs::ipv6_disabled`]).
+pub fn resolve_overlay6(
+    spec: &str,
+    mtu: u16,
+    underlay_mtu: Option<u32>,
+    overhead: u32,
+    host_off: Option<String>,
+) -> Result<(Option<crate::layout6::Layout6>, Option<Overlay6Off>), String> {
+    let Some(l6) = crate::cli::parse_overlay6(spec)? else {
+        return Ok((None, Some(Overlay6Off::ByOption)));
+    };
+    if let Some(why) = host_off {
+        return Ok((None, Some(Overlay6Off::Host(why))));
+    }
+    if mtu < IPV6_MIN_MTU {
+        let from = underlay_mtu.map_or(String::new(), |u| {
+            format!(" (underlay MTU {u} minus {overhead} bytes of encapsulation)")
+        });
+        return Ok((
+            None,
+            Some(Overlay6Off::Host(format!(
+                "the TUN MTU {mtu}{from} is below IPv6's minimum link MTU {IPV6_MIN_MTU}; \
+                 raise the underlay MTU to at least {}",
+                u32::from(IPV6_MIN_MTU) + overhead
+            ))),
+        ));
+    }
+    Ok((Some(l6), None))
 }
 
 /// A name the kernel takes for a TUN: 1-15 bytes, no '/' or spaces.
@@ -85,6 +133,14 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
         }
         (None, None) => (1500 - overhead) as u16,
     };
+
+    let (overlay6, overlay6_off) = resolve_overlay6(
+        &args.overlay6,
+        mtu,
+        underlay_mtu,
+        overhead,
+        crate::procfs::ipv6_disabled(),
+    )?;
 
     let allowed = core_affinity::get_core_ids().unwrap_or_default();
     let allowed_ids: Vec<usize> = allowed.iter().map(|c| c.id).collect();
@@ -145,6 +201,8 @@ pub fn resolve(args: &RunArgs) -> Result<Config, String> {
         configure: !args.no_configure,
         offload: !args.no_offload,
         udp_offload: !args.no_offload && !args.no_udp_offload,
+        overlay6,
+        overlay6_off,
     })
 }
 
@@ -200,4 +258,41 @@ fn fmt_list(v: &[usize]) -> String {
         .map(|c| c.to_string())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay6_on_off() {
+        let def = crate::layout6::DEFAULT_OVERLAY6;
+        let (l6, off) = resolve_overlay6(def, 1476, Some(1500), 24, None).unwrap();
+        assert_eq!(l6.unwrap().to_string(), def);
+        assert_eq!(off, None);
+        assert_eq!(
+            resolve_overlay6("none", 1476, None, 24, None).unwrap(),
+            (None, Some(Overlay6Off::ByOption))
+        );
+        let (l6, off) =
+            resolve_overlay6(def, 1476, None, 24, Some("IPv6 is disabled".into())).unwrap();
+        assert_eq!(l6, None);
+        assert_eq!(off, Some(Overlay6Off::Host("IPv6 is disabled".into())));
+        // 1280 itself is enough; 1279 is not, and the line says what to do
+        assert!(resolve_overlay6(def, 1280, Some(1304), 24, None)
+            .unwrap()
+            .0
+            .is_some());
+        let (l6, off) = resolve_overlay6(def, 1276, Some(1300), 24, None).unwrap();
+        assert_eq!(l6, None);
+        let Some(Overlay6Off::Host(why)) = off else {
+            panic!("{off:?}")
+        };
+        assert!(
+            why.contains("TUN MTU 1276 (underlay MTU 1300 minus 24"),
+            "{why}"
+        );
+        assert!(why.contains("at least 1304"), "{why}");
+        assert!(resolve_overlay6("fd00::/48", 1476, None, 24, None).is_err());
+    }
 }

@@ -754,7 +754,8 @@ impl Datapath {
     /// The source is the *peer* VM's overlay address (the tunnel's far end):
     /// the kernel would drop a packet arriving on the TUN from one of its own
     /// addresses as a martian. For an inner IPv6 packet (with the IPv6
-    /// overlay), an ICMPv6 Packet Too Big instead (see `datapath/v6.rs`).
+    /// overlay), an ICMPv6 Packet Too Big instead, from this VM's IPv6
+    /// address (see `datapath/v6.rs`).
     pub fn frag_needed(
         &self,
         outer: &[u8],

@@ -1,6 +1,6 @@
 //! Zero-copy receive coalescing (GRO) for the TUN.
 //!
-//! What flows through: decapsulated inner IPv4 packets, in arrival order, each
+//! What flows through: decapsulated inner IPv4 and IPv6 packets, in arrival order, each
 //! still where the socket put it (`Piece`: buffer index, offset, length) →
 //! `push` either appends the packet to the open super-packet (same flow, next
 //! TCP sequence number, headers the kernel's GRO would also merge, segment no
@@ -24,6 +24,11 @@
 //! merged packet gets fresh headers and is written as NEEDS_CSUM, so the
 //! kernel will not look at the payload again; a packet that fails is written
 //! alone, as it came, and the kernel drops and counts it as it would.
+//! IPv6 (issue #17): TCP segments directly behind the fixed header (no
+//! extension headers) merge into a TCPV6 super-packet when version, Traffic
+//! Class, flow label, next header, hop limit and addresses are equal and the
+//! TCP rules above hold; the merged packet gets a fresh payload length and
+//! the IPv6 pseudo-header sum. UDP over IPv6 is not merged.
 //! IPv4 with options, fragments and everything else pass through alone, with
 //! an empty virtio-net header (the kernel checks them itself: DATA_VALID means
 //! nothing in this direction).
@@ -32,20 +37,23 @@ use crate::gso::InnerOffload;
 use crate::wire::checksum;
 use tun_rs::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
-/// Longest prefix: virtio-net header + IPv4 (no options) + TCP with options.
-pub const PREFIX_MAX: usize = VIRTIO_NET_HDR_LEN + IP_LEN + 60;
+/// Longest prefix: virtio-net header + IPv6 (no extension headers) + TCP
+/// with options.
+pub const PREFIX_MAX: usize = VIRTIO_NET_HDR_LEN + IP6_LEN + 60;
 /// Segments per super-packet (one `writev` iovec each, plus the prefix).
 pub const MAX_SEGMENTS: usize = 64;
 /// A super-packet is still one IPv4 packet.
 const MAX_TOTAL: usize = 65535;
 
 const IP_LEN: usize = 20;
+const IP6_LEN: usize = 40;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 const F_NEEDS_CSUM: u8 = 1;
 const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
 const GSO_UDP_L4: u8 = 5;
 
 /// Where one packet (or one segment's payload) lies in the receive buffers.
@@ -83,8 +91,10 @@ enum Kind {
 /// The super-packet being built.
 struct Open {
     kind: Kind,
-    /// The first packet's IPv4 + transport headers.
-    hdr: [u8; IP_LEN + 60],
+    /// Network header length: 20 (IPv4 without options) or 40 (IPv6).
+    ip_len: usize,
+    /// The first packet's IP + transport headers.
+    hdr: [u8; IP6_LEN + 60],
     hdr_len: usize,
     /// The first packet, whole (used as is when nothing joins it).
     whole: Piece,
@@ -104,7 +114,10 @@ enum Candidate {
     /// Written alone, unchanged.
     Alone,
     Tcp {
+        /// IP + TCP header length.
         hdr_len: usize,
+        /// IP header length (20 or 40).
+        ip_len: usize,
         seq: u32,
         psh: bool,
     },
@@ -154,16 +167,21 @@ impl Coalescer {
                 self.close();
                 self.alone(at);
             }
-            Candidate::Tcp { hdr_len, seq, psh } => {
-                if !self.append_tcp(pkt, at, hdr_len, seq, psh) {
+            Candidate::Tcp {
+                hdr_len,
+                ip_len,
+                seq,
+                psh,
+            } => {
+                if !self.append_tcp(pkt, at, hdr_len, ip_len, seq, psh) {
                     self.close();
-                    self.open(Kind::Tcp, pkt, at, hdr_len, seq, psh);
+                    self.open(Kind::Tcp, pkt, at, (ip_len, hdr_len), seq, psh);
                 }
             }
             Candidate::Udp => {
                 if !self.append_udp(pkt, at) {
                     self.close();
-                    self.open(Kind::Udp, pkt, at, IP_LEN + 8, 0, false);
+                    self.open(Kind::Udp, pkt, at, (IP_LEN, IP_LEN + 8), 0, false);
                 }
             }
         }
@@ -232,13 +250,23 @@ impl Coalescer {
         });
     }
 
-    fn open(&mut self, kind: Kind, pkt: &[u8], at: Piece, hdr_len: usize, seq: u32, psh: bool) {
+    /// Opens a super-packet with `pkt`, whose headers are `(ip_len, hdr_len)` long.
+    fn open(
+        &mut self,
+        kind: Kind,
+        pkt: &[u8],
+        at: Piece,
+        (ip_len, hdr_len): (usize, usize),
+        seq: u32,
+        psh: bool,
+    ) {
         let payload = pkt.len() - hdr_len;
-        let mut hdr = [0u8; IP_LEN + 60];
+        let mut hdr = [0u8; IP6_LEN + 60];
         hdr[..hdr_len].copy_from_slice(&pkt[..hdr_len]);
         self.push_payload(at, hdr_len);
         self.open = Some(Open {
             kind,
+            ip_len,
             hdr,
             hdr_len,
             whole: at,
@@ -252,14 +280,23 @@ impl Coalescer {
         });
     }
 
-    /// Whether `pkt` may join the open packet on the IPv4 level.
+    /// Whether `pkt` may join the open packet on the IP level.
     fn joinable(o: &Open, kind: Kind, pkt: &[u8], payload: usize) -> bool {
         let h = &o.hdr;
-        o.kind == kind
+        let common = o.kind == kind
             && !o.closed
             && (o.count as usize) < MAX_SEGMENTS
             && payload <= o.gso_size
-            && o.hdr_len + o.payload + payload <= MAX_TOTAL
+            && o.hdr_len + o.payload + payload <= MAX_TOTAL;
+        if o.ip_len == IP6_LEN {
+            // Version, Traffic Class and flow label; next header and hop
+            // limit; addresses: all equal (Linux ipv6_gro_receive).
+            return common
+                && pkt[..4] == h[..4]
+                && pkt[6..8] == h[6..8]
+                && pkt[8..IP6_LEN] == h[8..IP6_LEN];
+        }
+        common
             && pkt[1] == h[1]
             && pkt[8] == h[8]
             && (pkt[6] ^ h[6]) & 0x40 == 0
@@ -271,14 +308,23 @@ impl Coalescer {
             })
     }
 
-    fn append_tcp(&mut self, pkt: &[u8], at: Piece, hdr_len: usize, seq: u32, psh: bool) -> bool {
+    fn append_tcp(
+        &mut self,
+        pkt: &[u8],
+        at: Piece,
+        hdr_len: usize,
+        ip_len: usize,
+        seq: u32,
+        psh: bool,
+    ) -> bool {
         let Some(o) = &mut self.open else {
             return false;
         };
         let payload = pkt.len() - hdr_len;
-        let t = IP_LEN;
+        let t = ip_len;
         let h = &o.hdr;
-        let same = Self::joinable(o, Kind::Tcp, pkt, payload)
+        let same = ip_len == o.ip_len
+            && Self::joinable(o, Kind::Tcp, pkt, payload)
             && hdr_len == o.hdr_len
             && seq == o.next_seq
             // ports, then ACK number
@@ -307,7 +353,8 @@ impl Coalescer {
         };
         let hdr_len = IP_LEN + 8;
         let payload = pkt.len() - hdr_len;
-        let same = Self::joinable(o, Kind::Udp, pkt, payload)
+        let same = o.ip_len == IP_LEN
+            && Self::joinable(o, Kind::Udp, pkt, payload)
             && pkt[IP_LEN..IP_LEN + 4] == o.hdr[IP_LEN..IP_LEN + 4];
         if !same {
             return false;
@@ -329,37 +376,46 @@ impl Coalescer {
         }
         let bytes = (o.count as usize * o.hdr_len + o.payload) as u32;
         let mut prefix = [0u8; PREFIX_MAX];
-        let (gso_type, csum_offset, proto) = match o.kind {
-            Kind::Tcp => (GSO_TCPV4, 16u16, TCP),
-            Kind::Udp => (GSO_UDP_L4, 6u16, UDP),
+        let v6 = o.ip_len == IP6_LEN;
+        let (gso_type, csum_offset, proto) = match (o.kind, v6) {
+            (Kind::Tcp, false) => (GSO_TCPV4, 16u16, TCP),
+            (Kind::Tcp, true) => (GSO_TCPV6, 16u16, TCP),
+            (Kind::Udp, _) => (GSO_UDP_L4, 6u16, UDP),
         };
+        let ip_len = o.ip_len;
         let v = VirtioNetHdr {
             flags: F_NEEDS_CSUM,
             gso_type,
             hdr_len: o.hdr_len as u16,
             gso_size: o.gso_size as u16,
-            csum_start: IP_LEN as u16,
+            csum_start: ip_len as u16,
             csum_offset,
         };
         let _ = v.encode(&mut prefix);
         let h = &mut prefix[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + o.hdr_len];
         h.copy_from_slice(&o.hdr[..o.hdr_len]);
         let total = o.hdr_len + o.payload;
-        let l4_len = total - IP_LEN;
-        h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        h[10..12].fill(0);
-        let ip_csum = checksum::checksum(&h[..IP_LEN]);
-        h[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+        let l4_len = total - ip_len;
+        let pseudo = if v6 {
+            // IPv6: a payload length, no header checksum.
+            h[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            pseudo_sum6(&h[8..24], &h[24..40], proto, l4_len as u32)
+        } else {
+            h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            h[10..12].fill(0);
+            let ip_csum = checksum::checksum(&h[..IP_LEN]);
+            h[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+            pseudo_sum(&h[12..16], &h[16..20], proto, l4_len as u16)
+        };
         if o.kind == Kind::Tcp && o.psh {
-            h[IP_LEN + 13] |= TCP_PSH;
+            h[ip_len + 13] |= TCP_PSH;
         }
         if o.kind == Kind::Udp {
             h[IP_LEN + 4..IP_LEN + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
         }
         // NEEDS_CSUM: the field holds the pseudo-header sum, not complemented;
         // the kernel adds the rest when it segments or delivers.
-        let pseudo = pseudo_sum(&h[12..16], &h[16..20], proto, l4_len as u16);
-        let at = IP_LEN + usize::from(csum_offset);
+        let at = ip_len + usize::from(csum_offset);
         h[at..at + 2].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
         self.writes.push(Write {
             prefix,
@@ -382,6 +438,48 @@ fn pseudo_sum(src: &[u8], dst: &[u8], proto: u8, len: u16) -> u64 {
     )
 }
 
+/// The IPv6 pseudo-header sum (RFC 8200 section 8.1).
+fn pseudo_sum6(src: &[u8], dst: &[u8], proto: u8, len: u32) -> u64 {
+    let l = len.to_be_bytes();
+    let tail = [l[0], l[1], l[2], l[3], 0, 0, 0, proto];
+    checksum::sum(&tail, checksum::sum(dst, checksum::sum(src, 0)))
+}
+
+/// True when the TCP checksum of IPv6 packet `pkt` (no extension headers) is good.
+fn transport_valid6(pkt: &[u8]) -> bool {
+    let l4 = &pkt[IP6_LEN..];
+    let pseudo = pseudo_sum6(&pkt[8..24], &pkt[24..40], TCP, l4.len() as u32);
+    tun_rs::checksum(l4, pseudo) == 0xffff
+}
+
+/// IPv6: only TCP directly after the fixed header (no extension headers),
+/// ACK or ACK|PSH with payload, a payload length that matches, a good
+/// checksum. Anything else is written alone.
+fn classify6(pkt: &[u8]) -> Candidate {
+    if pkt.len() < IP6_LEN + 20
+        || usize::from(u16::from_be_bytes([pkt[4], pkt[5]])) + IP6_LEN != pkt.len()
+        || pkt[6] != TCP
+    {
+        return Candidate::Alone;
+    }
+    let hdr_len = IP6_LEN + usize::from(pkt[IP6_LEN + 12] >> 4) * 4;
+    let flags = pkt[IP6_LEN + 13];
+    if hdr_len < IP6_LEN + 20
+        || hdr_len >= pkt.len()
+        || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH)
+        || !transport_valid6(pkt)
+    {
+        return Candidate::Alone;
+    }
+    let t = IP6_LEN;
+    Candidate::Tcp {
+        hdr_len,
+        ip_len: IP6_LEN,
+        seq: u32::from_be_bytes([pkt[t + 4], pkt[t + 5], pkt[t + 6], pkt[t + 7]]),
+        psh: flags & TCP_PSH != 0,
+    }
+}
+
 /// True when the transport checksum of `pkt` (IPv4 header `IP_LEN` long) is good.
 fn transport_valid(pkt: &[u8], proto: u8) -> bool {
     let l4 = &pkt[IP_LEN..];
@@ -391,6 +489,9 @@ fn transport_valid(pkt: &[u8], proto: u8) -> bool {
 }
 
 fn classify(pkt: &[u8], udp: bool) -> Candidate {
+    if pkt.first().is_some_and(|b| b >> 4 == 6) {
+        return classify6(pkt);
+    }
     if pkt.len() < IP_LEN
         || pkt[0] != 0x45
         || usize::from(u16::from_be_bytes([pkt[2], pkt[3]])) != pkt.len()
@@ -418,6 +519,7 @@ fn classify(pkt: &[u8], udp: bool) -> Candidate {
             let seq = u32::from_be_bytes([pkt[24], pkt[25], pkt[26], pkt[27]]);
             Candidate::Tcp {
                 hdr_len,
+                ip_len: IP_LEN,
                 seq,
                 psh: flags & TCP_PSH != 0,
             }

@@ -235,6 +235,40 @@ pub fn parse_proc_net_route(text: &str) -> Vec<Route> {
         .collect()
 }
 
+/// Why this network namespace cannot carry the IPv6 overlay, or `None` if
+/// it can: no IPv6 in the kernel (no /proc/sys/net/ipv6), or
+/// `net.ipv6.conf.{all,default}.disable_ipv6 = 1` (a new TUN would start
+/// with IPv6 off). Read from the calling thread's namespace.
+pub fn ipv6_disabled() -> Option<String> {
+    let conf = Path::new("/proc/sys/net/ipv6/conf");
+    if !conf.exists() {
+        return Some("this kernel has no IPv6 (no /proc/sys/net/ipv6)".into());
+    }
+    let read = |which: &str| {
+        std::fs::read_to_string(conf.join(which).join("disable_ipv6")).unwrap_or_default()
+    };
+    ipv6_disabled_by(&read("all"), &read("default"))
+}
+
+/// The verdict of [`ipv6_disabled`] from the two `disable_ipv6` files' text.
+pub fn ipv6_disabled_by(all: &str, default: &str) -> Option<String> {
+    let on: Vec<&str> = [("all", all), ("default", default)]
+        .iter()
+        .filter(|(_, v)| v.trim() == "1")
+        .map(|(k, _)| *k)
+        .collect();
+    match on.as_slice() {
+        [] => None,
+        keys => Some(format!(
+            "IPv6 is disabled on this host ({} = 1)",
+            keys.iter()
+                .map(|k| format!("net.ipv6.conf.{k}.disable_ipv6"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +312,18 @@ mod tests {
             .expect("this process holds its listener");
         assert_eq!(me.inodes, vec![inode]);
         assert!(!me.args.is_empty());
+    }
+
+    #[test]
+    fn ipv6_disabled_verdicts() {
+        assert_eq!(ipv6_disabled_by("0\n", "0\n"), None);
+        assert_eq!(
+            ipv6_disabled_by("1\n", "0\n").unwrap(),
+            "IPv6 is disabled on this host (net.ipv6.conf.all.disable_ipv6 = 1)"
+        );
+        let both = ipv6_disabled_by("1\n", "1\n").unwrap();
+        assert!(both.contains("all.disable_ipv6, net.ipv6.conf.default.disable_ipv6 = 1"));
+        // unreadable (empty) files do not count as disabled
+        assert_eq!(ipv6_disabled_by("", ""), None);
     }
 }

@@ -14,7 +14,7 @@
 //!    logged in both cases.
 
 use crate::cli::{DatapathName, GreReceive, RunArgs};
-use crate::config::{resolve, Config};
+use crate::config::{resolve, Config, Overlay6Off};
 use crate::counters::{aggregate, SharedCounters};
 use crate::datapath::{Datapath, Encap};
 use crate::kernel_mode;
@@ -124,8 +124,12 @@ fn run(
             metrics_addr,
         );
     }
-    let dp =
+    let mut dp =
         Datapath::new(cfg.layout, cfg.local, cfg.key).with_options(cfg.encap, cfg.csum, cfg.seq);
+    if let Some(l6) = cfg.overlay6 {
+        dp = dp.with_overlay6(l6);
+    }
+    log_overlay6_off(cfg);
     let block = cfg.layout.block(cfg.local).expect("local checked");
     let vm_overlay = cfg
         .layout
@@ -247,6 +251,7 @@ fn run(
         addr: vm_overlay,
         prefix: cfg.layout.overlay().prefix(),
         mtu: cfg.mtu,
+        addr6: cfg.overlay6.map(|l6| l6.vm_addr(cfg.local)),
     };
     let queues = sys::tun::open_tun(&cfg.tun, n, cfg.configure.then_some(&tun_cfg), cfg.offload)
         .map_err(|e| (EXIT_CONFIG, format!("{e}{}", permission_hint(&e))))?;
@@ -315,7 +320,7 @@ fn run(
         .map(|c| c.map_or("-".into(), |c| c.id.to_string()))
         .collect();
     log::info!(
-        "meshfwd {} on {}: layout {} ({}), local VM {} (underlay if {}), block {}, VM overlay {}, {} worker(s) on CPUs [{}], MTU {}{}, encap {}, receive {}, key {}, csum {}, seq {}, offload {}",
+        "meshfwd {} on {}: layout {} ({}), local VM {} (underlay if {}), block {}, VM overlay {}, IPv6 {}, {} worker(s) on CPUs [{}], MTU {}{}, encap {}, receive {}, key {}, csum {}, seq {}, offload {}",
         env!("CARGO_PKG_VERSION"),
         cfg.tun,
         cfg.layout_name,
@@ -324,6 +329,11 @@ fn run(
         cfg.underlay_if.as_deref().unwrap_or("?"),
         block,
         vm_overlay,
+        cfg.overlay6.map_or("off".to_string(), |l6| format!(
+            "block {} (VM {})",
+            l6.block(cfg.local),
+            l6.vm_addr(cfg.local)
+        )),
         n,
         cpus.join(","),
         cfg.mtu,
@@ -435,6 +445,18 @@ fn run(
     Ok(exit)
 }
 
+/// One line when the IPv6 overlay is off: info for `--overlay6 none`, a
+/// warning when the host decided.
+fn log_overlay6_off(cfg: &Config) {
+    match &cfg.overlay6_off {
+        None => {}
+        Some(Overlay6Off::ByOption) => log::info!("IPv6 overlay off (--overlay6 none): IPv4 only"),
+        Some(Overlay6Off::Host(why)) => {
+            log::warn!("IPv6 overlay off: {why}; forwarding IPv4 only")
+        }
+    }
+}
+
 /// `--datapath`: the kernel device if the kernel datapath is chosen and set
 /// up, `None` for userspace. `kernel` fails (exit 2) where `auto` logs one
 /// line saying which datapath it picked and why.
@@ -507,6 +529,14 @@ fn run_kernel(
     let shared: Arc<Vec<SharedCounters>> = Arc::new(vec![SharedCounters::default()]);
     if let Some(old) = &dev.reclaimed {
         log::warn!("removed the stale kernel-datapath device {old} of an earlier run");
+    }
+    if cfg.overlay6.is_some() {
+        log::warn!(
+            "IPv6 overlay off: the kernel datapath carries IPv4 only (use --datapath userspace \
+             for dual-stack); forwarding IPv4 only"
+        );
+    } else {
+        log_overlay6_off(cfg);
     }
     log::info!(
         "meshfwd {} on {}: datapath kernel (Linux {}, collect-metadata GRE + eBPF via clsact), \

@@ -95,10 +95,14 @@ pub struct Worker<U: Underlay> {
     pub flushed: u64,
 }
 
+/// The ICMP scratch buffer: virtio-net header + the IPv6 minimum MTU.
+const ICMP_BUF: usize = tun_rs::VIRTIO_NET_HDR_LEN + crate::wire::ipv6::MIN_MTU;
+
 /// Scratch of the slow paths, allocated once.
 struct Slow {
-    /// ICMP replies (virtio-net header room + IPv4 + ICMP + quote).
-    icmp: [u8; 128],
+    /// ICMP replies (virtio-net header room + IPv4 + ICMP + quote), and
+    /// ICMPv6 Packet Too Big, which quotes as much as fits in 1280 bytes.
+    icmp: Box<[u8; ICMP_BUF]>,
     icmp_limit: RateLimit,
     /// Fragments of an inner packet too big for the underlay.
     frag: Vec<u8>,
@@ -152,7 +156,7 @@ impl State {
             egress: Egress::new(),
             coalescer: Coalescer::new(tun.vnet, tun.uso),
             slow: Slow {
-                icmp: [0; 128],
+                icmp: Box::new([0; ICMP_BUF]),
                 icmp_limit: RateLimit::new(),
                 frag: vec![0; HEADROOM + egress::MAX_PACKET + 1],
                 discard: vec![0; 2048],
@@ -420,7 +424,7 @@ impl<U: Underlay> Worker<U> {
                 }
                 let mtu = crate::sys::pmtu::path_mtu(peer).unwrap_or(1500);
                 let vnet = tun_rs::VIRTIO_NET_HDR_LEN;
-                let icmp = &mut st.slow.icmp;
+                let icmp = &mut st.slow.icmp[..];
                 let Ok(n) = self.dp.frag_needed(outer, peer, mtu, &mut icmp[vnet..]) else {
                     return;
                 };

@@ -684,6 +684,7 @@ fn tun_multiqueue_in_netns() {
         addr: Ipv4Addr::new(240, 16, 32, 1),
         prefix: 4,
         mtu: 1476,
+        addr6: None,
     };
 
     // 1. Create with config, 2 queues; attach 2 more while held; traffic.
@@ -786,6 +787,7 @@ fn tun_multiqueue_in_netns() {
         addr: Ipv4Addr::new(198, 18, 7, 1),
         prefix: 24,
         mtu: 1400,
+        addr6: None,
     };
     in_netns(&nt, || {
         assert!(interface_exists(&t2), "persistent device survives close");

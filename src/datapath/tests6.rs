@@ -445,7 +445,7 @@ fn rfc6040_ecn_decapsulation_on_the_traffic_class() {
 }
 
 #[test]
-fn packet_too_big_goes_to_the_source_from_the_peer_vm() {
+fn packet_too_big_goes_to_the_source_from_this_vm() {
     let a = dp6(VM_A);
     let big = pkt6(c6(VM_A, 1), c6(VM_B, 7), 0xb9, ipv6::NEXT_TCP, &[7u8; 1400]);
     let (buf, e) = encap(&a, &big).unwrap();
@@ -455,7 +455,7 @@ fn packet_too_big_goes_to_the_source_from_the_peer_vm() {
     let n = a.frag_needed(wire, e.peer, 1400, &mut out).unwrap();
     assert_eq!(n, 1280);
     let p = Ipv6Packet::new_checked(&out[..n]).unwrap();
-    assert_eq!(p.src_addr(), l6().vm_addr(VM_B));
+    assert_eq!(p.src_addr(), l6().vm_addr(VM_A));
     assert_eq!(p.dst_addr(), c6(VM_A, 1));
     assert_eq!(p.traffic_class(), 0xb8);
     let m = p.payload();

@@ -201,8 +201,12 @@ impl Datapath {
 
     /// ICMPv6 Packet Too Big about `inner` (IPv6, as encapsulated towards
     /// `peer`), with MTU `path_mtu` minus our overhead and never below 1280.
-    /// The source is the peer VM's IPv6 overlay address (index 1), the
-    /// tunnel's far end, as for IPv4's "fragmentation needed".
+    /// The source is this VM's IPv6 overlay address (index 1, on the TUN):
+    /// the node that could not forward the packet, as RFC 4443 has it.
+    /// (IPv4's "fragmentation needed" comes from the peer VM's address
+    /// because the kernel drops an IPv4 packet from one of its own addresses
+    /// as a martian; IPv6 input has no such check, measured in
+    /// tests/netns/run.sh `dual`.)
     pub(super) fn packet_too_big(
         &self,
         o6: &Overlay6,
@@ -217,7 +221,7 @@ impl Datapath {
         let mtu = path_mtu
             .saturating_sub(self.overhead() as u32)
             .max(ipv6::MIN_MTU as u32);
-        icmpv6::emit_packet_too_big(out, o6.layout.vm_addr(peer), inner, mtu)
+        icmpv6::emit_packet_too_big(out, o6.layout.vm_addr(self.local), inner, mtu)
             .map_err(DropReason::from)
     }
 }

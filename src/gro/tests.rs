@@ -432,3 +432,180 @@ fn garbage_never_panics_and_every_byte_is_accounted() {
         }
     }
 }
+
+// ------------------------------------------------------------------ IPv6 --
+
+const SRC6: [u8; 16] = [
+    0xfd, 0x6d, 0x65, 0x73, 0x68, 0x66, 0, 0, 192, 168, 16, 33, 0, 0, 0, 2,
+];
+const DST6: [u8; 16] = [
+    0xfd, 0x6d, 0x65, 0x73, 0x68, 0x66, 0, 0, 192, 168, 16, 32, 0, 0, 0, 3,
+];
+
+/// A TCP/IPv6 segment (no extension headers) with a valid checksum;
+/// Traffic Class `tc`, flow label `flow`, hop limit `hop`.
+fn tcp6(seq: u32, flags: u8, payload: &[u8], opts: &[u8], tc: u8, flow: u32, hop: u8) -> Vec<u8> {
+    let thl = 20 + opts.len();
+    let plen = thl + payload.len();
+    let mut p = vec![0u8; IP6_LEN + plen];
+    let word = 6u32 << 28 | u32::from(tc) << 20 | (flow & 0xfffff);
+    p[..4].copy_from_slice(&word.to_be_bytes());
+    p[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
+    p[6] = TCP;
+    p[7] = hop;
+    p[8..24].copy_from_slice(&SRC6);
+    p[24..40].copy_from_slice(&DST6);
+    let t = &mut p[IP6_LEN..];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&5201u16.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&77u32.to_be_bytes());
+    t[12] = ((thl / 4) as u8) << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&502u16.to_be_bytes());
+    t[20..thl].copy_from_slice(opts);
+    t[thl..].copy_from_slice(payload);
+    let ps = pseudo_sum6(&SRC6, &DST6, TCP, plen as u32);
+    let c = !checksum::fold(checksum::sum(&p[IP6_LEN..], ps));
+    p[IP6_LEN + 16..IP6_LEN + 18].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+fn seg6(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    tcp6(
+        seq,
+        flags,
+        payload,
+        &[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 3],
+        0xb8,
+        0x12345,
+        63,
+    )
+}
+
+#[test]
+fn ipv6_segments_become_one_tcpv6_super_packet() {
+    let mut g = Coalescer::new(true, true);
+    let pk = vec![
+        seg6(1000, TCP_ACK, &[1; 100]),
+        seg6(1100, TCP_ACK, &[2; 100]),
+        seg6(1200, TCP_ACK | TCP_PSH, &[3; 40]),
+    ];
+    let w = run(&mut g, &pk);
+    assert_eq!(w.len(), 1);
+    assert_eq!((g.writes[0].packets, g.writes[0].count), (3, 3));
+    assert_eq!(
+        g.writes[0].bytes as usize,
+        pk.iter().map(Vec::len).sum::<usize>()
+    );
+    let h = vnet(&w[0]);
+    assert_eq!((h.flags, h.gso_type), (F_NEEDS_CSUM, GSO_TCPV6));
+    assert_eq!((h.hdr_len, h.gso_size), (72, 100));
+    assert_eq!((h.csum_start, h.csum_offset), (40, 16));
+    let p = &w[0][VIRTIO_NET_HDR_LEN..];
+    assert_eq!(p.len(), 72 + 240);
+    assert_eq!(usize::from(u16::from_be_bytes([p[4], p[5]])), p.len() - 40);
+    assert_eq!(
+        &p[..4],
+        &pk[0][..4],
+        "version, Traffic Class, flow label kept"
+    );
+    assert_eq!(&p[6..40], &pk[0][6..40]);
+    assert_eq!(p[IP6_LEN + 13], TCP_ACK | TCP_PSH);
+    assert_eq!(&p[72..172], &[1; 100]);
+    assert_eq!(&p[272..], &[3; 40]);
+    // NEEDS_CSUM completed as the kernel would: a valid TCP checksum.
+    let mut q = p.to_vec();
+    let c = !checksum::fold(checksum::sum(&q[IP6_LEN..], 0));
+    q[IP6_LEN + 16..IP6_LEN + 18].copy_from_slice(&c.to_be_bytes());
+    assert!(transport_valid6(&q), "completed TCPv6 checksum");
+}
+
+#[test]
+fn ipv6_differences_end_the_super_packet() {
+    let mut g = Coalescer::new(true, true);
+    let opts = [1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 3];
+    let first = seg6(1000, TCP_ACK, &[1; 100]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "traffic class",
+            tcp6(1100, TCP_ACK, &[2; 100], &opts, 0xb9, 0x12345, 63),
+        ),
+        (
+            "flow label",
+            tcp6(1100, TCP_ACK, &[2; 100], &opts, 0xb8, 0x12346, 63),
+        ),
+        (
+            "hop limit",
+            tcp6(1100, TCP_ACK, &[2; 100], &opts, 0xb8, 0x12345, 62),
+        ),
+        ("sequence gap", seg6(1101, TCP_ACK, &[2; 100])),
+        ("longer than the first", seg6(1100, TCP_ACK, &[2; 101])),
+        (
+            "options differ",
+            tcp6(1100, TCP_ACK, &[2; 100], &[1; 12], 0xb8, 0x12345, 63),
+        ),
+        ("SYN", seg6(1100, TCP_ACK | 0x02, &[2; 100])),
+    ];
+    for (what, second) in cases {
+        let pk = vec![first.clone(), second.clone()];
+        let w = run(&mut g, &pk);
+        assert_eq!(w.len(), 2, "{what}: must not merge");
+        assert_eq!(&w[0][VIRTIO_NET_HDR_LEN..], &first[..], "{what}");
+        assert_eq!(&w[1][VIRTIO_NET_HDR_LEN..], &second[..], "{what}");
+    }
+}
+
+#[test]
+fn ipv6_with_extension_headers_or_bad_checksum_is_written_alone() {
+    let mut g = Coalescer::new(true, true);
+    // A hop-by-hop header (next header 0) in front of TCP: written alone,
+    // like everything whose upper layer is not right behind the fixed header.
+    let mut ext = seg6(1000, TCP_ACK, &[1; 100]);
+    ext[6] = 0;
+    let mut bad = seg6(1100, TCP_ACK, &[2; 100]);
+    bad[IP6_LEN + 30] ^= 0xff;
+    let mut short_len = seg6(1200, TCP_ACK, &[3; 100]);
+    short_len[5] -= 1; // payload length disagrees with the datagram
+    for p in [ext, bad, short_len] {
+        let pk = vec![
+            seg6(900, TCP_ACK, &[0; 100]),
+            p.clone(),
+            seg6(1300, TCP_ACK, &[4; 100]),
+        ];
+        let w = run(&mut g, &pk);
+        assert_eq!(w.len(), 3);
+        assert_eq!(&w[1][..VIRTIO_NET_HDR_LEN], &[0; VIRTIO_NET_HDR_LEN]);
+        assert_eq!(&w[1][VIRTIO_NET_HDR_LEN..], &p[..]);
+    }
+}
+
+#[test]
+fn ipv4_and_ipv6_never_merge() {
+    let mut g = Coalescer::new(true, true);
+    let pk = vec![
+        tcp(1000, TCP_ACK, &[1; 100], &[]),
+        tcp6(1100, TCP_ACK, &[2; 100], &[], 0x02, 0, 64),
+        tcp6(1200, TCP_ACK, &[3; 100], &[], 0x02, 0, 64),
+        tcp(1300, TCP_ACK, &[4; 100], &[]),
+    ];
+    let w = run(&mut g, &pk);
+    assert_eq!(w.len(), 3);
+    assert_eq!(vnet(&w[1]).gso_type, GSO_TCPV6);
+    assert_eq!(g.writes[1].packets, 2);
+    assert_eq!(&w[0][VIRTIO_NET_HDR_LEN..], &pk[0][..]);
+    assert_eq!(&w[2][VIRTIO_NET_HDR_LEN..], &pk[3][..]);
+}
+
+#[test]
+fn ipv6_garbage_never_panics() {
+    let mut g = Coalescer::new(true, true);
+    let base = seg6(1000, TCP_ACK, &[1; 64]);
+    for cut in 0..base.len() {
+        let mut p = base[..cut].to_vec();
+        if !p.is_empty() {
+            p[0] = 0x60;
+        }
+        let _ = run(&mut g, &[p.clone(), p]);
+    }
+}

@@ -111,6 +111,20 @@ pub fn interface_is_loopback(ifname: &str) -> io::Result<bool> {
     Ok(flags as libc::c_int & libc::IFF_LOOPBACK != 0)
 }
 
+/// Clears `IFF_MULTICAST` on `ifname` (`SIOCGIFFLAGS` + `SIOCSIFFLAGS`): an
+/// IPv6 interface without it joins no all-routers group, so the kernel sends
+/// no MLD report through it.
+pub fn clear_multicast(ifname: &str) -> io::Result<()> {
+    let ctx = |e: io::Error| io::Error::new(e.kind(), format!("multicast off on {ifname}: {e}"));
+    let mut req = ifreq(ifname).map_err(ctx)?;
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, None).map_err(ctx)?;
+    ioctl(&sock, libc::SIOCGIFFLAGS, &mut req).map_err(ctx)?;
+    // SAFETY: SIOCGIFFLAGS succeeded, so ifru_flags holds the flags (a plain
+    // c_short member of the union); writing it back changes only that member.
+    unsafe { req.ifr_ifru.ifru_flags &= !(libc::IFF_MULTICAST as libc::c_short) };
+    ioctl(&sock, libc::SIOCSIFFLAGS, &mut req).map_err(ctx)
+}
+
 /// Whether an interface named `ifname` exists (`if_nametoindex`).
 pub fn interface_exists(ifname: &str) -> bool {
     let Ok(name) = CString::new(ifname) else {

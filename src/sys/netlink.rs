@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
@@ -521,6 +521,16 @@ impl Netlink {
     pub fn del_addr6(&mut self, index: u32, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
         let msg = addr6_request(index, addr, prefix, false);
         self.ack(RouteNetlinkMessage::DelAddress(msg), 0)
+    }
+
+    /// Adds the IPv6 `addr/prefix` (scope global, `nodad`) to interface
+    /// `index`, replacing the same address if present.
+    pub fn add_addr6_nodad(&mut self, index: u32, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
+        let msg = addr6_request(index, addr, prefix, false);
+        self.ack(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
     }
 
     // --- routes ------------------------------------------------------------

@@ -13,7 +13,7 @@
 //! network namespace.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use tun_rs::{DeviceBuilder, SyncDevice};
 
@@ -25,7 +25,14 @@ pub struct TunConfig {
     pub addr: Ipv4Addr,
     pub prefix: u8,
     pub mtu: u16,
+    /// The VM's IPv6 overlay address (dual-stack), assigned with
+    /// [`ADDR6_PREFIX`] and `nodad`; `None`: IPv6 off on the TUN.
+    pub addr6: Option<Ipv6Addr>,
 }
+
+/// The IPv6 address goes on with the mesh prefix length, so the kernel's
+/// prefix route sends the whole mesh /64 into the TUN.
+pub const ADDR6_PREFIX: u8 = 64;
 
 /// Opens (creating if absent) TUN `name` with `IFF_MULTI_QUEUE` and `queues`
 /// queues, all nonblocking. An existing multi-queue TUN of that name is
@@ -99,17 +106,72 @@ pub fn open_tun(
             .set_mtu(c.mtu)
             .map_err(|e| io::Error::new(e.kind(), format!("set MTU {} on {ifname}: {e}", c.mtu)))?;
         set_ipv4_addr(&ifname, c.addr, c.prefix)?;
-        // The overlay is IPv4 only. Disable IPv6 before the link goes up, or the
-        // kernel sends router solicitations and MLD reports into the TUN.
-        let knob = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
-        if let Err(e) = std::fs::write(&knob, "1") {
-            log::debug!("disable IPv6 on {ifname}: {knob}: {e}");
+        match c.addr6 {
+            Some(a6) => configure_ipv6(&ifname, a6)?,
+            None => {
+                // IPv4 only. Disable IPv6 before the link goes up, or the
+                // kernel sends router solicitations and MLD reports into the TUN.
+                if let Err(e) = write_conf6(&ifname, "disable_ipv6", "1") {
+                    log::debug!("disable IPv6 on {ifname}: {e}");
+                }
+            }
         }
         devs[0]
             .enabled(true)
             .map_err(|e| io::Error::new(e.kind(), format!("bring up {ifname}: {e}")))?;
     }
     Ok(devs)
+}
+
+/// Writes `/proc/sys/net/ipv6/conf/IFNAME/KNOB`.
+fn write_conf6(ifname: &str, knob: &str, value: &str) -> io::Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{knob}");
+    std::fs::write(&path, value).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
+}
+
+/// IPv6 on the (still down) TUN: no link-local address (`addr_gen_mode` 1),
+/// hence no router solicitation into the mesh; no multicast flag, hence no
+/// all-routers group and no MLD report (a TUN is NOARP, so the kernel joins
+/// no solicited-node group either); no router advertisements or
+/// autoconfiguration taken from it; then the VM's overlay address with /64,
+/// `nodad` (it is unique by construction). The mesh carries unicast only.
+fn configure_ipv6(ifname: &str, addr: Ipv6Addr) -> io::Result<()> {
+    // A router (forwarding = 1) joined the all-routers groups when the device
+    // appeared: leave them (forwarding 0), clear the flag, and restore
+    // forwarding, which joins nothing now. In MLDv1 mode, leaving a group
+    // never reported (the link was never up) sends nothing; MLDv2 would
+    // queue a state-change report and send it once the link is up.
+    let forwarding =
+        std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{ifname}/forwarding"))
+            .unwrap_or_default();
+    let router = forwarding.trim() == "1";
+    write_conf6(ifname, "force_mld_version", "1")?;
+    if router {
+        write_conf6(ifname, "forwarding", "0")?;
+    }
+    super::netdev::clear_multicast(ifname)?;
+    if router {
+        write_conf6(ifname, "forwarding", "1")?;
+    }
+    for (knob, value) in [
+        ("disable_ipv6", "0"),
+        ("addr_gen_mode", "1"),
+        ("accept_ra", "0"),
+        ("autoconf", "0"),
+        ("accept_dad", "0"),
+    ] {
+        write_conf6(ifname, knob, value)
+            .map_err(|e| io::Error::new(e.kind(), format!("IPv6 on {ifname}: {e}")))?;
+    }
+    let index = super::netdev::interface_index(ifname)?;
+    super::netlink::Netlink::open()
+        .and_then(|mut nl| nl.add_addr6_nodad(index, addr, ADDR6_PREFIX))
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("set address {addr}/{ADDR6_PREFIX} on {ifname}: {e}"),
+            )
+        })
 }
 
 /// Current MTU of the TUN device behind `dev`.

@@ -132,7 +132,7 @@ impl Egress {
                             start: at,
                             len: e.len,
                             peer: e.peer,
-                            tos: self.arena[at + hl + 1],
+                            tos: inner_tos(&self.arena[at + hl..]),
                             stride: 0,
                             first: true,
                         };
@@ -156,11 +156,17 @@ impl Egress {
         push: &mut impl FnMut(&[u8], Segment),
     ) {
         let hl = dp.header_len();
-        if self.read.get(from).map(|v| v >> 4) != Some(4) {
-            c.tun_rx_packets += 1;
-            c.drop(DropReason::NotIpv4);
-            return;
-        }
+        // TSO6 super-packets only with the IPv6 overlay; gso_split then
+        // writes each segment's payload length and the IPv6 pseudo-header sum.
+        let is_v6 = match self.read.get(from).map(|v| v >> 4) {
+            Some(4) => false,
+            Some(6) if dp.overlay6().is_some() => true,
+            _ => {
+                c.tun_rx_packets += 1;
+                c.drop(DropReason::NotIpv4);
+                return;
+            }
+        };
         let stride = hl + usize::from(h.hdr_len) + usize::from(h.gso_size);
         let pos = self.pos;
         let room = ((ARENA - pos) / stride).min(MAX_SEGMENTS);
@@ -173,7 +179,7 @@ impl Egress {
             &mut slots[..room],
             &mut self.sizes[..room],
             hl,
-            false,
+            is_v6,
         ) {
             Ok(k) => k,
             Err(_) => {
@@ -194,7 +200,7 @@ impl Egress {
                         start: at,
                         len: e.len,
                         peer: e.peer,
-                        tos: self.arena[at + hl + 1],
+                        tos: inner_tos(&self.arena[at + hl..]),
                         stride,
                         first: i == 0,
                     };
@@ -203,6 +209,16 @@ impl Egress {
                 Err(r) => c.drop(r),
             }
         }
+    }
+}
+
+/// The inner packet's TOS byte (IPv4) or Traffic Class (IPv6): DSCP + ECN.
+#[inline]
+pub fn inner_tos(inner: &[u8]) -> u8 {
+    match inner {
+        [b0, b1, ..] if b0 >> 4 == 6 => (b0 << 4) | (b1 >> 4),
+        [_, b1, ..] => *b1,
+        _ => 0,
     }
 }
 
@@ -222,6 +238,14 @@ pub fn complete_checksum(pkt: &mut [u8], start: u16, offset: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inner_tos_of_both_families() {
+        assert_eq!(inner_tos(&[0x45, 0xb8, 0, 0]), 0xb8);
+        // IPv6: version 6, Traffic Class 0xb9 spread over the first two bytes
+        assert_eq!(inner_tos(&[0x6b, 0x90, 0, 0]), 0xb9);
+        assert_eq!(inner_tos(&[0x45]), 0);
+    }
 
     #[test]
     fn complete_checksum_matches_a_full_computation() {

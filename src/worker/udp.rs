@@ -181,7 +181,7 @@ impl Underlay for UdpGre {
         let inner = buf
             .get(start + self.header_len..start + len)
             .unwrap_or_default();
-        let tos = inner.get(1).copied().unwrap_or(0);
+        let tos = super::egress::inner_tos(inner);
         let fd = self.sock_fd(self.sender_of(inner));
         self.tx
             .send_one(fd, buf, self.transmit(start, len, peer, tos))

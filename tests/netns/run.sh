@@ -60,11 +60,14 @@ matrix_test() {
     [[ -z $bad ]] || fail "pairs without full replies: $bad"
 }
 
-# bulk_tcp FROM TO MIB — sha256-verified TCP transfer
+# bulk_tcp FROM TO MIB — sha256-verified TCP transfer (to MF_OVL[TO]; the
+# receiver gets BULK_RECV_ARGS, e.g. --ipv6)
+BULK_RECV_ARGS=()
 bulk_tcp() {
     local from=$1 to=$2 mib=$3 out="$MF_RUN_DIR/tcp-recv.$1.$2.json" rpid i sender
     rm -f "$out"
-    mf_bg "tcp-recv-$to" "$to" timeout 90 "$MF_PY" "$MF_TOOLS/flowcheck.py" tcp-recv 5001 "$out" --timeout 60
+    mf_bg "tcp-recv-$to" "$to" timeout 90 "$MF_PY" "$MF_TOOLS/flowcheck.py" tcp-recv 5001 "$out" --timeout 60 \
+        "${BULK_RECV_ARGS[@]}"
     rpid=$MF_LAST_PID
     for ((i = 0; i < 50; i++)); do grep -qs listening "$MF_RUN_DIR/tcp-recv-$to.log" && break; sleep 0.1; done
     sender=$(mf_exec "$from" timeout 90 "$MF_PY" "$MF_TOOLS/flowcheck.py" tcp-send "${MF_OVL[$to]}" 5001 "$mib" --timeout 60) ||
@@ -725,6 +728,9 @@ t_tun_configured() {
     grep -q "mtu $(want_tun_mtu "$MF_UNDERLAY_MTU") " <<<"$info" || fail "tun0 MTU is not $(want_tun_mtu "$MF_UNDERLAY_MTU")"
     grep -Eq '[<,]UP[,>]' <<<"$info" || fail "tun0 not up"
     mf_exec vm1 ip route get "${MF_OVL[vm2c1]}" | grep -q 'dev tun0' || fail "overlay not routed into tun0"
+    # the test namespaces have IPv6 disabled: IPv4 only, said once
+    [[ $(grep -c "IPv6 overlay off: IPv6 is disabled on this host" "$(mf_meshfwd_log vm1)") == 1 ]] ||
+        fail "no (or more than one) 'IPv6 overlay off' line with IPv6 disabled"
     mf_stop vm1
 }
 
@@ -924,6 +930,203 @@ t_bad_config_exit_2() {
     true
 }
 
+
+# ------------------------------------------------------------------- dual --
+# Dual-stack (#17): IPv6 on in the VMs (forwarding on), meshfwd with its
+# default --overlay6. Containers get their IPv6 address by hand here (a /128
+# nodad on eth0, default via fe80::1 on the VM's side of the veth, a /128
+# route in the VM): `meshfwd attach` for IPv6 is another change.
+declare -A OVL6=()
+
+# vm_veth VM CONTAINER — the VM-side veth of a container (alias meshfwd:<netns>)
+vm_veth() {
+    ip -n "$(mf_ns "$1")" -o link show | grep -F "alias meshfwd:$(mf_ns "$2")" | awk -F': ' '{print $2}' | cut -d@ -f1
+}
+
+setup_dual() {
+    mf_mesh --containers 2 || sfail "mesh" || return 1
+    local vm c n ifc
+    for vm in "${MF_VMS[@]}"; do
+        mf_exec "$vm" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+            net.ipv6.conf.all.forwarding=1 >/dev/null || sfail "IPv6 on in $vm" || return 1
+        OVL6[$vm]=$(mf_addr_json "${MF_UL[$vm]}" 1 | _mf_json_get vm_overlay6) || sfail "addr $vm" || return 1
+    done
+    for c in "${MF_CONTAINERS[@]}"; do
+        vm=${MF_VM_OF[$c]}; n=${c##*c}
+        OVL6[$c]=$(mf_addr_json "${MF_UL[$vm]}" "$n" | _mf_json_get overlay6) || sfail "addr $c" || return 1
+        ifc=$(vm_veth "$vm" "$c"); [[ -n $ifc ]] || sfail "no veth of $c in $vm" || return 1
+        mf_exec "$vm" sysctl -qw "net.ipv6.conf.$ifc.disable_ipv6=0" "net.ipv6.conf.$ifc.accept_dad=0" >/dev/null &&
+            mf_exec "$vm" ip -6 addr add fe80::1/64 dev "$ifc" nodad &&
+            mf_exec "$vm" ip -6 route add "${OVL6[$c]}/128" dev "$ifc" &&
+            mf_exec "$c" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.eth0.disable_ipv6=0 \
+                net.ipv6.conf.eth0.accept_dad=0 net.ipv6.conf.eth0.accept_ra=0 >/dev/null &&
+            mf_exec "$c" ip -6 addr add "${OVL6[$c]}/128" dev eth0 nodad &&
+            mf_exec "$c" ip -6 route add default via fe80::1 dev eth0 || sfail "IPv6 for $c" || return 1
+    done
+    mf_start_all || sfail "meshfwd start" || return 1
+}
+
+# with_ovl6 CMD... — run CMD with MF_OVL holding the IPv6 addresses
+with_ovl6() {
+    local -A saved=(); local k
+    for k in "${!MF_OVL[@]}"; do saved[$k]=${MF_OVL[$k]}; MF_OVL[$k]=${OVL6[$k]}; done
+    "$@"; local rc=$?
+    for k in "${!saved[@]}"; do MF_OVL[$k]=${saved[$k]}; done
+    return "$rc"
+}
+
+t_dual_tun_configured() {
+    local info vm
+    for vm in "${MF_VMS[@]}"; do
+        info=$(mf_exec "$vm" ip -6 -o addr show dev tun0)
+        grep -q "inet6 ${OVL6[$vm]}/64 scope global nodad" <<<"$info" || fail "$vm tun0: want ${OVL6[$vm]}/64 nodad, got: $info"
+        grep -q "inet6 fe80" <<<"$info" && fail "$vm tun0 has a link-local address: $info"
+        mf_exec "$vm" ip -6 route show dev tun0 | grep -q '^fd6d:6573:6866::/64 ' || fail "$vm: the mesh /64 is not routed into tun0"
+        grep -Eq "IPv6 block [0-9a-f:]+/96 \(VM ${OVL6[$vm]}\)" "$(mf_meshfwd_log "$vm")" ||
+            fail "$vm: the start-up line does not name the IPv6 /96"
+    done
+    note "vm1 tun0: $(mf_exec vm1 ip -6 -o addr show dev tun0)"
+}
+t_ping6_vms() {
+    expect_ping vm1 "${OVL6[vm2]}" 3
+    expect_ping vm2 "${OVL6[vm3]}" 3
+    expect_ping vm3 "${OVL6[vm1]}" 3
+}
+t_ping6_all_pairs() { with_ovl6 matrix_test; }
+t_ping4_still_all_pairs() { matrix_test; }
+t_bulk_tcp6_sha256() {
+    BULK_RECV_ARGS=(--ipv6)
+    with_ovl6 bulk_tcp vm1c1 vm2c2 48
+    with_ovl6 bulk_tcp vm3c2 vm1c2 16
+    BULK_RECV_ARGS=()
+}
+# The IPv6 minimum MTU end to end: a 1280-byte packet (1232 bytes of echo
+# data + 8 ICMPv6 + 40 IPv6), DF (IPv6 never fragments on the way).
+t_ping6_1280() {
+    local out
+    out=$(mf_exec vm1c1 ping -n -c 3 -i 0.2 -W 2 -s 1232 -M "do" "${OVL6[vm3c1]}" 2>&1)
+    note "$(grep -E 'bytes from|transmitted' <<<"$out" | head -n 2 | tr '\n' ' ')"
+    grep -q '^1240 bytes from' <<<"$out" || fail "no 1280-byte echo reply: $out"
+    grep -q ' 3 received' <<<"$out" || fail "1280-byte ping6: $(grep transmitted <<<"$out")"
+}
+
+# Packet Too Big: vm1 restarted with --mtu 1500 over the 1500 underlay, so a
+# 1500-byte IPv6 packet enters tun0 and the raw send fails (EMSGSIZE);
+# meshfwd answers with ICMPv6 type 2, MTU = underlay 1500 minus overhead
+# (the TUN MTU it would have chosen), from vm1's IPv6 address (index 1).
+t_ptb6_mtu_and_source() {
+    local want pcap="$MF_RUN_DIR/ptb6.pcap" tpid got icmp0 icmp1 rt
+    want=$(want_tun_mtu "$MF_UNDERLAY_MTU")
+    # (vm3 is stopped by now; vm1 runs with --mtu 1500 until this test ends)
+    mf_stop vm1; mf_start vm1 --mtu 1500 || fail "restart vm1 --mtu 1500"
+    mf_exec vm1c2 ip link set eth0 mtu 1500; mf_exec vm1 ip link set "$(vm_veth vm1 vm1c2)" mtu 1500
+    icmp0=$(mf_stat vm1 icmp_tx)
+    mf_tcpdump ptb6 vm1c2 eth0 icmp6 || fail "tcpdump"
+    tpid=$MF_LAST_PID
+    mf_exec vm1c2 ping -n -c 2 -i 0.3 -W 1 -s 1452 -M "do" "${OVL6[vm2c2]}" >"$MF_RUN_DIR/ptb6-ping.log" 2>&1
+    mf_tcpdump_stop "$tpid"
+    got=$(tshark -r "$pcap" -Y 'icmpv6.type == 2' -T fields -E occurrence=f -e ipv6.src -e ipv6.dst -e icmpv6.mtu -e ipv6.plen 2>/dev/null | head -n 1)
+    note "PTB: src dst mtu plen = $got; ping: $(tr '\n' ' ' <"$MF_RUN_DIR/ptb6-ping.log" | cut -c1-200)"
+    [[ -n $got ]] || fail "no ICMPv6 Packet Too Big reached vm1c2"
+    read -r src dst mtu plen <<<"$got"
+    [[ $src == "${OVL6[vm1]}" ]] || fail "PTB source $src, want vm1's IPv6 address ${OVL6[vm1]}"
+    [[ $dst == "${OVL6[vm1c2]}" ]] || fail "PTB destination $dst, want ${OVL6[vm1c2]}"
+    [[ $mtu == "$want" ]] || fail "PTB MTU $mtu, want $want"
+    ((plen + 40 == 1280)) || fail "PTB is $((plen + 40)) bytes, want 1280 (quote as much as fits)"
+    rt=$(mf_exec vm1c2 ip -6 route get "${OVL6[vm2c2]}")
+    note "vm1c2: $rt"
+    grep -q "mtu $want" <<<"$rt" || fail "vm1c2 did not learn PMTU $want: $rt"
+    sleep 1.2
+    icmp1=$(mf_stat vm1 icmp_tx)
+    ((icmp1 > icmp0)) || fail "icmp_tx did not move ($icmp0 -> $icmp1)"
+    # the sender then fits: a ping at the learned MTU passes
+    mf_exec vm1c2 ping -n -q -c 2 -i 0.2 -W 2 -s $((want - 48)) -M "do" "${OVL6[vm2c2]}" >/dev/null ||
+        fail "ping6 at the learned MTU $want failed"
+}
+
+# craft6 EXPECT [gre_craft options] — IPv6 in GRE from vm2 to vm1c1 (inner
+# source vm2c1 unless overridden); EXPECT = deliver or a drop reason that must
+# move by one on vm1, with nothing written to vm1's tun0.
+craft6() {
+    local expect=$1 before tun0 v; shift
+    [[ $expect == deliver ]] || before=$(mf_stat vm1 "drops.$expect") || fail "no counter drops.$expect"
+    tun0=$(mf_stat vm1 tun_tx_packets)
+    local args=(--src "${MF_UL[vm2]}" --dst "${MF_UL[vm1]}" --inner6 --inner-src "${OVL6[vm2c1]}"
+        --inner-dst "${OVL6[vm1c1]}" "${CRAFT_ENCAP[@]}" "$@")
+    note "gre_craft.py ${args[*]}"
+    mf_exec vm2 timeout 10 "$MF_PY" "$MF_TOOLS/gre_craft.py" "${args[@]}" >&2 || fail "gre_craft.py failed"
+    if [[ $expect == deliver ]]; then
+        v=$(mf_wait_stat vm1 tun_tx_packets -ge $((tun0 + 1)) 3) || fail "not delivered (tun_tx_packets $tun0 -> $v)"
+        return 0
+    fi
+    v=$(mf_wait_stat vm1 "drops.$expect" -ge $((before + 1)) 3) || fail "drops.$expect $before -> $v, want +1"
+    ((v == before + 1)) || fail "drops.$expect $before -> $v, want exactly +1"
+    sleep 0.3
+    [[ $(mf_stat vm1 tun_tx_packets) == "$tun0" ]] || fail "something was written to vm1's tun0"
+}
+t_crafted6_control() { craft6 deliver; }
+t_crafted6_spoofed() { craft6 spoofed_source --inner-src "${OVL6[vm3c1]}"; }
+t_crafted6_link_local() { craft6 inner_src_special --inner-src fe80::2; }
+t_crafted6_not_overlay() { craft6 inner_src_not_overlay --inner-src fd00:1:2:3:c0a8:1021:0:2; }
+t_crafted6_nd() { craft6 inner_nd --icmp6-type 135; }
+t_crafted6_dst_other_vm() { craft6 inner_dst_not_local --inner-dst "${OVL6[vm3c1]}"; }
+t_crafted6_ce_over_not_ect() { craft6 ecn_ce_not_ect --ce; }
+
+t_tshark6_decodes() {
+    local pcap="$MF_RUN_DIR/dual-underlay.pcap" tpid layers got
+    layers="eth:ethertype:ip:gre:ipv6:icmpv6"
+    [[ ${MF_ENCAP:-gre} == udp ]] && layers="eth:ethertype:ip:udp:gre:ipv6:icmpv6"
+    mf_tcpdump dual-underlay vm1 eth0 "$GRE_FILTER" || fail "tcpdump"
+    tpid=$MF_LAST_PID
+    mf_exec vm1c1 ping -n -q -c 3 -i 0.1 -W 2 -Q 0xb8 "${OVL6[vm2c1]}" >&2 || fail "ping6 vm1c1 -> vm2c1"
+    mf_tcpdump_stop "$tpid"
+    got=$(tshark -r "$pcap" "${GRE_DECODE[@]}" -T fields -E separator=/t -e frame.protocols -e ip.src -e ip.dst \
+        -e ip.dsfield -e gre.proto -e ipv6.src -e ipv6.dst -e ipv6.tclass 2>"$MF_RUN_DIR/tshark6.err") ||
+        fail "tshark: $(tail -n 2 "$MF_RUN_DIR/tshark6.err")"
+    printf '%s\n' "$got" >"$MF_RUN_DIR/tshark6.txt"
+    note "$(head -n 2 <<<"$got")"
+    [[ $(wc -l <<<"$got") == 6 ]] || fail "want 6 packets (3 requests, 3 replies), got $(wc -l <<<"$got")"
+    local proto src dst tos gp s6 d6 tc
+    while IFS=$'\t' read -r proto src dst tos gp s6 d6 tc; do
+        [[ $proto == "$layers" || $proto == "$layers:data" ]] || fail "layers $proto, want $layers"
+        [[ $gp == 0x86dd ]] || fail "GRE protocol $gp, want 0x86dd"
+        case "$src>$dst $s6>$d6" in
+            "${MF_UL[vm1]}>${MF_UL[vm2]} ${OVL6[vm1c1]}>${OVL6[vm2c1]}" | "${MF_UL[vm2]}>${MF_UL[vm1]} ${OVL6[vm2c1]}>${OVL6[vm1c1]}") ;;
+            *) fail "unexpected addresses: $src>$dst $s6>$d6" ;;
+        esac
+        # RFC 6040: the outer TOS is the inner Traffic Class
+        [[ $((tos)) == $((tc)) ]] || fail "outer TOS $tos != inner Traffic Class $tc"
+    done <<<"$got"
+}
+
+# A restarted meshfwd forwards IPv6 again for flows that crossed it before.
+# (The runner stops what a test started when it ends: vm1 is started here.)
+t_restart_keeps_ipv6() {
+    mf_running vm1 && mf_stop vm1
+    mf_start vm1 || fail "start vm1"
+    expect_ping vm1c1 "${OVL6[vm2c1]}" 2
+    mf_stop vm1; mf_start vm1 || fail "restart vm1"
+    expect_ping vm1c1 "${OVL6[vm2c1]}" 3
+    expect_ping vm2c2 "${OVL6[vm1c2]}" 3
+}
+
+# --overlay6 none: IPv4 only, said in one line; IPv6 GRE from a dual-stack
+# peer is refused as gre_not_ipv4. (vm3 stays stopped after this test.)
+t_overlay6_none() {
+    local n0 n1
+    mf_stop vm3
+    mf_start vm3 --overlay6 none || fail "start vm3 --overlay6 none"
+    grep -q "IPv6 overlay off (--overlay6 none): IPv4 only" "$(mf_meshfwd_log vm3)" || fail "no log line for --overlay6 none"
+    [[ -z $(mf_exec vm3 ip -6 -o addr show dev tun0) ]] || fail "tun0 has IPv6 addresses with --overlay6 none"
+    n0=$(mf_stat vm3 drops.gre_not_ipv4)
+    note "vm1: $(mf_exec vm1 ip -6 route get "${OVL6[vm3c1]}" iif "$(vm_veth vm1 vm1c1)" 2>&1) / $(mf_exec vm1 ip -6 route show dev tun0 | tr '\n' ';')"
+    mf_exec vm1c1 ping -n -c 2 -i 0.2 -W 1 "${OVL6[vm3c1]}" >"$MF_RUN_DIR/none-ping.log" 2>&1 &&
+        fail "ping6 to vm3c1 answered with --overlay6 none on vm3"
+    note "$(tr '\n' ' ' <"$MF_RUN_DIR/none-ping.log")"
+    n1=$(mf_wait_stat vm3 drops.gre_not_ipv4 -ge $((n0 + 2)) 3) || fail "gre_not_ipv4 $n0 -> $n1, want +2"
+    expect_ping vm1c1 "${MF_OVL[vm3c1]}" 2
+}
+
 # ------------------------------------------------------------------- main --
 
 main() {
@@ -937,6 +1140,11 @@ main() {
     [[ ${MF_ENCAP:-gre} == udp ]] && udp_only=(t_udp_source_ports)
     rn_group wide setup_wide t_all_pairs_ping t_vm_host_to_remote_container t_bulk_tcp_sha256 \
         t_underlay_capture_tshark "${udp_only[@]}" t_no_drops_or_errors
+    rn_group dual setup_dual t_dual_tun_configured t_ping6_vms t_ping6_all_pairs t_ping4_still_all_pairs \
+        t_bulk_tcp6_sha256 t_ping6_1280 t_tshark6_decodes t_no_drops_or_errors t_crafted6_control \
+        t_crafted6_spoofed t_crafted6_link_local t_crafted6_not_overlay t_crafted6_nd \
+        t_crafted6_dst_other_vm t_crafted6_ce_over_not_ect t_overlay6_none t_ptb6_mtu_and_source \
+        t_restart_keeps_ipv6
     rn_group classic setup_classic t_all_pairs_ping t_vm_host_to_remote_container t_no_drops_or_errors
     rn_group nooffload setup_nooffload t_all_pairs_ping t_offload_reported t_bulk_tcp_nooffload \
         t_bulk_tcp_mixed_offload t_no_drops_or_errors

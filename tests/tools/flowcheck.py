@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Traffic checkers for the netns suite (stdlib only).
 
-  flowcheck.py tcp-recv PORT OUT.json [--timeout S]
+  flowcheck.py tcp-recv PORT OUT.json [--timeout S] [--ipv6]
       accept one TCP connection, read to EOF, write {"bytes", "sha256"} to OUT.json
   flowcheck.py tcp-send ADDR PORT MIB [--seed N] [--timeout S]
       send MIB MiB of deterministic pseudo-random data, print {"bytes", "sha256"}
@@ -23,9 +23,9 @@ import time
 
 
 def tcp_recv(a):
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls = socket.socket(socket.AF_INET6 if a.ipv6 else socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("0.0.0.0", a.port))
+    ls.bind(("::" if a.ipv6 else "0.0.0.0", a.port))
     ls.listen(1)
     ls.settimeout(a.timeout)
     print("listening", flush=True)
@@ -123,6 +123,7 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("tcp-recv"); r.add_argument("port", type=int); r.add_argument("out")
     r.add_argument("--timeout", type=float, default=60); r.set_defaults(fn=tcp_recv)
+    r.add_argument("--ipv6", action="store_true", help="listen on :: (IPv6) instead of 0.0.0.0")
     r = sub.add_parser("tcp-send"); r.add_argument("addr"); r.add_argument("port", type=int)
     r.add_argument("mib", type=int); r.add_argument("--seed", type=int, default=1)
     r.add_argument("--timeout", type=float, default=60); r.set_defaults(fn=tcp_send)

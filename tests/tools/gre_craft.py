@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Send hand-built outer IPv4 + GRE + inner IPv4/ICMP echo packets (stdlib only).
+"""Send hand-built outer IPv4 + GRE + inner IPv4/ICMP echo packets (stdlib only);
+with --inner6, inner IPv6/ICMPv6 (GRE protocol 0x86DD).
 
 Run it inside a namespace attached to the test underlay, as root:
 
@@ -53,9 +54,28 @@ def icmp_echo(ident, seq, payload: bytes) -> bytes:
     return msg[:2] + struct.pack("!H", csum16(msg)) + msg[4:]
 
 
+def build_inner6(a, seq) -> bytes:
+    """IPv6 (no extension headers) + ICMPv6 of type --icmp6-type (128 = echo
+    request) with a valid checksum over the IPv6 pseudo-header."""
+    payload = (a.payload.encode() * (a.payload_len // max(1, len(a.payload)) + 1))[: a.payload_len]
+    src = socket.inet_pton(socket.AF_INET6, a.inner_src)
+    dst = socket.inet_pton(socket.AF_INET6, a.inner_dst)
+    msg = struct.pack("!BBHHH", a.icmp6_type, 0, 0, a.icmp_id, seq) + payload
+    pseudo = src + dst + struct.pack("!I3xB", len(msg), 58)
+    msg = msg[:2] + struct.pack("!H", csum16(pseudo + msg)) + msg[4:]
+    tc = (a.inner_tos & ~3) | ECN[a.inner_ecn]
+    word = (6 << 28) | (tc << 20)
+    inner = struct.pack("!IHBB", word, len(msg), 58, a.inner_ttl) + src + dst + msg
+    if a.truncate_inner is not None:
+        inner = inner[: a.truncate_inner]
+    return inner
+
+
 def build_inner(a, seq) -> bytes:
     if a.inner_hex:
         return bytes.fromhex(a.inner_hex)
+    if a.inner6:
+        return build_inner6(a, seq)
     payload = (a.payload.encode() * (a.payload_len // max(1, len(a.payload)) + 1))[: a.payload_len]
     icmp = icmp_echo(a.icmp_id, seq, payload)
     tos = (a.inner_tos & ~3) | ECN[a.inner_ecn]
@@ -140,7 +160,8 @@ def main():
     g.add_argument("--reserved", type=lambda x: int(x, 0), default=0,
                    help="value of the 9 reserved flag bits (bits 4-12)")
     g.add_argument("--version", type=int, default=0, help="GRE version (0-7)")
-    g.add_argument("--proto", type=lambda x: int(x, 0), default=0x0800, help="protocol type")
+    g.add_argument("--proto", type=lambda x: int(x, 0), default=None,
+                   help="protocol type [default: 0x0800, 0x86DD with --inner6]")
     g.add_argument("--flags-word", type=lambda x: int(x, 0),
                    help="override the whole first 16-bit word (flags + version)")
     i = p.add_argument_group("inner IPv4/ICMP echo")
@@ -159,6 +180,10 @@ def main():
     i.add_argument("--payload", default="meshfwd-gre-craft ")
     i.add_argument("--payload-len", type=int, default=56)
     i.add_argument("--inner-hex", help="use these bytes (hex) as the inner packet verbatim")
+    i.add_argument("--inner6", action="store_true",
+                   help="inner IPv6 + ICMPv6 (--inner-src/--inner-dst are IPv6 addresses)")
+    i.add_argument("--icmp6-type", type=int, default=128,
+                   help="ICMPv6 type with --inner6 (128 echo request, 135 neighbour solicitation, ...)")
     r = p.add_argument_group("sending")
     r.add_argument("--count", type=int, default=1)
     r.add_argument("--icmp-seq", type=int, default=1, help="first ICMP sequence number")
@@ -166,6 +191,8 @@ def main():
     r.add_argument("--hex", action="store_true", help="print each packet as hex (no send unless --send)")
     r.add_argument("--send", action="store_true", help="with --hex: send as well")
     a = p.parse_args()
+    if a.proto is None:
+        a.proto = 0x86DD if a.inner6 else 0x0800
 
     sock = None
     if not a.hex or a.send:
