@@ -538,15 +538,22 @@ impl Netlink {
     /// Every IPv4 unicast route of every table (the local and broadcast
     /// routes the kernel derives from addresses are left out).
     pub fn routes(&mut self) -> io::Result<Vec<Route4>> {
+        self.unicast_routes(AddressFamily::Inet, parse_route)
+    }
+
+    /// The unicast routes of one address family, each parsed by `parse`.
+    fn unicast_routes<T>(
+        &mut self,
+        family: AddressFamily,
+        parse: fn(&RouteMessage) -> Option<T>,
+    ) -> io::Result<Vec<T>> {
         let mut req = RouteMessage::default();
-        req.header.address_family = AddressFamily::Inet;
+        req.header.address_family = family;
         let replies = self.dump(RouteNetlinkMessage::GetRoute(req))?;
         Ok(replies
             .iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) if r.header.kind == RouteType::Unicast => {
-                    parse_route(r)
-                }
+                RouteNetlinkMessage::NewRoute(r) if r.header.kind == RouteType::Unicast => parse(r),
                 _ => None,
             })
             .collect())
@@ -567,18 +574,7 @@ impl Netlink {
 
     /// Every IPv6 unicast route of every table (none when the kernel has no IPv6).
     pub fn routes6(&mut self) -> io::Result<Vec<Route6>> {
-        let mut req = RouteMessage::default();
-        req.header.address_family = AddressFamily::Inet6;
-        let replies = self.dump(RouteNetlinkMessage::GetRoute(req))?;
-        Ok(replies
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) if r.header.kind == RouteType::Unicast => {
-                    parse_route6(r)
-                }
-                _ => None,
-            })
-            .collect())
+        self.unicast_routes(AddressFamily::Inet6, parse_route6)
     }
 
     /// Adds an IPv6 unicast route (fails with `EEXIST` if the same one exists).
