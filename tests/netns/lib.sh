@@ -170,8 +170,8 @@ mf_exec() { local ns; ns=$(mf_ns "$1"); shift; ip netns exec "$ns" "$@"; }
 # --- addresses (meshfwd addr is the single source of truth) ----------------------
 
 # mf_addr_json VM_UNDERLAY N — JSON from `meshfwd addr --json --vm .. --container N`
-mf_addr_json() {
-    "$MESHFWD" addr "${MF_LAYOUT_ARGS[@]}" --json --vm "$1" --container "$2"
+mf_addr_json() { # VM_UNDERLAY N [ADDR_ARGS...]
+    "$MESHFWD" addr "${MF_LAYOUT_ARGS[@]}" --json --vm "$1" --container "$2" "${@:3}"
 }
 
 _mf_json_get() { "$MF_PY" "$MF_TOOLS/mfjson.py" get "$1"; } # KEY < json

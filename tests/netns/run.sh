@@ -933,9 +933,10 @@ t_bad_config_exit_2() {
 
 # ------------------------------------------------------------------- dual --
 # Dual-stack (#17): IPv6 on in the VMs (forwarding on), meshfwd with its
-# default --overlay6. Containers get their IPv6 address by hand here (a /128
-# nodad on eth0, default via fe80::1 on the VM's side of the veth, a /128
-# route in the VM): `meshfwd attach` for IPv6 is another change.
+# default --overlay6. The mesh's containers get their IPv6 address by hand
+# here (a /128 nodad on eth0, default via fe80::1 on the VM's side of the
+# veth, a /128 route in the VM), so that the datapath is tested apart from
+# attach; t_ipv6_only_container_above_4095 wires one with `meshfwd attach`.
 declare -A OVL6=()
 
 # vm_veth VM CONTAINER — the VM-side veth of a container (alias meshfwd:<netns>)
@@ -1008,6 +1009,36 @@ t_ping6_1280() {
     note "$(grep -E 'bytes from|transmitted' <<<"$out" | head -n 2 | tr '\n' ' ')"
     grep -q '^1240 bytes from' <<<"$out" || fail "no 1280-byte echo reply: $out"
     grep -q ' 3 received' <<<"$out" || fail "1280-byte ping6: $(grep transmitted <<<"$out")"
+}
+
+# An IPv6-only container beyond the IPv4 host range: #5000 (index 5001 >
+# 4095) on vm2, wired by `meshfwd attach --ipv6-only` (not by hand), reached
+# across VMs: ping6 from a container on vm1 and from vm3 itself, a TCPv6
+# transfer with sha256 equal, no IPv4 address in it; `meshfwd detach` then
+# leaves it unreachable.
+t_ipv6_only_container_above_4095() {
+    local c=vm2c5000 out want a6 a4 ns
+    ns=$(mf_ns "$c")
+    want=$(mf_addr_json "${MF_UL[vm2]}" 5000 --ipv6-only | _mf_json_get overlay6) || fail "meshfwd addr #5000"
+    mf_netns_add "$c" && mf_ipv6_on "$c" || fail "namespace $c"
+    out=$(mf_exec vm2 "$MESHFWD" attach "$ns" --container 5000 --ipv6-only "${MF_LAYOUT_ARGS[@]}" --json 2>&1) ||
+        fail "meshfwd attach --container 5000 --ipv6-only: $out"
+    note "attach: $out"
+    a6=$(_mf_json_get address6 <<<"$out"); a4=$(_mf_json_get address <<<"$out")
+    [[ $a6 == "$want" ]] || fail "attach address6 $a6, want $want (meshfwd addr)"
+    [[ $a4 == None || $a4 == null || -z $a4 ]] || fail "attach gave an IPv6-only container IPv4 address $a4"
+    [[ -z $(mf_exec "$c" ip -4 -o addr show dev eth0) ]] || fail "$c eth0 has IPv4: $(mf_exec "$c" ip -4 -o addr show dev eth0)"
+    mf_exec "$c" ip -6 -o addr show dev eth0 | grep -q "inet6 $want/128 " || fail "$c eth0 lacks $want/128"
+    OVL6[$c]=$want; MF_OVL[$c]=$want   # (bulk_tcp sends to MF_OVL)
+    expect_ping vm1c1 "$want" 3
+    expect_ping vm3 "$want" 3
+    expect_ping "$c" "${OVL6[vm1c2]}" 3
+    BULK_RECV_ARGS=(--ipv6)
+    bulk_tcp vm1c2 "$c" 8
+    BULK_RECV_ARGS=()
+    mf_exec vm2 "$MESHFWD" detach "$ns" >/dev/null || fail "meshfwd detach $c"
+    unset 'MF_OVL[$c]' 'OVL6[$c]'
+    expect_no_ping vm1c1 "$want" 2
 }
 
 # Packet Too Big: vm1 restarted with --mtu 1500 over the 1500 underlay, so a
@@ -1143,7 +1174,7 @@ main() {
     rn_group dual setup_dual t_dual_tun_configured t_ping6_vms t_ping6_all_pairs t_ping4_still_all_pairs \
         t_bulk_tcp6_sha256 t_ping6_1280 t_tshark6_decodes t_no_drops_or_errors t_crafted6_control \
         t_crafted6_spoofed t_crafted6_link_local t_crafted6_not_overlay t_crafted6_nd \
-        t_crafted6_dst_other_vm t_crafted6_ce_over_not_ect t_overlay6_none t_ptb6_mtu_and_source \
+        t_crafted6_dst_other_vm t_crafted6_ce_over_not_ect t_ipv6_only_container_above_4095 t_overlay6_none t_ptb6_mtu_and_source \
         t_restart_keeps_ipv6
     rn_group classic setup_classic t_all_pairs_ping t_vm_host_to_remote_container t_no_drops_or_errors
     rn_group nooffload setup_nooffload t_all_pairs_ping t_offload_reported t_bulk_tcp_nooffload \
