@@ -90,7 +90,7 @@ KI_IN=""
 KI_SEQ=0
 KI_OUT=""
 KI_CONSOLE=""
-declare -A CASE_GRO=() CASE_FLAGS=() CASE_KOPTS=() CASE_KUL=() CASE_KOVL=() CASE_DEV=() CASE_BAD=()
+declare -A CASE_KOVL6=() CASE_COVL6=() CASE_GRO=() CASE_FLAGS=() CASE_KOPTS=() CASE_KUL=() CASE_KOVL=() CASE_DEV=() CASE_BAD=()
 CASE_NAMES=()
 MISMATCH_OK=()
 
@@ -313,13 +313,27 @@ vm_must() {
 
 # ------------------------------------------------------------ setup --
 
-# case_setup NAME INDEX MESHFWD_FLAGS KERNEL_OPTS — meshfwd VM + container on the
-# host side, underlay address + tunnel in the kernel VM
+# case_setup NAME INDEX MESHFWD_FLAGS KERNEL_OPTS [dual] — meshfwd VM +
+# container on the host side, underlay address + tunnel in the kernel VM.
+# dual (the good cases): IPv6 on in the meshfwd VM and its container (meshfwd
+# with its default --overlay6, the container attached dual-stack), and the
+# kernel tunnel carries IPv6 too: no link-local address on it (addrgenmode
+# none, so nothing but mesh traffic goes in: no router solicitation, no MLD),
+# the kernel VM's IPv6 overlay address (index 1 of its /96) as a /128 nodad,
+# the meshfwd VM's /96 routed into it (docs/OPERATIONS.md, Mixed grids).
 case_setup() {
-    local name=$1 idx=$2 flags=$3 kopts=$4 mul kul kovl block dev
+    local name=$1 idx=$2 flags=$3 kopts=$4 dual=${5:-} mul kul kovl block dev v6=""
     mul=192.168.20.$((10 + idx)); kul=192.168.30.$((10 + idx))
     mf_vm_add "$name" "$mul" || return 1
-    mf_container_add "$name" 1 || return 1
+    if [[ $dual == dual ]]; then
+        mf_ipv6_on "$name" && mf_exec "$name" sysctl -qw net.ipv6.conf.all.forwarding=1 >/dev/null || return 1
+        mf_netns_add "${name}c1" && mf_ipv6_on "${name}c1" && mf_attach "$name" "${name}c1" 1 || return 1
+        CASE_KOVL6[$name]=$(mf_addr_json "$kul" 1 | _mf_json_get vm_overlay6) || return 1
+        CASE_COVL6[$name]=$(mf_addr_json "$mul" 1 | _mf_json_get overlay6) || return 1
+        v6=$(mf_addr_json "$mul" 1 | _mf_json_get block6) || return 1
+    else
+        mf_container_add "$name" 1 || return 1
+    fi
     kovl=$(mf_vm_addr "$kul") || return 1
     block=$(mf_addr_json "$mul" 1 | _mf_json_get block) || return 1
     dev=g-$name
@@ -332,8 +346,14 @@ case_setup() {
         vm_must "ip fou show | grep -q 'port ${BASH_REMATCH[1]} ' || ip fou add port ${BASH_REMATCH[1]} ipproto 47" || return 1
     fi
     vm_must "ip link add $dev type gre local $kul remote $mul ttl 64 $kopts" || return 1
+    if [[ -n $v6 ]]; then
+        vm_must "ip link set $dev addrgenmode none && sysctl -qw net.ipv6.conf.$dev.disable_ipv6=0" || return 1
+    fi
     vm_must "ip link set $dev up && ip addr add $kovl/32 dev $dev && ip route add $block dev $dev" || return 1
-    note "case $name: meshfwd ${MF_UL[$name]} (${MF_OVL[$name]}, container ${MF_OVL[${name}c1]}) $flags <-> kernel $kul ($kovl) gre $kopts"
+    if [[ -n $v6 ]]; then
+        vm_must "ip -6 addr add ${CASE_KOVL6[$name]}/128 dev $dev nodad && ip -6 route add $v6 dev $dev" || return 1
+    fi
+    note "case $name: meshfwd ${MF_UL[$name]} (${MF_OVL[$name]}, container ${MF_OVL[${name}c1]}${v6:+ ${CASE_COVL6[$name]}}) $flags <-> kernel $kul ($kovl${v6:+ ${CASE_KOVL6[$name]}}) gre $kopts"
 }
 
 # host-side servers of a case's container: HTTP (python3) on :8000
@@ -362,28 +382,31 @@ t_ping_from_vm() {
         { REASON="VM -> container ${MF_OVL[${1}c1]}: $(tail -n 2 <<<"$KI_OUT" | tr '\n' ' ')"; return 1; }
 }
 
-t_tcp_to_vm() {
-    local port=$((5100 + $2)) rx=/tmp/rx.$1 md5 size
+# _tcp_to_vm CASE PORT ADDR — the blob from the container to the VM's ADDR (busybox nc), md5 compared
+_tcp_to_vm() {
+    local port=$2 rx=/tmp/rx.$1.$2 md5 size
     size=$(stat -c %s "$BLOB")
     vm_run "rm -f $rx; (sleep 120 | nc -l -p $port >$rx 2>/dev/null) & for i in \$(seq 50); do netstat -ltn | grep -q :$port && exit 0; sleep 0.1; done; exit 1" ||
         { REASON="nc -l in the VM did not listen: $KI_OUT"; return 1; }
-    mf_exec "${1}c1" timeout 30 busybox nc "${CASE_KOVL[$1]}" "$port" <"$BLOB" ||
-        { REASON="nc to ${CASE_KOVL[$1]}:$port exited $?"; return 1; }
+    mf_exec "${1}c1" timeout 30 busybox nc "$3" "$port" <"$BLOB" ||
+        { REASON="nc to $3 port $port exited $?"; return 1; }
     vm_run "for i in \$(seq 100); do [ \$(wc -c <$rx) -ge $size ] && break; sleep 0.1; done; md5sum $rx; wc -c <$rx"
     md5=$(awk 'NR == 1 { print $1 }' <<<"$KI_OUT")
     [[ $md5 == "$(blob_md5)" ]] || { REASON="VM received $(tail -n 1 <<<"$KI_OUT") bytes with md5 $md5, sent $size"; return 1; }
 }
+t_tcp_to_vm() { _tcp_to_vm "$1" $((5100 + $2)) "${CASE_KOVL[$1]}"; }
 
-t_tcp_from_vm() {
-    local port=$((5200 + $2)) rx=$MF_RUN_DIR/rx.$1 c=${1}c1 i pid md5
+# _tcp_from_vm CASE PORT ADDR — the blob from the VM to the container's ADDR, md5 compared
+_tcp_from_vm() {
+    local port=$2 rx=$MF_RUN_DIR/rx.$1.$2 c=${1}c1 i pid md5
     rm -f "$rx"
-    mf_bg "nc-$1" "$c" sh -c "sleep 120 | exec busybox nc -l -p $port >'$rx'"
+    mf_bg "nc-$1-$port" "$c" sh -c "sleep 120 | exec busybox nc -l -p $port >'$rx'"
     pid=$MF_LAST_PID
     for ((i = 0; i < 50; i++)); do
         mf_exec "$c" ss -Hltn "sport = :$port" | grep -q . && break
         sleep 0.1
     done
-    vm_run "timeout 30 nc ${MF_OVL[$c]} $port </blob" || { REASON="nc in the VM exited: $KI_OUT"; return 1; }
+    vm_run "timeout 30 nc $3 $port </blob" || { REASON="nc in the VM exited: $KI_OUT"; return 1; }
     for ((i = 0; i < 100; i++)); do
         [[ -f $rx && $(stat -c %s "$rx") -ge $(stat -c %s "$BLOB") ]] && break
         sleep 0.1
@@ -391,6 +414,26 @@ t_tcp_from_vm() {
     mf_reap "$pid" 1 || true
     md5=$(md5sum <"$rx" | cut -d' ' -f1)
     [[ $md5 == "$(blob_md5)" ]] || { REASON="container received $(stat -c %s "$rx") bytes with md5 $md5"; return 1; }
+}
+t_tcp_from_vm() { _tcp_from_vm "$1" $((5200 + $2)) "${MF_OVL[${1}c1]}"; }
+
+# IPv6 inner packets (#17) through the same tunnels: the kernel's GRE device
+# carries them as protocol 0x86DD (and through FOU), meshfwd derives the peer
+# from the IPv6 destination's VM bits.
+t_ping6_to_vm() {
+    local r; r=$(mf_ping "${1}c1" "${CASE_KOVL6[$1]}" 3)
+    [[ $r == 3/3 ]] || { REASON="container -> VM ${CASE_KOVL6[$1]}: $r replies"; return 1; }
+}
+t_ping6_from_vm() {
+    vm_run "ping6 -c 3 -i 0.3 -W 2 ${CASE_COVL6[$1]}" ||
+        { REASON="VM -> container ${CASE_COVL6[$1]}: $(tail -n 2 <<<"$KI_OUT" | tr '\n' ' ')"; return 1; }
+}
+t_tcp6_to_vm() { _tcp_to_vm "$1" $((5300 + $2)) "${CASE_KOVL6[$1]}"; }
+t_tcp6_from_vm() { _tcp_from_vm "$1" $((5400 + $2)) "${CASE_COVL6[$1]}"; }
+t_http6_from_vm() {
+    local md5
+    md5=$(mf_exec "${1}c1" timeout 30 busybox wget -q -O - "http://[${CASE_KOVL6[$1]}]/blob" | md5sum | cut -d' ' -f1)
+    [[ $md5 == "$(blob_md5)" ]] || { REASON="wget http://[${CASE_KOVL6[$1]}]/blob (VM httpd): md5 $md5"; return 1; }
 }
 
 t_http_from_vm() {
@@ -420,18 +463,26 @@ t_counters() {
 # The GRE headers of the case's pings in the underlay capture, both ways: the
 # C/K/S flags the configuration asks for (meshfwd --csum/--key/--seq, kernel
 # [o]csum/[o]key/[o]seq), valid checksums (tshark verifies them), the key, and
-# sequence numbers that increase.
-t_wire() {
-    local name=$1 mflags=" ${CASE_FLAGS[$1]} " kopts=" ${CASE_KOPTS[$1]} " want_m want_k out key=0 port=""
+# sequence numbers that increase. wire6: the same for ping6, whose GRE
+# protocol type must be 0x86DD.
+_wire() { # CASE 4|6
+    local name=$1 mflags=" ${CASE_FLAGS[$1]} " kopts=" ${CASE_KOPTS[$1]} " want_m want_k out key=0 port="" filter
     [[ $mflags =~ \ --key\ ([0-9]+) ]] && key=${BASH_REMATCH[1]}
     [[ $kopts =~ \ encap\ fou\ .*encap-dport\ ([0-9]+) ]] && port=${BASH_REMATCH[1]}
     want_m="$([[ $mflags == *" --csum "* ]] && echo 1 || echo 0)$([[ $mflags == *" --key "* ]] && echo 1 || echo 0)$([[ $mflags == *" --seq "* ]] && echo 1 || echo 0)"
     want_k="$([[ $kopts =~ \ o?csum\  ]] && echo 1 || echo 0)$([[ $kopts =~ \ o?key\  ]] && echo 1 || echo 0)$([[ $kopts =~ \ o?seq\  ]] && echo 1 || echo 0)"
     # pings of its own, so that the test stands alone
-    mf_ping "${name}c1" "${CASE_KOVL[$name]}" 3 >/dev/null
-    vm_run "ping -c 3 -i 0.3 -W 2 ${MF_OVL[${name}c1]}"
+    if [[ $2 == 6 ]]; then
+        mf_ping "${name}c1" "${CASE_KOVL6[$name]}" 3 >/dev/null
+        vm_run "ping6 -c 3 -i 0.3 -W 2 ${CASE_COVL6[$name]}"
+        filter="gre && gre.proto == 0x86dd && (icmpv6.type == 128 || icmpv6.type == 129)"
+    else
+        mf_ping "${name}c1" "${CASE_KOVL[$name]}" 3 >/dev/null
+        vm_run "ping -c 3 -i 0.3 -W 2 ${MF_OVL[${name}c1]}"
+        filter="gre && !(icmp.type == 3) && (icmp.type == 0 || icmp.type == 8)"
+    fi
     sleep 0.5 # tcpdump -U writes each packet at once; give it a moment anyway
-    out=$(tshark -r "$MF_RUN_DIR/underlay.pcap" -Y "gre && !(icmp.type == 3) && (icmp.type == 0 || icmp.type == 8)" \
+    out=$(tshark -r "$MF_RUN_DIR/underlay.pcap" -Y "$filter" \
         -T fields -E occurrence=f -E separator='|' -e ip.src -e ip.dst -e gre.flags.checksum \
         -e gre.flags.key -e gre.flags.sequence_number -e gre.checksum.status -e gre.key -e gre.sequence_number -e udp.dstport \
         ${port:+-d "udp.port==$port,gre"} 2>/dev/null |
@@ -439,8 +490,11 @@ t_wire() {
         { REASON="tshark/python failed"; return 1; }
     [[ -z $out ]] || { REASON=$out; return 1; }
 }
+t_wire() { _wire "$1" 4; }
+t_wire6() { _wire "$1" 6; }
 
-GOOD_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host wire counters)
+GOOD_TESTS=(ping_to_vm ping_from_vm tcp_to_vm tcp_from_vm http_from_vm http_to_host wire
+    ping6_to_vm ping6_from_vm tcp6_to_vm tcp6_from_vm http6_from_vm wire6 counters)
 
 # FOU cases also: 20 in-sequence TCP segments in GRE-in-UDP, built by
 # tests/tools/fou_burst.py (not by meshfwd; UDP checksum 0 and on), must all
@@ -1161,7 +1215,7 @@ main() {
         if [[ -n $needs ]] && ! "$MESHFWD" --help 2>/dev/null | grep -q -- "$needs\b"; then
             rn_result "$name/setup" "meshfwd has no $needs flag"; continue
         fi
-        if ! case_setup "$name" "$idx" "$flags" "$kopts" || ! case_servers "$name"; then
+        if ! case_setup "$name" "$idx" "$flags" "$kopts" dual || ! case_servers "$name"; then
             rn_result "$name/setup" "$(tail -n 1 "$MF_RUN_DIR/setup.log")"; console_tail; continue
         fi
         CASE_NAMES+=("$name")

@@ -1,10 +1,12 @@
 //! Fuzzes the receive coalescer with batches of packets: half of the inputs
 //! are raw bytes (length-prefixed), half drive a generator of valid TCP
 //! segments (checksums right, so the merge paths run) whose flow, sequence
-//! step, flags, length, IPv4 ID/DF, TTL and corruption the input picks.
+//! step, flags, length, IPv4 ID/DF, TTL and corruption the input picks, as
+//! TCP/IPv4 or (one option bit) TCP/IPv6, whose Traffic Class, flow label and
+//! hop limit the input varies instead.
 //! Checked: no panic, every packet written exactly once, pieces in bounds, a
-//! merged packet is one valid IPv4 packet with sane virtio-net offsets whose
-//! partial transport checksum completes to a valid one.
+//! merged packet is one valid IPv4 or IPv6 packet with sane virtio-net offsets
+//! whose partial transport checksum completes to a valid one.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use meshfwd::gro::{Coalescer, Piece};
@@ -37,7 +39,43 @@ fn segment(flow: u8, seq: u32, flags: u8, id: u16, df: bool, ttl: u8, payload: u
     p
 }
 
-fn generated(mut d: &[u8]) -> Vec<Vec<u8>> {
+const SRC6: [u8; 16] = [0xfd, 0x6d, 0x65, 0x73, 0x68, 0x66, 0, 0, 192, 168, 1, 2, 0, 0, 0, 10];
+const DST6: [u8; 16] = [0xfd, 0x6d, 0x65, 0x73, 0x68, 0x66, 0, 0, 192, 168, 3, 4, 0, 0, 0, 20];
+
+/// IPv6 + TCP segment (no extension headers), checksum computed; `tc` and
+/// `label` are the Traffic Class and flow label (GRO merges only equal ones).
+fn segment6(flow: u8, seq: u32, flags: u8, tc: u8, label: u32, hop: u8, payload: usize) -> Vec<u8> {
+    let plen = 20 + payload;
+    let mut p = vec![0u8; 40 + plen];
+    let word = 6u32 << 28 | u32::from(tc) << 20 | (label & 0xf_ffff);
+    p[..4].copy_from_slice(&word.to_be_bytes());
+    p[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
+    p[6] = 6;
+    p[7] = hop;
+    p[8..24].copy_from_slice(&SRC6);
+    p[24..40].copy_from_slice(&DST6);
+    p[40..44].copy_from_slice(&[0x9c, flow, 0x14, 0x51]);
+    p[44..48].copy_from_slice(&seq.to_be_bytes());
+    p[52] = 0x50;
+    p[53] = flags;
+    p[54] = 2;
+    for (i, b) in p[60..].iter_mut().enumerate() {
+        *b = (i as u8) ^ flow;
+    }
+    let c = !fold(sum(&p[40..], pseudo6(&p[8..40], plen)));
+    p[56..58].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// The TCP/IPv6 pseudo-header sum of `addrs` (source then destination).
+fn pseudo6(addrs: &[u8], plen: usize) -> u64 {
+    let mut tail = [0u8; 8];
+    tail[..4].copy_from_slice(&(plen as u32).to_be_bytes());
+    tail[7] = 6;
+    sum(&tail, sum(addrs, 0))
+}
+
+fn generated(mut d: &[u8], v6: bool) -> Vec<Vec<u8>> {
     let mut seq = [0u32; 2];
     let mut id = [0u16; 2];
     let mut out = Vec::new();
@@ -55,7 +93,14 @@ fn generated(mut d: &[u8]) -> Vec<Vec<u8>> {
         }
         let df = a & 0x20 == 0;
         let ttl = if a & 0x40 != 0 { 63 } else { 64 };
-        let mut p = segment(f as u8, seq[f], flags, id[f], df, ttl, len);
+        let mut p = if v6 {
+            // the input varies what must match for a merge instead of ID/DF
+            let tc = if a & 0x20 != 0 { 0xb8 } else { 0 };
+            let label = if e & 2 != 0 { u32::from(c) } else { 0x12345 };
+            segment6(f as u8, seq[f], flags, tc, label, ttl, len)
+        } else {
+            segment(f as u8, seq[f], flags, id[f], df, ttl, len)
+        };
         if a & 0x80 != 0 {
             let i = usize::from(e) % p.len();
             p[i] ^= c | 1; // corrupted in flight
@@ -83,7 +128,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&opts, rest)) = data.split_first() else {
         return;
     };
-    let pkts = if opts & 4 != 0 { generated(rest) } else { raw(rest) };
+    let pkts = if opts & 4 != 0 {
+        generated(rest, opts & 8 != 0)
+    } else {
+        raw(rest)
+    };
     let mut g = Coalescer::new(opts & 1 == 0, opts & 2 == 0);
     for (i, p) in pkts.iter().enumerate() {
         let at = Piece {
@@ -107,6 +156,18 @@ fuzz_target!(|data: &[u8]| {
             let (hdr_len, gso_size, csum_start, csum_off) = (v(2), v(4), v(6), v(8));
             let p = &mut out[10..];
             assert!(gso_size > 0 && hdr_len < p.len() && csum_start + csum_off + 2 <= hdr_len);
+            if p[0] >> 4 == 6 {
+                // IPv6: a payload length that covers the rest, no header checksum
+                assert_eq!(p[6], 6, "only TCP merges over IPv6");
+                assert!(p.len() - 40 <= 65535);
+                assert_eq!(usize::from(u16::from_be_bytes([p[4], p[5]])), p.len() - 40);
+                assert_eq!((csum_start, csum_off), (40, 16));
+                let c = !fold(sum(&p[40..], 0));
+                p[56..58].copy_from_slice(&c.to_be_bytes());
+                let ph = pseudo6(&p[8..40], p.len() - 40);
+                assert_eq!(fold(sum(&p[40..], ph)), 0xffff);
+                continue;
+            }
             assert!(p.len() <= 65535);
             assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
             assert_eq!(fold(sum(&p[..20], 0)), 0xffff);
