@@ -137,6 +137,10 @@ pub struct CheckArgs {
     /// kernel datapath needs one: see the datapath_auto check).
     #[arg(long, value_name = "N")]
     pub key: Option<u32>,
+    /// IPv6 overlay meshfwd will use, as `meshfwd --overlay6` (`none`: IPv4
+    /// only): the ipv6 check says whether this host runs it dual-stack.
+    #[arg(long, value_name = "PREFIX/64|none", default_value = crate::layout6::DEFAULT_OVERLAY6)]
+    pub overlay6: String,
     /// Print one JSON object instead of a report.
     #[arg(long)]
     pub json: bool,

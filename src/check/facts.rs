@@ -65,6 +65,11 @@ pub struct Facts {
     pub instance: Option<Vec<crate::procfs::SocketOwner>>,
     /// What `--datapath auto` depends on.
     pub kernel_dp: KernelDpFacts,
+    /// Why this namespace cannot carry the IPv6 overlay
+    /// ([`crate::procfs::ipv6_disabled`]), `None` if it can.
+    pub ipv6_off: Option<String>,
+    /// `net.ipv6.conf.all.forwarding` (`None`: unreadable, e.g. no IPv6).
+    pub ipv6_forwarding: Option<u32>,
 }
 
 /// What the kernel datapath needs, as found: BPF and the tc modules
@@ -284,6 +289,10 @@ pub fn gather(
         resolvers,
         instance,
         kernel_dp: gather_kernel_dp(),
+        ipv6_off: crate::procfs::ipv6_disabled(),
+        ipv6_forwarding: std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
     }
 }
 

@@ -12,7 +12,8 @@
 //! will not forward container traffic.
 //!
 //! Exit status: 0 when nothing failed (warnings allowed), 1 when a check
-//! failed, 2 on bad usage (layout, `--local` outside the underlay, TUN name).
+//! failed, 2 on bad usage (layout, `--local` outside the underlay, TUN name,
+//! `--overlay6`).
 
 mod facts;
 mod verdicts;
@@ -24,9 +25,9 @@ pub use crate::procfs::{parse_cap_eff, parse_proc_net_route, parse_proc_net_udp,
 pub use facts::{gather, parse_resolv_conf, Facts, GreFacts, Holder, KernelDpFacts, UdpPortFacts};
 pub use verdicts::{
     check_capabilities, check_datapath_auto, check_gre_modules, check_instance, check_ip_forward,
-    check_layout, check_local_address, check_mtu, check_overlay_routes, check_raw_socket,
-    check_resolvers, check_rp_filter, check_tun_device, check_udp_port, evaluate,
-    evaluate_with_key,
+    check_ipv6, check_layout, check_local_address, check_mtu, check_overlay_routes,
+    check_raw_socket, check_resolvers, check_rp_filter, check_tun_device, check_udp_port, evaluate,
+    evaluate_full, evaluate_with_key,
 };
 
 use crate::cli::CheckArgs;
@@ -159,15 +160,20 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             "--tun '{tun}' is not a valid interface name (1-15 characters, no '/' or spaces)"
         ));
     }
+    let overlay6 = match crate::cli::parse_overlay6(&args.overlay6) {
+        Ok(l6) => l6,
+        Err(e) => return usage(&e),
+    };
     let encap = Encap::from(args.encap);
     let facts = gather(&layout, args.local, tun, encap, args.udp_port);
-    let report = Report::new(evaluate_with_key(
+    let report = Report::new(evaluate_full(
         &layout,
         tun,
         &facts,
         encap,
         args.udp_port,
         args.key,
+        overlay6,
     ));
     if args.json {
         println!("{}", report.to_json());

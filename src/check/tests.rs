@@ -641,3 +641,73 @@ fn datapath_auto_says_what_it_would_pick_and_why() {
     };
     assert!(pick(&old, &no_tc, Encap::Gre, Some(1)).contains("older than 5.1"));
 }
+
+#[test]
+fn ipv6_check_follows_the_daemons_rule() {
+    use crate::layout6::Layout6;
+    let l6 = Some(Layout6::default());
+    let vm = Some(ip("192.168.16.32"));
+    let gre = crate::wire::gre::BASE_LEN;
+    // dual-stack: the VM's /96 and TUN address, the MTU, forwarding
+    let c = check_ipv6(l6, vm, Some(1500), Encap::Gre, gre, "tun0", None, Some(1));
+    assert_eq!(c.status, Status::Ok);
+    assert!(
+        c.message.contains("fd6d:6573:6866:0:c0a8:1020::/96")
+            && c.message
+                .contains("tun0 gets fd6d:6573:6866:0:c0a8:1020:0:1/64")
+            && c.message.contains("TUN MTU 1476")
+            && c.message.contains("forwarding = 1"),
+        "{}",
+        c.message
+    );
+    let c = check_ipv6(l6, None, None, Encap::Gre, gre, "tun0", None, Some(0));
+    assert_eq!(c.status, Status::Ok);
+    assert!(
+        c.message.contains("see local_address")
+            && c.message.contains("forwarding = 0 (meshfwd attach")
+    );
+    // --overlay6 none: said, not a warning
+    let c = check_ipv6(None, vm, Some(1500), Encap::Gre, gre, "tun0", None, Some(1));
+    assert_eq!(c.status, Status::Ok);
+    assert!(c.message.contains("IPv4 only"));
+    // IPv6 disabled in the namespace: a warning that names the sysctl
+    let off = crate::procfs::ipv6_disabled_by("1\n", "1\n");
+    let c = check_ipv6(l6, vm, Some(1500), Encap::Gre, gre, "tun0", off, None);
+    assert_eq!(c.status, Status::Warn);
+    assert!(c.message.starts_with("IPv6 overlay off: ") && c.message.contains("IPv4 only"));
+    assert!(c.fix.unwrap().contains("disable_ipv6=0"));
+    // no IPv6 in the kernel
+    let c = check_ipv6(
+        l6,
+        vm,
+        Some(1500),
+        Encap::Gre,
+        gre,
+        "tun0",
+        Some("this kernel has no IPv6 (no /proc/sys/net/ipv6)".into()),
+        None,
+    );
+    assert_eq!(c.status, Status::Warn);
+    assert!(c.fix.unwrap().contains("ipv6.disable=1"));
+    // TUN MTU below 1280: underlay 1303 - 24 = 1279; 1304 passes; a key costs 4
+    let c = check_ipv6(l6, vm, Some(1303), Encap::Gre, gre, "tun0", None, Some(1));
+    assert_eq!(c.status, Status::Warn, "{}", c.message);
+    assert!(c.message.contains("1279") && c.fix.unwrap().contains("at least 1304"));
+    let c = check_ipv6(l6, vm, Some(1304), Encap::Gre, gre, "tun0", None, Some(1));
+    assert_eq!(c.status, Status::Ok, "{}", c.message);
+    let c = check_ipv6(
+        l6,
+        vm,
+        Some(1304),
+        Encap::Gre,
+        gre + 4,
+        "tun0",
+        None,
+        Some(1),
+    );
+    assert_eq!(c.status, Status::Warn, "{}", c.message);
+    // GRE-in-UDP: 32 bytes of overhead
+    let c = check_ipv6(l6, vm, Some(1311), Encap::Udp, gre, "tun0", None, Some(1));
+    assert_eq!(c.status, Status::Warn, "{}", c.message);
+    assert!(c.fix.unwrap().contains("at least 1312"));
+}

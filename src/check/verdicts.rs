@@ -8,6 +8,7 @@ use super::facts::{Facts, GreFacts, Holder, KernelDpFacts, UdpPortFacts};
 use super::Check;
 use crate::datapath::Encap;
 use crate::layout::{Cidr, Layout};
+use crate::layout6::Layout6;
 use crate::procfs::Route;
 use crate::sys::netdev::IfAddr;
 use std::io;
@@ -760,12 +761,94 @@ pub fn check_datapath_auto(
     )
 }
 
+/// Whether meshfwd would run dual-stack here, by the daemon's own rule
+/// ([`crate::config::resolve_overlay6`]: `--overlay6 none`, IPv6 disabled in
+/// this namespace, or a TUN MTU below 1280 mean IPv4 only), and with which
+/// IPv6 addresses. `overlay6` is the parsed `--overlay6` (`None`: `none`);
+/// `gre_len` the GRE header length (4, 8 with a key). IPv4 only is never a
+/// failure: IPv4 forwarding does not depend on it.
+#[allow(clippy::too_many_arguments)]
+pub fn check_ipv6(
+    overlay6: Option<Layout6>,
+    local: Option<Ipv4Addr>,
+    underlay_mtu: Option<u32>,
+    encap: Encap,
+    gre_len: usize,
+    tun: &str,
+    ipv6_off: Option<String>,
+    forwarding: Option<u32>,
+) -> Check {
+    const N: &str = "ipv6";
+    let Some(l6) = overlay6 else {
+        return Check::ok(N, "--overlay6 none: meshfwd will forward IPv4 only");
+    };
+    let overhead = encap.overhead(gre_len) as u32;
+    let mtu = underlay_mtu
+        .map_or(1500 - overhead, |u| u.saturating_sub(overhead))
+        .min(65535);
+    let spec = l6.to_string();
+    let resolved =
+        crate::config::resolve_overlay6(&spec, mtu as u16, underlay_mtu, overhead, ipv6_off);
+    match resolved {
+        Ok((Some(_), _)) => {}
+        Ok((None, Some(crate::config::Overlay6Off::Host(why)))) => {
+            let fix = if why.contains("disable_ipv6") {
+                "sysctl -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+                 (before meshfwd starts), or run meshfwd --overlay6 none to forward IPv4 only \
+                 on purpose"
+                    .to_string()
+            } else if why.contains("MTU") {
+                format!(
+                    "raise the underlay MTU to at least {}, or run meshfwd --overlay6 none",
+                    u32::from(crate::config::IPV6_MIN_MTU) + overhead
+                )
+            } else {
+                "boot without ipv6.disable=1, or run meshfwd --overlay6 none".to_string()
+            };
+            return Check::warn(
+                N,
+                format!("IPv6 overlay off: {why}; meshfwd would forward IPv4 only"),
+                fix,
+            );
+        }
+        // (resolve_overlay6 only says "off by option" for `none`, handled above)
+        Ok((None, _)) | Err(_) => {
+            return Check::ok(N, "--overlay6 none: meshfwd will forward IPv4 only")
+        }
+    }
+    let fwd = match forwarding {
+        Some(1) => "net.ipv6.conf.all.forwarding = 1".to_string(),
+        Some(v) => format!(
+            "net.ipv6.conf.all.forwarding = {v} (meshfwd attach and meshfwd-cni turn it on)"
+        ),
+        None => "net.ipv6.conf.all.forwarding unreadable".to_string(),
+    };
+    match local {
+        Some(vm) => Check::ok(
+            N,
+            format!(
+                "dual-stack: mesh prefix {spec}, this VM's IPv6 block {}, {tun} gets {}/64 \
+                 (TUN MTU {mtu} >= 1280); {fwd}; --datapath kernel would carry IPv4 only",
+                l6.block(vm),
+                l6.vm_addr(vm)
+            ),
+        ),
+        None => Check::ok(
+            N,
+            format!(
+                "dual-stack: mesh prefix {spec} (this VM's /96 follows from its underlay \
+                 address: see local_address); {fwd}; --datapath kernel would carry IPv4 only"
+            ),
+        ),
+    }
+}
+
 pub fn evaluate(layout: &Layout, tun: &str, f: &Facts, encap: Encap, udp_port: u16) -> Vec<Check> {
     evaluate_with_key(layout, tun, f, encap, udp_port, None)
 }
 
 /// [`evaluate`] for a grid with GRE key `key` (it changes what
-/// `--datapath auto` picks below Linux 6.3).
+/// `--datapath auto` picks below Linux 6.3), with the default IPv6 overlay.
 pub fn evaluate_with_key(
     layout: &Layout,
     tun: &str,
@@ -773,6 +856,28 @@ pub fn evaluate_with_key(
     encap: Encap,
     udp_port: u16,
     key: Option<u32>,
+) -> Vec<Check> {
+    evaluate_full(
+        layout,
+        tun,
+        f,
+        encap,
+        udp_port,
+        key,
+        Some(Layout6::default()),
+    )
+}
+
+/// Every check in report order: [`evaluate_with_key`] with the IPv6 overlay
+/// of `--overlay6` (`None`: `none`).
+pub fn evaluate_full(
+    layout: &Layout,
+    tun: &str,
+    f: &Facts,
+    encap: Encap,
+    udp_port: u16,
+    key: Option<u32>,
+    overlay6: Option<Layout6>,
 ) -> Vec<Check> {
     let (local, underlay_if) = match &f.local {
         Ok((a, i)) => (Some(*a), i.as_deref()),
@@ -799,6 +904,16 @@ pub fn evaluate_with_key(
         check_instance(tun, f.instance.as_deref()),
         // New checks go last: tools parse the list.
         check_datapath_auto(&f.gre, &f.kernel_dp, encap, key),
+        check_ipv6(
+            overlay6,
+            local,
+            f.underlay_mtu,
+            encap,
+            crate::wire::gre::BASE_LEN + if key.is_some() { 4 } else { 0 },
+            tun,
+            f.ipv6_off.clone(),
+            f.ipv6_forwarding,
+        ),
     ]);
     checks
 }

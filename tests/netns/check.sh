@@ -76,6 +76,10 @@ only_not_ok() {
     [[ -z $extra ]] || { REASON="unexpected: $extra"; return 1; }
 }
 
+# ck_vm_add NAME UNDERLAY — a lib.sh VM namespace with IPv6 on, as on a real
+# VM (lib.sh turns it off; the ipv6 check would warn, see t_ipv6_off)
+ck_vm_add() { mf_vm_add "$@" && mf_ipv6_on "$1"; }
+
 # on a failure, after the log tail: the last check report
 _show_report() { [[ -n $CK_OUT && -s $CK_OUT ]] && sed 's/^/    # /' "$CK_OUT"; }
 
@@ -83,7 +87,7 @@ _show_report() { [[ -n $CK_OUT && -s $CK_OUT ]] && sed 's/^/    # /' "$CK_OUT"; 
 
 # A VM as the namespace suite builds it: underlay address, ip_forward=1.
 t_good_vm() {
-    mf_vm_add good 192.168.16.32 || { REASON="setup"; return 1; }
+    ck_vm_add good 192.168.16.32 || { REASON="setup"; return 1; }
     ck good || return 1
     want_rc 0 || return 1
     only_not_ok || return 1
@@ -92,18 +96,39 @@ t_good_vm() {
     # GRE 4); with --encap udp 1468 = 1500 - 32 (+ UDP 8)
     want mtu ok "TUN MTU 1476" || return 1
     want gre_modules ok "does not need" || return 1
+    want ipv6 ok "this VM's IPv6 block fd6d:6573:6866:0:c0a8:1020::/96, tun0 gets fd6d:6573:6866:0:c0a8:1020:0:1/64 (TUN MTU 1476" || return 1
     # human report: same verdict, aligned lines, summary
     mf_exec good "$MESHFWD" check >"$MF_RUN_DIR/good.txt" 2>&1 || { REASON="text report exit $?"; return 1; }
     cat "$MF_RUN_DIR/good.txt"
-    # 13 checks since datapath_auto (issue #15; 12 since the instance check, #19)
-    grep -Eq '^summary: 13 ok, 0 warn, 0 fail: ' "$MF_RUN_DIR/good.txt" ||
+    # 14 checks since ipv6 (issue #17; 13 since datapath_auto, #15; 12 since
+    # the instance check, #19)
+    grep -Eq '^summary: 14 ok, 0 warn, 0 fail: ' "$MF_RUN_DIR/good.txt" ||
         { REASON="summary: $(tail -n1 "$MF_RUN_DIR/good.txt")"; return 1; }
     grep -q '^ok    local_address   192.168.16.32 on eth0' "$MF_RUN_DIR/good.txt" || { REASON="text line layout"; return 1; }
 }
 
+# IPv6 disabled in the namespace (as lib.sh leaves it): meshfwd would run
+# IPv4 only, a warning with the sysctl as fix, not a failure; --overlay6
+# none says IPv4 only without a warning; a bad --overlay6 is a usage error.
+t_ipv6_off() {
+    mf_vm_add v6off 192.168.16.44 || { REASON="setup"; return 1; }
+    ck v6off || return 1
+    want_rc 0 || return 1
+    want ipv6 warn "IPv6 overlay off: IPv6 is disabled" || return 1
+    [[ $(field ipv6 fix) == *"net.ipv6.conf.all.disable_ipv6=0"* ]] || { REASON="ipv6 fix: $(field ipv6 fix)"; return 1; }
+    only_not_ok ipv6 || return 1
+    ck v6off --overlay6 none || return 1
+    want_rc 0 || return 1
+    want ipv6 ok "--overlay6 none: meshfwd will forward IPv4 only" || return 1
+    mf_exec v6off "$MESHFWD" check --overlay6 fe80::/64 >"$MF_RUN_DIR/v6bad.out" 2>&1
+    CK_RC=$?
+    want_rc 2 || return 1
+    grep -q "error: --overlay6: .*fd00::/8" "$MF_RUN_DIR/v6bad.out" || { REASON="usage error: $(cat "$MF_RUN_DIR/v6bad.out")"; return 1; }
+}
+
 # No address inside the underlay (a bare namespace, forwarding on).
 t_no_underlay_address() {
-    mf_netns_add bare || { REASON="setup"; return 1; }
+    mf_netns_add bare && mf_ipv6_on bare || { REASON="setup"; return 1; }
     mf_exec bare sysctl -qw net.ipv4.ip_forward=1 >/dev/null || { REASON="sysctl"; return 1; }
     ck bare || return 1
     want_rc 1 || return 1
@@ -117,7 +142,7 @@ t_no_underlay_address() {
 
 # Two addresses inside the underlay: ambiguous until --local picks one.
 t_ambiguous_local() {
-    mf_vm_add multi 192.168.16.34 || { REASON="setup"; return 1; }
+    ck_vm_add multi 192.168.16.34 || { REASON="setup"; return 1; }
     mf_exec multi ip addr add 192.168.17.34/16 dev eth0 || { REASON="ip addr"; return 1; }
     ck multi || return 1
     want_rc 1 || return 1
@@ -129,7 +154,7 @@ t_ambiguous_local() {
 
 # Forwarding off: containers cannot reach the TUN. Documented as a failure.
 t_ip_forward_off() {
-    mf_vm_add nofwd 192.168.16.35 || { REASON="setup"; return 1; }
+    ck_vm_add nofwd 192.168.16.35 || { REASON="setup"; return 1; }
     mf_exec nofwd sysctl -qw net.ipv4.ip_forward=0 >/dev/null || { REASON="sysctl"; return 1; }
     ck nofwd || return 1
     want_rc 1 || return 1
@@ -139,12 +164,12 @@ t_ip_forward_off() {
     mf_exec nofwd "$MESHFWD" check >"$MF_RUN_DIR/nofwd.txt" 2>&1
     cat "$MF_RUN_DIR/nofwd.txt"
     grep -q '^FAIL  ip_forward .*fix: sysctl -w net.ipv4.ip_forward=1' "$MF_RUN_DIR/nofwd.txt" || { REASON="text FAIL line"; return 1; }
-    grep -q '^summary: 12 ok, 0 warn, 1 fail: NOT ready' "$MF_RUN_DIR/nofwd.txt" || { REASON="text summary"; return 1; }
+    grep -q '^summary: 13 ok, 0 warn, 1 fail: NOT ready' "$MF_RUN_DIR/nofwd.txt" || { REASON="text summary"; return 1; }
 }
 
 # A route to part of the overlay through another interface.
 t_route_overlaps_overlay() {
-    mf_vm_add route 192.168.16.36 || { REASON="setup"; return 1; }
+    ck_vm_add route 192.168.16.36 || { REASON="setup"; return 1; }
     mf_exec route ip route add 250.1.0.0/16 dev eth0 || { REASON="ip route"; return 1; }
     ck route || return 1
     want_rc 0 || return 1
@@ -157,7 +182,7 @@ t_route_overlaps_overlay() {
 
 # The namespace's resolver inside 10.0.0.0/8 with the classic layout.
 t_resolver_in_classic_overlay() {
-    mf_vm_add dns 192.168.16.37 || { REASON="setup"; return 1; }
+    ck_vm_add dns 192.168.16.37 || { REASON="setup"; return 1; }
     printf 'nameserver 10.255.255.53\nnameserver 192.0.2.53\n' >"/etc/netns/$(mf_ns dns)/resolv.conf"
     ck dns --layout classic || return 1
     want_rc 0 || return 1
@@ -169,7 +194,7 @@ t_resolver_in_classic_overlay() {
 
 # Strict reverse-path filtering on the underlay interface.
 t_rp_filter_strict() {
-    mf_vm_add strict 192.168.16.38 || { REASON="setup"; return 1; }
+    ck_vm_add strict 192.168.16.38 || { REASON="setup"; return 1; }
     mf_exec strict sysctl -qw net.ipv4.conf.eth0.rp_filter=1 >/dev/null || { REASON="sysctl"; return 1; }
     ck strict || return 1
     want_rc 0 || return 1
@@ -181,7 +206,7 @@ t_rp_filter_strict() {
 # Unprivileged: no capabilities, no raw socket, and /dev/net/tun only if the
 # node is world-accessible (udev's 0666; 0600 on some hosts).
 t_unprivileged() {
-    mf_vm_add unpriv 192.168.16.39 || { REASON="setup"; return 1; }
+    ck_vm_add unpriv 192.168.16.39 || { REASON="setup"; return 1; }
     local mode
     ck_unpriv unpriv unpriv || return 1
     want_rc 1 || return 1
@@ -201,7 +226,7 @@ t_unprivileged() {
 # the container's /32 route are not collisions; the TUN's MTU and rp_filter
 # are read from the live device.
 t_running_vm() {
-    mf_vm_add run 192.168.16.40 || { REASON="setup"; return 1; }
+    ck_vm_add run 192.168.16.40 || { REASON="setup"; return 1; }
     mf_container_add run 1 || { REASON="container"; return 1; }
     mf_start run || { REASON="meshfwd did not start"; return 1; }
     ck run || return 1
@@ -220,8 +245,8 @@ t_running_vm() {
 # exit 0), and meshfwd --encap udp started without it forwards to a peer; the
 # check then sees its port held by meshfwd.
 t_udp_without_cap_net_raw() {
-    mf_vm_add udpa 192.168.16.41 || { REASON="setup"; return 1; }
-    mf_vm_add udpb 192.168.16.42 || { REASON="setup"; return 1; }
+    ck_vm_add udpa 192.168.16.41 || { REASON="setup"; return 1; }
+    ck_vm_add udpb 192.168.16.42 || { REASON="setup"; return 1; }
     local noraw=(setpriv --bounding-set=-net_raw --inh-caps=-net_raw) wrapper="$MF_RUN_DIR/meshfwd-noraw" pid bnd
     CK_OUT="$MF_RUN_DIR/check.udpnoraw.out"
     mf_exec udpa "${noraw[@]}" "$MESHFWD" check --json --encap udp >"$CK_OUT" 2>"$CK_OUT.err"
@@ -255,7 +280,7 @@ t_udp_without_cap_net_raw() {
 # the GRE check does not look at the port. A GRE-mode meshfwd holding it is
 # named as such.
 t_udp_port_taken() {
-    mf_vm_add udpc 192.168.16.43 || { REASON="setup"; return 1; }
+    ck_vm_add udpc 192.168.16.43 || { REASON="setup"; return 1; }
     local pid i
     mf_bg holder udpc "$MF_PY" "$MF_TOOLS/probe.py" udp-hold 192.168.16.43 4754 60
     pid=$MF_LAST_PID
@@ -350,6 +375,7 @@ main() {
     RN_TAIL=5 RN_ON_FAIL=_show_report
     echo "# meshfwd check tests: $MESHFWD, namespaces $MF_PREFIX-*, logs $MF_RUN_DIR"
     rn_test_inline check/good_vm t_good_vm
+    rn_test_inline check/ipv6_off t_ipv6_off
     rn_test_inline check/no_underlay_address t_no_underlay_address
     rn_test_inline check/ambiguous_local t_ambiguous_local
     rn_test_inline check/ip_forward_off t_ip_forward_off
