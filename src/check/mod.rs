@@ -27,7 +27,7 @@ pub use verdicts::{
     check_capabilities, check_datapath_auto, check_gre_modules, check_instance, check_ip_forward,
     check_ipv6, check_layout, check_local_address, check_mtu, check_overlay_routes,
     check_raw_socket, check_resolvers, check_rp_filter, check_tun_device, check_udp_port, evaluate,
-    evaluate_full, evaluate_with_key,
+    Intent,
 };
 
 use crate::cli::CheckArgs;
@@ -166,15 +166,13 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     };
     let encap = Encap::from(args.encap);
     let facts = gather(&layout, args.local, tun, encap, args.udp_port);
-    let report = Report::new(evaluate_full(
-        &layout,
-        tun,
-        &facts,
+    let intent = Intent {
         encap,
-        args.udp_port,
-        args.key,
+        udp_port: args.udp_port,
+        key: args.key,
         overlay6,
-    ));
+    };
+    let report = Report::new(evaluate(&layout, tun, &facts, &intent));
     if args.json {
         println!("{}", report.to_json());
     } else {

@@ -843,42 +843,27 @@ pub fn check_ipv6(
     }
 }
 
-pub fn evaluate(layout: &Layout, tun: &str, f: &Facts, encap: Encap, udp_port: u16) -> Vec<Check> {
-    evaluate_with_key(layout, tun, f, encap, udp_port, None)
+/// What the operator will run meshfwd with, as far as the checks depend on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Intent {
+    pub encap: Encap,
+    /// GRE-in-UDP port (with `Encap::Udp`).
+    pub udp_port: u16,
+    /// The grid's GRE key: below Linux 6.3 it changes what `--datapath auto`
+    /// picks, and it costs 4 bytes of MTU.
+    pub key: Option<u32>,
+    /// The IPv6 overlay of `--overlay6` (`None`: `none`).
+    pub overlay6: Option<Layout6>,
 }
 
-/// [`evaluate`] for a grid with GRE key `key` (it changes what
-/// `--datapath auto` picks below Linux 6.3), with the default IPv6 overlay.
-pub fn evaluate_with_key(
-    layout: &Layout,
-    tun: &str,
-    f: &Facts,
-    encap: Encap,
-    udp_port: u16,
-    key: Option<u32>,
-) -> Vec<Check> {
-    evaluate_full(
-        layout,
-        tun,
-        f,
+/// Every check, in report order (new checks go last: tools parse the list).
+pub fn evaluate(layout: &Layout, tun: &str, f: &Facts, intent: &Intent) -> Vec<Check> {
+    let Intent {
         encap,
         udp_port,
         key,
-        Some(Layout6::default()),
-    )
-}
-
-/// Every check in report order: [`evaluate_with_key`] with the IPv6 overlay
-/// of `--overlay6` (`None`: `none`).
-pub fn evaluate_full(
-    layout: &Layout,
-    tun: &str,
-    f: &Facts,
-    encap: Encap,
-    udp_port: u16,
-    key: Option<u32>,
-    overlay6: Option<Layout6>,
-) -> Vec<Check> {
+        overlay6,
+    } = *intent;
     let (local, underlay_if) = match &f.local {
         Ok((a, i)) => (Some(*a), i.as_deref()),
         Err(_) => (None, None),
