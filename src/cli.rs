@@ -91,6 +91,7 @@ Examples:
   meshfwd check --json                  one JSON object for machines
   meshfwd check --encap udp             for GRE-in-UDP: also checks that UDP port 4754 is free
   meshfwd check --key 42                the datapath_auto line for a keyed grid (kernel datapath below 6.3)
+  meshfwd check --overlay6 none         for a VM that will run IPv4 only (the ipv6 line says so)
 
 Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 on bad usage.";
 

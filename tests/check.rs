@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-const NAMES: [&str; 13] = [
+const NAMES: [&str; 14] = [
     "tun_device",
     "capabilities",
     "raw_socket",
@@ -19,6 +19,8 @@ const NAMES: [&str; 13] = [
     "instance",
     // appended by #15: new checks go last, existing names and order are a contract
     "datapath_auto",
+    // appended by #17
+    "ipv6",
 ];
 
 fn check(args: &[&str]) -> Output {
@@ -37,6 +39,8 @@ fn bad_usage_exits_2_with_one_line() {
         &["--local", "192.168.255.255"],
         &["--tun", "a/b"],
         &["--tun", "much-too-long-name"],
+        &["--overlay6", "fe80::/64"],
+        &["--overlay6", "fd00::/48"],
     ] {
         let out = check(args);
         let err = String::from_utf8_lossy(&out.stderr);

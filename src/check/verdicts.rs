@@ -787,23 +787,27 @@ pub fn check_ipv6(
         .map_or(1500 - overhead, |u| u.saturating_sub(overhead))
         .min(65535);
     let spec = l6.to_string();
-    let resolved =
-        crate::config::resolve_overlay6(&spec, mtu as u16, underlay_mtu, overhead, ipv6_off);
-    match resolved {
+    let host_off = ipv6_off.is_some();
+    match crate::config::resolve_overlay6(&spec, mtu as u16, underlay_mtu, overhead, ipv6_off) {
         Ok((Some(_), _)) => {}
-        Ok((None, Some(crate::config::Overlay6Off::Host(why)))) => {
-            let fix = if why.contains("disable_ipv6") {
-                "sysctl -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
-                 (before meshfwd starts), or run meshfwd --overlay6 none to forward IPv4 only \
-                 on purpose"
-                    .to_string()
-            } else if why.contains("MTU") {
+        Ok((None, off)) => {
+            let why = match off {
+                Some(crate::config::Overlay6Off::Host(why)) => why,
+                _ => "--overlay6 none".to_string(),
+            };
+            // (the reason comes from procfs::ipv6_disabled, or the MTU rule)
+            let fix = if !host_off {
                 format!(
                     "raise the underlay MTU to at least {}, or run meshfwd --overlay6 none",
                     u32::from(crate::config::IPV6_MIN_MTU) + overhead
                 )
-            } else {
+            } else if why.contains("no /proc/sys/net/ipv6") {
                 "boot without ipv6.disable=1, or run meshfwd --overlay6 none".to_string()
+            } else {
+                "sysctl -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+                 (before meshfwd starts), or run meshfwd --overlay6 none to forward IPv4 only \
+                 on purpose"
+                    .to_string()
             };
             return Check::warn(
                 N,
@@ -811,34 +815,39 @@ pub fn check_ipv6(
                 fix,
             );
         }
-        // (resolve_overlay6 only says "off by option" for `none`, handled above)
-        Ok((None, _)) | Err(_) => {
-            return Check::ok(N, "--overlay6 none: meshfwd will forward IPv4 only")
+        // (the prefix re-parses: it is a parsed Layout6's own text)
+        Err(e) => {
+            return Check::warn(
+                N,
+                format!("--overlay6 {spec}: {e}"),
+                "pass a ULA /64 or none",
+            )
         }
     }
-    let fwd = match forwarding {
-        Some(1) => "net.ipv6.conf.all.forwarding = 1".to_string(),
-        Some(v) => format!(
-            "net.ipv6.conf.all.forwarding = {v} (meshfwd attach and meshfwd-cni turn it on)"
+    let addrs = match local {
+        Some(vm) => format!(
+            "this VM's IPv6 block {}, {tun} gets {}/64",
+            l6.block(vm),
+            l6.vm_addr(vm)
         ),
-        None => "net.ipv6.conf.all.forwarding unreadable".to_string(),
+        None => "this VM's /96 follows from its underlay address: see local_address".into(),
     };
-    match local {
-        Some(vm) => Check::ok(
+    let msg = format!(
+        "dual-stack: mesh prefix {spec}, {addrs} (TUN MTU {mtu} >= 1280); --datapath kernel \
+         would carry IPv4 only"
+    );
+    match forwarding {
+        Some(1) => Check::ok(N, format!("{msg}; net.ipv6.conf.all.forwarding = 1")),
+        other => Check::warn(
             N,
             format!(
-                "dual-stack: mesh prefix {spec}, this VM's IPv6 block {}, {tun} gets {}/64 \
-                 (TUN MTU {mtu} >= 1280); {fwd}; --datapath kernel would carry IPv4 only",
-                l6.block(vm),
-                l6.vm_addr(vm)
+                "{msg}; but net.ipv6.conf.all.forwarding = {}: the kernel will not forward IPv6 \
+                 between the containers' veths and the TUN, so no container is reachable over \
+                 IPv6 (IPv4 is not affected)",
+                other.map_or("unreadable".to_string(), |v| v.to_string())
             ),
-        ),
-        None => Check::ok(
-            N,
-            format!(
-                "dual-stack: mesh prefix {spec} (this VM's /96 follows from its underlay \
-                 address: see local_address); {fwd}; --datapath kernel would carry IPv4 only"
-            ),
+            "sysctl -w net.ipv6.conf.all.forwarding=1 (persist: echo \
+             net.ipv6.conf.all.forwarding=1 > /etc/sysctl.d/60-meshfwd.conf)",
         ),
     }
 }

@@ -181,8 +181,9 @@ impl Egress {
             hl,
             is_v6,
         ) {
-            Ok(k) => k,
-            Err(_) => {
+            // (no segment: a GSO read without payload; counted, not lost)
+            Ok(k) if k > 0 => k,
+            _ => {
                 c.tun_rx_packets += 1;
                 c.drop(DropReason::OffloadMalformed);
                 return;

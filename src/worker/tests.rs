@@ -749,6 +749,17 @@ fn egress_splits_a_tso6_super_packet_with_the_overlay6() {
             "segment {i}: TCP checksum over the IPv6 pseudo-header"
         );
     }
+    // A GSO read with headers only (no payload: gso_split makes no segment)
+    // is counted as offload_malformed, not lost without a trace (found by
+    // the egress fuzz target).
+    let mut empty = h.to_vec();
+    empty.extend_from_slice(&tcp6_packet(&[]));
+    tun_peer.send(&empty).unwrap();
+    let mut st = state(&w);
+    assert!(w.egress_batch(&mut st).unwrap());
+    assert_eq!(st.c.tun_rx_packets, 1);
+    assert_eq!(st.c.drops[DropReason::OffloadMalformed.index()], 1);
+    assert_eq!(st.c.tx_packets, 0);
     // Without the IPv6 overlay the same super-packet is refused and counted.
     w.dp = Datapath::new(Layout::wide(), VM_SRC, None);
     tun_peer.send(&sp).unwrap();

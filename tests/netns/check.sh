@@ -76,9 +76,12 @@ only_not_ok() {
     [[ -z $extra ]] || { REASON="unexpected: $extra"; return 1; }
 }
 
-# ck_vm_add NAME UNDERLAY — a lib.sh VM namespace with IPv6 on, as on a real
-# VM (lib.sh turns it off; the ipv6 check would warn, see t_ipv6_off)
-ck_vm_add() { mf_vm_add "$@" && mf_ipv6_on "$1"; }
+# ck_v6 NAME — IPv6 on and forwarding, as on a dual-stack VM (lib.sh turns
+# IPv6 off; the ipv6 check would warn, see t_ipv6_off)
+ck_v6() { mf_ipv6_on "$1" && mf_exec "$1" sysctl -qw net.ipv6.conf.all.forwarding=1 >/dev/null; }
+
+# ck_vm_add NAME UNDERLAY — a lib.sh VM namespace ready for dual-stack (ck_v6)
+ck_vm_add() { mf_vm_add "$@" && ck_v6 "$1"; }
 
 # on a failure, after the log tail: the last check report
 _show_report() { [[ -n $CK_OUT && -s $CK_OUT ]] && sed 's/^/    # /' "$CK_OUT"; }
@@ -108,14 +111,22 @@ t_good_vm() {
 }
 
 # IPv6 disabled in the namespace (as lib.sh leaves it): meshfwd would run
-# IPv4 only, a warning with the sysctl as fix, not a failure; --overlay6
-# none says IPv4 only without a warning; a bad --overlay6 is a usage error.
+# IPv4 only, a warning with the sysctl as fix, not a failure; IPv6 on but
+# net.ipv6.conf.all.forwarding 0: a warning too; --overlay6 none says IPv4
+# only without a warning; a bad --overlay6 is a usage error.
 t_ipv6_off() {
     mf_vm_add v6off 192.168.16.44 || { REASON="setup"; return 1; }
     ck v6off || return 1
     want_rc 0 || return 1
     want ipv6 warn "IPv6 overlay off: IPv6 is disabled" || return 1
     [[ $(field ipv6 fix) == *"net.ipv6.conf.all.disable_ipv6=0"* ]] || { REASON="ipv6 fix: $(field ipv6 fix)"; return 1; }
+    only_not_ok ipv6 || return 1
+    # IPv6 on but not forwarded: containers would get no IPv6 across VMs
+    ck_v6 v6off && mf_exec v6off sysctl -qw net.ipv6.conf.all.forwarding=0 >/dev/null || { REASON="sysctl"; return 1; }
+    ck v6off || return 1
+    want_rc 0 || return 1
+    want ipv6 warn "net.ipv6.conf.all.forwarding = 0: the kernel will not forward IPv6" || return 1
+    [[ $(field ipv6 fix) == *"sysctl -w net.ipv6.conf.all.forwarding=1"* ]] || { REASON="ipv6 fix: $(field ipv6 fix)"; return 1; }
     only_not_ok ipv6 || return 1
     ck v6off --overlay6 none || return 1
     want_rc 0 || return 1
@@ -128,7 +139,7 @@ t_ipv6_off() {
 
 # No address inside the underlay (a bare namespace, forwarding on).
 t_no_underlay_address() {
-    mf_netns_add bare && mf_ipv6_on bare || { REASON="setup"; return 1; }
+    mf_netns_add bare && ck_v6 bare || { REASON="setup"; return 1; }
     mf_exec bare sysctl -qw net.ipv4.ip_forward=1 >/dev/null || { REASON="sysctl"; return 1; }
     ck bare || return 1
     want_rc 1 || return 1

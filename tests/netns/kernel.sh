@@ -331,6 +331,9 @@ case_setup() {
         CASE_KOVL6[$name]=$(mf_addr_json "$kul" 1 | _mf_json_get vm_overlay6) || return 1
         CASE_COVL6[$name]=$(mf_addr_json "$mul" 1 | _mf_json_get overlay6) || return 1
         v6=$(mf_addr_json "$mul" 1 | _mf_json_get block6) || return 1
+        # attach wired it dual-stack (it falls back to IPv4 only with a warning)
+        mf_exec "${name}c1" ip -6 -o addr show dev eth0 | grep -q "inet6 ${CASE_COVL6[$name]}/128 " ||
+            { mf_log "${name}c1 lacks ${CASE_COVL6[$name]}/128: $(mf_exec "${name}c1" ip -6 -o addr show dev eth0)"; return 1; }
     else
         mf_container_add "$name" 1 || return 1
     fi
@@ -475,7 +478,7 @@ _wire() { # CASE 4|6
     if [[ $2 == 6 ]]; then
         mf_ping "${name}c1" "${CASE_KOVL6[$name]}" 3 >/dev/null
         vm_run "ping6 -c 3 -i 0.3 -W 2 ${CASE_COVL6[$name]}"
-        filter="gre && gre.proto == 0x86dd && (icmpv6.type == 128 || icmpv6.type == 129)"
+        filter="gre && !icmp && gre.proto == 0x86dd && (icmpv6.type == 128 || icmpv6.type == 129)"
     else
         mf_ping "${name}c1" "${CASE_KOVL[$name]}" 3 >/dev/null
         vm_run "ping -c 3 -i 0.3 -W 2 ${MF_OVL[${name}c1]}"

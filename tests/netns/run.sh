@@ -1021,10 +1021,12 @@ t_ipv6_only_container_above_4095() {
     ns=$(mf_ns "$c")
     want=$(mf_addr_json "${MF_UL[vm2]}" 5000 --ipv6-only | _mf_json_get overlay6) || fail "meshfwd addr #5000"
     mf_netns_add "$c" && mf_ipv6_on "$c" || fail "namespace $c"
-    out=$(mf_exec vm2 "$MESHFWD" attach "$ns" --container 5000 --ipv6-only "${MF_LAYOUT_ARGS[@]}" --json 2>&1) ||
-        fail "meshfwd attach --container 5000 --ipv6-only: $out"
-    note "attach: $out"
+    out=$(mf_exec vm2 "$MESHFWD" attach "$ns" --container 5000 --ipv6-only "${MF_LAYOUT_ARGS[@]}" --json \
+        2>"$MF_RUN_DIR/attach5000.err") || fail "meshfwd attach --container 5000 --ipv6-only: $(cat "$MF_RUN_DIR/attach5000.err")"
+    note "attach: $out $(cat "$MF_RUN_DIR/attach5000.err")"
     a6=$(_mf_json_get address6 <<<"$out"); a4=$(_mf_json_get address <<<"$out")
+    # index 5001 = 0x1389 in the low 32 bits, the VM 192.168.16.33 = c0a8:1021 above it
+    [[ $want == *":c0a8:1021:0:1389" ]] || fail "meshfwd addr gave $want for #5000 on ${MF_UL[vm2]}"
     [[ $a6 == "$want" ]] || fail "attach address6 $a6, want $want (meshfwd addr)"
     [[ $a4 == None || $a4 == null || -z $a4 ]] || fail "attach gave an IPv6-only container IPv4 address $a4"
     [[ -z $(mf_exec "$c" ip -4 -o addr show dev eth0) ]] || fail "$c eth0 has IPv4: $(mf_exec "$c" ip -4 -o addr show dev eth0)"
@@ -1036,8 +1038,11 @@ t_ipv6_only_container_above_4095() {
     BULK_RECV_ARGS=(--ipv6)
     bulk_tcp vm1c2 "$c" 8
     BULK_RECV_ARGS=()
+    [[ -n $(mf_exec vm2 ip -6 route show "$want/128") ]] || fail "no /128 route to $want in vm2"
     mf_exec vm2 "$MESHFWD" detach "$ns" >/dev/null || fail "meshfwd detach $c"
     unset 'MF_OVL[$c]' 'OVL6[$c]'
+    [[ -z $(mf_exec vm2 ip -6 route show "$want/128") ]] || fail "detach left the /128 route: $(mf_exec vm2 ip -6 route show "$want/128")"
+    [[ -z $(vm_veth vm2 "$c") ]] || fail "detach left the veth $(vm_veth vm2 "$c") in vm2"
     expect_no_ping vm1c1 "$want" 2
 }
 
