@@ -330,10 +330,12 @@ case_setup() {
         mf_netns_add "${name}c1" && mf_ipv6_on "${name}c1" && mf_attach "$name" "${name}c1" 1 || return 1
         CASE_KOVL6[$name]=$(mf_addr_json "$kul" 1 | _mf_json_get vm_overlay6) || return 1
         CASE_COVL6[$name]=$(mf_addr_json "$mul" 1 | _mf_json_get overlay6) || return 1
-        v6=$(mf_addr_json "$mul" 1 | _mf_json_get block6) || return 1
         # attach wired it dual-stack (it falls back to IPv4 only with a warning)
-        mf_exec "${name}c1" ip -6 -o addr show dev eth0 | grep -q "inet6 ${CASE_COVL6[$name]}/128 " ||
-            { mf_log "${name}c1 lacks ${CASE_COVL6[$name]}/128: $(mf_exec "${name}c1" ip -6 -o addr show dev eth0)"; return 1; }
+        # (the output in a variable first: grep -q would end the pipe early, and
+        # pipefail would report ip's SIGPIPE)
+        v6=$(mf_exec "${name}c1" ip -6 -o addr show dev eth0)
+        grep -q "inet6 ${CASE_COVL6[$name]}/128 " <<<"$v6" || { mf_log "${name}c1 lacks ${CASE_COVL6[$name]}/128: $v6"; return 1; }
+        v6=$(mf_addr_json "$mul" 1 | _mf_json_get block6) || return 1
     else
         mf_container_add "$name" 1 || return 1
     fi

@@ -1030,7 +1030,8 @@ t_ipv6_only_container_above_4095() {
     [[ $a6 == "$want" ]] || fail "attach address6 $a6, want $want (meshfwd addr)"
     [[ $a4 == None || $a4 == null || -z $a4 ]] || fail "attach gave an IPv6-only container IPv4 address $a4"
     [[ -z $(mf_exec "$c" ip -4 -o addr show dev eth0) ]] || fail "$c eth0 has IPv4: $(mf_exec "$c" ip -4 -o addr show dev eth0)"
-    mf_exec "$c" ip -6 -o addr show dev eth0 | grep -q "inet6 $want/128 " || fail "$c eth0 lacks $want/128"
+    out=$(mf_exec "$c" ip -6 -o addr show dev eth0)   # (no grep -q in a pipe: pipefail and SIGPIPE)
+    grep -q "inet6 $want/128 " <<<"$out" || fail "$c eth0 lacks $want/128: $out"
     OVL6[$c]=$want; MF_OVL[$c]=$want   # (bulk_tcp sends to MF_OVL)
     expect_ping vm1c1 "$want" 3
     expect_ping vm3 "$want" 3
