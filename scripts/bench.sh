@@ -44,7 +44,7 @@
 # meshfwd-tN = GRE with --no-pin --threads N (receive cost by worker count).
 #
 # Within each repetition every test runs on every path in turn (A/B/C/A/B/C; the
-# order is reversed on every other repetition), so slow drift of this shared
+# order of paths and of tests is reversed on every other repetition), so slow drift of this shared
 # machine hits every path alike.  Ratios meshfwd/X are computed per repetition
 # and then medianed.
 #
@@ -662,11 +662,14 @@ server_start || exit 1
 log "setup done in $((SECONDS - START_TS)) s; measuring"
 MEASURE_TS=$SECONDS
 for ((rep = 1; rep <= REPS; rep++)); do
-    order=("${PATHS[@]}")
+    order=("${PATHS[@]}") torder=("${TESTS[@]}")
     if ((rep % 2 == 0)); then
         order=(); for ((i = ${#PATHS[@]} - 1; i >= 0; i--)); do order+=("${PATHS[$i]}"); done
+        # the tests too: a test that always runs first (right after the
+        # daemons start, or after a quiet spell) would be favoured
+        torder=(); for ((i = ${#TESTS[@]} - 1; i >= 0; i--)); do torder+=("${TESTS[$i]}"); done
     fi
-    for t in "${TESTS[@]}"; do
+    for t in "${torder[@]}"; do
         log "rep $rep/$REPS: $t on ${order[*]}"
         for p in "${order[@]}"; do
             ensure_path "$p" || continue

@@ -302,6 +302,16 @@ def summarise(per_rep, paths, reps):
                 s = stats(vals)
                 if s:
                     ratios.setdefault(num, {}).setdefault(den, {})[key] = s
+    # TCP over the IPv6 overlay / over IPv4, same path, same repetition (#17)
+    for p in paths:
+        vals = []
+        for r in reps:
+            m = per_rep.get((r, p), {})
+            if m.get("tcp1v6_gbps") is not None and m.get("tcp1_gbps"):
+                vals.append(m["tcp1v6_gbps"] / m["tcp1_gbps"])
+        s = stats(vals)
+        if s:
+            ratios.setdefault("v6_over_v4", {})[p] = s
     return summary, ratios
 
 
@@ -438,6 +448,17 @@ def render_tables(res):
             r = ratios[num][den]
             rows.append([LABEL[den]] + [cell(r.get(k), 2) for k in RATIO_METRICS])
         out.append(md_table(hdr, rows))
+    v6 = ratios.get("v6_over_v4", {})
+    if v6:
+        out.append("\n**TCP 1 stream over the IPv6 overlay / over IPv4** (same path, per repetition, then"
+                   " medianed; goal >= 0.9)\n")
+        rows = []
+        for p in paths:
+            if p in v6:
+                s6 = summary[p]
+                rows.append([LABEL[p], cell(s6.get("tcp1_gbps"), 2), cell(s6.get("tcp1v6_gbps"), 2), cell(v6[p], 2),
+                             ", ".join(fmt(v, 2) for v in v6[p]["values"])])
+        out.append(md_table(["path", "TCPv4 Gb/s", "TCPv6 Gb/s", "TCPv6 / TCPv4", "per repetition"], rows))
     if targets:
         out.append("\n**Targets** (median of the per-repetition values, min–max; RSS: the worst sample)\n")
         rows = []
