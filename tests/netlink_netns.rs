@@ -223,10 +223,10 @@ fn ipv6_addresses_routes_and_in_netns() {
     );
     let mut r = Route6::new(c6, 128, a.index);
     r.prefsrc = Some(v6);
-    nl.add_route6(&r).unwrap();
+    nl.add_route(&r).unwrap();
     let mut d = Route6::new(Ipv6Addr::UNSPECIFIED, 0, a.index);
     d.gateway = Some(c6); // reachable through the /128 (a local address would be EINVAL)
-    nl.add_route6(&d).unwrap();
+    nl.add_route(&d).unwrap();
     let routes = nl.routes6().unwrap();
     assert!(routes.contains(&r), "{routes:?}");
     assert!(routes.contains(&d), "{routes:?}");
@@ -235,9 +235,9 @@ fn ipv6_addresses_routes_and_in_netns() {
         !routes.iter().any(|x| x.dst == v6 && x.prefix == 128),
         "{routes:?}"
     );
-    nl.del_route6(&r).unwrap();
+    nl.del_route(&r).unwrap();
     assert_eq!(
-        nl.del_route6(&r).unwrap_err().raw_os_error(),
+        nl.del_route(&r).unwrap_err().raw_os_error(),
         Some(libc::ESRCH)
     );
     nl.del_addr6(a.index, v6, 128).unwrap();

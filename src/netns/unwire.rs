@@ -119,7 +119,7 @@ pub fn unwire_netns_with(
                 .iter()
                 .filter(|r| r.oif == Some(l.index) && r.prefix == 128)
             {
-                match vm.del_route6(r) {
+                match vm.del_route(r) {
                     Ok(()) => {}
                     Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENODEV)) => {}
                     Err(e) => {

@@ -340,11 +340,11 @@ fn wire(
         ))))?;
     }
     if let Some(v6) = p.vm_overlay6 {
-        ct.add_route6(&Route6::new(v6, 128, peer.index))
+        ct.add_route(&Route6::new(v6, 128, peer.index))
             .map_err(nl(in_ct(&format!("add route {v6}/128 dev {}", p.ifname))))?;
         let mut default = Route6::new(Ipv6Addr::UNSPECIFIED, 0, peer.index);
         default.gateway = Some(v6);
-        ct.add_route6(&default).map_err(nl(in_ct(&format!(
+        ct.add_route(&default).map_err(nl(in_ct(&format!(
             "add default route via {v6} dev {}",
             p.ifname
         ))))?;
@@ -377,7 +377,7 @@ fn wire(
     if let (Some(c6), Some(v6)) = (p.address6, p.vm_overlay6) {
         let mut route = Route6::new(c6, 128, host.index);
         route.prefsrc = Some(v6);
-        vm.add_route6(&route)
+        vm.add_route(&route)
             .map_err(nl(format!("add route {c6}/128 dev {veth} src {v6}")))?;
     }
     if let Some(address) = p.address {

@@ -116,27 +116,70 @@ pub struct Addr4 {
     pub label: Option<String>,
 }
 
-/// An IPv4 route, as dumped or as requested.
+/// A route of either family, as dumped or as requested: [`Route4`] or
+/// [`Route6`]; the address type `A` says which ([`RouteFamily`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route4 {
-    pub dst: Ipv4Addr,
+pub struct Route<A> {
+    pub dst: A,
     pub prefix: u8,
     /// Routing table id (254 = main).
     pub table: u32,
     pub oif: Option<u32>,
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<A>,
     /// Preferred source address (`ip route ... src A`).
-    pub prefsrc: Option<Ipv4Addr>,
+    pub prefsrc: Option<A>,
     /// `scope link` (no gateway) instead of `scope universe`.
     pub scope_link: bool,
     /// `onlink`: use the gateway on `oif` even though no prefix covers it.
     pub onlink: bool,
 }
 
-impl Route4 {
+/// An IPv4 route.
+pub type Route4 = Route<Ipv4Addr>;
+/// An IPv6 route.
+pub type Route6 = Route<Ipv6Addr>;
+
+/// What a route's address type brings to rtnetlink: its family and its
+/// `RouteAddress` form.
+pub trait RouteFamily: Copy {
+    const FAMILY: AddressFamily;
+    const UNSPECIFIED: Self;
+    fn to_route_address(self) -> RouteAddress;
+    fn from_route_address(a: &RouteAddress) -> Option<Self>;
+}
+
+impl RouteFamily for Ipv4Addr {
+    const FAMILY: AddressFamily = AddressFamily::Inet;
+    const UNSPECIFIED: Self = Ipv4Addr::UNSPECIFIED;
+    fn to_route_address(self) -> RouteAddress {
+        RouteAddress::Inet(self)
+    }
+    fn from_route_address(a: &RouteAddress) -> Option<Self> {
+        match a {
+            RouteAddress::Inet(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+impl RouteFamily for Ipv6Addr {
+    const FAMILY: AddressFamily = AddressFamily::Inet6;
+    const UNSPECIFIED: Self = Ipv6Addr::UNSPECIFIED;
+    fn to_route_address(self) -> RouteAddress {
+        RouteAddress::Inet6(self)
+    }
+    fn from_route_address(a: &RouteAddress) -> Option<Self> {
+        match a {
+            RouteAddress::Inet6(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+impl<A: RouteFamily> Route<A> {
     /// A route in the main table through `oif`, scope universe, no gateway.
-    pub fn new(dst: Ipv4Addr, prefix: u8, oif: u32) -> Route4 {
-        Route4 {
+    pub fn new(dst: A, prefix: u8, oif: u32) -> Route<A> {
+        Route {
             dst,
             prefix,
             table: u32::from(RouteHeader::RT_TABLE_MAIN),
@@ -159,33 +202,6 @@ pub struct Addr6 {
     pub nodad: bool,
     /// `IFA_F_TENTATIVE`: duplicate address detection still runs (or failed).
     pub tentative: bool,
-}
-
-/// An IPv6 route, as dumped or as requested (main table, protocol boot).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route6 {
-    pub dst: Ipv6Addr,
-    pub prefix: u8,
-    /// Routing table id (254 = main).
-    pub table: u32,
-    pub oif: Option<u32>,
-    pub gateway: Option<Ipv6Addr>,
-    /// Preferred source address (`ip -6 route ... src A`).
-    pub prefsrc: Option<Ipv6Addr>,
-}
-
-impl Route6 {
-    /// A route in the main table through `oif`, no gateway.
-    pub fn new(dst: Ipv6Addr, prefix: u8, oif: u32) -> Route6 {
-        Route6 {
-            dst,
-            prefix,
-            table: u32::from(RouteHeader::RT_TABLE_MAIN),
-            oif: Some(oif),
-            gateway: None,
-            prefsrc: None,
-        }
-    }
 }
 
 /// Runs `f` on a short-lived thread that has entered the network namespace
@@ -538,56 +554,42 @@ impl Netlink {
     /// Every IPv4 unicast route of every table (the local and broadcast
     /// routes the kernel derives from addresses are left out).
     pub fn routes(&mut self) -> io::Result<Vec<Route4>> {
-        self.unicast_routes(AddressFamily::Inet, parse_route)
+        self.unicast_routes()
     }
 
-    /// The unicast routes of one address family, each parsed by `parse`.
-    fn unicast_routes<T>(
-        &mut self,
-        family: AddressFamily,
-        parse: fn(&RouteMessage) -> Option<T>,
-    ) -> io::Result<Vec<T>> {
+    /// Every IPv6 unicast route of every table (none when the kernel has no IPv6).
+    pub fn routes6(&mut self) -> io::Result<Vec<Route6>> {
+        self.unicast_routes()
+    }
+
+    /// The unicast routes of one address family.
+    fn unicast_routes<A: RouteFamily>(&mut self) -> io::Result<Vec<Route<A>>> {
         let mut req = RouteMessage::default();
-        req.header.address_family = family;
+        req.header.address_family = A::FAMILY;
         let replies = self.dump(RouteNetlinkMessage::GetRoute(req))?;
         Ok(replies
             .iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) if r.header.kind == RouteType::Unicast => parse(r),
+                RouteNetlinkMessage::NewRoute(r) if r.header.kind == RouteType::Unicast => {
+                    parse_route(r)
+                }
                 _ => None,
             })
             .collect())
     }
 
-    /// Adds a unicast route (fails with `EEXIST` if the same one exists).
-    pub fn add_route(&mut self, route: &Route4) -> io::Result<()> {
+    /// Adds a unicast route of either family (fails with `EEXIST` if the
+    /// same one exists).
+    pub fn add_route<A: RouteFamily>(&mut self, route: &Route<A>) -> io::Result<()> {
         self.ack(
             RouteNetlinkMessage::NewRoute(route_request(route)),
             NLM_F_CREATE | NLM_F_EXCL,
         )
     }
 
-    /// Deletes a route (`ESRCH` when there is none).
-    pub fn del_route(&mut self, route: &Route4) -> io::Result<()> {
+    /// Deletes a route of either family (`ESRCH` when there is none).
+    pub fn del_route<A: RouteFamily>(&mut self, route: &Route<A>) -> io::Result<()> {
         self.ack(RouteNetlinkMessage::DelRoute(route_request(route)), 0)
-    }
-
-    /// Every IPv6 unicast route of every table (none when the kernel has no IPv6).
-    pub fn routes6(&mut self) -> io::Result<Vec<Route6>> {
-        self.unicast_routes(AddressFamily::Inet6, parse_route6)
-    }
-
-    /// Adds an IPv6 unicast route (fails with `EEXIST` if the same one exists).
-    pub fn add_route6(&mut self, route: &Route6) -> io::Result<()> {
-        self.ack(
-            RouteNetlinkMessage::NewRoute(route6_request(route)),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-    }
-
-    /// Deletes an IPv6 route (`ESRCH` when there is none).
-    pub fn del_route6(&mut self, route: &Route6) -> io::Result<()> {
-        self.ack(RouteNetlinkMessage::DelRoute(route6_request(route)), 0)
     }
 
     // --- transport ---------------------------------------------------------
@@ -830,44 +832,12 @@ pub fn addr6_request(
     msg
 }
 
-/// An IPv6 `RTM_NEWROUTE`/`RTM_DELROUTE` body as `ip -6 route` builds it
-/// (protocol boot, type unicast, scope universe).
-pub fn route6_request(r: &Route6) -> RouteMessage {
+/// An `RTM_NEWROUTE`/`RTM_DELROUTE` body as `ip route` / `ip -6 route`
+/// builds it (protocol boot, type unicast).
+pub fn route_request<A: RouteFamily>(r: &Route<A>) -> RouteMessage {
     let mut msg = RouteMessage::default();
     let h = &mut msg.header;
-    h.address_family = AddressFamily::Inet6;
-    h.destination_prefix_length = r.prefix;
-    h.table = u8::try_from(r.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
-    h.protocol = RouteProtocol::Boot;
-    h.scope = RouteScope::Universe;
-    h.kind = RouteType::Unicast;
-    if r.prefix > 0 {
-        msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet6(r.dst)));
-    }
-    if r.table > 255 {
-        msg.attributes.push(RouteAttribute::Table(r.table));
-    }
-    if let Some(gw) = r.gateway {
-        msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
-    }
-    if let Some(src) = r.prefsrc {
-        msg.attributes
-            .push(RouteAttribute::PrefSource(RouteAddress::Inet6(src)));
-    }
-    if let Some(oif) = r.oif {
-        msg.attributes.push(RouteAttribute::Oif(oif));
-    }
-    msg
-}
-
-/// An `RTM_NEWROUTE`/`RTM_DELROUTE` body as `ip route` builds it
-/// (protocol boot, type unicast).
-pub fn route_request(r: &Route4) -> RouteMessage {
-    let mut msg = RouteMessage::default();
-    let h = &mut msg.header;
-    h.address_family = AddressFamily::Inet;
+    h.address_family = A::FAMILY;
     h.destination_prefix_length = r.prefix;
     h.table = u8::try_from(r.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
     h.protocol = RouteProtocol::Boot;
@@ -880,23 +850,21 @@ pub fn route_request(r: &Route4) -> RouteMessage {
     if r.onlink {
         h.flags = RouteFlags::Onlink;
     }
+    let mut push = |a: RouteAttribute| msg.attributes.push(a);
     if r.prefix > 0 {
-        msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(r.dst)));
+        push(RouteAttribute::Destination(r.dst.to_route_address()));
     }
     if r.table > 255 {
-        msg.attributes.push(RouteAttribute::Table(r.table));
+        push(RouteAttribute::Table(r.table));
     }
     if let Some(gw) = r.gateway {
-        msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+        push(RouteAttribute::Gateway(gw.to_route_address()));
     }
     if let Some(src) = r.prefsrc {
-        msg.attributes
-            .push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
+        push(RouteAttribute::PrefSource(src.to_route_address()));
     }
     if let Some(oif) = r.oif {
-        msg.attributes.push(RouteAttribute::Oif(oif));
+        push(RouteAttribute::Oif(oif));
     }
     msg
 }
@@ -994,37 +962,13 @@ fn parse_addr6(a: &AddressMessage) -> Option<Addr6> {
     })
 }
 
-fn parse_route6(r: &RouteMessage) -> Option<Route6> {
-    if r.header.address_family != AddressFamily::Inet6 {
+/// A dumped route of family `A` (`None` for the other family).
+fn parse_route<A: RouteFamily>(r: &RouteMessage) -> Option<Route<A>> {
+    if r.header.address_family != A::FAMILY {
         return None;
     }
-    let mut route = Route6 {
-        dst: Ipv6Addr::UNSPECIFIED,
-        prefix: r.header.destination_prefix_length,
-        table: u32::from(r.header.table),
-        oif: None,
-        gateway: None,
-        prefsrc: None,
-    };
-    for a in &r.attributes {
-        match a {
-            RouteAttribute::Destination(RouteAddress::Inet6(d)) => route.dst = *d,
-            RouteAttribute::Table(t) => route.table = *t,
-            RouteAttribute::Oif(i) => route.oif = Some(*i),
-            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => route.gateway = Some(*g),
-            RouteAttribute::PrefSource(RouteAddress::Inet6(s)) => route.prefsrc = Some(*s),
-            _ => {}
-        }
-    }
-    Some(route)
-}
-
-fn parse_route(r: &RouteMessage) -> Option<Route4> {
-    if r.header.address_family != AddressFamily::Inet {
-        return None;
-    }
-    let mut route = Route4 {
-        dst: Ipv4Addr::UNSPECIFIED,
+    let mut route = Route {
+        dst: A::UNSPECIFIED,
         prefix: r.header.destination_prefix_length,
         table: u32::from(r.header.table),
         oif: None,
@@ -1035,11 +979,15 @@ fn parse_route(r: &RouteMessage) -> Option<Route4> {
     };
     for a in &r.attributes {
         match a {
-            RouteAttribute::Destination(RouteAddress::Inet(d)) => route.dst = *d,
+            RouteAttribute::Destination(d) => {
+                if let Some(d) = A::from_route_address(d) {
+                    route.dst = d;
+                }
+            }
             RouteAttribute::Table(t) => route.table = *t,
             RouteAttribute::Oif(i) => route.oif = Some(*i),
-            RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.gateway = Some(*g),
-            RouteAttribute::PrefSource(RouteAddress::Inet(s)) => route.prefsrc = Some(*s),
+            RouteAttribute::Gateway(g) => route.gateway = A::from_route_address(g),
+            RouteAttribute::PrefSource(s) => route.prefsrc = A::from_route_address(s),
             _ => {}
         }
     }
@@ -1202,17 +1150,17 @@ mod tests {
         let mut r = Route6::new(Ipv6Addr::UNSPECIFIED, 0, 9);
         r.gateway = Some(v);
         let RouteNetlinkMessage::NewRoute(back) =
-            roundtrip(RouteNetlinkMessage::NewRoute(route6_request(&r)))
+            roundtrip(RouteNetlinkMessage::NewRoute(route_request(&r)))
         else {
             panic!()
         };
         assert_eq!(back.header.address_family, AddressFamily::Inet6);
-        assert_eq!(parse_route6(&back), Some(r));
+        assert_eq!(parse_route::<Ipv6Addr>(&back), Some(r));
         let mut r = Route6::new(a, 128, 3);
         r.prefsrc = Some(v);
-        let m = route6_request(&r);
-        assert_eq!(parse_route6(&m), Some(r));
-        assert!(parse_route(&m).is_none());
+        let m = route_request(&r);
+        assert_eq!(parse_route::<Ipv6Addr>(&m), Some(r));
+        assert!(parse_route::<Ipv4Addr>(&m).is_none());
     }
 
     #[test]
