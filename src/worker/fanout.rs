@@ -12,7 +12,7 @@
 
 use super::egress::Segment;
 use super::raw::{RawTx, RX_BATCH, RX_CAP};
-use super::underlay::{Message, RxBatch, Underlay};
+use super::underlay::{deliver, Message, RxBatch, Underlay};
 use crate::counters::Counters;
 use crate::datapath::{Datapath, DropReason};
 use crate::gro::{Coalescer, Piece};
@@ -134,17 +134,8 @@ impl Underlay for FanoutGre {
         c.rx_bytes += m.meta.len.min(total) as u64;
         let offload = RxOffload::parse(&m.meta.vnet);
         if offload.is_plain() {
-            match dp.decapsulate_link(m.buf, m.meta.len) {
-                Ok(d) => g.push(
-                    &m.buf[d.start..d.start + d.len],
-                    Piece {
-                        buf: m.index as u32,
-                        start: d.start as u32,
-                        len: d.len as u32,
-                    },
-                ),
-                Err(r) => c.drop(r),
-            }
+            let r = dp.decapsulate_link(m.buf, m.meta.len);
+            deliver(g, c, m.buf, m.index, 0, r);
             return;
         }
         // Merged by GRE GRO, or a partial checksum: the kernel's metadata

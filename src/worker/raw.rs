@@ -4,10 +4,10 @@
 //! datagram each, checked by `Datapath::decapsulate`.
 
 use super::egress::{Segment, MAX_SEGMENTS};
-use super::underlay::{Message, RxBatch, Underlay};
+use super::underlay::{deliver, Message, RxBatch, Underlay};
 use crate::counters::Counters;
 use crate::datapath::{Datapath, DropReason};
-use crate::gro::{Coalescer, Piece};
+use crate::gro::Coalescer;
 use crate::sys::batch::{Batch, Transmit};
 use crate::sys::raw::RawGreSocket;
 use std::io;
@@ -136,16 +136,7 @@ impl Underlay for RawGre {
             return;
         }
         c.rx_bytes += m.meta.len as u64;
-        match dp.decapsulate(m.buf, m.meta.len) {
-            Ok(d) => g.push(
-                &m.buf[d.start..d.start + d.len],
-                Piece {
-                    buf: m.index as u32,
-                    start: d.start as u32,
-                    len: d.len as u32,
-                },
-            ),
-            Err(r) => c.drop(r),
-        }
+        let r = dp.decapsulate(m.buf, m.meta.len);
+        deliver(g, c, m.buf, m.index, 0, r);
     }
 }

@@ -14,10 +14,10 @@
 //! payload is never copied in userspace on the way in.
 
 use super::egress::Segment;
-use super::underlay::{Message, RxBatch, Underlay};
+use super::underlay::{deliver, Message, RxBatch, Underlay};
 use crate::counters::Counters;
 use crate::datapath::{flow_hash, Datapath, DropReason, MAX_UDP_PAYLOAD, UDP_OUTER_LEN};
-use crate::gro::{Coalescer, Piece};
+use crate::gro::Coalescer;
 use crate::sys::batch::{Batch, Transmit};
 use crate::sys::udp::{UdpGreSocket, MAX_GSO_SEGMENTS};
 use std::io;
@@ -213,17 +213,8 @@ impl Underlay for UdpGre {
             c.rx_packets += 1;
             c.rx_bytes += (len + UDP_OUTER_LEN) as u64;
             let dgram = &mut m.buf[at..at + len];
-            match dp.decapsulate_udp(dgram, len, src, m.meta.tos) {
-                Ok(d) => g.push(
-                    &dgram[d.start..d.start + d.len],
-                    Piece {
-                        buf: m.index as u32,
-                        start: (at + d.start) as u32,
-                        len: d.len as u32,
-                    },
-                ),
-                Err(r) => c.drop(r),
-            }
+            let r = dp.decapsulate_udp(dgram, len, src, m.meta.tos);
+            deliver(g, c, dgram, m.index, at, r);
             at += len;
             if at >= total {
                 break;

@@ -16,8 +16,8 @@
 
 use super::egress::Segment;
 use crate::counters::Counters;
-use crate::datapath::Datapath;
-use crate::gro::Coalescer;
+use crate::datapath::{Datapath, Decapsulated, DropReason};
+use crate::gro::{Coalescer, Piece};
 use crate::sys::batch::{Batch, RecvMeta, Transmit};
 use std::io;
 use std::net::Ipv4Addr;
@@ -132,5 +132,30 @@ impl RxBatch {
     /// The receive-queue (or ring) overflow count, as last reported.
     pub fn queue_drops(&self) -> u64 {
         u64::from(self.batch.rx_queue_drops()) + self.ring_drops
+    }
+}
+
+/// Hands one decapsulation result to the coalescer, or counts its drop: the
+/// inner packet lies at `buf[d.start..]`, and `buf` starts `base` bytes into
+/// the buffer of message `index` (what [`Piece`] records).
+#[inline]
+pub(crate) fn deliver(
+    g: &mut Coalescer,
+    c: &mut Counters,
+    buf: &[u8],
+    index: usize,
+    base: usize,
+    r: Result<Decapsulated, DropReason>,
+) {
+    match r {
+        Ok(d) => g.push(
+            &buf[d.start..d.start + d.len],
+            Piece {
+                buf: index as u32,
+                start: (base + d.start) as u32,
+                len: d.len as u32,
+            },
+        ),
+        Err(r) => c.drop(r),
     }
 }
