@@ -6,7 +6,7 @@
 use super::{refused, usage, Failure, ALIAS_PREFIX, VETH_PREFIX};
 use crate::layout::Layout;
 use crate::layout6::{self, Layout6};
-use crate::sys::netlink::{Addr4, Addr6, Link, Route4, Route6};
+use crate::sys::netlink::{Addr4, Addr6, Link, Route, Route4, Route6};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
@@ -280,12 +280,7 @@ pub fn check_free(
     addrs: &[Addr4],
     routes: &[Route4],
 ) -> Result<(), Failure> {
-    let name_of = |idx: u32| {
-        links
-            .iter()
-            .find(|l| l.index == idx)
-            .map_or_else(|| format!("#{idx}"), |l| l.name.clone())
-    };
+    let name_of = |idx: u32| link_name(links, idx);
     if let Some(l) = links.iter().find(|l| l.name == p.veth) {
         let by = l
             .alias
@@ -308,24 +303,8 @@ pub fn check_free(
     let Some(address) = p.address else {
         return Ok(());
     };
-    if let Some(a) = addrs.iter().find(|a| a.addr == address) {
-        return Err(refused(format!(
-            "container #{} is in use on this VM: its address {} is assigned to {}",
-            p.container,
-            address,
-            name_of(a.index)
-        )));
-    }
-    if let Some(r) = routes.iter().find(|r| r.prefix == 32 && r.dst == address) {
-        let dev = r
-            .oif
-            .map_or(String::new(), |i| format!(" dev {}", name_of(i)));
-        return Err(refused(format!(
-            "container #{} is in use on this VM: a route to {}/32{dev} exists",
-            p.container, address
-        )));
-    }
-    Ok(())
+    let assigned = addrs.iter().find(|a| a.addr == address).map(|a| a.index);
+    refuse_if_taken(p.container, address, 32, assigned, routes, &name_of)
 }
 
 /// The IPv6 half of [`check_free`]: the container's IPv6 address assigned or
@@ -339,27 +318,42 @@ pub fn check_free6(
     let Some(address) = p.address6 else {
         return Ok(());
     };
-    let name_of = |idx: u32| {
-        links
-            .iter()
-            .find(|l| l.index == idx)
-            .map_or_else(|| format!("#{idx}"), |l| l.name.clone())
-    };
-    if let Some(a) = addrs.iter().find(|a| a.addr == address) {
+    let name_of = |idx: u32| link_name(links, idx);
+    let assigned = addrs.iter().find(|a| a.addr == address).map(|a| a.index);
+    refuse_if_taken(p.container, address, 128, assigned, routes, &name_of)
+}
+
+/// The name of interface `index` among `links`, else `#index`.
+fn link_name(links: &[Link], index: u32) -> String {
+    links
+        .iter()
+        .find(|l| l.index == index)
+        .map_or_else(|| format!("#{index}"), |l| l.name.clone())
+}
+
+/// Container `container`'s `address` (either family) is taken when it is
+/// assigned to an interface here (`assigned`: its index) or has a host route
+/// (`/host`: 32 or 128) here; `name_of` names an interface index.
+fn refuse_if_taken<A: PartialEq + std::fmt::Display>(
+    container: u32,
+    address: A,
+    host: u8,
+    assigned: Option<u32>,
+    routes: &[Route<A>],
+    name_of: &impl Fn(u32) -> String,
+) -> Result<(), Failure> {
+    if let Some(index) = assigned {
         return Err(refused(format!(
-            "container #{} is in use on this VM: its address {} is assigned to {}",
-            p.container,
-            address,
-            name_of(a.index)
+            "container #{container} is in use on this VM: its address {address} is assigned to {}",
+            name_of(index)
         )));
     }
-    if let Some(r) = routes.iter().find(|r| r.prefix == 128 && r.dst == address) {
+    if let Some(r) = routes.iter().find(|r| r.prefix == host && r.dst == address) {
         let dev = r
             .oif
             .map_or(String::new(), |i| format!(" dev {}", name_of(i)));
         return Err(refused(format!(
-            "container #{} is in use on this VM: a route to {}/128{dev} exists",
-            p.container, address
+            "container #{container} is in use on this VM: a route to {address}/{host}{dev} exists"
         )));
     }
     Ok(())
