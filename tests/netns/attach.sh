@@ -239,7 +239,7 @@ t_instant_routability() {
 }
 
 # addr6 VM_UNDERLAY N [--ipv6-only] — the IPv6 address of container #N, from `meshfwd addr`
-addr6() { "$MESHFWD" addr --json --vm "$1" --container "$2" "${@:3}" | _mf_json_get overlay6; }
+addr6() { mf_addr_json "$@" | _mf_json_get overlay6; }
 
 # Dual-stack by default: the /128 (nodad, no tentative address left),
 # accept_ra=0 on both ends, the VM's IPv6 overlay address on the VM-side veth
