@@ -554,11 +554,23 @@ impl Datapath {
     /// header checksum is verified first, as `ip_rcv` would.
     #[inline]
     pub fn decapsulate_link(&self, buf: &mut [u8], len: usize) -> Result<Decapsulated, DropReason> {
+        self.decapsulate_link_with(buf, len, true)
+    }
+
+    /// The outer IPv4 header checksum `ip_rcv` would verify, then
+    /// [`Datapath::decapsulate_ip`] (`gre_csum`: verify a GRE checksum).
+    #[inline]
+    fn decapsulate_link_with(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        gre_csum: bool,
+    ) -> Result<Decapsulated, DropReason> {
         let outer = Ipv4Packet::new_checked(buf.get(..len).ok_or(DropReason::Truncated)?)?;
         if !outer.verify_checksum() {
             return Err(DropReason::BadIpChecksum);
         }
-        self.decapsulate_ip(buf, len, true)
+        self.decapsulate_ip(buf, len, gre_csum)
     }
 
     /// [`Datapath::decapsulate_link`] for a packet the kernel merged from
@@ -575,11 +587,7 @@ impl Datapath {
         buf: &mut [u8],
         len: usize,
     ) -> Result<Decapsulated, DropReason> {
-        let outer = Ipv4Packet::new_checked(buf.get(..len).ok_or(DropReason::Truncated)?)?;
-        if !outer.verify_checksum() {
-            return Err(DropReason::BadIpChecksum);
-        }
-        self.decapsulate_ip(buf, len, false)
+        self.decapsulate_link_with(buf, len, false)
     }
 
     /// The ingress decision for a GRE-in-UDP payload `buf[..len]` (GRE header
